@@ -1,0 +1,213 @@
+"""Policy files: one YAML per experiment, validated at load with errors that name the field."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Names end up in Redis keys, deployment names and URLs: keep them to a safe alphabet.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Strict):
+    name: Name
+    type: Literal["numeric", "categorical"] = "numeric"
+    values: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _categorical_needs_values(self) -> Feature:
+        if self.type == "categorical" and not self.values:
+            raise ValueError("a categorical feature needs a non-empty 'values' list")
+        if self.type == "numeric" and self.values:
+            raise ValueError("'values' is only for categorical features")
+        return self
+
+
+class Reward(_Strict):
+    type: Literal["bernoulli", "gaussian"] = "bernoulli"
+    range: tuple[float, float] | None = None
+    # How a label becomes a reward: 'match' gives 1 when the label equals the prediction.
+    from_label: Literal["match"] = "match"
+    # Feedback later than this after the prediction is refused (the request id expires).
+    window_s: float = Field(default=86_400.0, gt=0)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        if self.range is not None:
+            return self.range
+        return (0.0, 1.0) if self.type == "bernoulli" else (float("-inf"), float("inf"))
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> Reward:
+        if self.range is not None:
+            lo, hi = self.range
+            if not lo < hi:
+                raise ValueError("range must be [low, high] with low < high")
+            if self.type == "bernoulli" and (lo < 0 or hi > 1):
+                raise ValueError("a bernoulli reward's range must lie within [0, 1]")
+        return self
+
+
+class Prior(_Strict):
+    alpha: float = Field(default=1.0, gt=0)
+    beta: float = Field(default=1.0, gt=0)
+
+
+class Holdout(_Strict):
+    variant: Name
+    fraction: float = Field(gt=0, lt=1)
+
+
+class Promotion(_Strict):
+    prob_best: float = Field(default=0.95, gt=0.5, le=1)
+    max_expected_loss: float = Field(default=0.0025, ge=0)
+    min_samples: int = Field(default=500, ge=1)
+    min_duration_s: float = Field(default=0, ge=0)
+
+
+class Guardrails(_Strict):
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p99_latency_ms: float = Field(default=200, gt=0)
+
+
+class Variant(_Strict):
+    name: Name
+    model: str
+    # How to build the artifact when it is missing (the default policy trains on first start).
+    train: Literal["logistic_regression", "xgboost", "hist_gradient_boosting"] | None = None
+
+
+class Bootstrap(_Strict):
+    """Data for training missing artifacts on first start: a seeded generator in gateway.sim."""
+
+    dataset: Literal["churn"] = "churn"
+    rows: int = Field(default=4000, ge=100)
+    seed: int = 0
+
+
+class Retrain(_Strict):
+    enabled: bool = False
+    every_labels: int = Field(default=1000, ge=1)
+    candidates: tuple[Literal["xgboost", "logistic_regression", "hist_gradient_boosting"], ...] = (
+        "xgboost",
+        "logistic_regression",
+    )
+    max_variants: int = Field(default=4, ge=2)
+
+
+class Policy(_Strict):
+    experiment: Name
+    features: tuple[Feature, ...] = Field(min_length=1)
+    reward: Reward = Reward()
+    algorithm: Literal["thompson"] = "thompson"
+    prior: Prior = Prior()
+    min_weight: float = Field(default=0.01, ge=0, lt=0.5)
+    # Traffic stays uniform until every variant has this many rewards (defaults to min_samples),
+    # so that the promotion rule's per-variant minimum is reached without starving an arm.
+    burn_in: int | None = Field(default=None, ge=0)
+    holdout: Holdout | None = None
+    promotion: Promotion = Promotion()
+    guardrails: Guardrails = Guardrails()
+    variants: tuple[Variant, ...] = Field(min_length=1)
+    bootstrap: Bootstrap | None = None
+    retrain: Retrain = Retrain()
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, features: tuple[Feature, ...]) -> tuple[Feature, ...]:
+        names = [f.name for f in features]
+        if len(names) != len(set(names)):
+            raise ValueError(f"feature names must be unique, got {names}")
+        return features
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> Policy:
+        names = [v.name for v in self.variants]
+        if len(names) != len(set(names)):
+            raise ValueError(f"variants: names must be unique, got {names}")
+        if self.holdout is not None:
+            if self.holdout.variant not in names:
+                raise ValueError(f"holdout.variant {self.holdout.variant!r} is not one of the variants {names}")
+            if len(names) < 2:
+                raise ValueError("variants: a holdout needs at least one other variant")
+        if self.min_weight * len(self.bandit_arms) > 1:
+            raise ValueError(f"min_weight {self.min_weight} times {len(self.bandit_arms)} variants exceeds 1")
+        return self
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+    @property
+    def bandit_arms(self) -> list[str]:
+        """The variants the bandit chooses among: all but the holdout."""
+        held = self.holdout.variant if self.holdout else None
+        return [v.name for v in self.variants if v.name != held]
+
+    @property
+    def burn_in_rewards(self) -> int:
+        return self.promotion.min_samples if self.burn_in is None else self.burn_in
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid policy"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_policy(data: object, source: str = "<policy>") -> Policy:
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy must be a mapping, got {type(data).__name__}")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as err:
+        raise PolicyError(_format_validation_error(source, err)) from None
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise PolicyError(f"{path}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise PolicyError(f"{path}: not valid YAML: {err}") from None
+    return parse_policy(data, str(path))
+
+
+def policy_files(path: str | Path) -> list[Path]:
+    """A policy path is one file or a folder of *.yaml / *.yml files."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        if not files:
+            raise PolicyError(f"{path}: no *.yaml policy files in this folder")
+        return files
+    if not path.exists():
+        raise PolicyError(f"{path}: no such policy file or folder")
+    return [path]
+
+
+def load_policies(path: str | Path) -> dict[str, tuple[Policy, Path]]:
+    """All policies under `path`, keyed by experiment, each with the file it came from."""
+    out: dict[str, tuple[Policy, Path]] = {}
+    for file in policy_files(path):
+        policy = load_policy_file(file)
+        if policy.experiment in out:
+            raise PolicyError(f"{file}: experiment {policy.experiment!r} is also defined in {out[policy.experiment][1]}")
+        out[policy.experiment] = (policy, file.resolve())
+    return out

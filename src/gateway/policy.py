@@ -57,6 +57,10 @@ class Reward(_Strict):
                 raise ValueError("range must be [low, high] with low < high")
             if self.type == "bernoulli" and (lo < 0 or hi > 1):
                 raise ValueError("a bernoulli reward's range must lie within [0, 1]")
+        if self.type == "gaussian":
+            # Refused rather than silently modelled as Beta: the Normal-Inverse-Gamma model
+            # is not built yet.
+            raise ValueError("gaussian rewards are not supported yet; use bernoulli (rewards in [0, 1])")
         return self
 
 

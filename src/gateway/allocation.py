@@ -1,0 +1,84 @@
+"""Traffic allocation and the promotion check: policy plus counters in, decisions out. Pure
+(no I/O), so the router and the tests share one definition."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.bandit import beta, promotion, selection
+from gateway.policy import Policy
+from gateway.store.experiments import ArmCounts
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Traffic shares of every variant (holdout included), summing to 1."""
+
+    shares: dict[str, float]
+    mode: str  # burn_in | thompson | promoted | paused
+
+    def pick(self, u: float) -> tuple[str, float]:
+        names = list(self.shares)
+        weights = np.fromiter(self.shares.values(), dtype=float, count=len(names))
+        i = selection.choose(weights, u)
+        return names[i], float(weights[i])
+
+
+def posteriors(policy: Policy, arms: Mapping[str, ArmCounts], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    n = np.array([arms.get(v, ArmCounts()).rewards for v in names], dtype=float)
+    s = np.array([arms.get(v, ArmCounts()).reward_sum for v in names], dtype=float)
+    # Float sums of fractional rewards can drift a hair outside [0, n].
+    s = np.clip(s, 0.0, n)
+    return beta.posterior(policy.prior.alpha, policy.prior.beta, n, s)
+
+
+def _with_holdout(policy: Policy, bandit_shares: Mapping[str, float]) -> dict[str, float]:
+    if policy.holdout is None:
+        return dict(bandit_shares)
+    f = policy.holdout.fraction
+    out = {v: (1 - f) * w for v, w in bandit_shares.items()}
+    out[policy.holdout.variant] = f
+    return {v: out.get(v, 0.0) for v in policy.variant_names}
+
+
+def allocate(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str]) -> Allocation:
+    status = meta.get("status", "exploring")
+    live = policy.bandit_arms
+    champion = meta.get("champion")
+    if status == "promoted" and champion in live:
+        return Allocation(_with_holdout(policy, {v: float(v == champion) for v in live}), "promoted")
+    if status == "paused" and meta.get("frozen_weights"):
+        frozen = json.loads(meta["frozen_weights"])
+        if set(frozen) == set(policy.variant_names):
+            return Allocation({v: float(frozen[v]) for v in policy.variant_names}, "paused")
+    counts = [arms.get(v, ArmCounts()).rewards for v in live]
+    if min(counts) < policy.burn_in_rewards:
+        weights = selection.uniform_weights(len(live))
+        mode = "burn_in"
+    else:
+        a, b = posteriors(policy, arms, live)
+        weights = selection.thompson_weights(a, b, policy.min_weight)
+        mode = "thompson"
+    return Allocation(_with_holdout(policy, dict(zip(live, map(float, weights)))), mode)
+
+
+def promotion_decision(
+    policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str], now: float
+) -> promotion.Decision | None:
+    """The rule's verdict while exploring; None when the experiment is not exploring."""
+    if meta.get("status", "exploring") != "exploring":
+        return None
+    live = policy.bandit_arms
+    a, b = posteriors(policy, arms, live)
+    n = np.array([arms.get(v, ArmCounts()).rewards for v in live], dtype=float)
+    started = float(meta.get("started_at", now))
+    rule = promotion.PromotionRule(
+        prob_best=policy.promotion.prob_best,
+        max_expected_loss=policy.promotion.max_expected_loss,
+        min_samples=policy.promotion.min_samples,
+        min_duration_s=policy.promotion.min_duration_s,
+    )
+    return promotion.evaluate(live, a, b, n, rule, elapsed_s=now - started)

@@ -1,0 +1,129 @@
+"""The HTTP API: every route in one place, one error format, one span per request."""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.dataplane import DataPlane, new_request_id
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.telemetry.tracing import incoming_context, tracer
+
+log = logging.getLogger("gateway.api")
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+Handler = Callable[[Request, str], Awaitable[tuple[int, Any]]]
+
+
+def error_response(err: GatewayError) -> JSONResponse:
+    return JSONResponse(err.to_body(), status_code=err.status)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The body as JSON, refusing an oversized one before it is all read (chunked too)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise BadRequest("the body is empty; send a JSON object", code="invalid_json")
+    try:
+        # The stdlib parser accepts NaN and Infinity, so that a non-finite reward is answered
+        # 422 by validation rather than 400 by the parser.
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"the body is not valid JSON: {err}", code="invalid_json") from None
+
+
+def traced(template: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler: a server span named by the route template (HTTP semantic
+    conventions), the request id header on every answer, and errors as JSON."""
+
+    async def endpoint(request: Request) -> Response:
+        # Behind Ray Serve the proxy has put an x-request-id on the request (the client's own or
+        # a fresh one) and adds it to the response itself; only outside Serve do we add it.
+        incoming = request.headers.get("x-request-id")
+        request_id = incoming or new_request_id()
+        ctx = incoming_context(request.headers)
+        name = f"{request.method} {template}"
+        with tracer().start_as_current_span(name, context=ctx, kind=SpanKind.SERVER) as span:
+            span.set_attributes(
+                {
+                    "http.request.method": request.method,
+                    "http.route": template,
+                    "url.path": request.url.path,
+                    "gateway.request_id": request_id,
+                }
+            )
+            try:
+                status, payload = await handler(request, request_id)
+                response: Response = JSONResponse(payload, status_code=status)
+            except GatewayError as err:
+                response = error_response(err)
+                span.set_attribute("gateway.error_code", err.code)
+            except Exception:
+                log.exception("unhandled error on %s", name)
+                response = error_response(GatewayError("internal error; it has been logged"))
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            if incoming is None:
+                response.headers["x-request-id"] = request_id
+            return response
+
+    return endpoint
+
+
+def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+    async def predict(request: Request, request_id: str) -> tuple[int, Any]:
+        body = await read_json(request, max_body_bytes)
+        return 200, await plane.predict(request.path_params["experiment"], body, request_id)
+
+    async def rewards(request: Request, request_id: str) -> tuple[int, Any]:
+        return await plane.rewards(await read_json(request, max_body_bytes))
+
+    async def list_experiments(request: Request, request_id: str) -> tuple[int, Any]:
+        return 200, {"experiments": await plane.states()}
+
+    async def get_experiment(request: Request, request_id: str) -> tuple[int, Any]:
+        return 200, await plane.state(request.path_params["experiment"])
+
+    async def healthz(request: Request, request_id: str) -> tuple[int, Any]:
+        return 200, {"status": "ok", "experiments": plane.experiment_names()}
+
+    routes = [
+        ("/v1/experiments/{experiment}/predict", predict, ["POST"]),
+        ("/v1/rewards", rewards, ["POST"]),
+        ("/reward", rewards, ["POST"]),
+        ("/v1/experiments", list_experiments, ["GET"]),
+        ("/v1/experiments/{experiment}", get_experiment, ["GET"]),
+        ("/healthz", healthz, ["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = error_response(GatewayError(str(exc.detail), code=code, status=exc.status_code))
+        if "x-request-id" not in request.headers:
+            response.headers["x-request-id"] = new_request_id()
+        return response
+
+    return Starlette(
+        routes=[Route(path, traced(path, fn), methods=methods) for path, fn, methods in routes],
+        exception_handlers={HTTPException: http_error},
+    )

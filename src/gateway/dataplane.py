@@ -1,0 +1,371 @@
+"""The data plane: predictions routed by the bandit, rewards applied exactly once, experiment
+state. It knows nothing of HTTP or Ray: the router deployment wires it to Starlette routes and
+to the variants' DeploymentHandles."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from ulid import ULID
+
+from gateway import allocation
+from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unavailable, Unprocessable
+from gateway.learning.features import FeatureEncoder, FeatureError
+from gateway.policy import Policy
+from gateway.state import experiment_state
+from gateway.store.experiments import ExperimentStore, RewardItem, Snapshot
+from gateway.telemetry.tracing import current_carrier, tracer
+from gateway.tokens import RewardTokens, TokenClaims
+
+log = logging.getLogger("gateway.dataplane")
+
+MAX_REWARDS_PER_BATCH = 1000
+MAX_ID_LEN = 128
+# Request ids become part of Redis keys and tokens; a client may bring its own via x-request-id.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class VariantClient(Protocol):
+    async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]: ...
+
+
+def new_request_id() -> str:
+    return str(ULID())
+
+
+@dataclass
+class _ExperimentRuntime:
+    policy: Policy
+    encoder: FeatureEncoder
+    variants: Mapping[str, VariantClient]
+    snapshot: Snapshot | None = None
+    allocation: allocation.Allocation | None = None
+    evaluated_counts: tuple | None = None
+
+
+class DataPlane:
+    def __init__(
+        self,
+        policies: Mapping[str, Policy],
+        store: ExperimentStore,
+        variants: Mapping[str, Mapping[str, VariantClient]],
+        tokens: RewardTokens,
+        *,
+        max_instances: int = 1000,
+        refresh_s: float = 0.1,
+        clock: Callable[[], float] = time.time,
+        rng: np.random.Generator | None = None,
+    ):
+        self.store = store
+        self.tokens = tokens
+        self.max_instances = max_instances
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.rng = rng or np.random.default_rng()
+        self.experiments = {
+            name: _ExperimentRuntime(p, FeatureEncoder(p.features), variants[name]) for name, p in policies.items()
+        }
+        self._refresher: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = self.clock()
+        for name in self.experiments:
+            await self.store.ensure_experiment(name, now)
+        await self.refresh()
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh()
+            except Exception:  # Redis away: keep serving from the last allocation
+                log.warning("posterior refresh failed; serving from cached weights", exc_info=True)
+
+    async def refresh(self) -> None:
+        """Reload counters, recompute traffic weights, and apply the promotion rule when the
+        counts moved. Bounded staleness: the request path never waits on this."""
+        snaps = await self.store.snapshots(list(self.experiments))
+        now = self.clock()
+        for name, rt in self.experiments.items():
+            snap = snaps[name]
+            rt.snapshot = snap
+            rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta)
+            counts = tuple(sorted((v, c.rewards, c.reward_sum) for v, c in snap.arms.items())) + (
+                snap.meta.get("status"),
+            )
+            if counts != rt.evaluated_counts:
+                rt.evaluated_counts = counts
+                await self._maybe_promote(name, rt, snap, now)
+
+    async def _maybe_promote(self, name: str, rt: _ExperimentRuntime, snap: Snapshot, now: float) -> None:
+        decision = allocation.promotion_decision(rt.policy, snap.arms, snap.meta, now)
+        if decision is None or decision.outcome != "promote":
+            return
+        entry = {
+            "action": "promote",
+            "variant": decision.variant,
+            "at": now,
+            "reason": decision.reason,
+            "evidence": decision.evidence,
+            "by": "rule",
+        }
+        with tracer().start_as_current_span("experiment.promote") as span:
+            span.set_attributes({"gateway.experiment": name, "gateway.variant": decision.variant})
+            done = await self.store.transition(
+                name, expected_status="exploring", new_status="promoted", champion=decision.variant, entry=entry, now=now
+            )
+        if done:
+            log.info("promoted %s in %s: %s", decision.variant, name, decision.reason)
+            snaps = await self.store.snapshots([name])
+            rt.snapshot = snaps[name]
+            rt.allocation = allocation.allocate(rt.policy, rt.snapshot.arms, rt.snapshot.meta)
+
+    # -- predictions -----------------------------------------------------------------------
+
+    def _runtime(self, experiment: str) -> _ExperimentRuntime:
+        rt = self.experiments.get(experiment)
+        if rt is None:
+            raise NotFound(f"no experiment named {experiment!r}", code="experiment_not_found")
+        return rt
+
+    def encode(self, rt: _ExperimentRuntime, instances: Any) -> np.ndarray:
+        if isinstance(instances, list) and len(instances) > self.max_instances:
+            raise Unprocessable(
+                f"instances: at most {self.max_instances} rows per request, got {len(instances)}", code="too_many_instances"
+            )
+        try:
+            return rt.encoder.encode(instances)
+        except FeatureError as err:
+            raise Unprocessable(str(err), code="invalid_instances") from None
+
+    async def predict(self, experiment: str, body: Any, request_id: str) -> dict[str, Any]:
+        rt = self._runtime(experiment)
+        if not REQUEST_ID.fullmatch(request_id):
+            raise BadRequest(
+                "x-request-id: 1 to 128 characters from letters, digits and . _ : -", code="invalid_request_id"
+            )
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object with 'instances'", code="invalid_body")
+        if "instances" not in body:
+            raise Unprocessable("instances: this field is required", code="invalid_instances")
+        unit_id = body.get("unit_id")
+        if unit_id is not None and (not isinstance(unit_id, str) or not 0 < len(unit_id) <= MAX_ID_LEN):
+            raise Unprocessable(f"unit_id: a string of 1 to {MAX_ID_LEN} characters", code="invalid_unit_id")
+        matrix = self.encode(rt, body["instances"])
+        variant, propensity = self._select(experiment, rt, unit_id)
+        result = await self._call_variant(rt, variant, matrix)
+        predictions = result["predictions"]
+        now = self.clock()
+        window = rt.policy.reward.window_s
+        record = {"t": repr(now), "pred": json.dumps(predictions), "prop": repr(propensity)}
+        carrier = current_carrier()
+        log_entry = {
+            "rid": request_id,
+            "t": repr(now),
+            "variant": variant,
+            "prop": repr(propensity),
+            "x": json.dumps(body["instances"]),
+            "pred": json.dumps(predictions),
+            "traceparent": carrier.get("traceparent", ""),
+        }
+        with tracer().start_as_current_span("redis.record_prediction") as span:
+            span.set_attribute("db.system", "redis")
+            fresh = await self.store.record_prediction(experiment, request_id, variant, record, window, log_entry)
+        if not fresh:
+            raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
+        token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + window))
+        return {
+            "request_id": request_id,
+            "experiment": experiment,
+            "variant": variant,
+            "predictions": predictions,
+            "propensity": propensity,
+            "reward_token": token,
+        }
+
+    def _select(self, experiment: str, rt: _ExperimentRuntime, unit_id: str | None) -> tuple[str, float]:
+        from gateway.bandit.selection import unit_uniform
+
+        with tracer().start_as_current_span("bandit.select") as span:
+            alloc = rt.allocation
+            if alloc is None:
+                raise Unavailable("the experiment's state is not loaded yet", code="not_ready")
+            u = unit_uniform(experiment, unit_id) if unit_id else float(self.rng.random())
+            variant, propensity = alloc.pick(u)
+            span.set_attributes(
+                {
+                    "gateway.experiment": experiment,
+                    "gateway.variant": variant,
+                    "gateway.propensity": propensity,
+                    "gateway.allocation_mode": alloc.mode,
+                    "gateway.sticky": bool(unit_id),
+                }
+            )
+            return variant, propensity
+
+    async def _call_variant(self, rt: _ExperimentRuntime, variant: str, matrix: np.ndarray) -> dict[str, Any]:
+        client = rt.variants[variant]
+        try:
+            return await client.predict(matrix, current_carrier())
+        except GatewayError:
+            raise
+        except Exception as err:
+            log.error("variant %s failed: %s", variant, type(err).__name__)
+            raise Unavailable(f"variant {variant!r} failed to predict; retry the request", code="variant_unavailable") from None
+
+    async def predict_variant(self, experiment: str, variant: str, matrix: np.ndarray) -> dict[str, Any]:
+        """A named variant, outside the experiment: nothing is logged for learning."""
+        rt = self._runtime(experiment)
+        if variant not in rt.variants:
+            raise NotFound(f"experiment {experiment!r} has no variant {variant!r}", code="variant_not_found")
+        return await self._call_variant(rt, variant, matrix)
+
+    # -- rewards ---------------------------------------------------------------------------
+
+    async def rewards(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """One item answers with its own status; a batch answers 200 with a result per item."""
+        if isinstance(body, dict) and "rewards" in body:
+            items = body["rewards"]
+            if not isinstance(items, list) or not items:
+                raise Unprocessable("rewards: a non-empty list of feedback items", code="invalid_rewards")
+            if len(items) > MAX_REWARDS_PER_BATCH:
+                raise Unprocessable(
+                    f"rewards: at most {MAX_REWARDS_PER_BATCH} items per batch, got {len(items)}", code="too_many_rewards"
+                )
+            results = await self._apply(items)
+            for r in results:
+                r.pop("_error", None)
+            summary = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+            return 200, {"results": results, **summary}
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object: one feedback item or {'rewards': [...]}", code="invalid_body")
+        (result,) = await self._apply([body])
+        if result["status"] == "rejected":
+            err = result.pop("_error")
+            raise err
+        return 200, result
+
+    def _validate_item(self, item: Any, now: float) -> tuple[str, TokenClaims, float | None, Any]:
+        if not isinstance(item, dict):
+            raise Unprocessable("each feedback item must be an object", code="invalid_feedback")
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_LEN:
+            raise Unprocessable(f"request_id: a string of 1 to {MAX_ID_LEN} characters", code="invalid_request_id")
+        claims = self.tokens.verify(rid, item.get("token"), now)
+        rt = self._runtime(claims.experiment)
+        has_reward, has_label = "reward" in item, "label" in item
+        if not has_reward and not has_label:
+            raise Unprocessable("a feedback item needs 'reward' or 'label'", code="invalid_feedback")
+        reward = None
+        if has_reward:
+            value = item["reward"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise Unprocessable("reward: must be a number", code="invalid_reward")
+            lo, hi = rt.policy.reward.bounds
+            if not math.isfinite(value) or not lo <= value <= hi:
+                raise Unprocessable(f"reward: {value!r} is outside the policy's range [{lo}, {hi}]", code="invalid_reward")
+            reward = float(value)
+        label = item.get("label")
+        if has_label and (label is None or isinstance(label, (dict,))):
+            raise Unprocessable("label: a value or a list of values, one per instance", code="invalid_label")
+        return rid, claims, reward, label
+
+    async def _apply(self, items: list[Any]) -> list[dict[str, Any]]:
+        now = self.clock()
+        results: list[dict[str, Any]] = [{} for _ in items]
+        pending: list[tuple[int, str, TokenClaims, float | None, Any]] = []
+        for i, item in enumerate(items):
+            rid = item.get("request_id") if isinstance(item, dict) else None
+            try:
+                pending.append((i, *self._validate_item(item, now)))
+            except GatewayError as err:
+                results[i] = _rejected(rid, err)
+        await self._rewards_from_labels(pending, results)
+        ready = [p for p in pending if not results[p[0]]]
+        with tracer().start_as_current_span("redis.apply_rewards") as span:
+            span.set_attributes({"db.system": "redis", "gateway.reward_items": len(ready)})
+            outcomes = await self.store.apply_rewards(
+                [RewardItem(c.experiment, rid, c.variant, r) for _, rid, c, r, _ in ready], now
+            )
+        for (i, rid, claims, reward, _), outcome in zip(ready, outcomes):
+            if outcome in ("accepted", "duplicate"):
+                results[i] = {"request_id": rid, "status": outcome, "variant": claims.variant, "reward": reward}
+            elif outcome == "unknown":
+                results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
+            else:
+                results[i] = _rejected(rid, Forbidden("the token is for another variant", code="token_invalid"))
+        return results
+
+    async def _rewards_from_labels(self, pending: list, results: list[dict[str, Any]]) -> None:
+        """Turn labels into rewards by comparing them with what was served ('match')."""
+        need = [(k, p) for k, p in enumerate(pending) if p[3] is None]
+        if not need:
+            return
+        by_exp: dict[str, list[tuple[int, Any]]] = {}
+        for k, p in need:
+            by_exp.setdefault(p[2].experiment, []).append((k, p))
+        for exp, group in by_exp.items():
+            records = await self.store.read_requests(exp, [p[1] for _, p in group])
+            for (k, p), record in zip(group, records):
+                i, rid, claims, _, label = p
+                if not record or "pred" not in record:
+                    results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
+                    continue
+                predictions = json.loads(record["pred"])
+                labels = label if isinstance(label, list) else [label]
+                if len(labels) != len(predictions):
+                    results[i] = _rejected(
+                        rid,
+                        Unprocessable(
+                            f"label: {len(labels)} labels for {len(predictions)} predictions", code="invalid_label"
+                        ),
+                    )
+                    continue
+                matches = sum(_same(a, b) for a, b in zip(labels, predictions))
+                pending[k] = (i, rid, claims, matches / len(predictions), label)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def experiment_names(self) -> list[str]:
+        return list(self.experiments)
+
+    async def state(self, experiment: str) -> dict[str, Any]:
+        rt = self._runtime(experiment)
+        snap = (await self.store.snapshots([experiment]))[experiment]
+        history = await self.store.history(experiment)
+        return experiment_state(rt.policy, snap, history)
+
+    async def states(self) -> list[dict[str, Any]]:
+        return [await self.state(name) for name in self.experiments]
+
+
+def _same(label: Any, prediction: Any) -> bool:
+    if isinstance(label, (int, float)) and not isinstance(label, bool) and isinstance(prediction, (int, float)):
+        return float(label) == float(prediction)
+    return str(label) == str(prediction)
+
+
+def _rejected(request_id: Any, err: GatewayError) -> dict[str, Any]:
+    return {
+        "request_id": request_id if isinstance(request_id, str) else None,
+        "status": "rejected",
+        "error": err.to_body()["error"],
+        "http_status": err.status,
+        "_error": err,
+    }

@@ -1,0 +1,169 @@
+"""`gateway demo`: the whole system on this machine with simulated users, live progress, a
+promotion, and an HTML report."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from gateway.policy import load_policy_file
+from gateway.report import write_report
+from gateway.runtime import LocalGateway, quiet_ray_environment
+from gateway.settings import load_settings
+from gateway.sim.churn import make_churn
+from gateway.sim.traffic import SimulatedUsers, TrafficStats, poll_state
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """How long the simulated world runs."""
+
+    max_traffic_s: float
+    max_requests: int
+    requests_after_promotion: int
+    concurrency: int
+
+
+QUICK = DemoPlan(max_traffic_s=110, max_requests=8000, requests_after_promotion=300, concurrency=8)
+FULL = DemoPlan(max_traffic_s=300, max_requests=30000, requests_after_promotion=3000, concurrency=8)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fresh_state_dir(state_dir: Path | None) -> Path:
+    if state_dir is None:
+        return Path(".gateway") / "demos" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if state_dir.exists() and any(state_dir.iterdir()):
+        raise DemoError(f"--state-dir {state_dir} is not empty; the demo starts from a new state")
+    return state_dir
+
+
+def _progress_table(state: dict[str, Any], stats: TrafficStats, elapsed: float) -> Table:
+    table = Table(
+        title=f"{state['name']}: {state['status']} ({state['allocation']}), champion {state.get('champion') or '-'}, "
+        f"{stats.requests} requests, {stats.rewards_accepted} rewards, {elapsed:.0f}s"
+    )
+    for col in ("variant", "traffic share", "P(best)", "mean reward", "95% interval", "requests", "rewards"):
+        table.add_column(col, justify="right")
+    for v in state["variants"]:
+        pb = v["prob_best"]
+        table.add_row(
+            v["name"],
+            f"{v['traffic_share']:.3f}",
+            "-" if pb is None else f"{pb:.3f}",
+            f"{v['mean']:.3f}",
+            f"[{v['credible_interval'][0]:.3f}, {v['credible_interval'][1]:.3f}]",
+            str(v["requests"]),
+            str(v["rewards"]),
+        )
+    return table
+
+
+async def _drive(url: str, experiment: str, plan: DemoPlan, seed: int, console: Console):
+    rows, labels = make_churn(plan.max_requests, seed=seed + 1000)
+    users = SimulatedUsers(url, experiment, rows, labels, seed=seed, concurrency=plan.concurrency)
+    timeline: list[dict] = []
+    started = time.monotonic()
+    promoted_at_requests: list[int] = []
+
+    def should_stop() -> bool:
+        if time.monotonic() - started > plan.max_traffic_s or users.stats.requests >= plan.max_requests:
+            return True
+        return bool(promoted_at_requests) and users.stats.requests - promoted_at_requests[0] >= plan.requests_after_promotion
+
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        state = await poll_state(url, experiment, client)
+        traffic = asyncio.create_task(users.run(should_stop))
+        with Live(_progress_table(state, users.stats, 0), console=console, refresh_per_second=4) as live:
+            while not traffic.done():
+                await asyncio.sleep(0.5)
+                state = await poll_state(url, experiment, client)
+                timeline.append({"t": time.time(), "variants": {v["name"]: v for v in state["variants"]}})
+                if state["status"] == "promoted" and not promoted_at_requests:
+                    promoted_at_requests.append(users.stats.requests)
+                live.update(_progress_table(state, users.stats, time.monotonic() - started))
+            stats = await traffic
+            await asyncio.sleep(0.5)  # let the router's refresh see the last rewards
+            state = await poll_state(url, experiment, client)
+            timeline.append({"t": time.time(), "variants": {v["name"]: v for v in state["variants"]}})
+            live.update(_progress_table(state, stats, time.monotonic() - started))
+    return stats, state, timeline
+
+
+def run_demo(
+    *,
+    quick: bool,
+    seed: int,
+    state_dir: Path | None,
+    policy: Path,
+    port: int | None,
+    console: Console,
+) -> dict[str, Any]:
+    if not policy.exists():
+        raise DemoError(f"--policy {policy}: no such file (run the demo from the repository root, or pass --policy)")
+    experiment = load_policy_file(policy).experiment
+    state_dir = _fresh_state_dir(state_dir)
+    settings = load_settings(policy=policy, state_dir=state_dir, http_port=port or _free_port())
+    plan = QUICK if quick else FULL
+    quiet_ray_environment()
+    t0 = time.monotonic()
+    console.print(f"starting Redis, Ray and Serve with {policy} (state in {state_dir}) ...", highlight=False)
+    gateway = LocalGateway(settings, log_to_driver=False)
+    with gateway:
+        startup_s = time.monotonic() - t0
+        console.print(f"gateway up at {gateway.url} after {startup_s:.1f}s; simulated users start", highlight=False)
+        stats, state, timeline = asyncio.run(_drive(gateway.url, experiment, plan, seed, console))
+    promotions = [
+        {
+            "experiment": experiment,
+            "variant": e["variant"],
+            "at_reward": sum(arm["rewards"] for arm in e.get("evidence", {}).get("arms", {}).values()),
+        }
+        for e in state["history"]
+        if e["action"] == "promote"
+    ]
+    summary: dict[str, Any] = {
+        "experiment": experiment,
+        "promotions": promotions,
+        "challengers_added": [],
+        "requests": stats.requests,
+        "rewards": stats.rewards_accepted,
+        "request_errors": stats.request_errors,
+        "reward_errors": stats.reward_errors,
+        "champion": state.get("champion"),
+        "status": state["status"],
+        "variants": {v["name"]: {"mean": v["mean"], "requests": v["requests"], "rewards": v["rewards"]} for v in state["variants"]},
+        "seed": seed,
+        "quick": quick,
+        "startup_s": round(startup_s, 1),
+        "duration_s": round(time.monotonic() - t0, 1),
+        "state_dir": str(state_dir),
+    }
+    report = write_report(Path(state_dir) / "report.html", timeline, state, summary)
+    summary["report"] = str(report.resolve())
+    console.print(
+        f"\n[bold]done[/bold] in {summary['duration_s']}s: {stats.requests} requests, {stats.rewards_accepted} rewards; "
+        f"promotions: {', '.join(p['variant'] + ' at reward ' + str(p['at_reward']) for p in promotions) or 'none'}",
+        highlight=False,
+    )
+    console.print(f"report: {summary['report']}", highlight=False)
+    if stats.errors:
+        console.print(f"[yellow]{len(stats.errors)} errors, first: {stats.errors[0]}[/yellow]", highlight=False)
+    return summary

@@ -1,0 +1,87 @@
+"""Start and stop the whole system on this machine: Redis (embedded unless GATEWAY_REDIS_URL),
+Ray, Serve and the gateway application."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from gateway.settings import Settings
+from gateway.store.embedded import EmbeddedRedis
+from gateway.telemetry.tracing import validate_environment
+
+log = logging.getLogger("gateway.runtime")
+
+
+@dataclass
+class LocalGateway:
+    settings: Settings
+    log_to_driver: bool = True
+    redis: EmbeddedRedis | None = field(default=None, init=False)
+    redis_url: str | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def start(self) -> LocalGateway:
+        validate_environment()
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        import ray
+        from ray import serve
+
+        from gateway.serving.app import APP_NAME, build_application
+
+        if self.settings.redis_url:
+            self.redis_url = self.settings.redis_url
+        else:
+            self.redis = EmbeddedRedis(self.settings.state_dir).start()
+            self.redis_url = self.redis.url
+        if not ray.is_initialized():
+            ray.init(
+                address=self.settings.ray_address or "local",
+                include_dashboard=False,
+                # Ray's own ports stay on loopback unless a cluster address is given.
+                _node_ip_address=None if self.settings.ray_address else "127.0.0.1",
+                log_to_driver=self.log_to_driver,
+                logging_level=logging.WARNING,
+                configure_logging=True,
+            )
+        serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
+        app = build_application(self.settings, self.redis_url)
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+
+    def stop(self) -> None:
+        try:
+            import ray
+            from ray import serve
+
+            if ray.is_initialized():
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+        finally:
+            if self.redis is not None:
+                self.redis.stop()
+                self.redis = None
+
+    def __enter__(self) -> LocalGateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def quiet_ray_environment() -> None:
+    """Ray's usage-stats prompt and banner have no place in a CLI run."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")

@@ -1,0 +1,52 @@
+"""The Ray Serve application: a router ingress and one deployment per model variant, built
+from the policy files. `build_app` is the import path for `serve run` / `serve deploy`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.serve import Application
+
+from gateway.bootstrap import as_dict, resolve_artifacts
+from gateway.policy import load_policies
+from gateway.serving.router import Router
+from gateway.serving.variant import VariantModel
+from gateway.settings import Settings, load_settings
+
+APP_NAME = "gateway"
+
+
+def deployment_name(experiment: str, variant: str) -> str:
+    return f"{experiment}--{variant}"
+
+
+def build_application(settings: Settings, redis_url: str) -> Application:
+    policies = load_policies(settings.policy)
+    state_dir = settings.state_dir.resolve()
+    variants: dict[str, dict[str, Any]] = {}
+    for name, (policy, file) in policies.items():
+        refs = resolve_artifacts(policy, file, state_dir)
+        variants[name] = {
+            v: VariantModel.options(name=deployment_name(name, v)).bind(as_dict(ref)) for v, ref in refs.items()
+        }
+    options = {
+        "reward_secret": settings.reward_secret,
+        "reward_secret_previous": settings.reward_secret_previous,
+        "max_instances": settings.max_instances,
+        "posterior_refresh_s": settings.posterior_refresh_s,
+    }
+    return Router.bind(
+        {name: p.model_dump(mode="json") for name, (p, _) in policies.items()}, variants, redis_url, options
+    )
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Application builder for Ray Serve config files: `args` holds Settings fields (policy,
+    state_dir, redis_url, ...); the environment's GATEWAY_* values fill the rest."""
+    settings = load_settings(**{k: v for k, v in (args or {}).items()})
+    redis_url = settings.redis_url
+    if redis_url is None:
+        from gateway.serving.redis_actor import embedded_redis_url
+
+        redis_url = embedded_redis_url(str(Path(settings.state_dir).resolve()))
+    return build_application(settings, redis_url)

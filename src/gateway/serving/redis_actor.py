@@ -1,0 +1,29 @@
+"""For `serve run deployments/...` without GATEWAY_REDIS_URL: one embedded redis-server per Ray
+cluster, owned by a named actor so every router replica finds the same one."""
+from __future__ import annotations
+
+import ray
+
+from gateway.store.embedded import EmbeddedRedis
+
+ACTOR_NAME = "gateway-embedded-redis"
+NAMESPACE = "gateway"
+
+
+@ray.remote(num_cpus=0)
+class EmbeddedRedisActor:
+    def __init__(self, state_dir: str):
+        self.server = EmbeddedRedis(state_dir).start()
+
+    def url(self) -> str:
+        return self.server.url
+
+    def __ray_shutdown__(self):
+        self.server.stop()
+
+
+def embedded_redis_url(state_dir: str) -> str:
+    actor = EmbeddedRedisActor.options(
+        name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(state_dir)
+    return ray.get(actor.url.remote())

@@ -1,0 +1,60 @@
+"""The ingress deployment: the HTTP API in front of the variants."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from gateway.api.app import create_app
+from gateway.dataplane import DataPlane
+from gateway.policy import Policy
+from gateway.store.experiments import ExperimentStore
+from gateway.telemetry.tracing import setup_tracing, shutdown_tracing
+from gateway.tokens import RewardTokens
+
+log = logging.getLogger("gateway.router")
+
+
+class HandleClient:
+    """A variant reached through its Ray Serve DeploymentHandle."""
+
+    def __init__(self, handle: DeploymentHandle):
+        self.handle = handle
+
+    async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:
+        return await self.handle.predict.remote(matrix, carrier)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+@serve.ingress()
+class Router:
+    async def __init__(
+        self,
+        policies: dict[str, dict],
+        variants: dict[str, dict[str, DeploymentHandle]],
+        redis_url: str,
+        options: dict[str, Any],
+    ):
+        setup_tracing("router")
+        self.store = ExperimentStore.from_url(redis_url)
+        keys = [options.get("reward_secret") or await self.store.reward_secret(), options.get("reward_secret_previous")]
+        self.plane = DataPlane(
+            {name: Policy.model_validate(p) for name, p in policies.items()},
+            self.store,
+            {e: {v: HandleClient(h) for v, h in hs.items()} for e, hs in variants.items()},
+            RewardTokens(*[k for k in keys if k]),
+            max_instances=options.get("max_instances", 1000),
+            refresh_s=options.get("posterior_refresh_s", 0.1),
+        )
+        await self.plane.start()
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.plane)
+
+    async def __del__(self):
+        await self.plane.stop()
+        await self.store.close()
+        shutdown_tracing()

@@ -1,0 +1,59 @@
+"""Settings from the environment (prefix GATEWAY_), each defined once with why it exists."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A bad GATEWAY_* value; the message names the variable and the value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis server to keep state in. Unset: start the embedded redis-server under state_dir.",
+    )
+    policy: Path = Field(default=Path("policies"), description="A policy file, or a folder of them.")
+    state_dir: Path = Field(
+        default=Path(".gateway"), description="Embedded Redis data (AOF), the model registry and logs."
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds to.")
+    http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+    admin_token: str | None = Field(
+        default=None, description="Bearer token for the admin routes; unset disables them (401)."
+    )
+    reward_secret: str | None = Field(
+        default=None,
+        description="HMAC key for reward tokens. Unset: a random key is made once and kept in Redis.",
+        min_length=16,
+    )
+    reward_secret_previous: str | None = Field(
+        default=None, description="The key before a rotation; tokens signed with it are still accepted."
+    )
+    posterior_refresh_s: float = Field(
+        default=0.1, gt=0, le=60, description="How stale the router's cached posteriors may get."
+    )
+    max_instances: int = Field(default=1000, ge=1, description="Most rows one predict request may carry.")
+    ray_address: str | None = Field(
+        default=None, description="Join this Ray cluster instead of starting a local one."
+    )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment with explicit overrides (CLI flags) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"])
+            value = e.get("input")
+            shown = "<hidden>" if "secret" in field or "token" in field else repr(value)
+            problems.append(f"GATEWAY_{field.upper()}={shown}: {e['msg']}")
+        raise SettingsError("; ".join(problems)) from None

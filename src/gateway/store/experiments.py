@@ -1,0 +1,189 @@
+"""Experiment state in Redis: served requests, rewards applied exactly once, posteriors'
+counters, status and decision history. Async, for the router replicas."""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from gateway.store import keys
+
+# Bounded so the log cannot eat the server's memory; the retrainer reads recent windows.
+DECISION_LOG_MAXLEN = 200_000
+
+
+def _lua(name: str) -> str:
+    return resources.files("gateway.store").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True)
+class ArmCounts:
+    rewards: int = 0
+    reward_sum: float = 0.0
+    reward_sq_sum: float = 0.0
+    requests: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    arms: dict[str, ArmCounts]
+    meta: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RewardItem:
+    experiment: str
+    request_id: str
+    variant: str
+    reward: float
+
+
+def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
+    fields: dict[str, dict[str, str]] = {}
+    for key, value in raw.items():
+        variant, _, counter = key.rpartition(":")
+        fields.setdefault(variant, {})[counter] = value
+    return {
+        v: ArmCounts(
+            rewards=int(f.get("n", 0)),
+            reward_sum=float(f.get("s", 0.0)),
+            reward_sq_sum=float(f.get("ss", 0.0)),
+            requests=int(f.get("req", 0)),
+        )
+        for v, f in fields.items()
+    }
+
+
+class ExperimentStore:
+    def __init__(self, client: aioredis.Redis):
+        self.client = client
+        self._sources = {name: _lua(f"{name}.lua") for name in ("record", "reward", "transition")}
+        self._shas: dict[str, str] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> ExperimentStore:
+        return cls(aioredis.from_url(url, decode_responses=True, health_check_interval=30))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _load_scripts(self) -> None:
+        for name, src in self._sources.items():
+            self._shas[name] = await self.client.script_load(src)
+
+    async def _run_scripted(self, build) -> list:
+        """Run a pipeline that calls our scripts by sha; reload them once if Redis lost them
+        (a restarted server forgets its script cache)."""
+        if not self._shas:
+            await self._load_scripts()
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            results = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                await self._load_scripts()
+                continue
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+            return results
+        raise AssertionError("unreachable")
+
+    async def ensure_experiment(self, experiment: str, now: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hsetnx(keys.meta(experiment), "status", "exploring")
+        pipe.hsetnx(keys.meta(experiment), "started_at", repr(now))
+        await pipe.execute()
+
+    async def reward_secret(self) -> str:
+        """The HMAC key shared by all router replicas, made once."""
+        await self.client.set(keys.SECRET, secrets.token_hex(32), nx=True)
+        return await self.client.get(keys.SECRET)
+
+    async def record_prediction(
+        self,
+        experiment: str,
+        request_id: str,
+        variant: str,
+        record: dict[str, str],
+        ttl_s: float,
+        log_entry: dict[str, str] | None,
+    ) -> bool:
+        """One round trip: the request record (for exactly-once rewards and label joins), the
+        variant's request counter and the decision log. False if the id was already used."""
+        record_args = [x for kv in record.items() for x in kv]
+        log_args = [x for kv in (log_entry or {}).items() for x in kv]
+
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["record"], 3,
+                keys.request(experiment, request_id), keys.arms(experiment), keys.decision_log(experiment),
+                variant, str(max(1, int(ttl_s))), str(DECISION_LOG_MAXLEN if log_entry else 0),
+                str(len(record)), *record_args, *log_args,
+            )
+
+        (done,) = await self._run_scripted(build)
+        return bool(done)
+
+    async def read_requests(self, experiment: str, request_ids: list[str]) -> list[dict[str, str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for rid in request_ids:
+            pipe.hgetall(keys.request(experiment, rid))
+        return await pipe.execute()
+
+    async def apply_rewards(self, items: list[RewardItem], now: float) -> list[str]:
+        """Each item's outcome: accepted, duplicate, unknown (no such served request) or
+        mismatch (served by another variant)."""
+        if not items:
+            return []
+
+        def build(pipe):
+            for it in items:
+                pipe.evalsha(
+                    self._shas["reward"], 2,
+                    keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
+                    it.variant, repr(float(it.reward)), repr(now),
+                )
+
+        return await self._run_scripted(build)
+
+    async def snapshots(self, experiments: list[str]) -> dict[str, Snapshot]:
+        pipe = self.client.pipeline(transaction=False)
+        for e in experiments:
+            pipe.hgetall(keys.arms(e))
+            pipe.hgetall(keys.meta(e))
+        raw = await pipe.execute()
+        return {
+            e: Snapshot(arms=_parse_arms(raw[2 * i]), meta=raw[2 * i + 1]) for i, e in enumerate(experiments)
+        }
+
+    async def history(self, experiment: str) -> list[dict]:
+        return [json.loads(x) for x in await self.client.lrange(keys.history(experiment), 0, -1)]
+
+    async def transition(
+        self,
+        experiment: str,
+        *,
+        expected_status: str,
+        new_status: str,
+        champion: str,
+        entry: dict,
+        now: float,
+        frozen_weights: dict[str, float] | None = None,
+    ) -> bool:
+        """Atomically move the experiment to `new_status` if it is still in `expected_status`
+        ('*' for any). `champion`: a variant, '' to keep, '-' to clear. True if it happened."""
+
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["transition"], 2, keys.meta(experiment), keys.history(experiment),
+                expected_status, new_status, champion, json.dumps(entry, sort_keys=True), repr(now),
+                json.dumps(frozen_weights) if frozen_weights else "",
+            )
+
+        (done,) = await self._run_scripted(build)
+        return bool(done)

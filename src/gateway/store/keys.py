@@ -1,0 +1,32 @@
+"""The Redis key schema. Every key of one experiment carries the hash tag {experiment}, so
+each Lua script touches a single slot and works on Redis Cluster too."""
+from __future__ import annotations
+
+
+def arms(experiment: str) -> str:
+    """Hash of per-variant counters: '<variant>:n' rewards, ':s' reward sum, ':ss' sum of
+    squares, ':req' requests served."""
+    return f"gw:{{{experiment}}}:arms"
+
+
+def meta(experiment: str) -> str:
+    """Hash: status, champion, previous champion, started_at, changed_at, frozen weights."""
+    return f"gw:{{{experiment}}}:meta"
+
+
+def history(experiment: str) -> str:
+    """List of JSON decisions (promotions, rollbacks, pauses) in time order."""
+    return f"gw:{{{experiment}}}:history"
+
+
+def request(experiment: str, request_id: str) -> str:
+    """Hash for one served prediction until its reward window ends."""
+    return f"gw:{{{experiment}}}:req:{request_id}"
+
+
+def decision_log(experiment: str) -> str:
+    """Stream of served predictions (bounded), for the retrainer and audits."""
+    return f"gw:{{{experiment}}}:log"
+
+
+SECRET = "gw:reward-secret"

@@ -1,0 +1,20 @@
+-- Apply one reward exactly once. Claiming the request id and updating the posterior happen in
+-- one script, so a retried or concurrent reward can never count twice.
+-- KEYS[1] request record, KEYS[2] arms hash
+-- ARGV[1] variant, ARGV[2] reward, ARGV[3] now (unix seconds)
+local served = redis.call('HGET', KEYS[1], 'variant')
+if not served then
+  return 'unknown'
+end
+if served ~= ARGV[1] then
+  return 'mismatch'
+end
+if redis.call('HSETNX', KEYS[1], 'reward', ARGV[2]) == 0 then
+  return 'duplicate'
+end
+redis.call('HSET', KEYS[1], 'rewarded_at', ARGV[3])
+local r = tonumber(ARGV[2])
+redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
+redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', ARGV[2])
+redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', string.format('%.17g', r * r))
+return 'accepted'

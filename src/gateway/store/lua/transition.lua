@@ -1,0 +1,25 @@
+-- Change an experiment's status and champion only if its status is still what the caller saw,
+-- and record the decision in the same step, so two router replicas never both decide.
+-- KEYS[1] meta hash, KEYS[2] history list
+-- ARGV[1] expected status ('*' for any), ARGV[2] new status, ARGV[3] new champion ('' keeps it,
+-- '-' clears it), ARGV[4] history entry (JSON), ARGV[5] now, ARGV[6] frozen weights JSON ('' clears)
+local status = redis.call('HGET', KEYS[1], 'status') or 'exploring'
+if ARGV[1] ~= '*' and status ~= ARGV[1] then
+  return 0
+end
+local champion = redis.call('HGET', KEYS[1], 'champion') or ''
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'changed_at', ARGV[5])
+if ARGV[3] == '-' then
+  redis.call('HDEL', KEYS[1], 'champion')
+  if champion ~= '' then redis.call('HSET', KEYS[1], 'previous_champion', champion) end
+elseif ARGV[3] ~= '' and ARGV[3] ~= champion then
+  redis.call('HSET', KEYS[1], 'champion', ARGV[3])
+  if champion ~= '' then redis.call('HSET', KEYS[1], 'previous_champion', champion) end
+end
+if ARGV[6] == '' then
+  redis.call('HDEL', KEYS[1], 'frozen_weights')
+else
+  redis.call('HSET', KEYS[1], 'frozen_weights', ARGV[6])
+end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+return 1

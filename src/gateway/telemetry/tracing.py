@@ -1,0 +1,119 @@
+"""OpenTelemetry tracing, configured only by the standard OTEL_* variables.
+
+OTEL_TRACES_EXPORTER: otlp, console or none (comma-separated). Unset, it is 'otlp' when an OTLP
+endpoint variable is set and 'none' otherwise, so a gateway with no backend does not keep
+failing exports. OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: http/protobuf (default) or grpc. The
+SDK itself reads the endpoint, headers, sampler (OTEL_TRACES_SAMPLER) and batch settings
+(OTEL_BSP_*); spans leave through a BatchSpanProcessor, which drops rather than blocks when the
+backend is down.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+_EXPORTERS = ("otlp", "console", "none")
+_PROTOCOLS = ("http/protobuf", "grpc")
+# A traceparent is 55 characters; anything far longer is not one and is not parsed.
+MAX_TRACEPARENT_LEN = 512
+
+_provider: TracerProvider | None = None
+
+
+class TracingConfigError(ValueError):
+    pass
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value.strip() if value and value.strip() else None
+
+
+def exporter_names() -> list[str]:
+    raw = _env("OTEL_TRACES_EXPORTER")
+    if raw is None:
+        has_endpoint = _env("OTEL_EXPORTER_OTLP_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        return ["otlp"] if has_endpoint else []
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    for n in names:
+        if n not in _EXPORTERS:
+            raise TracingConfigError(f"OTEL_TRACES_EXPORTER={raw!r}: {n!r} is not one of {', '.join(_EXPORTERS)}")
+    return [n for n in names if n != "none"]
+
+
+def _otlp_exporter() -> SpanExporter:
+    var = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" if _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = (_env(var) or "http/protobuf").lower()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    raise TracingConfigError(f"{var}={protocol!r}: use one of {', '.join(_PROTOCOLS)}")
+
+
+def validate_environment() -> None:
+    """Fail at start, naming the variable, rather than in a replica later."""
+    for name in exporter_names():
+        if name == "otlp":
+            _otlp_exporter()
+
+
+def setup_tracing(component: str) -> TracerProvider:
+    """Install this process's tracer provider once; later calls return the same one."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    attrs = {"gateway.component": component}
+    if not _env("OTEL_SERVICE_NAME"):
+        attrs["service.name"] = "ab-auto-promotion"
+    provider = TracerProvider(resource=Resource.create(attrs))
+    for name in exporter_names():
+        exporter = _otlp_exporter() if name == "otlp" else ConsoleSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return provider
+
+
+def shutdown_tracing() -> None:
+    global _provider
+    if _provider is not None:
+        _provider.shutdown()
+        _provider = None
+
+
+def tracer(name: str = "gateway") -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def incoming_context(headers: Mapping[str, str]):
+    """The caller's trace context when its traceparent is sane; else a fresh root."""
+    traceparent = headers.get("traceparent")
+    if traceparent is None or len(traceparent) > MAX_TRACEPARENT_LEN:
+        return None
+    carrier = {"traceparent": traceparent}
+    state = headers.get("tracestate")
+    if state is not None and len(state) <= MAX_TRACEPARENT_LEN:
+        carrier["tracestate"] = state
+    # The W3C propagator itself ignores a malformed traceparent.
+    return propagate.extract(carrier)
+
+
+def current_carrier() -> dict[str, str]:
+    """The current span's context as W3C headers, to carry across a Ray Serve call."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def context_from_carrier(carrier: Mapping[str, str] | None):
+    return propagate.extract(dict(carrier or {}))

@@ -295,18 +295,18 @@ def _prob_best_two_quad(a1: float, b1: float, a2: float, b2: float) -> float:
 def prob_best_two(a1: float, b1: float, a2: float, b2: float) -> float:
     """Exact ``P(theta2 > theta1)`` for ``theta1 ~ Beta(a1, b1)``, ``theta2 ~ Beta(a2, b2)``.
 
-    Uses Evan Miller's closed form (a sum over ``range(a2)`` evaluated in log
-    space). When ``a2`` is not an integer, the mirrored form
-    ``P(1 - theta1 > 1 - theta2)`` (a sum over ``range(b1)``) is used if ``b1``
-    is; otherwise the complements (sums over ``a1`` or ``b2``); the shortest
-    sum wins. With no usable integer parameter, or sums longer than a million
-    terms, it falls back to ``scipy.integrate.quad``.
+    Uses Evan Miller's closed form, a sum over ``range(a2)`` evaluated in log
+    space, or its mirror ``P(1 - theta1 > 1 - theta2)``, a sum over
+    ``range(b1)``, whichever is integer and shorter. If neither ``a2`` nor
+    ``b1`` is an integer, ``1 - P(theta1 > theta2)`` (sums over ``a1`` or
+    ``b2``) is tried. With no usable integer parameter, or sums longer than a
+    million terms, it falls back to ``scipy.integrate.quad``.
 
-    Accuracy: exact sums are good to ~1e-12 for counts up to ~1e4, degrading to
-    ~1e-8 near 1e6 (``betaln`` of huge arguments cancels); quadrature is good
-    to ~1e-10 for parameters above ~0.05. Below that much of the mass lies under the smallest
-    double, so quadrature (like Monte-Carlo) is only a rough answer; such
-    posteriors do not arise from priors >= 0.1.
+    Accuracy: exact sums are good to ~1e-12 for counts up to ~1e4, degrading
+    to ~1e-8 near 1e6 (``betaln`` of huge arguments cancels); quadrature is
+    good to ~1e-10 for parameters above ~0.05. Below that, much of the mass
+    lies under the smallest double and quadrature (like Monte-Carlo) is only a
+    rough answer; such posteriors do not arise from priors >= 0.1.
 
     Examples
     --------
@@ -321,7 +321,7 @@ def prob_best_two(a1: float, b1: float, a2: float, b2: float) -> float:
         raise ValueError(f"Beta parameters must be finite and > 0, got {(a1, b1, a2, b2)}")
     if (a1, b1) == (a2, b2):
         return 0.5  # identical posteriors, by symmetry
-    # (terms, is_complement, miller arguments); direct sums keep relative precision
+    # (number of terms, _miller arguments). Direct sums keep relative precision
     # for tiny probabilities, so they are preferred over complements.
     direct = [(a2, (a1, b1, a2, b2)), (b1, (b2, a2, b1, a1))]
     complement = [(a1, (a2, b2, a1, b1)), (b2, (b1, a1, b2, a2))]

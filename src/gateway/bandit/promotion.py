@@ -182,7 +182,8 @@ def evaluate(
         for i, name in enumerate(names):
             ai = _num(a[i]) if a is not None else None
             bi = _num(b[i]) if b is not None else None
-            mi = ai / (ai + bi) if ai is not None and bi is not None and ai > 0 and bi > 0 else None
+            valid = ai is not None and bi is not None and ai > 0 and bi > 0
+            mi = ai / (ai + bi) if valid else None  # type: ignore[operator]
             evidence["arms"][name] = {
                 "alpha": ai,
                 "beta": bi,
@@ -227,7 +228,8 @@ def evaluate(
         )
     if float(elapsed_s) < rule.min_duration_s:
         return inconclusive(
-            f"min duration not reached: elapsed {float(elapsed_s):.1f}s < {rule.min_duration_s:.1f}s"
+            f"min duration not reached: elapsed {float(elapsed_s):.1f}s "
+            f"< {rule.min_duration_s:.1f}s"
         )
     if pb[best] < rule.prob_best:
         return inconclusive(

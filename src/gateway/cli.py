@@ -42,13 +42,26 @@ def serve(
         _fail(str(err))
     quiet_ray_environment()
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            if starting.is_set():
+                raise KeyboardInterrupt  # abandon start-up; LocalGateway.start cleans up
+
+    starting = threading.Event()
+    starting.set()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     gw = LocalGateway(settings)
     try:
         gw.start()
+    except KeyboardInterrupt:
+        console.print("stopped during start-up")
+        return
     except (PolicyError, ValueError) as err:
         _fail(str(err))
+    starting.clear()
     console.print(f"gateway serving {settings.policy} at {gw.url} (state in {settings.state_dir})", highlight=False)
     try:
         stop.wait()

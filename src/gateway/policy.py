@@ -185,7 +185,9 @@ def parse_policy(data: object, source: str = "<policy>") -> Policy:
 def load_policy_file(path: str | Path) -> Policy:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise PolicyError(f"{path}: not UTF-8 text: {err}") from None
     except OSError as err:
         raise PolicyError(f"{path}: cannot read: {err.strerror}") from None
     except yaml.YAMLError as err:

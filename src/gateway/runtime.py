@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 
 from gateway.settings import Settings
@@ -46,6 +48,7 @@ class LocalGateway:
             self.redis = EmbeddedRedis(self.settings.state_dir).start()
             self.redis_url = self.redis.url
         if not ray.is_initialized():
+            saved = _signal_handlers()
             ray.init(
                 address=self.settings.ray_address or "local",
                 include_dashboard=False,
@@ -55,6 +58,9 @@ class LocalGateway:
                 logging_level=logging.WARNING,
                 configure_logging=True,
             )
+            # Ray's core replaces SIGTERM/SIGINT with handlers that abort the process; the
+            # caller's own handlers must keep deciding how this process stops.
+            _restore_signal_handlers(saved)
         serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
         app = build_application(self.settings, self.redis_url)
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
@@ -79,6 +85,21 @@ class LocalGateway:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _signal_handlers() -> dict:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+
+
+def _restore_signal_handlers(saved: dict) -> None:
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def quiet_ray_environment() -> None:

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
         min_length=16,
     )
     reward_secret_previous: str | None = Field(
-        default=None, description="The key before a rotation; tokens signed with it are still accepted."
+        default=None,
+        description="The key before a rotation; tokens signed with it are still accepted.",
+        min_length=16,
     )
     posterior_refresh_s: float = Field(
         default=0.1, gt=0, le=60, description="How stale the router's cached posteriors may get."

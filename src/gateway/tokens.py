@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 from dataclasses import dataclass
 
 from gateway.errors import Forbidden, NotFound
@@ -45,7 +46,7 @@ class RewardTokens:
     def sign(self, request_id: str, claims: TokenClaims) -> str:
         payload = _b64(
             json.dumps(
-                {"e": claims.experiment, "v": claims.variant, "x": int(claims.expires_at)}, separators=(",", ":")
+                {"e": claims.experiment, "v": claims.variant, "x": math.ceil(claims.expires_at)}, separators=(",", ":")
             ).encode()
         )
         return f"{payload}.{self._mac(self._keys[0], request_id, payload)}"
@@ -56,7 +57,8 @@ class RewardTokens:
         if not isinstance(token, str) or not token:
             raise Forbidden("a reward needs the 'token' returned with the prediction", code="token_missing")
         payload, sep, mac = token.partition(".")
-        if not sep or len(token) > 2048:
+        # compare_digest refuses non-ASCII text with a TypeError; such a token is simply invalid.
+        if not sep or len(token) > 2048 or not token.isascii():
             raise Forbidden("the reward token is malformed", code="token_invalid")
         if not any(hmac.compare_digest(mac, self._mac(k, request_id, payload)) for k in self._keys):
             raise Forbidden("the reward token does not match this request", code="token_invalid")

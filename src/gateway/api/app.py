@@ -1,6 +1,7 @@
 """The HTTP API: every route in one place, one error format, one span per request."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -90,6 +91,16 @@ def traced(template: str, handler: Handler) -> Callable[[Request], Awaitable[Res
 
 
 def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+    """The ASGI app; its lifespan starts and stops the data plane (Ray Serve runs it too)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await plane.start()
+        try:
+            yield
+        finally:
+            await plane.stop()
+
     async def predict(request: Request, request_id: str) -> tuple[int, Any]:
         body = await read_json(request, max_body_bytes)
         return 200, await plane.predict(request.path_params["experiment"], body, request_id)
@@ -126,4 +137,5 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     return Starlette(
         routes=[Route(path, traced(path, fn), methods=methods) for path, fn, methods in routes],
         exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
     )

@@ -49,12 +49,10 @@ class Router:
             max_instances=options.get("max_instances", 1000),
             refresh_s=options.get("posterior_refresh_s", 0.1),
         )
-        await self.plane.start()
 
     def __serve_build_asgi_app__(self):
         return create_app(self.plane)
 
     async def __del__(self):
-        await self.plane.stop()
         await self.store.close()
         shutdown_tracing()

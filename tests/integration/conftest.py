@@ -1,0 +1,114 @@
+"""Integration fixtures: a real `gateway serve` (real Ray Serve, the embedded redis-server),
+started once per session as a user starts it, and an OTLP receiver for its traces."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.otlp_collector import OtlpCollector
+
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+TEST_SECRET = "integration-test-reward-secret-0123456789"
+ROW = [12.0, 80.5, 2.0, "pro"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gateway_command() -> list[str]:
+    script = Path(sys.executable).with_name("gateway")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    state_dir: Path
+    process: subprocess.Popen
+    log: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self, timeout_s: float = 90) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_gateway(policy: Path, state_dir: Path, env: dict[str, str] | None = None, wait_s: float = 240) -> RunningGateway:
+    port = free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "serve.log"
+    full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    proc = subprocess.Popen(
+        [*gateway_command(), "serve", "--policy", str(policy), "--port", str(port), "--state-dir", str(state_dir)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        start_new_session=True,
+    )
+    gw = RunningGateway(f"http://127.0.0.1:{port}", state_dir, proc, log)
+    deadline = time.monotonic() + wait_s
+    with httpx.Client(base_url=gw.url, timeout=5) as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gateway serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if c.get("/healthz").status_code == 200:
+                    return gw
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    gw.stop()
+    raise RuntimeError(f"gateway not healthy after {wait_s}s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def collector() -> Iterator[OtlpCollector]:
+    c = OtlpCollector().start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, collector) -> Iterator[RunningGateway]:
+    env = {
+        "GATEWAY_REWARD_SECRET": TEST_SECRET,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    gw = start_gateway(POLICIES, tmp_path_factory.mktemp("gateway-state"), env)
+    yield gw
+    code = gw.stop()
+    assert code == 0, f"gateway serve did not stop cleanly ({code}):\n{gw.log.read_text()[-3000:]}"
+
+
+@pytest.fixture()
+def client(gateway) -> Iterator[httpx.Client]:
+    with gateway.client() as c:
+        yield c
+
+
+def variant_state(state: dict, name: str) -> dict:
+    return next(v for v in state["variants"] if v["name"] == name)

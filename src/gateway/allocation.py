@@ -35,6 +35,16 @@ def posteriors(policy: Policy, arms: Mapping[str, ArmCounts], names: list[str]) 
     return beta.posterior(policy.prior.alpha, policy.prior.beta, n, s)
 
 
+def retired(meta: Mapping[str, str]) -> set[str]:
+    return set(json.loads(meta["retired"])) if meta.get("retired") else set()
+
+
+def live_arms(policy: Policy, meta: Mapping[str, str]) -> list[str]:
+    """The bandit's arms minus those an operator retired."""
+    gone = retired(meta)
+    return [v for v in policy.bandit_arms if v not in gone]
+
+
 def _with_holdout(policy: Policy, bandit_shares: Mapping[str, float]) -> dict[str, float]:
     if policy.holdout is None:
         return dict(bandit_shares)
@@ -46,7 +56,7 @@ def _with_holdout(policy: Policy, bandit_shares: Mapping[str, float]) -> dict[st
 
 def allocate(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str]) -> Allocation:
     status = meta.get("status", "exploring")
-    live = policy.bandit_arms
+    live = live_arms(policy, meta)
     champion = meta.get("champion")
     if status == "promoted" and champion in live:
         return Allocation(_with_holdout(policy, {v: float(v == champion) for v in live}), "promoted")
@@ -71,7 +81,7 @@ def promotion_decision(
     """The rule's verdict while exploring; None when the experiment is not exploring."""
     if meta.get("status", "exploring") != "exploring":
         return None
-    live = policy.bandit_arms
+    live = live_arms(policy, meta)
     a, b = posteriors(policy, arms, live)
     n = np.array([arms.get(v, ArmCounts()).rewards for v in live], dtype=float)
     started = float(meta.get("started_at", now))

@@ -19,6 +19,7 @@ from tests.integration.otlp_collector import OtlpCollector
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 TEST_SECRET = "integration-test-reward-secret-0123456789"
+ADMIN_TOKEN = "integration-admin-token"
 ROW = [12.0, 80.5, 2.0, "pro"]
 
 
@@ -93,6 +94,7 @@ def collector() -> Iterator[OtlpCollector]:
 def gateway(tmp_path_factory, collector) -> Iterator[RunningGateway]:
     env = {
         "GATEWAY_REWARD_SECRET": TEST_SECRET,
+        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint,

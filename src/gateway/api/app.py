@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.dataplane import DataPlane, new_request_id
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.control import Control, reason_of
+from gateway.errors import BadRequest, Forbidden, GatewayError, PayloadTooLarge, Unauthorized, Unprocessable
 from gateway.telemetry.tracing import incoming_context, tracer
 
 log = logging.getLogger("gateway.api")
@@ -29,7 +31,7 @@ def error_response(err: GatewayError) -> JSONResponse:
     return JSONResponse(err.to_body(), status_code=err.status)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:
     """The body as JSON, refusing an oversized one before it is all read (chunked too)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -41,6 +43,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
+    if not raw and allow_empty:
+        return None
     if not raw:
         raise BadRequest("the body is empty; send a JSON object", code="invalid_json")
     try:
@@ -90,8 +94,22 @@ def traced(template: str, handler: Handler) -> Callable[[Request], Awaitable[Res
     return endpoint
 
 
-def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+def check_admin(request: Request, admin_token: str | None) -> None:
+    """401 without credentials (or with the admin API switched off), 403 with wrong ones."""
+    if not admin_token:
+        raise Unauthorized("the admin API is disabled: set GATEWAY_ADMIN_TOKEN", code="admin_disabled")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("send 'Authorization: Bearer <admin token>'", code="unauthorized")
+    if not hmac.compare_digest(given.encode(), admin_token.encode()):
+        raise Forbidden("the admin token is wrong", code="forbidden")
+
+
+def create_app(
+    plane: DataPlane, *, admin_token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> Starlette:
     """The ASGI app; its lifespan starts and stops the data plane (Ray Serve runs it too)."""
+    control = Control(plane)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -117,6 +135,34 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     async def healthz(request: Request, request_id: str) -> tuple[int, Any]:
         return 200, {"status": "ok", "experiments": plane.experiment_names()}
 
+    def admin(action: Callable[..., Awaitable[Any]]) -> Handler:
+        """An operator route: checked credentials, an optional JSON body, path params as args."""
+
+        async def handler(request: Request, request_id: str) -> tuple[int, Any]:
+            check_admin(request, admin_token)
+            body = await read_json(request, max_body_bytes, allow_empty=True)
+            return 200, await action(body, **request.path_params)
+
+        return handler
+
+    async def do_promote(body: Any, experiment: str) -> Any:
+        variant = body.get("variant") if isinstance(body, dict) else None
+        if variant is None:
+            raise Unprocessable("variant: this field is required", code="invalid_variant")
+        return await control.promote(experiment, variant, reason_of(body))
+
+    async def do_rollback(body: Any, experiment: str) -> Any:
+        return await control.rollback(experiment, reason_of(body))
+
+    async def do_pause(body: Any, experiment: str) -> Any:
+        return await control.pause(experiment, reason_of(body))
+
+    async def do_resume(body: Any, experiment: str) -> Any:
+        return await control.resume(experiment, reason_of(body))
+
+    async def do_retire(body: Any, experiment: str, variant: str) -> Any:
+        return await control.retire(experiment, variant, reason_of(body))
+
     routes = [
         ("/v1/experiments/{experiment}/predict", predict, ["POST"]),
         ("/v1/rewards", rewards, ["POST"]),
@@ -124,6 +170,11 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         ("/v1/experiments", list_experiments, ["GET"]),
         ("/v1/experiments/{experiment}", get_experiment, ["GET"]),
         ("/healthz", healthz, ["GET"]),
+        ("/v1/experiments/{experiment}/promote", admin(do_promote), ["POST"]),
+        ("/v1/experiments/{experiment}/rollback", admin(do_rollback), ["POST"]),
+        ("/v1/experiments/{experiment}/pause", admin(do_pause), ["POST"]),
+        ("/v1/experiments/{experiment}/resume", admin(do_resume), ["POST"]),
+        ("/v1/experiments/{experiment}/variants/{variant}", admin(do_retire), ["DELETE"]),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

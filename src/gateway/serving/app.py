@@ -31,6 +31,7 @@ def build_application(settings: Settings, redis_url: str) -> Application:
         }
     options = {
         "reward_secret": settings.reward_secret,
+        "admin_token": settings.admin_token,
         "reward_secret_previous": settings.reward_secret_previous,
         "max_instances": settings.max_instances,
         "posterior_refresh_s": settings.posterior_refresh_s,

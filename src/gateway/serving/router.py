@@ -39,6 +39,7 @@ class Router:
         options: dict[str, Any],
     ):
         setup_tracing("router")
+        self.admin_token = options.get("admin_token")
         self.store = ExperimentStore.from_url(redis_url)
         keys = [options.get("reward_secret") or await self.store.reward_secret(), options.get("reward_secret_previous")]
         self.plane = DataPlane(
@@ -51,7 +52,7 @@ class Router:
         )
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.plane)
+        return create_app(self.plane, admin_token=self.admin_token)
 
     async def __del__(self):
         await self.store.close()

@@ -61,7 +61,7 @@ def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
 class ExperimentStore:
     def __init__(self, client: aioredis.Redis):
         self.client = client
-        self._sources = {name: _lua(f"{name}.lua") for name in ("record", "reward", "transition")}
+        self._sources = {name: _lua(f"{name}.lua") for name in ("record", "reward", "transition", "annotate")}
         self._shas: dict[str, str] = {}
 
     @classmethod
@@ -187,3 +187,14 @@ class ExperimentStore:
 
         (done,) = await self._run_scripted(build)
         return bool(done)
+
+    async def annotate(self, experiment: str, field: str, value: str, entry: dict) -> None:
+        """Set a meta field and append its history entry atomically."""
+
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["annotate"], 2, keys.meta(experiment), keys.history(experiment),
+                field, value, json.dumps(entry, sort_keys=True),
+            )
+
+        await self._run_scripted(build)

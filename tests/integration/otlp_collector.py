@@ -77,6 +77,17 @@ class OtlpCollector:
                 return found
             time.sleep(0.1)
 
+    def wait_for_trace(self, trace_id: str, names: set[str], timeout_s: float = 20.0) -> dict[str, dict]:
+        """The spans of one trace by name, once all of `names` have arrived (spans come from
+        several processes, each exporting on its own schedule)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                found = {s["name"]: s for s in self.spans if s["trace_id"] == trace_id}
+            if names <= set(found) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
     def start(self) -> OtlpCollector:
         self.thread.start()
         return self

@@ -181,7 +181,7 @@ def test_per_feature_errors():
 
     assert "missing tensors for features ['plan']" in bad_request(body(plan=None), CHURN)
     msg = bad_request(body(plan=tensor("plan", [1], "BYTES", ["pro"])), CHURN)
-    assert "1 rows, but the other feature tensors have 2" in msg
+    assert "same number of rows, got {'tenure': 2, 'monthly_charges': 2, 'plan': 1}" in msg
     msg = bad_request(body(plan=tensor("plan", [1, 2], "BYTES", ["pro", "basic"])), CHURN)
     assert "[n] or [n, 1]" in msg
     msg = bad_request(body(plan=tensor("plan", [2], "INT64", [0, 1])), CHURN)

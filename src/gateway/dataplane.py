@@ -22,6 +22,7 @@ from gateway.learning.features import FeatureEncoder, FeatureError
 from gateway.policy import Policy
 from gateway.state import experiment_state
 from gateway.store.experiments import ExperimentStore, RewardItem, Snapshot
+from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import current_carrier, tracer
 from gateway.tokens import RewardTokens, TokenClaims
 
@@ -49,6 +50,8 @@ class _ExperimentRuntime:
     snapshot: Snapshot | None = None
     allocation: allocation.Allocation | None = None
     evaluated_counts: tuple | None = None
+    # The last full state (with history), refreshed with the series; read by the gauges.
+    state: dict[str, Any] | None = None
 
 
 class DataPlane:
@@ -61,6 +64,7 @@ class DataPlane:
         *,
         max_instances: int = 1000,
         refresh_s: float = 0.1,
+        series_every_s: float = 2.0,
         clock: Callable[[], float] = time.time,
         rng: np.random.Generator | None = None,
     ):
@@ -68,12 +72,15 @@ class DataPlane:
         self.tokens = tokens
         self.max_instances = max_instances
         self.refresh_s = refresh_s
+        self.series_every_s = series_every_s
+        self._series_at = float("-inf")
         self.clock = clock
         self.rng = rng or np.random.default_rng()
         self.experiments = {
             name: _ExperimentRuntime(p, FeatureEncoder(p.features), variants[name]) for name, p in policies.items()
         }
         self._refresher: asyncio.Task | None = None
+        self.metrics = GatewayMetrics(lambda: [rt.state for rt in self.experiments.values() if rt.state])
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -98,20 +105,43 @@ class DataPlane:
                 log.warning("posterior refresh failed; serving from cached weights", exc_info=True)
 
     async def refresh(self) -> None:
-        """Reload counters, recompute traffic weights, and apply the promotion rule when the
-        counts moved. Bounded staleness: the request path never waits on this."""
+        """Reload counters; when they or the experiment's status moved, recompute the traffic
+        weights and apply the promotion rule. Bounded staleness: the request path never waits
+        on this."""
         snaps = await self.store.snapshots(list(self.experiments))
         now = self.clock()
         for name, rt in self.experiments.items():
             snap = snaps[name]
             rt.snapshot = snap
-            rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta)
-            counts = tuple(sorted((v, c.rewards, c.reward_sum) for v, c in snap.arms.items())) + (
-                snap.meta.get("status"),
+            key = (
+                tuple(sorted((v, c.rewards, c.reward_sum) for v, c in snap.arms.items())),
+                tuple(sorted(snap.meta.items())),
             )
-            if counts != rt.evaluated_counts:
-                rt.evaluated_counts = counts
+            if key != rt.evaluated_counts:
+                rt.evaluated_counts = key
+                rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta)
                 await self._maybe_promote(name, rt, snap, now)
+        if now - self._series_at >= self.series_every_s:
+            self._series_at = now
+            await self._record_series(now)
+
+    async def _record_series(self, now: float) -> None:
+        for name, rt in self.experiments.items():
+            state = experiment_state(rt.policy, rt.snapshot, await self.store.history(name))
+            rt.state = state
+            point = {
+                "t": now,
+                "status": state["status"],
+                "champion": state["champion"],
+                "variants": {
+                    v["name"]: {
+                        k: v[k]
+                        for k in ("traffic_share", "prob_best", "mean", "credible_interval", "requests", "rewards")
+                    }
+                    for v in state["variants"]
+                },
+            }
+            await self.store.append_series(name, point, self.series_every_s)
 
     async def _maybe_promote(self, name: str, rt: _ExperimentRuntime, snap: Snapshot, now: float) -> None:
         decision = allocation.promotion_decision(rt.policy, snap.arms, snap.meta, now)
@@ -169,7 +199,10 @@ class DataPlane:
             raise Unprocessable(f"unit_id: a string of 1 to {MAX_ID_LEN} characters", code="invalid_unit_id")
         matrix = self.encode(rt, body["instances"])
         variant, propensity = self._select(experiment, rt, unit_id)
+        started = time.perf_counter()
         result = await self._call_variant(rt, variant, matrix)
+        labels = {"experiment": experiment, "variant": variant}
+        self.metrics.predict_duration.record(time.perf_counter() - started, labels)
         predictions = result["predictions"]
         now = self.clock()
         window = rt.policy.reward.window_s
@@ -190,6 +223,7 @@ class DataPlane:
         if not fresh:
             raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
         token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + window))
+        self.metrics.requests.add(1, labels)
         return {
             "request_id": request_id,
             "experiment": experiment,
@@ -304,12 +338,16 @@ class DataPlane:
                 [RewardItem(c.experiment, rid, c.variant, r) for _, rid, c, r, _ in ready], now
             )
         for (i, rid, claims, reward, _), outcome in zip(ready, outcomes):
+            if outcome == "accepted":
+                self.metrics.reward_sum.add(reward, {"experiment": claims.experiment, "variant": claims.variant})
             if outcome in ("accepted", "duplicate"):
                 results[i] = {"request_id": rid, "status": outcome, "variant": claims.variant, "reward": reward}
             elif outcome == "unknown":
                 results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
             else:
                 results[i] = _rejected(rid, Forbidden("the token is for another variant", code="token_invalid"))
+        for r in results:
+            self.metrics.rewards.add(1, {"outcome": r["status"]})
         return results
 
     async def _rewards_from_labels(self, pending: list, results: list[dict[str, Any]]) -> None:
@@ -350,6 +388,14 @@ class DataPlane:
         snap = (await self.store.snapshots([experiment]))[experiment]
         history = await self.store.history(experiment)
         return experiment_state(rt.policy, snap, history)
+
+    async def series(self, experiment: str, since: float | None = None) -> dict[str, Any]:
+        self._runtime(experiment)
+        return {
+            "experiment": experiment,
+            "points": await self.store.series(experiment, since),
+            "history": await self.store.history(experiment),
+        }
 
     async def states(self) -> list[dict[str, Any]]:
         return [await self.state(name) for name in self.experiments]

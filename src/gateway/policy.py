@@ -1,7 +1,6 @@
 """Policy files: one YAML per experiment, validated at load with errors that name the field."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,46 +17,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.dataplane import DataPlane, new_request_id
+from gateway.api.http import DEFAULT_MAX_BODY_BYTES, error_response, read_json
+from gateway.api.oip import oip_routes
 from gateway.control import Control, reason_of
-from gateway.errors import BadRequest, Forbidden, GatewayError, PayloadTooLarge, Unauthorized, Unprocessable
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unprocessable
+from gateway.telemetry.metrics import prometheus_text
 from gateway.telemetry.tracing import incoming_context, tracer
 
 log = logging.getLogger("gateway.api")
 
-DEFAULT_MAX_BODY_BYTES = 1 << 20
-
 Handler = Callable[[Request, str], Awaitable[tuple[int, Any]]]
 
 
-def error_response(err: GatewayError) -> JSONResponse:
-    return JSONResponse(err.to_body(), status_code=err.status)
-
-
-async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:
-    """The body as JSON, refusing an oversized one before it is all read (chunked too)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw and allow_empty:
-        return None
-    if not raw:
-        raise BadRequest("the body is empty; send a JSON object", code="invalid_json")
-    try:
-        # The stdlib parser accepts NaN and Infinity, so that a non-finite reward is answered
-        # 422 by validation rather than 400 by the parser.
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"the body is not valid JSON: {err}", code="invalid_json") from None
-
-
-def traced(template: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def traced(template: str, handler: Handler, plane: DataPlane | None = None) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a handler: a server span named by the route template (HTTP semantic
     conventions), the request id header on every answer, and errors as JSON."""
 
@@ -66,6 +40,7 @@ def traced(template: str, handler: Handler) -> Callable[[Request], Awaitable[Res
         request_id = incoming or new_request_id()
         ctx = incoming_context(request.headers)
         name = f"{request.method} {template}"
+        started = time.perf_counter()
         with tracer().start_as_current_span(name, context=ctx, kind=SpanKind.SERVER) as span:
             span.set_attributes(
                 {
@@ -75,16 +50,28 @@ def traced(template: str, handler: Handler) -> Callable[[Request], Awaitable[Res
                     "gateway.request_id": request_id,
                 }
             )
+            error_code = None
             try:
                 status, payload = await handler(request, request_id)
                 response: Response = JSONResponse(payload, status_code=status)
+                if status >= 400:  # a protocol handler (OIP) that formats its own errors
+                    error_code = f"http_{status}"
             except GatewayError as err:
                 response = error_response(err)
-                span.set_attribute("gateway.error_code", err.code)
+                error_code = err.code
             except Exception:
                 log.exception("unhandled error on %s", name)
                 response = error_response(GatewayError("internal error; it has been logged"))
+                error_code = "internal"
+            if error_code is not None:
+                span.set_attribute("gateway.error_code", error_code)
             span.set_attribute("http.response.status_code", response.status_code)
+            if plane is not None:
+                labels = {"http.route": template, "http.request.method": request.method,
+                          "http.response.status_code": response.status_code}
+                plane.metrics.http_duration.record(time.perf_counter() - started, labels)
+                if error_code is not None:
+                    plane.metrics.errors.add(1, {"http.route": template, "code": error_code})
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             if incoming is None:
@@ -132,6 +119,16 @@ def create_app(
     async def get_experiment(request: Request, request_id: str) -> tuple[int, Any]:
         return 200, await plane.state(request.path_params["experiment"])
 
+    async def get_series(request: Request, request_id: str) -> tuple[int, Any]:
+        since = request.query_params.get("since")
+        try:
+            since_t = float(since) if since is not None else None
+        except ValueError:
+            since_t = float("nan")
+        if since_t is not None and not math.isfinite(since_t):
+            raise BadRequest("since: a unix time in seconds", code="invalid_since")
+        return 200, await plane.series(request.path_params["experiment"], since_t)
+
     async def healthz(request: Request, request_id: str) -> tuple[int, Any]:
         return 200, {"status": "ok", "experiments": plane.experiment_names()}
 
@@ -169,13 +166,19 @@ def create_app(
         ("/reward", rewards, ["POST"]),
         ("/v1/experiments", list_experiments, ["GET"]),
         ("/v1/experiments/{experiment}", get_experiment, ["GET"]),
+        ("/v1/experiments/{experiment}/series", get_series, ["GET"]),
         ("/healthz", healthz, ["GET"]),
         ("/v1/experiments/{experiment}/promote", admin(do_promote), ["POST"]),
         ("/v1/experiments/{experiment}/rollback", admin(do_rollback), ["POST"]),
         ("/v1/experiments/{experiment}/pause", admin(do_pause), ["POST"]),
         ("/v1/experiments/{experiment}/resume", admin(do_resume), ["POST"]),
         ("/v1/experiments/{experiment}/variants/{variant}", admin(do_retire), ["DELETE"]),
+        *oip_routes(plane, max_body_bytes),
     ]
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = prometheus_text()
+        return Response(body, media_type=content_type)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -186,7 +189,10 @@ def create_app(
         return response
 
     return Starlette(
-        routes=[Route(path, traced(path, fn), methods=methods) for path, fn, methods in routes],
+        routes=[
+            *(Route(path, traced(path, fn, plane), methods=methods) for path, fn, methods in routes),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )

@@ -33,13 +33,14 @@ import numpy as np
 from opentelemetry import trace
 from starlette.requests import Request
 
-from gateway.api.app import read_json
+from gateway.api.http import read_json
 from gateway.dataplane import DataPlane
 from gateway.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge, Unavailable
 from gateway.policy import Feature, Policy
 
 log = logging.getLogger("gateway.api.oip")
 
+# The shape of create_app's handlers: (request, request id) -> (status, JSON payload).
 Handler = Callable[[Request, str], Awaitable[tuple[int, Any]]]
 
 SERVER_NAME = "ab-auto-promotion"
@@ -235,7 +236,6 @@ def _rows_per_feature(tensors: list[tuple[str, list[int], str, list[Any]]], feat
     missing = [f.name for f in features if f.name not in by_name]
     if missing:
         raise _invalid(f"inputs: missing tensors for features {missing}; one tensor per feature is expected")
-    n_rows: int | None = None
     columns: list[list[Any]] = []
     for f in features:
         name, shape, datatype, values = by_name[f.name]
@@ -244,11 +244,10 @@ def _rows_per_feature(tensors: list[tuple[str, list[int], str, list[Any]]], feat
             raise _invalid(f"{where}.shape: a feature tensor has shape [n] or [n, 1], got {shape}")
         if not _feature_accepts(f, datatype):
             raise _invalid(f"{where}.datatype: feature {f.name!r} is {f.type}; send {_expected_datatypes(f)}, not {datatype}")
-        if n_rows is None:
-            n_rows = shape[0]
-        elif shape[0] != n_rows:
-            raise _invalid(f"{where}.shape: {shape[0]} rows, but the other feature tensors have {n_rows}")
         columns.append([_feature_value(v, datatype) for v in values])
+    counts = {f.name: len(col) for f, col in zip(features, columns)}
+    if len(set(counts.values())) > 1:
+        raise _invalid(f"inputs: the feature tensors must have the same number of rows, got {counts}")
     keys = [f.name for f in features]
     return [dict(zip(keys, row)) for row in zip(*columns)]
 

@@ -12,6 +12,7 @@ from gateway.api.app import create_app
 from gateway.dataplane import DataPlane
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
+from gateway.telemetry.metrics import setup_metrics
 from gateway.telemetry.tracing import setup_tracing, shutdown_tracing
 from gateway.tokens import RewardTokens
 
@@ -39,6 +40,7 @@ class Router:
         options: dict[str, Any],
     ):
         setup_tracing("router")
+        setup_metrics()
         self.admin_token = options.get("admin_token")
         self.store = ExperimentStore.from_url(redis_url)
         keys = [options.get("reward_secret") or await self.store.reward_secret(), options.get("reward_secret_previous")]

@@ -14,6 +14,8 @@ from gateway.store import keys
 
 # Bounded so the log cannot eat the server's memory; the retrainer reads recent windows.
 DECISION_LOG_MAXLEN = 200_000
+# About 5.5 hours of dashboard history at one point every 2 s.
+SERIES_MAXLEN = 10_000
 
 
 def _lua(name: str) -> str:
@@ -61,7 +63,7 @@ def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
 class ExperimentStore:
     def __init__(self, client: aioredis.Redis):
         self.client = client
-        self._sources = {name: _lua(f"{name}.lua") for name in ("record", "reward", "transition", "annotate")}
+        self._sources = {name: _lua(f"{name}.lua") for name in ("record", "reward", "transition", "annotate", "series")}
         self._shas: dict[str, str] = {}
 
     @classmethod
@@ -198,3 +200,21 @@ class ExperimentStore:
             )
 
         await self._run_scripted(build)
+
+    async def append_series(self, experiment: str, point: dict, interval_s: float) -> bool:
+        """Add a time-series point unless another replica already did in this interval."""
+
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["series"], 2, keys.series_lock(experiment), keys.series(experiment),
+                str(max(1, int(interval_s * 1000))), str(SERIES_MAXLEN), json.dumps(point, sort_keys=True),
+            )
+
+        (done,) = await self._run_scripted(build)
+        return bool(done)
+
+    async def series(self, experiment: str, since: float | None = None, limit: int = 2000) -> list[dict]:
+        """Points in time order, newest `limit` (after `since`, unix seconds, if given)."""
+        start = f"{int(since * 1000) + 1}" if since is not None else "-"
+        raw = await self.client.xrevrange(keys.series(experiment), max="+", min=start, count=limit)
+        return [json.loads(fields["p"]) for _, fields in reversed(raw)]

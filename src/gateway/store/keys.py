@@ -29,4 +29,13 @@ def decision_log(experiment: str) -> str:
     return f"gw:{{{experiment}}}:log"
 
 
+def series(experiment: str) -> str:
+    """Stream of periodic state points (traffic shares, P(best), means) for the dashboard."""
+    return f"gw:{{{experiment}}}:series"
+
+
+def series_lock(experiment: str) -> str:
+    return f"gw:{{{experiment}}}:series-lock"
+
+
 SECRET = "gw:reward-secret"

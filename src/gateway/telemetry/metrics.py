@@ -1,0 +1,112 @@
+"""OpenTelemetry metrics, exposed in Prometheus text at GET /metrics.
+
+Counters and histograms are per router replica (Prometheus sums them across replicas); the
+bandit's beliefs (posterior mean, probability to be best, traffic share, counts from Redis) are
+gauges read from the replica's cached experiment state, so every replica reports the same
+global values."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Seconds; fine near the few-millisecond latencies of a local prediction.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+_registry: CollectorRegistry | None = None
+
+
+def setup_metrics() -> CollectorRegistry:
+    """Install this process's meter provider with a Prometheus reader, once."""
+    global _registry
+    if _registry is not None:
+        return _registry
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+    from opentelemetry.sdk.resources import Resource
+
+    registry = CollectorRegistry()
+    reader = PrometheusMetricReader(registry=registry, disable_target_info=True, scope_info_enabled=False)
+    latency_view = View(
+        instrument_name="*duration*", aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS)
+    )
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({}), views=[latency_view])
+    metrics.set_meter_provider(provider)
+    _registry = registry
+    return registry
+
+
+def prometheus_text() -> tuple[bytes, str]:
+    registry = _registry or CollectorRegistry()
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+StateSource = Callable[[], Iterable[dict[str, Any]]]
+
+
+class GatewayMetrics:
+    """The gateway's instruments. `states` yields the cached experiment states for gauges."""
+
+    def __init__(self, states: StateSource):
+        meter = metrics.get_meter("gateway")
+        self._states = states
+        self.requests = meter.create_counter(
+            "gateway.predictions", unit="1", description="Predictions served, by experiment and variant"
+        )
+        self.errors = meter.create_counter(
+            "gateway.errors", unit="1", description="Requests answered with an error, by route and error code"
+        )
+        self.http_duration = meter.create_histogram(
+            "http.server.request.duration", unit="s", description="Duration of HTTP requests handled by the router"
+        )
+        self.predict_duration = meter.create_histogram(
+            "gateway.variant.predict.duration", unit="s", description="Time in the variant call, router side"
+        )
+        self.rewards = meter.create_counter(
+            "gateway.rewards", unit="1", description="Feedback items by outcome (accepted, duplicate, rejected)"
+        )
+        self.reward_sum = meter.create_counter(
+            "gateway.reward.sum", unit="1", description="Sum of accepted rewards, by experiment and variant"
+        )
+        for name, key, desc in (
+            ("gateway.posterior.mean", "mean", "Posterior mean reward of each variant"),
+            ("gateway.prob_best", "prob_best", "Posterior probability that the variant is best"),
+            ("gateway.traffic.share", "traffic_share", "Share of traffic the router currently gives the variant"),
+            ("gateway.variant.requests", "requests", "Predictions served by the variant (all replicas, from Redis)"),
+            ("gateway.variant.rewards", "rewards", "Rewards applied to the variant (all replicas, from Redis)"),
+        ):
+            meter.create_observable_gauge(name, callbacks=[self._variant_gauge(key)], unit="1", description=desc)
+        meter.create_observable_counter(
+            "gateway.decisions", callbacks=[self._decisions], unit="1",
+            description="Decisions in the experiment's history, by action (promote, rollback, retire, ...)",
+        )
+        meter.create_observable_gauge(
+            "gateway.experiment.promoted", callbacks=[self._promoted], unit="1",
+            description="1 when the experiment has a promoted champion",
+        )
+
+    def _variant_gauge(self, key: str):
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            for state in self._states():
+                for v in state["variants"]:
+                    if v.get(key) is not None:
+                        yield Observation(float(v[key]), {"experiment": state["name"], "variant": v["name"]})
+
+        return callback
+
+    def _decisions(self, options: CallbackOptions) -> Iterable[Observation]:
+        for state in self._states():
+            counts: dict[str, int] = {}
+            for entry in state.get("history", []):
+                counts[entry["action"]] = counts.get(entry["action"], 0) + 1
+            for action, n in counts.items():
+                yield Observation(n, {"experiment": state["name"], "action": action})
+
+    def _promoted(self, options: CallbackOptions) -> Iterable[Observation]:
+        for state in self._states():
+            yield Observation(1 if state["status"] == "promoted" else 0, {"experiment": state["name"]})

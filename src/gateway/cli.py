@@ -10,12 +10,14 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from gateway import cli_admin
 from gateway.policy import PolicyError, load_policies
 from gateway.settings import SettingsError, load_settings
 
 app = typer.Typer(help="A model-serving gateway with bandit routing and automatic promotion.", no_args_is_help=True)
 policy_app = typer.Typer(help="Work with policy files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+cli_admin.register(app)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -47,18 +47,7 @@ class Control:
         meta = await self._meta(experiment)
         if meta.get("status") != "promoted":
             raise Conflict(f"experiment {experiment!r} has no promoted champion to roll back", code="not_promoted")
-        policy = self.plane._runtime(experiment).policy
-        previous = meta.get("previous_champion")
-        if previous in allocation.live_arms(policy, meta) and previous != meta.get("champion"):
-            entry = self._entry("rollback", reason, variant=previous, from_variant=meta.get("champion"))
-            await self.plane.store.transition(
-                experiment, expected_status="promoted", new_status="promoted", champion=previous, entry=entry, now=entry["at"]
-            )
-        else:
-            entry = self._entry("rollback", reason, variant=None, from_variant=meta.get("champion"))
-            await self.plane.store.transition(
-                experiment, expected_status="promoted", new_status="exploring", champion="-", entry=entry, now=entry["at"]
-            )
+        await rollback_champion(self.plane, experiment, meta, self._entry("rollback", reason))
         return await self._done(experiment)
 
     async def pause(self, experiment: str, reason: str | None = None) -> dict[str, Any]:
@@ -101,6 +90,24 @@ class Control:
         gone = sorted(allocation.retired(meta) | {variant})
         await self.plane.store.annotate(experiment, "retired", json.dumps(gone), self._entry("retire", reason, variant=variant))
         return await self._done(experiment)
+
+
+async def rollback_champion(plane: DataPlane, experiment: str, meta: dict[str, str], entry: dict[str, Any]) -> bool:
+    """Replace the current champion by the previous one when it is still live, else go back
+    to exploring. Only if the champion is still the one the caller saw: two replicas that see
+    the same breach roll back once."""
+    policy = plane._runtime(experiment).policy
+    current, previous = meta.get("champion"), meta.get("previous_champion")
+    entry = {**entry, "from_variant": current}
+    if previous in allocation.live_arms(policy, meta) and previous != current:
+        return await plane.store.transition(
+            experiment, expected_status="promoted", new_status="promoted", champion=previous,
+            entry={**entry, "variant": previous}, now=entry["at"], expected_champion=current or "",
+        )
+    return await plane.store.transition(
+        experiment, expected_status="promoted", new_status="exploring", champion="-",
+        entry={**entry, "variant": None}, now=entry["at"], expected_champion=current or "",
+    )
 
 
 def reason_of(body: Any) -> str | None:

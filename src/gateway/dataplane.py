@@ -17,7 +17,17 @@ import numpy as np
 from ulid import ULID
 
 from gateway import allocation
-from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, NotFound, Unavailable, Unprocessable
+from gateway.bandit.selection import unit_uniform
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    Unavailable,
+    Unprocessable,
+)
+from gateway.guardrails import VariantHealth, breach, renormalise
 from gateway.learning.features import FeatureEncoder, FeatureError
 from gateway.policy import Policy
 from gateway.state import experiment_state
@@ -65,6 +75,7 @@ class DataPlane:
         max_instances: int = 1000,
         refresh_s: float = 0.1,
         series_every_s: float = 2.0,
+        variant_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         rng: np.random.Generator | None = None,
     ):
@@ -80,6 +91,8 @@ class DataPlane:
             name: _ExperimentRuntime(p, FeatureEncoder(p.features), variants[name]) for name, p in policies.items()
         }
         self._refresher: asyncio.Task | None = None
+        self.variant_timeout_s = variant_timeout_s
+        self.health: dict[tuple[str, str], VariantHealth] = {}
         self.metrics = GatewayMetrics(lambda: [rt.state for rt in self.experiments.values() if rt.state])
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -121,6 +134,8 @@ class DataPlane:
                 rt.evaluated_counts = key
                 rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta)
                 await self._maybe_promote(name, rt, snap, now)
+            if await self._check_guardrails(rt):
+                rt.evaluated_counts = None  # the champion changed: recompute on the next refresh
         if now - self._series_at >= self.series_every_s:
             self._series_at = now
             await self._record_series(now)
@@ -233,15 +248,27 @@ class DataPlane:
             "reward_token": token,
         }
 
-    def _select(self, experiment: str, rt: _ExperimentRuntime, unit_id: str | None) -> tuple[str, float]:
-        from gateway.bandit.selection import unit_uniform
+    def _health(self, experiment: str, variant: str) -> VariantHealth:
+        return self.health.setdefault((experiment, variant), VariantHealth())
 
+    def _select(self, experiment: str, rt: _ExperimentRuntime, unit_id: str | None) -> tuple[str, float]:
         with tracer().start_as_current_span("bandit.select") as span:
             alloc = rt.allocation
             if alloc is None:
                 raise Unavailable("the experiment's state is not loaded yet", code="not_ready")
             u = unit_uniform(experiment, unit_id) if unit_id else float(self.rng.random())
             variant, propensity = alloc.pick(u)
+            now = self.clock()
+            if not self._health(experiment, variant).available(now):
+                # The breaker is open: draw among the healthy variants, with their shares
+                # renormalised, so the logged propensity stays the true probability.
+                usable = {v for v in alloc.shares if self._health(experiment, v).available(now)}
+                shares = renormalise(alloc.shares, usable)
+                if not shares:
+                    raise Unavailable(f"no variant of {experiment!r} is healthy; retry later", code="no_healthy_variant")
+                variant, propensity = allocation.Allocation(shares, alloc.mode).pick(u)
+                span.set_attribute("gateway.breaker_rerouted", True)
+            self._health(experiment, variant).begin_call(now)
             span.set_attributes(
                 {
                     "gateway.experiment": experiment,
@@ -255,13 +282,42 @@ class DataPlane:
 
     async def _call_variant(self, rt: _ExperimentRuntime, variant: str, matrix: np.ndarray) -> dict[str, Any]:
         client = rt.variants[variant]
+        started = time.perf_counter()
         try:
-            return await client.predict(matrix, current_carrier())
-        except GatewayError:
-            raise
+            result = await asyncio.wait_for(client.predict(matrix, current_carrier()), self.variant_timeout_s)
         except Exception as err:
-            log.error("variant %s failed: %s", variant, type(err).__name__)
-            raise Unavailable(f"variant {variant!r} failed to predict; retry the request", code="variant_unavailable") from None
+            await self._record_health(rt, variant, False, time.perf_counter() - started)
+            kind = "timed out" if isinstance(err, (asyncio.TimeoutError, TimeoutError)) else "failed"
+            log.error("variant %s of %s %s: %s", variant, rt.policy.experiment, kind, type(err).__name__)
+            raise Unavailable(f"variant {variant!r} {kind}; retry the request", code="variant_unavailable") from None
+        await self._record_health(rt, variant, True, time.perf_counter() - started)
+        return result
+
+    async def _record_health(self, rt: _ExperimentRuntime, variant: str, ok: bool, latency_s: float) -> None:
+        self._health(rt.policy.experiment, variant).record(ok, latency_s, self.clock())
+        if await self._check_guardrails(rt):
+            await self.refresh()
+
+    async def _check_guardrails(self, rt: _ExperimentRuntime) -> bool:
+        """A promoted champion that breaks its guardrails (or whose breaker opened) is rolled
+        back to the previous champion, with the evidence in the history."""
+        meta = rt.snapshot.meta if rt.snapshot else {}
+        champion = meta.get("champion")
+        if meta.get("status") != "promoted" or not champion:
+            return False
+        experiment = rt.policy.experiment
+        health = self._health(experiment, champion)
+        why = breach(health, rt.policy.guardrails)
+        if why is None:
+            return False
+        from gateway.control import rollback_champion  # control builds on the data plane
+
+        entry = {"action": "rollback", "at": self.clock(), "by": "guardrail", "reason": why,
+                 "evidence": {"variant": champion, **health.stats(), "guardrails": rt.policy.guardrails.model_dump()}}
+        done = await rollback_champion(self, experiment, dict(meta), entry)
+        if done:
+            log.warning("rolled back %s in %s: %s", champion, experiment, why)
+        return done
 
     async def predict_variant(self, experiment: str, variant: str, matrix: np.ndarray) -> dict[str, Any]:
         """A named variant, outside the experiment: nothing is logged for learning."""

@@ -83,6 +83,19 @@ def start_gateway(policy: Path, state_dir: Path, env: dict[str, str] | None = No
     raise RuntimeError(f"gateway not healthy after {wait_s}s:\n{log.read_text()[-4000:]}")
 
 
+def write_incompatible_model(path: Path) -> None:
+    """A real model trained on 3 columns where the policy encodes 6: it fails on every call."""
+    import numpy as np
+
+    from gateway.learning import artifacts
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    model = artifacts.train("logistic_regression", X, (X[:, 0] > 0).astype(int))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.save_model(model, path)
+
+
 @pytest.fixture(scope="session")
 def collector() -> Iterator[OtlpCollector]:
     c = OtlpCollector().start()
@@ -100,7 +113,9 @@ def gateway(tmp_path_factory, collector) -> Iterator[RunningGateway]:
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    gw = start_gateway(POLICIES, tmp_path_factory.mktemp("gateway-state"), env)
+    state_dir = tmp_path_factory.mktemp("gateway-state")
+    write_incompatible_model(state_dir / "models" / "faults-broken.skops")
+    gw = start_gateway(POLICIES, state_dir, env)
     yield gw
     code = gw.stop()
     assert code == 0, f"gateway serve did not stop cleanly ({code}):\n{gw.log.read_text()[-3000:]}"

@@ -32,7 +32,10 @@ def make_state(history: list[dict] | None = None) -> dict:
             "promotion": {"min_samples": 50},
         }
     )
-    arms = {"logreg": ArmCounts(rewards=300, reward_sum=200.0, requests=320), "xgb": ArmCounts(rewards=700, reward_sum=640.0, requests=720)}
+    arms = {
+        "logreg": ArmCounts(rewards=300, reward_sum=200.0, requests=320),
+        "xgb": ArmCounts(rewards=700, reward_sum=640.0, requests=720),
+    }
     meta = {"status": "promoted", "champion": "xgb", "started_at": repr(T0)}
     return experiment_state(policy, Snapshot(arms=arms, meta=meta), history or [])
 
@@ -126,8 +129,8 @@ def test_report_is_self_contained(report):
     el = parse(report)
     srcs = [attrs.get("src") for attrs, _ in el.scripts if attrs.get("src")]
     assert srcs == [], f"the report must not load scripts: {srcs}"
-    assert not re.search(r"""<script[^>]+src\s*=\s*["']?(https?:)?//""", report, re.I)
-    assert not re.search(r"""<link[^>]+href\s*=\s*["']?(https?:)?//""", report, re.I)
+    assert not re.search(r"""<script[^>]+src\s*=\s*["']?(https?:)?//""", report, re.IGNORECASE)
+    assert not re.search(r"""<link[^>]+href\s*=\s*["']?(https?:)?//""", report, re.IGNORECASE)
     bodies = [body for attrs, body in el.scripts if not attrs.get("type")]
     assert any("plotly.js v" in b[:400] for b in bodies), "plotly.js is inlined"
     assert any("gatewayDashboard" in b for b in bodies), "the page script is inlined"
@@ -177,7 +180,8 @@ def test_bare_states_and_nested_series_are_accepted():
 def test_write_report_converts_the_demo_timeline(tmp_path: Path):
     state = make_state(HISTORY)
     timeline = [{"t": T0 + i, "variants": {v["name"]: v for v in state["variants"]}} for i in range(4)]
-    summary = {"requests": 1040, "rewards": 1000, "seed": 7, "promotions": [{"experiment": "churn", "variant": "xgb", "at_reward": 812}]}
+    promotions = [{"experiment": "churn", "variant": "xgb", "at_reward": 812}]
+    summary = {"requests": 1040, "rewards": 1000, "seed": 7, "promotions": promotions}
     path = write_report(tmp_path / "out" / "report.html", timeline, state, summary)
     doc = path.read_text()
     (exp,) = embedded_config(doc)["experiments"]

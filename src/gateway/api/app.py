@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.dataplane import DataPlane, new_request_id
+from gateway.api.dashboard import dashboard_routes
 from gateway.api.http import DEFAULT_MAX_BODY_BYTES, error_response, read_json
 from gateway.api.oip import oip_routes
 from gateway.control import Control, reason_of
@@ -192,6 +193,7 @@ def create_app(
         routes=[
             *(Route(path, traced(path, fn, plane), methods=methods) for path, fn, methods in routes),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *dashboard_routes(),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

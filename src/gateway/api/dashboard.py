@@ -15,7 +15,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from string import Template
 from typing import Any
@@ -51,7 +51,7 @@ def _static_file(name: str) -> bytes:
     return (resources.files("gateway.api") / "static" / name).read_bytes()
 
 
-@lru_cache(maxsize=None)
+@cache
 def asset(name: str) -> Asset:
     """plotly.min.js from the installed plotly package; the others from gateway/api/static/."""
     if name == PLOTLY_JS:

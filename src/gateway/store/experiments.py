@@ -176,15 +176,17 @@ class ExperimentStore:
         entry: dict,
         now: float,
         frozen_weights: dict[str, float] | None = None,
+        expected_champion: str = "",
     ) -> bool:
         """Atomically move the experiment to `new_status` if it is still in `expected_status`
-        ('*' for any). `champion`: a variant, '' to keep, '-' to clear. True if it happened."""
+        ('*' for any) with `expected_champion` ('' for any). `champion`: a variant, '' to keep,
+        '-' to clear. True if it happened."""
 
         def build(pipe):
             pipe.evalsha(
                 self._shas["transition"], 2, keys.meta(experiment), keys.history(experiment),
                 expected_status, new_status, champion, json.dumps(entry, sort_keys=True), repr(now),
-                json.dumps(frozen_weights) if frozen_weights else "",
+                json.dumps(frozen_weights) if frozen_weights else "", expected_champion,
             )
 
         (done,) = await self._run_scripted(build)

@@ -13,7 +13,7 @@
 (function () {
   "use strict";
 
-  var REFRESH_MS = 2000;
+  var REFRESH_MS = 2000; // the router records a series point every 2 s
   var MAX_POINTS = 5000;
   var PALETTE = [
     "#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea",
@@ -140,6 +140,7 @@
   // ---- state ----------------------------------------------------------------------------
 
   var cfg = JSON.parse($("dashboard-config").textContent);
+  if (typeof cfg.refresh_ms === "number" && cfg.refresh_ms >= 250) REFRESH_MS = cfg.refresh_ms;
   var S = {
     mode: cfg.mode === "static" ? "static" : "live",
     base: (cfg.api_base || "").replace(/\/$/, ""),
@@ -154,6 +155,7 @@
     timer: null,
     updated: null,
     embedded: {},       // static mode: name -> {state, points, history}
+    errorBanner: false, // the banner shows an error that the next good answer clears
   };
 
   function colorOf(name) {
@@ -573,6 +575,7 @@
   }
 
   function renderAll() {
+    variantOrder(); // colours follow the policy's variant order, whatever is drawn first
     renderOverview();
     renderTable();
     renderCharts();
@@ -591,6 +594,7 @@
 
   function banner(text, isError) {
     var el = $("banner");
+    S.errorBanner = !!(text && isError);
     if (!text) { el.hidden = true; el.textContent = ""; return; }
     el.hidden = false;
     el.className = "banner" + (isError ? " error" : "");
@@ -650,10 +654,12 @@
       mergePoints(answers[1].points);
       S.history = answers[1].history || S.state.history || [];
       S.updated = Date.now() / 1000;
+      if (S.errorBanner) banner(null);
       renderAll();
       setLive("ok", "Live · updated " + clock(S.updated));
     }).catch(function (err) {
       if (gen !== S.gen) return;
+      if (window.console) console.error("dashboard refresh failed:", err);
       setLive("error", "Disconnected · retrying");
       if (!S.state) { document.body.setAttribute("data-state", "error"); banner(String(err.message || err), true); }
     }).then(function () {

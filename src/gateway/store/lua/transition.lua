@@ -2,12 +2,16 @@
 -- and record the decision in the same step, so two router replicas never both decide.
 -- KEYS[1] meta hash, KEYS[2] history list
 -- ARGV[1] expected status ('*' for any), ARGV[2] new status, ARGV[3] new champion ('' keeps it,
--- '-' clears it), ARGV[4] history entry (JSON), ARGV[5] now, ARGV[6] frozen weights JSON ('' clears)
+-- '-' clears it), ARGV[4] history entry (JSON), ARGV[5] now, ARGV[6] frozen weights JSON ('' clears),
+-- ARGV[7] expected champion ('' for any)
 local status = redis.call('HGET', KEYS[1], 'status') or 'exploring'
 if ARGV[1] ~= '*' and status ~= ARGV[1] then
   return 0
 end
 local champion = redis.call('HGET', KEYS[1], 'champion') or ''
+if ARGV[7] ~= '' and champion ~= ARGV[7] then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'changed_at', ARGV[5])
 if ARGV[3] == '-' then
   redis.call('HDEL', KEYS[1], 'champion')

@@ -1,0 +1,97 @@
+"""CLI verbs that talk to a running gateway over HTTP: status and the operator decisions."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.client import Client, GatewayClientError
+
+console = Console()
+err_console = Console(stderr=True)
+
+URL = typer.Option("http://127.0.0.1:8000", "--url", envvar="GATEWAY_URL", help="The running gateway.")
+
+
+def _client(url: str) -> Client:
+    return Client(url, admin_token=os.environ.get("GATEWAY_ADMIN_TOKEN"))
+
+
+def _call(url: str, action: Callable[[Client], Any]) -> Any:
+    try:
+        with _client(url) as client:
+            return action(client)
+    except GatewayClientError as err:
+        err_console.print(f"[red]error:[/red] {err.status} {err.code}: {err.message}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def status_table(state: dict[str, Any]) -> Table:
+    title = (
+        f"{state['name']}: {state['status']}"
+        + (f", champion {state['champion']}" if state.get("champion") else "")
+        + f" ({state['totals']['requests']} requests, {state['totals']['rewards']} rewards)"
+    )
+    table = Table(title=title)
+    for col in ("variant", "posterior", "mean", "95% interval", "P(best)", "exp. loss", "traffic", "requests", "rewards"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for v in state["variants"]:
+        name = v["name"] + (" (holdout)" if v.get("role") == "holdout" else "")
+        if v["name"] == state.get("champion"):
+            name = f"[bold]{name}[/bold] *"
+        lo, hi = v["credible_interval"]
+        table.add_row(
+            name,
+            f"Beta({v['posterior']['alpha']:g}, {v['posterior']['beta']:g})",
+            f"{v['mean']:.4f}",
+            f"[{lo:.4f}, {hi:.4f}]",
+            "-" if v["prob_best"] is None else f"{v['prob_best']:.3f}",
+            "-" if v["expected_loss"] is None else f"{v['expected_loss']:.4f}",
+            f"{v['traffic_share']:.1%}",
+            str(v["requests"]),
+            str(v["rewards"]),
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def status(experiment: Optional[str] = typer.Argument(None, help="One experiment (default: all)."), url: str = URL) -> None:
+        """A table per experiment: posteriors, P(best), traffic share, counts."""
+        states = _call(url, lambda c: [c.experiment(experiment)] if experiment else c.experiments())
+        for state in states:
+            console.print(status_table(state))
+            for entry in state.get("history", [])[-5:]:
+                console.print(f"  {entry['action']} {entry.get('variant') or ''}: {entry.get('reason', '')}", highlight=False)
+
+    def decided(state: dict[str, Any]) -> None:
+        console.print(status_table(state))
+
+    @app.command()
+    def promote(experiment: str, variant: str, url: str = URL) -> None:
+        """Make VARIANT the champion now (needs GATEWAY_ADMIN_TOKEN)."""
+        decided(_call(url, lambda c: c.promote(experiment, variant)))
+
+    @app.command()
+    def rollback(experiment: str, url: str = URL) -> None:
+        """Back to the previous champion, or to exploring."""
+        decided(_call(url, lambda c: c.rollback(experiment)))
+
+    @app.command()
+    def pause(experiment: str, url: str = URL) -> None:
+        """Freeze the traffic split; rewards still count, nothing is decided."""
+        decided(_call(url, lambda c: c.pause(experiment)))
+
+    @app.command()
+    def resume(experiment: str, url: str = URL) -> None:
+        """Undo a pause."""
+        decided(_call(url, lambda c: c.resume(experiment)))
+
+    @app.command()
+    def retire(experiment: str, variant: str, url: str = URL) -> None:
+        """Take VARIANT out of rotation for good."""
+        decided(_call(url, lambda c: c.retire(experiment, variant)))

@@ -1,0 +1,40 @@
+"""The CLI verbs against a running gateway, run as a user runs them."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.integration.conftest import ADMIN_TOKEN, gateway_command
+
+pytestmark = pytest.mark.integration
+
+
+def run(gateway, *args, token=None):
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_ADMIN_TOKEN"}
+    if token:
+        env["GATEWAY_ADMIN_TOKEN"] = token
+    env["COLUMNS"] = "200"
+    return subprocess.run([*gateway_command(), *args, "--url", gateway.url], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_status_shows_every_variant(gateway):
+    out = run(gateway, "status", "churn")
+    assert out.returncode == 0, out.stderr
+    assert "churn" in out.stdout and "logreg" in out.stdout and "xgb" in out.stdout and "P(best)" in out.stdout
+
+
+def test_admin_verbs_need_the_token_and_then_work(gateway, client):
+    refused = run(gateway, "promote", "ops", "c")
+    assert refused.returncode == 1 and "401" in refused.stderr
+    wrong = run(gateway, "promote", "ops", "c", token="nope")
+    assert wrong.returncode == 1 and "403" in wrong.stderr
+    done = run(gateway, "promote", "ops", "c", token=ADMIN_TOKEN)
+    assert done.returncode == 0, done.stderr
+    assert client.get("/v1/experiments/ops").json()["champion"] == "c"
+    back = run(gateway, "rollback", "ops", token=ADMIN_TOKEN)
+    assert back.returncode == 0, back.stderr
+    assert client.get("/v1/experiments/ops").json()["champion"] != "c"
+    missing = run(gateway, "status", "nope")
+    assert missing.returncode == 1 and "404" in missing.stderr

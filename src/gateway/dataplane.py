@@ -91,6 +91,7 @@ class DataPlane:
             name: _ExperimentRuntime(p, FeatureEncoder(p.features), variants[name]) for name, p in policies.items()
         }
         self._refresher: asyncio.Task | None = None
+        self._refresh_lock = asyncio.Lock()
         self.variant_timeout_s = variant_timeout_s
         self.health: dict[tuple[str, str], VariantHealth] = {}
         self.metrics = GatewayMetrics(lambda: [rt.state for rt in self.experiments.values() if rt.state])
@@ -120,7 +121,11 @@ class DataPlane:
     async def refresh(self) -> None:
         """Reload counters; when they or the experiment's status moved, recompute the traffic
         weights and apply the promotion rule. Bounded staleness: the request path never waits
-        on this."""
+        on this. One refresh at a time, so an older snapshot never overwrites a newer one."""
+        async with self._refresh_lock:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         snaps = await self.store.snapshots(list(self.experiments))
         now = self.clock()
         for name, rt in self.experiments.items():

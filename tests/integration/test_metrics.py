@@ -50,5 +50,6 @@ def test_the_series_grows_every_few_seconds(client):
     assert set(point["variants"]) == {"logreg", "xgb"}
     assert abs(sum(v["traffic_share"] for v in point["variants"].values()) - 1) < 1e-9
     newer = client.get("/v1/experiments/churn/series", params={"since": point["t"] - 0.001}).json()["points"]
-    assert [p["t"] for p in newer] == [point["t"]]
+    assert newer and newer[0]["t"] == point["t"]  # a newer point may have landed since
+    assert all(p["t"] >= point["t"] for p in newer)
     assert client.get("/v1/experiments/churn/series", params={"since": "soon"}).status_code == 400

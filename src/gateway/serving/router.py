@@ -13,6 +13,7 @@ from gateway.dataplane import DataPlane
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
 from gateway.telemetry.metrics import setup_metrics
+from gateway.telemetry.logs import setup_logging
 from gateway.telemetry.tracing import setup_tracing, shutdown_tracing
 from gateway.tokens import RewardTokens
 
@@ -40,6 +41,7 @@ class Router:
         options: dict[str, Any],
     ):
         setup_tracing("router")
+        setup_logging("router")
         setup_metrics()
         self.admin_token = options.get("admin_token")
         self.store = ExperimentStore.from_url(redis_url)

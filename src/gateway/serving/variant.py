@@ -9,6 +9,7 @@ from opentelemetry.trace import SpanKind
 from ray import serve
 
 from gateway.learning import artifacts
+from gateway.telemetry.logs import setup_logging
 from gateway.telemetry.tracing import context_from_carrier, setup_tracing, shutdown_tracing, tracer
 
 
@@ -43,6 +44,7 @@ class LoadedVariant:
 class VariantModel:
     def __init__(self, artifact: dict):
         setup_tracing("variant")
+        setup_logging("variant")
         self.variant = LoadedVariant(artifact)
 
     async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.bandit import beta, promotion, selection
-from gateway.policy import Policy
+from gateway.policy import Policy, Variant
 from gateway.store.experiments import ArmCounts
 
 
@@ -33,6 +33,16 @@ def posteriors(policy: Policy, arms: Mapping[str, ArmCounts], names: list[str]) 
     # Float sums of fractional rewards can drift a hair outside [0, n].
     s = np.clip(s, 0.0, n)
     return beta.posterior(policy.prior.alpha, policy.prior.beta, n, s)
+
+
+def effective_policy(policy: Policy, dynamic: Mapping[str, Mapping]) -> Policy:
+    """The policy plus the challengers added at run time (in the order they were added)."""
+    if not dynamic:
+        return policy
+    known = set(policy.variant_names)
+    added = sorted((v for k, v in dynamic.items() if k not in known), key=lambda v: (v.get("added_at", 0), v["name"]))
+    extra = tuple(Variant(name=v["name"], model=v["path"]) for v in added)
+    return policy.model_copy(update={"variants": policy.variants + extra})
 
 
 def retired(meta: Mapping[str, str]) -> set[str]:
@@ -91,4 +101,16 @@ def promotion_decision(
         min_samples=policy.promotion.min_samples,
         min_duration_s=policy.promotion.min_duration_s,
     )
-    return promotion.evaluate(live, a, b, n, rule, elapsed_s=now - started)
+    decision = promotion.evaluate(live, a, b, n, rule, elapsed_s=now - started)
+    if decision.outcome == "promote" and decision.variant in guardrail_blocked(meta):
+        # Rolled back by a guardrail: only an operator may make it champion again, or the rule
+        # and the guardrail would take turns.
+        return promotion.Decision(
+            "inconclusive", None, f"{decision.variant} was rolled back by a guardrail; an operator may promote it",
+            decision.evidence,
+        )
+    return decision
+
+
+def guardrail_blocked(meta: Mapping[str, str]) -> set[str]:
+    return set(json.loads(meta["guardrail_blocked"])) if meta.get("guardrail_blocked") else set()

@@ -40,6 +40,10 @@ class Control:
         await self.plane.store.transition(
             experiment, expected_status="*", new_status="promoted", champion=variant, entry=entry, now=entry["at"]
         )
+        blocked = allocation.guardrail_blocked(meta)
+        if variant in blocked:  # an operator's promotion lifts a guardrail's block
+            await self.plane.store.set_meta(experiment, "guardrail_blocked", json.dumps(sorted(blocked - {variant})))
+        self.plane.health.pop((experiment, variant), None)
         return await self._done(experiment)
 
     async def rollback(self, experiment: str, reason: str | None = None) -> dict[str, Any]:

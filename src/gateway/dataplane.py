@@ -9,7 +9,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,8 @@ from gateway.tokens import RewardTokens, TokenClaims
 log = logging.getLogger("gateway.dataplane")
 
 MAX_REWARDS_PER_BATCH = 1000
+# How long a retraining run may hold its experiment's lock before another may start.
+RETRAIN_LOCK_S = 600.0
 MAX_ID_LEN = 128
 # Request ids become part of Redis keys and tokens; a client may bring its own via x-request-id.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -54,9 +56,10 @@ def new_request_id() -> str:
 
 @dataclass
 class _ExperimentRuntime:
-    policy: Policy
+    policy: Policy  # the policy file's, plus challengers added at run time
     encoder: FeatureEncoder
-    variants: Mapping[str, VariantClient]
+    variants: dict[str, VariantClient]
+    base_policy: Policy | None = None
     snapshot: Snapshot | None = None
     allocation: allocation.Allocation | None = None
     evaluated_counts: tuple | None = None
@@ -76,6 +79,8 @@ class DataPlane:
         refresh_s: float = 0.1,
         series_every_s: float = 2.0,
         variant_timeout_s: float = 10.0,
+        challenger_client: Callable[[str, str, str], VariantClient] | None = None,
+        retrainer: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
         clock: Callable[[], float] = time.time,
         rng: np.random.Generator | None = None,
     ):
@@ -88,8 +93,12 @@ class DataPlane:
         self.clock = clock
         self.rng = rng or np.random.default_rng()
         self.experiments = {
-            name: _ExperimentRuntime(p, FeatureEncoder(p.features), variants[name]) for name, p in policies.items()
+            name: _ExperimentRuntime(p, FeatureEncoder(p.features), dict(variants[name]), p)
+            for name, p in policies.items()
         }
+        self.challenger_client = challenger_client
+        self.retrainer = retrainer
+        self._background: set[asyncio.Task] = set()
         self._refresher: asyncio.Task | None = None
         self._refresh_lock = asyncio.Lock()
         self.variant_timeout_s = variant_timeout_s
@@ -106,6 +115,8 @@ class DataPlane:
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._refresher is not None:
             self._refresher.cancel()
             self._refresher = None
@@ -131,6 +142,8 @@ class DataPlane:
         for name, rt in self.experiments.items():
             snap = snaps[name]
             rt.snapshot = snap
+            self._sync_challengers(name, rt, snap)
+            self._maybe_retrain(name, rt, snap)
             key = (
                 tuple(sorted((v, c.rewards, c.reward_sum) for v, c in snap.arms.items())),
                 tuple(sorted(snap.meta.items())),
@@ -163,6 +176,52 @@ class DataPlane:
             }
             await self.store.append_series(name, point, self.series_every_s)
 
+    def _sync_challengers(self, name: str, rt: _ExperimentRuntime, snap: Snapshot) -> None:
+        """Pick up challengers the retrainer added (by any replica) since the last refresh."""
+        new = [v for v in snap.dynamic.values() if v["name"] not in rt.variants]
+        if not new or self.challenger_client is None:
+            return
+        for v in new:
+            rt.variants[v["name"]] = self.challenger_client(name, v["name"], v["sha256"])
+        rt.policy = allocation.effective_policy(rt.base_policy, snap.dynamic)
+        rt.evaluated_counts = None  # recompute the allocation with the new arm
+        log.info("serving challenger(s) %s in %s", [v["name"] for v in new], name)
+
+    def _maybe_retrain(self, name: str, rt: _ExperimentRuntime, snap: Snapshot) -> None:
+        """Every retrain.every_labels new labels, one replica claims the turn and asks the
+        retrainer; the request path never waits for it."""
+        spec = rt.base_policy.retrain
+        if self.retrainer is None or not spec.enabled:
+            return
+        if int(snap.meta.get("labels_since_retrain", 0)) < spec.every_labels:
+            return
+        task = asyncio.get_running_loop().create_task(self._claim_and_retrain(name, spec.every_labels, "labels"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _claim_and_retrain(self, name: str, labels_needed: int, trigger: str) -> dict[str, Any] | None:
+        if not await self.store.claim_retrain(name, labels_needed, RETRAIN_LOCK_S):
+            return None
+        try:
+            return await self.retrainer(name, trigger)
+        except Exception:
+            log.exception("retraining %s failed; serving goes on with the current variants", name)
+            await self.store.release_retrain(name)
+            raise
+
+    async def retrain_now(self, experiment: str) -> dict[str, Any]:
+        self._runtime(experiment)
+        if self.retrainer is None:
+            raise Unavailable("this gateway runs without a retrainer", code="no_retrainer")
+        try:
+            outcome = await self._claim_and_retrain(experiment, 0, "admin")
+        except Exception:
+            raise Unavailable("the retraining run failed; see the retrainer's log", code="retrain_failed") from None
+        if outcome is None:
+            raise Conflict(f"a retraining of {experiment!r} is already running", code="retrain_running")
+        await self.refresh()
+        return outcome
+
     async def _maybe_promote(self, name: str, rt: _ExperimentRuntime, snap: Snapshot, now: float) -> None:
         decision = allocation.promotion_decision(rt.policy, snap.arms, snap.meta, now)
         if decision is None or decision.outcome != "promote":
@@ -182,6 +241,8 @@ class DataPlane:
             )
         if done:
             log.info("promoted %s in %s: %s", decision.variant, name, decision.reason)
+            # Guardrails judge a champion by what it does as champion.
+            self.health.pop((name, decision.variant), None)
             snaps = await self.store.snapshots([name])
             rt.snapshot = snaps[name]
             rt.allocation = allocation.allocate(rt.policy, rt.snapshot.arms, rt.snapshot.meta)
@@ -322,6 +383,8 @@ class DataPlane:
         done = await rollback_champion(self, experiment, dict(meta), entry)
         if done:
             log.warning("rolled back %s in %s: %s", champion, experiment, why)
+            blocked = sorted(allocation.guardrail_blocked(meta) | {champion})
+            await self.store.set_meta(experiment, "guardrail_blocked", json.dumps(blocked))
         return done
 
     async def predict_variant(self, experiment: str, variant: str, matrix: np.ndarray) -> dict[str, Any]:
@@ -396,7 +459,11 @@ class DataPlane:
         with tracer().start_as_current_span("redis.apply_rewards") as span:
             span.set_attributes({"db.system": "redis", "gateway.reward_items": len(ready)})
             outcomes = await self.store.apply_rewards(
-                [RewardItem(c.experiment, rid, c.variant, r) for _, rid, c, r, _ in ready], now
+                [
+                    RewardItem(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label))
+                    for _, rid, c, r, label in ready
+                ],
+                now,
             )
         for (i, rid, claims, reward, _), outcome in zip(ready, outcomes):
             if outcome == "accepted":

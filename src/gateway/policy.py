@@ -103,6 +103,12 @@ class Bootstrap(_Strict):
 class Retrain(_Strict):
     enabled: bool = False
     every_labels: int = Field(default=1000, ge=1)
+    # Train on the newest labelled requests: the last quarter of them (by time) is the holdout.
+    window_labels: int = Field(default=2000, ge=50)
+    # A challenger must beat the champion's holdout accuracy by this much to be added.
+    margin: float = Field(default=0.01, ge=0, le=1)
+    # And the win must be significant (one-sided exact McNemar test); null turns the test off.
+    max_p_value: float | None = Field(default=0.05, gt=0, le=1)
     candidates: tuple[Literal["xgboost", "logistic_regression", "hist_gradient_boosting"], ...] = (
         "xgboost",
         "logistic_regression",

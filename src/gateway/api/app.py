@@ -158,6 +158,9 @@ def create_app(
     async def do_resume(body: Any, experiment: str) -> Any:
         return await control.resume(experiment, reason_of(body))
 
+    async def do_retrain(body: Any, experiment: str) -> Any:
+        return await plane.retrain_now(experiment)
+
     async def do_retire(body: Any, experiment: str, variant: str) -> Any:
         return await control.retire(experiment, variant, reason_of(body))
 
@@ -174,6 +177,7 @@ def create_app(
         ("/v1/experiments/{experiment}/pause", admin(do_pause), ["POST"]),
         ("/v1/experiments/{experiment}/resume", admin(do_resume), ["POST"]),
         ("/v1/experiments/{experiment}/variants/{variant}", admin(do_retire), ["DELETE"]),
+        ("/v1/experiments/{experiment}/retrain", admin(do_retrain), ["POST"]),
         *oip_routes(plane, max_body_bytes),
     ]
 

@@ -33,7 +33,8 @@ mu_j)/sigma``" against ``delta = 0``, mixing over the half-normal prior
 
 In the Gaussian model this is the Bayes factor of the shift-invariant two-arm
 problem, which is a nonnegative (super)martingale under ``mu_i <= mu_j`` for
-any sampling rule that is shift-equivariant (Thompson sampling is), so by
+any sampling rule that is shift-equivariant (Gaussian Thompson sampling is;
+the allocation may be unequal and data dependent), so by
 Ville's inequality ``P(exists n: E_ij >= 1/a) <= a``. For Bernoulli rewards
 with a plug-in variance the guarantee is asymptotic in the sense of
 Waudby-Smith et al. (2021); ``bench/bandit.py`` and the unit tests check the
@@ -52,8 +53,9 @@ Promotion is absorbing, so the running minimum of ``p`` is not needed.
 
 ``tau2`` is the mixing variance of the *standardized* effect. It only moves
 power between sample sizes, never validity. The boundary is lowest at
-effective size ``m* ~ (2 log(k/alpha) + log(2 log(k/alpha) + 1)) / tau2``
-(:func:`mixture_tau2` inverts this). The default ``tau2 = 0.004`` is tuned for
+effective size ``m* ~ (2c + log(2c + 1)) / tau2`` with ``c = log(k/alpha) -
+log 2`` (:func:`mixture_tau2` inverts this); there a one-sided crossing needs
+``z ~ 3.0`` for ``k = 2``, against 1.96 for a single fixed-horizon look. The default ``tau2 = 0.004`` is tuned for
 about 4,000 rewards per arm, the fixed-horizon size for 10% -> 12% conversion,
 i.e. for standardized lifts around 0.06: smaller effects are still detected
 (power one) but later, huge effects slightly later than with a tuned ``tau2``.
@@ -61,6 +63,14 @@ i.e. for standardized lifts around 0.06: smaller effects are still detected
 The test is combined with the Bayesian gates in :func:`evaluate_sequential`:
 an arm is promoted only when the mSPRT rejects *and* ``prob_best``, expected
 loss, ``min_samples`` and ``min_duration_s`` pass.
+
+Allocation matters for speed, not validity: the evidence grows with
+``m = n_i n_j / (n_i + n_j)``, which probability-matching Thompson sampling
+keeps near the *loser's* count (it starves it on purpose), so promotion under
+plain Thompson takes many times longer than under a 50/50 split.
+Top-two Thompson sampling (:func:`top_two_weights`, ``beta = 0.5``) keeps
+``m`` near its maximum and is 50/50 for two arms; ``bench/bandit.py`` shows
+both.
 
 References
 ----------

@@ -9,6 +9,9 @@ from ray.serve import Application
 
 from gateway.bootstrap import as_dict, resolve_artifacts
 from gateway.policy import load_policies
+from gateway.learning.registry import ModelRegistry
+from gateway.serving.challengers import ChallengerPool
+from gateway.serving.retrainer import Retrainer
 from gateway.serving.router import Router
 from gateway.serving.variant import VariantModel
 from gateway.settings import Settings, load_settings
@@ -24,11 +27,17 @@ def build_application(settings: Settings, redis_url: str) -> Application:
     policies = load_policies(settings.policy)
     state_dir = settings.state_dir.resolve()
     variants: dict[str, dict[str, Any]] = {}
+    artifacts: dict[str, dict[str, dict]] = {}
     for name, (policy, file) in policies.items():
         refs = resolve_artifacts(policy, file, state_dir)
+        artifacts[name] = {v: as_dict(ref) for v, ref in refs.items()}
         variants[name] = {
             v: VariantModel.options(name=deployment_name(name, v)).bind(as_dict(ref)) for v, ref in refs.items()
         }
+    policy_dicts = {name: p.model_dump(mode="json") for name, (p, _) in policies.items()}
+    registry_root = str(ModelRegistry.in_state_dir(state_dir).root)
+    pool = ChallengerPool.bind(registry_root)
+    retrainer = Retrainer.bind(policy_dicts, artifacts, redis_url, registry_root)
     options = {
         "reward_secret": settings.reward_secret,
         "admin_token": settings.admin_token,
@@ -36,9 +45,7 @@ def build_application(settings: Settings, redis_url: str) -> Application:
         "max_instances": settings.max_instances,
         "posterior_refresh_s": settings.posterior_refresh_s,
     }
-    return Router.bind(
-        {name: p.model_dump(mode="json") for name, (p, _) in policies.items()}, variants, redis_url, options
-    )
+    return Router.bind(policy_dicts, variants, redis_url, options, pool, retrainer)
 
 
 def build_app(args: dict[str, Any]) -> Application:

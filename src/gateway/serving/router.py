@@ -10,6 +10,7 @@ from ray.serve.handle import DeploymentHandle
 
 from gateway.api.app import create_app
 from gateway.dataplane import DataPlane
+from gateway.serving.challengers import ChallengerClient
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
 from gateway.telemetry.metrics import setup_metrics
@@ -39,6 +40,8 @@ class Router:
         variants: dict[str, dict[str, DeploymentHandle]],
         redis_url: str,
         options: dict[str, Any],
+        challengers: DeploymentHandle,
+        retrainer: DeploymentHandle,
     ):
         setup_tracing("router")
         setup_logging("router")
@@ -53,6 +56,8 @@ class Router:
             RewardTokens(*[k for k in keys if k]),
             max_instances=options.get("max_instances", 1000),
             refresh_s=options.get("posterior_refresh_s", 0.1),
+            challenger_client=lambda e, name, sha: ChallengerClient(challengers, e, name, sha),
+            retrainer=lambda e, trigger: retrainer.retrain.remote(e, trigger),
         )
 
     def __serve_build_asgi_app__(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import redis.asyncio as aioredis
@@ -14,6 +14,7 @@ from gateway.store import keys
 
 # Bounded so the log cannot eat the server's memory; the retrainer reads recent windows.
 DECISION_LOG_MAXLEN = 200_000
+FEEDBACK_MAXLEN = 200_000
 # About 5.5 hours of dashboard history at one point every 2 s.
 SERIES_MAXLEN = 10_000
 
@@ -34,6 +35,7 @@ class ArmCounts:
 class Snapshot:
     arms: dict[str, ArmCounts]
     meta: dict[str, str]
+    dynamic: dict[str, dict] = field(default_factory=dict)  # challengers added at run time
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class RewardItem:
     request_id: str
     variant: str
     reward: float
+    label: str = ""  # JSON of the label(s) when the feedback carried them
 
 
 def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
@@ -63,7 +66,7 @@ def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
 class ExperimentStore:
     def __init__(self, client: aioredis.Redis):
         self.client = client
-        self._sources = {name: _lua(f"{name}.lua") for name in ("record", "reward", "transition", "annotate", "series")}
+        self._sources = {name: _lua(f"{name}.lua") for name in ("record", "reward", "transition", "annotate", "series", "add_variant", "claim_retrain")}
         self._shas: dict[str, str] = {}
 
     @classmethod
@@ -146,9 +149,10 @@ class ExperimentStore:
         def build(pipe):
             for it in items:
                 pipe.evalsha(
-                    self._shas["reward"], 2,
+                    self._shas["reward"], 4,
                     keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
-                    it.variant, repr(float(it.reward)), repr(now),
+                    keys.feedback(it.experiment), keys.meta(it.experiment),
+                    it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
                 )
 
         return await self._run_scripted(build)
@@ -158,9 +162,15 @@ class ExperimentStore:
         for e in experiments:
             pipe.hgetall(keys.arms(e))
             pipe.hgetall(keys.meta(e))
+            pipe.hgetall(keys.dynamic_variants(e))
         raw = await pipe.execute()
         return {
-            e: Snapshot(arms=_parse_arms(raw[2 * i]), meta=raw[2 * i + 1]) for i, e in enumerate(experiments)
+            e: Snapshot(
+                arms=_parse_arms(raw[3 * i]),
+                meta=raw[3 * i + 1],
+                dynamic={k: json.loads(v) for k, v in raw[3 * i + 2].items()},
+            )
+            for i, e in enumerate(experiments)
         }
 
     async def history(self, experiment: str) -> list[dict]:
@@ -220,3 +230,44 @@ class ExperimentStore:
         start = f"{int(since * 1000) + 1}" if since is not None else "-"
         raw = await self.client.xrevrange(keys.series(experiment), max="+", min=start, count=limit)
         return [json.loads(fields["p"]) for _, fields in reversed(raw)]
+
+    async def add_variant(self, experiment: str, name: str, variant: dict, entry: dict, now: float) -> bool:
+        """Record a run-time challenger and reopen exploration; False if the name is taken."""
+
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["add_variant"], 3, keys.dynamic_variants(experiment), keys.meta(experiment),
+                keys.history(experiment), name, json.dumps(variant, sort_keys=True),
+                json.dumps(entry, sort_keys=True), repr(now),
+            )
+
+        (done,) = await self._run_scripted(build)
+        return bool(done)
+
+    async def claim_retrain(self, experiment: str, labels_needed: int, lock_s: float) -> bool:
+        """Take the retraining turn (0 labels needed: an explicit request)."""
+
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["claim_retrain"], 2, keys.meta(experiment), keys.retrain_lock(experiment),
+                str(labels_needed), str(int(lock_s * 1000)),
+            )
+
+        (done,) = await self._run_scripted(build)
+        return bool(done)
+
+    async def release_retrain(self, experiment: str) -> None:
+        await self.client.delete(keys.retrain_lock(experiment))
+
+    async def recent_decisions(self, experiment: str, count: int) -> list[dict[str, str]]:
+        """The newest `count` decision-log entries, oldest first."""
+        raw = await self.client.xrevrange(keys.decision_log(experiment), count=count)
+        return [fields for _, fields in reversed(raw)]
+
+    async def recent_feedback(self, experiment: str, count: int) -> dict[str, dict[str, str]]:
+        """Feedback by request id, from the newest `count` entries of the feedback stream."""
+        raw = await self.client.xrevrange(keys.feedback(experiment), count=count)
+        return {fields["rid"]: fields for _, fields in raw}
+
+    async def set_meta(self, experiment: str, field_name: str, value: str) -> None:
+        await self.client.hset(keys.meta(experiment), field_name, value)

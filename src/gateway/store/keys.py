@@ -29,6 +29,20 @@ def decision_log(experiment: str) -> str:
     return f"gw:{{{experiment}}}:log"
 
 
+def feedback(experiment: str) -> str:
+    """Stream of accepted feedback (request id, time, variant, reward, label), bounded."""
+    return f"gw:{{{experiment}}}:feedback"
+
+
+def dynamic_variants(experiment: str) -> str:
+    """Hash of challengers added at run time: name -> JSON (artifact path, sha256, metrics)."""
+    return f"gw:{{{experiment}}}:dynamic"
+
+
+def retrain_lock(experiment: str) -> str:
+    return f"gw:{{{experiment}}}:retrain-lock"
+
+
 def series(experiment: str) -> str:
     """Stream of periodic state points (traffic shares, P(best), means) for the dashboard."""
     return f"gw:{{{experiment}}}:series"

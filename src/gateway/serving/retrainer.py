@@ -1,0 +1,162 @@
+"""The retrainer, off the request path: joins the decision log with labelled feedback, trains
+the policy's candidates in a Ray task, and adds an admitted challenger as a new variant."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray import serve
+
+from gateway import allocation
+from gateway.learning.artifacts import load_model
+from gateway.learning.registry import ModelRegistry
+from gateway.learning.retrain import LabelledData, run_retrain
+from gateway.policy import Policy
+from gateway.store.experiments import ExperimentStore
+from gateway.telemetry.logs import setup_logging
+from gateway.telemetry.tracing import setup_tracing, shutdown_tracing, tracer
+
+log = logging.getLogger("gateway.retrainer")
+
+# Fewer labelled rows than this make a holdout too small to judge a challenger on.
+MIN_ROWS = 200
+# Held while a retraining runs; it expires by itself if the retrainer dies mid-way.
+LOCK_S = 600.0
+
+
+@ray.remote(num_cpus=1)
+def train_challenger(
+    policy: dict, data: LabelledData, champion: dict, registry_root: str, seed: int, taken: list[str]
+) -> dict[str, Any]:
+    """A Ray task, so a cluster can run it anywhere: evaluate the candidates against the
+    champion on a time-ordered holdout and register the admitted challenger (atomically)."""
+    p = Policy.model_validate(policy)
+    champion_model = load_model(champion["path"], expected_sha256=champion["sha256"])
+    outcome = run_retrain(
+        p, data, champion_model, ModelRegistry(Path(registry_root)), p.experiment, seed=seed,
+        margin=p.retrain.margin, champion_name=champion["variant"], candidates=list(p.retrain.candidates),
+        max_p_value=p.retrain.max_p_value, taken_names=taken,
+    )
+    entry = outcome.entry
+    return {
+        "admitted": entry is not None,
+        "entry": None if entry is None else {
+            "name": entry.name, "algorithm": entry.algorithm, "path": str(entry.path), "sha256": entry.sha256,
+        },
+        "result": outcome.result.to_dict(),
+    }
+
+
+def _champion(policy: Policy, snap, refs: dict[str, dict]) -> dict:
+    """The variant to beat: the champion, else the live arm with the best posterior mean."""
+    live = [v for v in allocation.live_arms(policy, snap.meta) if v in refs]
+    name = snap.meta.get("champion")
+    if name not in live:
+        a, b = allocation.posteriors(policy, snap.arms, live)
+        name = live[int(np.argmax(a / (a + b)))]
+    return refs[name]
+
+
+def _refs(base: dict[str, dict], experiment: str, dynamic: dict[str, dict]) -> dict[str, dict]:
+    out = dict(base)
+    for name, v in dynamic.items():
+        out[name] = {"experiment": experiment, "variant": name, "path": v["path"], "sha256": v["sha256"]}
+    return out
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=8)
+class Retrainer:
+    def __init__(self, policies: dict[str, dict], artifacts: dict[str, dict[str, dict]], redis_url: str, registry_root: str):
+        setup_tracing("retrainer")
+        setup_logging("retrainer")
+        self.policies = {e: Policy.model_validate(p) for e, p in policies.items()}
+        self.artifacts = artifacts
+        self.store = ExperimentStore.from_url(redis_url)
+        self.registry_root = registry_root
+
+    async def retrain(self, experiment: str, trigger: str) -> dict[str, Any]:
+        """One retraining run, its own trace. The caller holds the experiment's retrain lock;
+        it is released here whatever happens."""
+        try:
+            with tracer().start_as_current_span("retrain", context=None) as span:
+                span.set_attributes({"gateway.experiment": experiment, "gateway.trigger": trigger})
+                summary = await self._retrain(experiment, trigger)
+                span.set_attributes({"gateway.outcome": summary["outcome"], "gateway.rows": summary.get("rows", 0)})
+                return summary
+        finally:
+            await self.store.release_retrain(experiment)
+
+    async def _retrain(self, experiment: str, trigger: str) -> dict[str, Any]:
+        base = self.policies[experiment]
+        now = time.time()
+        snap = (await self.store.snapshots([experiment]))[experiment]
+        policy = allocation.effective_policy(base, snap.dynamic)
+        window = base.retrain.window_labels
+        decisions = await self.store.recent_decisions(experiment, window * 4)
+        feedback = await self.store.recent_feedback(experiment, window * 4)
+        data = LabelledData.from_decisions(decisions, feedback)
+        if len(data) > window:
+            data = data.take(np.argsort(data.t, kind="stable")[-window:])
+        base_entry = {"at": now, "by": "retrainer", "trigger": trigger, "rows": len(data)}
+        if len(data) < MIN_ROWS:
+            entry = {**base_entry, "action": "retrain", "outcome": "skipped",
+                     "reason": f"{len(data)} labelled requests; at least {MIN_ROWS} are needed"}
+            await self.store.annotate(experiment, "last_retrain_at", repr(now), entry)
+            return {"outcome": "skipped", "reason": entry["reason"], "rows": len(data)}
+        refs = _refs(self.artifacts[experiment], experiment, snap.dynamic)
+        champion = _champion(policy, snap, refs)
+        with tracer().start_as_current_span("retrain.train") as span:
+            span.set_attributes({"gateway.candidates": list(base.retrain.candidates), "gateway.champion": champion["variant"]})
+            out = await train_challenger.remote(
+                base.model_dump(mode="json"), data, champion, self.registry_root, int(now), list(refs)
+            )
+        result = out["result"]
+        if not out["admitted"]:
+            entry = {**base_entry, "action": "retrain", "outcome": "rejected", "reason": result.get("reason"),
+                     "window": data.window(), "compared_against": champion["variant"]}
+            await self.store.annotate(experiment, "last_retrain_at", repr(now), entry)
+            return {"outcome": "rejected", "reason": result.get("reason"), "rows": len(data), "result": result}
+        new = out["entry"]
+        variant = {**new, "added_at": now, "parent": champion["variant"]}
+        entry = {**base_entry, "action": "challenger_added", "variant": new["name"], "outcome": "admitted",
+                 "reason": result.get("reason"), "window": data.window(), "compared_against": champion["variant"],
+                 "metrics": {k: v.get("metrics") for k, v in result.get("candidates", {}).items()}
+                 | {"champion": result.get("champion")}}
+        await self.store.add_variant(experiment, new["name"], variant, entry, now)
+        retired = await self._retire_extra(experiment, base)
+        log.info("added challenger %s to %s (%d rows)", new["name"], experiment, len(data))
+        return {"outcome": "admitted", "variant": new["name"], "rows": len(data), "retired": retired, "result": result}
+
+    async def _retire_extra(self, experiment: str, base: Policy) -> list[str]:
+        """Beyond retrain.max_variants, retire the live arms with the lowest posterior mean
+        (never the champion, never a challenger still without rewards)."""
+        snap = (await self.store.snapshots([experiment]))[experiment]
+        policy = allocation.effective_policy(base, snap.dynamic)
+        live = allocation.live_arms(policy, snap.meta)
+        extra = len(live) - base.retrain.max_variants
+        if extra <= 0:
+            return []
+        a, b = allocation.posteriors(policy, snap.arms, live)
+        candidates = sorted(
+            (float(a[i] / (a[i] + b[i])), v) for i, v in enumerate(live)
+            if v != snap.meta.get("champion") and snap.arms.get(v) is not None and snap.arms[v].rewards > 0
+        )
+        gone = [v for _, v in candidates[:extra]]
+        retired = allocation.retired(snap.meta)
+        for v in gone:
+            retired.add(v)
+            await self.store.annotate(
+                experiment, "retired", json.dumps(sorted(retired)),
+                {"action": "retire", "variant": v, "at": time.time(), "by": "retrainer",
+                 "reason": f"lowest posterior mean beyond retrain.max_variants={base.retrain.max_variants}"},
+            )
+        return gone
+
+    async def __del__(self):
+        await self.store.close()
+        shutdown_tracing()

@@ -43,7 +43,7 @@ class Control:
         blocked = allocation.guardrail_blocked(meta)
         if variant in blocked:  # an operator's promotion lifts a guardrail's block
             await self.plane.store.set_meta(experiment, "guardrail_blocked", json.dumps(sorted(blocked - {variant})))
-        self.plane.health.pop((experiment, variant), None)
+
         return await self._done(experiment)
 
     async def rollback(self, experiment: str, reason: str | None = None) -> dict[str, Any]:
@@ -103,7 +103,8 @@ async def rollback_champion(plane: DataPlane, experiment: str, meta: dict[str, s
     policy = plane._runtime(experiment).policy
     current, previous = meta.get("champion"), meta.get("previous_champion")
     entry = {**entry, "from_variant": current}
-    if previous in allocation.live_arms(policy, meta) and previous != current:
+    usable = set(allocation.live_arms(policy, meta)) - allocation.guardrail_blocked(meta)
+    if previous in usable and previous != current:
         return await plane.store.transition(
             experiment, expected_status="promoted", new_status="promoted", champion=previous,
             entry={**entry, "variant": previous}, now=entry["at"], expected_champion=current or "",

@@ -60,6 +60,7 @@ class _ExperimentRuntime:
     encoder: FeatureEncoder
     variants: dict[str, VariantClient]
     base_policy: Policy | None = None
+    champion_seen: str | None = None
     snapshot: Snapshot | None = None
     allocation: allocation.Allocation | None = None
     evaluated_counts: tuple | None = None
@@ -241,8 +242,6 @@ class DataPlane:
             )
         if done:
             log.info("promoted %s in %s: %s", decision.variant, name, decision.reason)
-            # Guardrails judge a champion by what it does as champion.
-            self.health.pop((name, decision.variant), None)
             snaps = await self.store.snapshots([name])
             rt.snapshot = snaps[name]
             rt.allocation = allocation.allocate(rt.policy, rt.snapshot.arms, rt.snapshot.meta)
@@ -373,6 +372,11 @@ class DataPlane:
             return False
         experiment = rt.policy.experiment
         health = self._health(experiment, champion)
+        if champion != rt.champion_seen:
+            # A new champion (by the rule, an operator, a rollback, on any replica) is judged by
+            # what it does as champion: its guardrail window starts now.
+            rt.champion_seen = champion
+            health.outcomes.clear()
         why = breach(health, rt.policy.guardrails)
         if why is None:
             return False

@@ -29,16 +29,21 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """How long the simulated world runs."""
+    """How long the simulated world runs, and whether it drifts."""
 
     max_traffic_s: float
     max_requests: int
     requests_after_promotion: int
     concurrency: int
+    # Requests after the first promotion at which the world switches to the churn generator's
+    # concept 1 (None: no drift); the demo then waits for a retrained challenger to win.
+    drift_after_promotion: int | None = None
 
 
 QUICK = DemoPlan(max_traffic_s=110, max_requests=8000, requests_after_promotion=300, concurrency=8)
-FULL = DemoPlan(max_traffic_s=300, max_requests=30000, requests_after_promotion=3000, concurrency=8)
+FULL = DemoPlan(
+    max_traffic_s=420, max_requests=30000, requests_after_promotion=400, concurrency=8, drift_after_promotion=500
+)
 
 
 def _free_port() -> int:
@@ -76,17 +81,47 @@ def _progress_table(state: dict[str, Any], stats: TrafficStats, elapsed: float) 
     return table
 
 
+class _Story:
+    """What happened so far, read from the experiment's state as the demo polls it."""
+
+    def __init__(self) -> None:
+        self.first_promotion_at: int | None = None
+        self.drift_at: int | None = None
+        self.challenger_won_at: int | None = None
+
+    def update(self, state: dict, requests: int) -> None:
+        if state["status"] == "promoted" and self.first_promotion_at is None:
+            self.first_promotion_at = requests
+        added = {h["variant"] for h in state["history"] if h["action"] == "challenger_added"}
+        if self.challenger_won_at is None and any(
+            h["action"] == "promote" and h.get("variant") in added for h in state["history"]
+        ):
+            self.challenger_won_at = requests
+
+
 async def _drive(url: str, experiment: str, plan: DemoPlan, seed: int, console: Console):
     rows, labels = make_churn(plan.max_requests, seed=seed + 1000)
     users = SimulatedUsers(url, experiment, rows, labels, seed=seed, concurrency=plan.concurrency)
     timeline: list[dict] = []
     started = time.monotonic()
-    promoted_at_requests: list[int] = []
+    story = _Story()
 
     def should_stop() -> bool:
-        if time.monotonic() - started > plan.max_traffic_s or users.stats.requests >= plan.max_requests:
+        n = users.stats.requests
+        if time.monotonic() - started > plan.max_traffic_s or n >= plan.max_requests:
             return True
-        return bool(promoted_at_requests) and users.stats.requests - promoted_at_requests[0] >= plan.requests_after_promotion
+        if plan.drift_after_promotion is None:
+            return story.first_promotion_at is not None and n - story.first_promotion_at >= plan.requests_after_promotion
+        return story.challenger_won_at is not None and n - story.challenger_won_at >= plan.requests_after_promotion
+
+    def maybe_drift() -> None:
+        if plan.drift_after_promotion is None or story.drift_at is not None or story.first_promotion_at is None:
+            return
+        if users.stats.requests - story.first_promotion_at >= plan.drift_after_promotion:
+            # The world changes under the served models: same features, a new labelling rule.
+            users.rows, users.labels = make_churn(plan.max_requests, seed=seed + 2000, concept=1)
+            story.drift_at = users.stats.requests
+            console.print(f"[yellow]the world drifts at request {story.drift_at}[/yellow]")
 
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         state = await poll_state(url, experiment, client)
@@ -96,15 +131,15 @@ async def _drive(url: str, experiment: str, plan: DemoPlan, seed: int, console: 
                 await asyncio.sleep(0.5)
                 state = await poll_state(url, experiment, client)
                 timeline.append({"t": time.time(), "variants": {v["name"]: v for v in state["variants"]}})
-                if state["status"] == "promoted" and not promoted_at_requests:
-                    promoted_at_requests.append(users.stats.requests)
+                story.update(state, users.stats.requests)
+                maybe_drift()
                 live.update(_progress_table(state, users.stats, time.monotonic() - started))
             stats = await traffic
             await asyncio.sleep(0.5)  # let the router's refresh see the last rewards
             state = await poll_state(url, experiment, client)
             timeline.append({"t": time.time(), "variants": {v["name"]: v for v in state["variants"]}})
             live.update(_progress_table(state, stats, time.monotonic() - started))
-    return stats, state, timeline
+    return stats, state, timeline, story
 
 
 def run_demo(
@@ -129,20 +164,35 @@ def run_demo(
     with gateway:
         startup_s = time.monotonic() - t0
         console.print(f"gateway up at {gateway.url} after {startup_s:.1f}s; simulated users start", highlight=False)
-        stats, state, timeline = asyncio.run(_drive(gateway.url, experiment, plan, seed, console))
+        stats, state, timeline, story = asyncio.run(_drive(gateway.url, experiment, plan, seed, console))
+    series = {p["t"]: p for p in timeline}
+
+    def rewards_at(t: float) -> int:
+        """Total rewards the experiment had when a decision was taken (nearest earlier poll)."""
+        before = [p for ts, p in series.items() if ts <= t]
+        point = before[-1] if before else (timeline[0] if timeline else {"variants": {}})
+        return int(sum(v["rewards"] for v in point["variants"].values()))
+
     promotions = [
         {
             "experiment": experiment,
             "variant": e["variant"],
-            "at_reward": sum(arm["rewards"] for arm in e.get("evidence", {}).get("arms", {}).values()),
+            "at_reward": sum(arm["rewards"] for arm in e.get("evidence", {}).get("arms", {}).values())
+            if e.get("evidence") else rewards_at(e["at"]),
         }
         for e in state["history"]
         if e["action"] == "promote"
     ]
+    challengers = [
+        {"experiment": experiment, "variant": e["variant"], "at_reward": rewards_at(e["at"])}
+        for e in state["history"]
+        if e["action"] == "challenger_added"
+    ]
     summary: dict[str, Any] = {
         "experiment": experiment,
         "promotions": promotions,
-        "challengers_added": [],
+        "challengers_added": challengers,
+        "drift_at_request": story.drift_at,
         "requests": stats.requests,
         "rewards": stats.rewards_accepted,
         "request_errors": stats.request_errors,

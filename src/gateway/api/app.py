@@ -20,6 +20,7 @@ from gateway.dataplane import DataPlane, new_request_id
 from gateway.api.dashboard import dashboard_routes
 from gateway.api.http import DEFAULT_MAX_BODY_BYTES, error_response, read_json
 from gateway.api.oip import oip_routes
+from gateway.api.openapi import openapi_routes
 from gateway.control import Control, reason_of
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unprocessable
 from gateway.telemetry.metrics import prometheus_text
@@ -28,6 +29,9 @@ from gateway.telemetry.tracing import incoming_context, tracer
 log = logging.getLogger("gateway.api")
 
 Handler = Callable[[Request, str], Awaitable[tuple[int, Any]]]
+
+# Latest 'since' accepted by the series route (year 33658): keeps stream ids in range.
+MAX_UNIX_S = 1e12
 
 
 def traced(template: str, handler: Handler, plane: DataPlane | None = None) -> Callable[[Request], Awaitable[Response]]:
@@ -126,8 +130,9 @@ def create_app(
             since_t = float(since) if since is not None else None
         except ValueError:
             since_t = float("nan")
-        if since_t is not None and not math.isfinite(since_t):
-            raise BadRequest("since: a unix time in seconds", code="invalid_since")
+        # Stream ids are milliseconds since the epoch: refuse what cannot be one.
+        if since_t is not None and not (math.isfinite(since_t) and 0 <= since_t <= MAX_UNIX_S):
+            raise BadRequest(f"since: a unix time in seconds, from 0 to {MAX_UNIX_S:g}", code="invalid_since")
         return 200, await plane.series(request.path_params["experiment"], since_t)
 
     async def healthz(request: Request, request_id: str) -> tuple[int, Any]:
@@ -189,6 +194,8 @@ def create_app(
         assert isinstance(exc, HTTPException)
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         response = error_response(GatewayError(str(exc.detail), code=code, status=exc.status_code))
+        for name, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+            response.headers[name] = value
         if "x-request-id" not in request.headers:
             response.headers["x-request-id"] = new_request_id()
         return response
@@ -198,6 +205,7 @@ def create_app(
             *(Route(path, traced(path, fn, plane), methods=methods) for path, fn, methods in routes),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *dashboard_routes(),
+            *openapi_routes(plane.experiment_names),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

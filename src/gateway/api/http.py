@@ -13,7 +13,10 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 def error_response(err: GatewayError) -> JSONResponse:
-    return JSONResponse(err.to_body(), status_code=err.status)
+    response = JSONResponse(err.to_body(), status_code=err.status)
+    if err.status == 401:
+        response.headers["www-authenticate"] = "Bearer"
+    return response
 
 
 async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:

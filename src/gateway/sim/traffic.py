@@ -32,7 +32,7 @@ class SimulatedUsers:
 
     url: str
     experiment: str
-    rows: list[list]
+    rows: list[list]  # may be swapped while running: the world can drift
     labels: np.ndarray
     seed: int = 0
     concurrency: int = 8

@@ -1,0 +1,324 @@
+"""Unit tests for gateway.api.openapi: the document is valid OpenAPI 3.0, describes exactly the
+routes create_app registers, and its schemas accept the bodies the code builds."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import redis.asyncio as aioredis
+import schemathesis
+from schemathesis.specs.openapi.definitions import OPENAPI_30
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from gateway.api.app import create_app
+from gateway.api.oip import encode_response, model_metadata, server_metadata
+from gateway.api.openapi import OPENAPI_PATH, openapi_document, openapi_routes
+from gateway.dataplane import DataPlane, _rejected
+from gateway.errors import Forbidden, NotFound, Unprocessable
+from gateway.policy import parse_policy
+from gateway.state import experiment_state
+from gateway.store.experiments import ArmCounts, ExperimentStore, Snapshot
+from gateway.tokens import RewardTokens
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+POLICY = parse_policy(
+    {
+        "experiment": "churn",
+        "features": [
+            {"name": "tenure"},
+            {"name": "plan", "type": "categorical", "values": ["basic", "pro"]},
+        ],
+        "holdout": {"variant": "base", "fraction": 0.05},
+        "variants": [
+            {"name": "base", "model": "m/base.skops"},
+            {"name": "logreg", "model": "m/lr.skops"},
+            {"name": "xgb", "model": "m/xgb.ubj"},
+        ],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return openapi_document(["churn", "faults"])
+
+
+def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(path, m.upper()): op for path, item in doc["paths"].items() for m, op in item.items() if m in METHODS}
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(path, method) of every route create_app registers; built over a Redis client that never
+    connects (nothing here starts the app)."""
+    plane = DataPlane({}, ExperimentStore(aioredis.Redis()), {}, RewardTokens("x" * 32))
+    app = create_app(plane, admin_token="t" * 16)
+    out = set()
+    for route in app.routes:
+        assert isinstance(route, Route), f"not a plain route: {route!r}"
+        out |= {(route.path, m) for m in route.methods or () if m != "HEAD"}  # Starlette adds HEAD to GET
+    return out
+
+
+# -- validity --------------------------------------------------------------------------------
+
+
+def test_the_document_is_valid_openapi_3_0(doc):
+    assert doc["openapi"].startswith("3.0.")
+    jsonschema.Draft4Validator(OPENAPI_30).validate(doc)
+    json.dumps(doc, allow_nan=False)
+
+
+def test_schemathesis_loads_every_operation(doc):
+    loaded = [result.ok() for result in schemathesis.openapi.from_dict(doc).get_all_operations()]
+    assert len(loaded) == len(operations(doc))
+
+
+def test_every_ref_resolves(doc):
+    def walk(node: Any):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if ref is not None:
+                assert ref.startswith("#/"), ref
+                target: Any = doc
+                for part in ref[2:].split("/"):
+                    assert part in target, f"unresolved {ref}"
+                    target = target[part]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+
+
+def test_every_component_schema_is_used(doc):
+    text = json.dumps({k: v for k, v in doc.items() if k != "components"})
+    text += json.dumps({k: v for k, v in doc["components"].items() if k != "schemas"})
+    text += json.dumps(doc["components"]["schemas"])
+    unused = [name for name in doc["components"]["schemas"] if f'"#/components/schemas/{name}"' not in text]
+    assert unused == []
+
+
+def test_operation_ids_are_unique(doc):
+    ids = [op["operationId"] for op in operations(doc).values()]
+    assert len(ids) == len(set(ids))
+
+
+# -- coverage of the routes ----------------------------------------------------------------------
+
+
+def test_every_route_of_create_app_is_documented_and_nothing_else(doc):
+    documented = set(operations(doc))
+    # /openapi.json is registered by create_app through openapi_routes.
+    assert app_routes() | {(OPENAPI_PATH, "GET")} == documented
+
+
+def test_openapi_routes_serve_the_document_with_the_served_experiments():
+    names = ["churn", "race"]
+    app = Starlette(routes=openapi_routes(lambda: names))
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            return await client.get(OPENAPI_PATH)
+
+    r = asyncio.run(get())
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.json() == json.loads(json.dumps(openapi_document(names)))
+    assert r.json()["components"]["parameters"]["Experiment"]["schema"]["enum"] == names
+
+
+def test_the_experiment_parameter_is_an_enum_only_when_names_are_given():
+    assert "enum" not in openapi_document()["components"]["parameters"]["Experiment"]["schema"]
+    assert openapi_document(["a"])["components"]["parameters"]["Experiment"]["schema"]["enum"] == ["a"]
+
+
+ADMIN = {
+    ("/v1/experiments/{experiment}/promote", "POST"),
+    ("/v1/experiments/{experiment}/rollback", "POST"),
+    ("/v1/experiments/{experiment}/pause", "POST"),
+    ("/v1/experiments/{experiment}/resume", "POST"),
+    ("/v1/experiments/{experiment}/variants/{variant}", "DELETE"),
+    ("/v1/experiments/{experiment}/retrain", "POST"),
+}
+
+
+def test_admin_routes_and_only_they_need_the_bearer_token(doc):
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": "The admin token (GATEWAY_ADMIN_TOKEN).",
+    }
+    for key, op in operations(doc).items():
+        if key in ADMIN:
+            assert op["security"] == [{"bearerAuth": []}], key
+            assert {"401", "403"} <= set(op["responses"]), key
+        else:
+            assert "security" not in op and "401" not in op["responses"], key
+    assert "security" not in doc  # no global requirement
+
+
+def _error_ref(op: dict[str, Any], status: str) -> str:
+    return op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+
+
+def test_status_codes_per_route(doc):
+    ops = operations(doc)
+    predict = ops[("/v1/experiments/{experiment}/predict", "POST")]
+    assert set(predict["responses"]) == {"200", "400", "404", "409", "413", "422", "503"}
+    for path in ("/v1/rewards", "/reward"):
+        assert set(ops[(path, "POST")]["responses"]) == {"200", "400", "403", "404", "413", "422"}
+    for key in ADMIN - {("/v1/experiments/{experiment}/retrain", "POST")}:
+        assert set(ops[key]["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "422"}
+    retrain = ops[("/v1/experiments/{experiment}/retrain", "POST")]
+    assert set(retrain["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "503"}
+    infer = ops[("/v2/models/{experiment}/infer", "POST")]
+    assert set(infer["responses"]) == {"200", "400", "404", "409", "413", "422", "503"}
+    assert set(ops[("/v1/experiments/{experiment}/series", "GET")]["responses"]) == {"200", "400", "404"}
+    for (path, method), op in ops.items():
+        errors = [s for s in op["responses"] if s >= "400"]
+        for status in errors:
+            expected = "#/components/schemas/OipError" if path.startswith("/v2") else "#/components/schemas/Error"
+            assert _error_ref(op, status) == expected, (path, method, status)
+        if "{experiment}" in path:
+            assert "404" in op["responses"], path
+        if "requestBody" in op:
+            assert {"400", "413"} <= set(op["responses"]), path
+
+
+def test_non_json_routes_declare_their_media_types(doc):
+    ops = operations(doc)
+    media = {path: next(iter(ops[(path, "GET")]["responses"]["200"]["content"])) for path in (
+        "/metrics", "/dashboard", "/dashboard/plotly.min.js", "/dashboard/dashboard.js")}
+    assert media == {
+        "/metrics": "text/plain",
+        "/dashboard": "text/html",
+        "/dashboard/plotly.min.js": "text/javascript",
+        "/dashboard/dashboard.js": "text/javascript",
+    }
+
+
+# -- the schemas accept what the code builds ------------------------------------------------------
+
+
+def json_schema(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    """Component `name` as a draft-4 JSON Schema: `nullable` spelled as a type union, refs into
+    a definitions block."""
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: convert(v) for k, v in node.items() if k != "nullable"}
+            if "$ref" in out:
+                out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/definitions/")
+            if node.get("nullable") and "type" in out:
+                out["type"] = [out["type"], "null"]
+            return out
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        return node
+
+    definitions = convert(copy.deepcopy(doc["components"]["schemas"]))
+    return {"definitions": definitions, "$ref": f"#/definitions/{name}"}
+
+
+def check(doc: dict[str, Any], name: str, instance: Any) -> None:
+    jsonschema.Draft4Validator(json_schema(doc, name)).validate(json.loads(json.dumps(instance)))
+
+
+def test_experiment_state_matches(doc):
+    arms = {"logreg": ArmCounts(rewards=10, reward_sum=4.0, requests=12), "base": ArmCounts(requests=1)}
+    meta = {"status": "promoted", "champion": "logreg", "started_at": "1700000000.0"}
+    history = [
+        {"action": "promote", "variant": "logreg", "at": 1.0, "by": "admin", "reason": "r", "previous": None},
+        {"action": "rollback", "at": 2.0, "by": "guardrail", "reason": "breaker", "variant": None,
+         "from_variant": "xgb", "evidence": {"variant": "xgb", "error_rate": 1.0}},
+        {"action": "pause", "at": 3.0, "by": "admin", "reason": "r", "weights": {"logreg": 1.0},
+         "resume_to": "promoted"},
+        {"at": 4.0, "by": "retrainer", "trigger": "labels", "rows": 900, "action": "challenger_added",
+         "variant": "xgb-r1", "outcome": "admitted", "reason": None, "window": [1.0, 2.0]},
+    ]
+    state = experiment_state(POLICY, Snapshot(arms=arms, meta=meta), history)
+    check(doc, "ExperimentState", state)
+    check(doc, "ExperimentList", {"experiments": [state]})
+    fresh = experiment_state(POLICY, Snapshot(arms={}, meta={}), [])
+    assert fresh["champion"] is None and fresh["started_at"] is None
+    check(doc, "ExperimentState", fresh)
+    assert any(v["prob_best"] is None for v in fresh["variants"])  # the holdout
+
+
+SERIES_FIELDS = ("traffic_share", "prob_best", "mean", "credible_interval", "requests", "rewards")
+
+
+def test_retrain_results_match(doc):
+    check(doc, "RetrainResult", {"outcome": "skipped", "reason": "12 labelled requests", "rows": 12})
+    check(doc, "RetrainResult", {"outcome": "rejected", "reason": None, "rows": 900, "result": {"reason": None}})
+    check(doc, "RetrainResult", {"outcome": "admitted", "variant": "xgb-r1", "rows": 900, "retired": ["logreg"],
+                                 "result": {"candidates": {}}})
+
+
+def test_series_point_matches(doc):
+    state = experiment_state(POLICY, Snapshot(arms={}, meta={"status": "exploring"}), [])
+    # As DataPlane._record_series builds a point.
+    point = {
+        "t": 1.0,
+        "status": state["status"],
+        "champion": state["champion"],
+        "variants": {
+            v["name"]: {k: v[k] for k in SERIES_FIELDS} for v in state["variants"]
+        },
+    }
+    check(doc, "Series", {"experiment": "churn", "points": [point], "history": []})
+
+
+def test_error_bodies_match(doc):
+    check(doc, "Error", NotFound("no experiment", code="experiment_not_found").to_body())
+    check(doc, "OipError", {"error": "no model named 'x'"})
+    for err in (Forbidden("x", code="token_invalid"), NotFound("y"), Unprocessable("z")):
+        rejected = _rejected("rid", err)
+        rejected.pop("_error")
+        check(doc, "RejectedReward", rejected)
+    anonymous = _rejected(7, Unprocessable("each feedback item must be an object"))
+    anonymous.pop("_error")
+    check(doc, "RejectedReward", anonymous)
+
+
+def test_reward_bodies_match(doc):
+    accepted = {"request_id": "r1", "status": "accepted", "variant": "xgb", "reward": 1.0}
+    rejected = _rejected("r2", Forbidden("x", code="token_missing"))
+    rejected.pop("_error")
+    check(doc, "RewardResponse", accepted)
+    check(doc, "RewardResponse", {"results": [accepted, rejected], "accepted": 1, "duplicate": 0, "rejected": 1})
+    check(doc, "RewardItem", {"request_id": "r1", "token": "t", "reward": 0.5})
+    check(doc, "RewardItem", {"request_id": "r1", "token": "t", "label": [1, 0]})
+    with pytest.raises(jsonschema.ValidationError):
+        check(doc, "RewardItem", {"request_id": "r1", "token": "t"})  # neither reward nor label
+    check(doc, "RewardBatch", {"rewards": [{"request_id": "r1", "token": "t", "reward": 1}]})
+
+
+def test_predict_bodies_match(doc):
+    check(doc, "PredictRequest", {"instances": [[1.0, "pro"], {"tenure": 2, "plan": "basic"}], "unit_id": "u1"})
+    check(doc, "PredictResponse", {
+        "request_id": "01J", "experiment": "churn", "variant": "xgb", "predictions": [1, 0],
+        "propensity": 0.62, "reward_token": "a.b",
+    })
+
+
+def test_oip_bodies_match(doc):
+    check(doc, "InferResponse", encode_response("churn", "xgb", "rid", [1, 0], propensity=0.5, reward_token="t",
+                                                client_id="c"))
+    check(doc, "InferResponse", encode_response("churn", "xgb", "rid", ["yes", 2.5]))
+    check(doc, "ModelMetadata", model_metadata(POLICY, ["base", "logreg", "xgb"]))
+    check(doc, "ModelMetadata", model_metadata(POLICY, ["base", "logreg", "xgb"], version="xgb"))
+    check(doc, "ServerMetadata", server_metadata())
+    check(doc, "InferRequest", {
+        "id": "c1",
+        "parameters": {"unit_id": "u"},
+        "inputs": [{"name": "tenure", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                   {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["pro"]}],
+        "outputs": [{"name": "predict"}],
+    })

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from opentelemetry import trace
 from ulid import ULID
 
 from gateway import allocation
@@ -33,7 +34,7 @@ from gateway.policy import Policy
 from gateway.state import experiment_state
 from gateway.store.experiments import ExperimentStore, RewardItem, Snapshot
 from gateway.telemetry.metrics import GatewayMetrics
-from gateway.telemetry.tracing import current_carrier, tracer
+from gateway.telemetry.tracing import context_from_carrier, current_carrier, tracer
 from gateway.tokens import RewardTokens, TokenClaims
 
 log = logging.getLogger("gateway.dataplane")
@@ -286,8 +287,10 @@ class DataPlane:
         predictions = result["predictions"]
         now = self.clock()
         window = rt.policy.reward.window_s
-        record = {"t": repr(now), "pred": json.dumps(predictions), "prop": repr(propensity)}
         carrier = current_carrier()
+        record = {
+            "t": repr(now), "pred": json.dumps(predictions), "prop": repr(propensity), "tp": carrier.get("traceparent", ""),
+        }
         log_entry = {
             "rid": request_id,
             "t": repr(now),
@@ -469,7 +472,13 @@ class DataPlane:
                 ],
                 now,
             )
-        for (i, rid, claims, reward, _), outcome in zip(ready, outcomes):
+        server_span = trace.get_current_span()
+        for (i, rid, claims, reward, _), (outcome, traceparent) in zip(ready, outcomes):
+            if outcome == "accepted" and traceparent:
+                # The feedback's span points at the prediction it rewards (another trace).
+                link = trace.get_current_span(context_from_carrier({"traceparent": traceparent})).get_span_context()
+                if link.is_valid:
+                    server_span.add_link(link, {"gateway.request_id": rid})
             if outcome == "accepted":
                 self.metrics.reward_sum.add(reward, {"experiment": claims.experiment, "variant": claims.variant})
             if outcome in ("accepted", "duplicate"):

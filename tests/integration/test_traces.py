@@ -46,3 +46,14 @@ def test_a_malformed_or_oversized_traceparent_starts_a_new_trace(client, collect
     rid = r.json()["request_id"]
     spans = collector.wait_for(lambda s: s["name"] == PREDICT_SPAN and s["attributes"].get("gateway.request_id") == rid)
     assert spans and spans[0]["parent_span_id"] is None
+
+
+def test_a_reward_links_to_the_span_of_the_prediction_it_rewards(client, collector):
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    out = client.post("/v1/experiments/churn/predict", json={"instances": [ROW]},
+                      headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}).json()
+    predict_span = collector.wait_for_trace(trace_id, {PREDICT_SPAN})[PREDICT_SPAN]
+    r = client.post("/v1/rewards", json={"request_id": out["request_id"], "reward": 1, "token": out["reward_token"]})
+    assert r.status_code == 200
+    rewards = collector.wait_for(lambda s: s["name"] == "POST /v1/rewards" and (trace_id, predict_span["span_id"]) in s["links"])
+    assert len(rewards) == 1 and rewards[0]["trace_id"] != trace_id

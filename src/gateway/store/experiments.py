@@ -140,9 +140,9 @@ class ExperimentStore:
             pipe.hgetall(keys.request(experiment, rid))
         return await pipe.execute()
 
-    async def apply_rewards(self, items: list[RewardItem], now: float) -> list[str]:
-        """Each item's outcome: accepted, duplicate, unknown (no such served request) or
-        mismatch (served by another variant)."""
+    async def apply_rewards(self, items: list[RewardItem], now: float) -> list[tuple[str, str]]:
+        """Each item's outcome (accepted, duplicate, unknown: no such served request, or
+        mismatch: served by another variant) with the prediction's traceparent when accepted."""
         if not items:
             return []
 
@@ -155,7 +155,7 @@ class ExperimentStore:
                     it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
                 )
 
-        return await self._run_scripted(build)
+        return [(outcome, tp) for outcome, tp in await self._run_scripted(build)]
 
     async def snapshots(self, experiments: list[str]) -> dict[str, Snapshot]:
         pipe = self.client.pipeline(transaction=False)

@@ -4,15 +4,16 @@
 -- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] feedback stream, KEYS[4] meta hash
 -- ARGV[1] variant, ARGV[2] reward, ARGV[3] now (unix seconds), ARGV[4] label JSON ('' for none),
 -- ARGV[5] feedback stream max length
+-- Returns {outcome, the prediction's traceparent} (the reward's span links to it).
 local served = redis.call('HGET', KEYS[1], 'variant')
 if not served then
-  return 'unknown'
+  return {'unknown', ''}
 end
 if served ~= ARGV[1] then
-  return 'mismatch'
+  return {'mismatch', ''}
 end
 if redis.call('HSETNX', KEYS[1], 'reward', ARGV[2]) == 0 then
-  return 'duplicate'
+  return {'duplicate', ''}
 end
 redis.call('HSET', KEYS[1], 'rewarded_at', ARGV[3])
 local r = tonumber(ARGV[2])
@@ -26,4 +27,4 @@ end
 local rid = string.match(KEYS[1], ':req:(.*)$')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
   'rid', rid, 't', ARGV[3], 'variant', served, 'reward', ARGV[2], 'label', ARGV[4])
-return 'accepted'
+return {'accepted', redis.call('HGET', KEYS[1], 'tp') or ''}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.bandit import beta, promotion, selection
+from gateway.bandit import beta, promotion, selection, sequential
 from gateway.policy import Policy, Variant
 from gateway.store.experiments import ArmCounts
 
@@ -80,8 +80,11 @@ def allocate(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, s
         mode = "burn_in"
     else:
         a, b = posteriors(policy, arms, live)
-        weights = selection.thompson_weights(a, b, policy.min_weight)
-        mode = "thompson"
+        if policy.algorithm == "top_two_thompson":
+            weights = selection.apply_floor(sequential.top_two_weights(beta.prob_best(a, b)), policy.min_weight)
+        else:
+            weights = selection.thompson_weights(a, b, policy.min_weight)
+        mode = policy.algorithm
     return Allocation(_with_holdout(policy, dict(zip(live, map(float, weights)))), mode)
 
 
@@ -101,7 +104,10 @@ def promotion_decision(
         min_samples=policy.promotion.min_samples,
         min_duration_s=policy.promotion.min_duration_s,
     )
-    decision = promotion.evaluate(live, a, b, n, rule, elapsed_s=now - started)
+    s = np.clip([arms.get(v, ArmCounts()).reward_sum for v in live], 0.0, n)
+    decision = sequential.evaluate_sequential(
+        live, a, b, n, s, rule, elapsed_s=now - started, alpha=policy.promotion.alpha, tau2=policy.promotion.tau2
+    )
     if decision.outcome == "promote" and decision.variant in guardrail_blocked(meta):
         # Rolled back by a guardrail: only an operator may make it champion again, or the rule
         # and the guardrail would take turns.

@@ -78,6 +78,11 @@ class Promotion(_Strict):
     max_expected_loss: float = Field(default=0.0025, ge=0)
     min_samples: int = Field(default=500, ge=1)
     min_duration_s: float = Field(default=0, ge=0)
+    # The anytime-valid test (mixture SPRT) that must also reject "the leader is not best": the
+    # chance of ever promoting a variant that is not best stays below alpha, however often the
+    # rule is checked. tau2 tunes its power (0.004: strongest near 4,000 rewards per variant).
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    tau2: float = Field(default=0.004, gt=0)
 
 
 class Guardrails(_Strict):
@@ -120,7 +125,8 @@ class Policy(_Strict):
     experiment: Name
     features: tuple[Feature, ...] = Field(min_length=1)
     reward: Reward = Reward()
-    algorithm: Literal["thompson"] = "thompson"
+    # thompson: least regret; top_two_thompson (beta 0.5): identifies the best far sooner.
+    algorithm: Literal["thompson", "top_two_thompson"] = "thompson"
     prior: Prior = Prior()
     min_weight: float = Field(default=0.01, ge=0, lt=0.5)
     # Traffic stays uniform until every variant has this many rewards (defaults to min_samples),

@@ -73,6 +73,40 @@ def serve(
         console.print("stopped")
 
 
+@app.command()
+def plan(
+    baseline: float = typer.Option(..., help="Reward rate of the current model, e.g. 0.10."),
+    mde: float = typer.Option(..., help="Smallest lift worth detecting, absolute, e.g. 0.02."),
+    daily_traffic: Optional[float] = typer.Option(None, help="Rewards per day, for durations."),
+    alpha: float = typer.Option(0.05, help="Error rate of the tests."),
+    power: float = typer.Option(0.8, help="Power of the fixed-horizon test."),
+    seeds: int = typer.Option(400, help="Simulated experiments for the sequential rule."),
+) -> None:
+    """How much traffic an experiment needs: a fixed-horizon test versus the gateway's rule."""
+    from rich.table import Table
+
+    from gateway.bandit.planning import plan as make_plan
+
+    try:
+        p = make_plan(baseline, mde, daily_traffic, alpha=alpha, power=power, seeds=seeds)
+    except ValueError as err:
+        _fail(str(err))
+
+    def days(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f} days"
+
+    table = Table(title=f"{baseline:g} vs {baseline + mde:g} (alpha {alpha:g})")
+    for col in ("design", "rewards (total)", "duration"):
+        table.add_column(col)
+    table.add_row(f"fixed horizon, power {power:g}", f"{p.fixed_horizon_total:,} ({p.fixed_horizon_per_variant:,} per variant)",
+                  days(p.fixed_horizon_days))
+    median = "-" if p.sequential_median_total is None else f"{p.sequential_median_total:,.0f} (median)"
+    table.add_row(f"gateway rule, top-two Thompson ({p.seeds} simulations)", median, days(p.sequential_median_days))
+    console.print(table)
+    console.print(f"the rule promoted the better variant in {p.sequential_promoted_share:.0%} of simulations "
+                  f"within {p.horizon:,} rewards", highlight=False)
+
+
 @policy_app.command("check")
 def policy_check(file: Path = typer.Argument(..., help="A policy file or folder.")) -> None:
     """Validate policy files; errors name the field."""

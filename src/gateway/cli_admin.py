@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -95,3 +96,24 @@ def register(app: typer.Typer) -> None:
     def retire(experiment: str, variant: str, url: str = URL) -> None:
         """Take VARIANT out of rotation for good."""
         decided(_call(url, lambda c: c.retire(experiment, variant)))
+
+    @app.command("add-variant")
+    def add_variant(
+        experiment: str,
+        name: str,
+        model: str = typer.Argument(..., help="Artifact path (.skops, .ubj, .json) on the gateway's machine."),
+        sha256: Optional[str] = typer.Option(None, help="Refuse the artifact unless its sha256 is this."),
+        url: str = URL,
+    ) -> None:
+        """Add a challenger from a model artifact; the bandit starts testing it at once."""
+        decided(_call(url, lambda c: c.add_variant(experiment, name, str(Path(model).resolve()), sha256)))
+
+    @app.command()
+    def retrain(experiment: str, url: str = URL) -> None:
+        """Retrain now on the newest labelled traffic; an admitted challenger is added."""
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(SpinnerColumn(), TextColumn("retraining {task.description}"), TimeElapsedColumn(), console=console) as bar:
+            bar.add_task(experiment)
+            outcome = _call(url, lambda c: c.retrain(experiment))
+        console.print(f"{outcome['outcome']}: {outcome.get('variant') or outcome.get('reason', '')}", highlight=False)

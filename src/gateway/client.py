@@ -254,6 +254,13 @@ class _Routes:
         return _Call("DELETE", f"/v1/experiments/{_segment(experiment)}/variants/{_segment(variant)}", admin=True)
 
 
+def _variant_body(name: str, model: str, sha256: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "model": model}
+    if sha256 is not None:
+        body["sha256"] = sha256
+    return body
+
+
 def _chunks(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [items[i : i + MAX_REWARDS_PER_BATCH] for i in range(0, len(items), MAX_REWARDS_PER_BATCH)]
 
@@ -375,6 +382,10 @@ class Client(_Base):
     def retire(self, experiment: str, variant: str) -> Any:
         return self._send(_Routes.retire(experiment, variant))
 
+    def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None) -> Any:
+        """A challenger from an artifact on the gateway's file system (checked against sha256)."""
+        return self._send(_Routes.action(experiment, "variants", _variant_body(name, model, sha256)))
+
 
 class AsyncClient(_Base):
     """The asynchronous client; `async with`, or `await aclose()`."""
@@ -455,3 +466,6 @@ class AsyncClient(_Base):
 
     async def retire(self, experiment: str, variant: str) -> Any:
         return await self._send(_Routes.retire(experiment, variant))
+
+    async def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None) -> Any:
+        return await self._send(_Routes.action(experiment, "variants", _variant_body(name, model, sha256)))

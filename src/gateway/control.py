@@ -2,7 +2,10 @@
 Each is one atomic Redis step that also records who decided and why in the history."""
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from gateway import allocation
@@ -11,8 +14,9 @@ from gateway.errors import Conflict, NotFound, Unprocessable
 
 
 class Control:
-    def __init__(self, plane: DataPlane):
+    def __init__(self, plane: DataPlane, registry_root: str | None = None):
         self.plane = plane
+        self.registry_root = registry_root
 
     async def _meta(self, experiment: str) -> dict[str, str]:
         self.plane._runtime(experiment)  # 404 for an unknown experiment
@@ -113,6 +117,51 @@ async def rollback_champion(plane: DataPlane, experiment: str, meta: dict[str, s
         experiment, expected_status="promoted", new_status="exploring", champion="-",
         entry={**entry, "variant": None}, now=entry["at"], expected_champion=current or "",
     )
+
+
+async def add_variant(control: Control, experiment: str, body: Any) -> dict[str, Any]:
+    """Add a challenger from a model artifact on the gateway's file system: it is loaded (sha256
+    and skops types checked, nothing unpickled), copied into the registry and served at once."""
+    from gateway.learning.artifacts import ArtifactError, load_model
+    from gateway.learning.registry import ModelRegistry, RegistryError
+    from gateway.policy import NAME_PATTERN
+
+    plane = control.plane
+    rt = plane._runtime(experiment)
+    if control.registry_root is None or plane.challenger_client is None:
+        raise Conflict("this gateway cannot add variants at run time (no registry)", code="no_registry")
+    if not isinstance(body, dict):
+        raise Unprocessable("the body must be {'name': ..., 'model': <artifact path>, 'sha256': ...}", code="invalid_variant")
+    name, path, sha256 = body.get("name"), body.get("model"), body.get("sha256")
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise Unprocessable(f"name: must match {NAME_PATTERN}", code="invalid_variant")
+    if not isinstance(path, str) or not path:
+        raise Unprocessable("model: the path of a .skops, .ubj or .json artifact", code="invalid_variant")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
+        raise Unprocessable("sha256: 64 lowercase hex digits", code="invalid_variant")
+    if name in rt.variants:
+        raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
+    registry = ModelRegistry(Path(control.registry_root))
+
+    def load_and_register():
+        model = load_model(path, expected_sha256=sha256)
+        return registry.register(experiment, name, model, {"source": path, "added_by": "admin"})
+
+    try:
+        entry = await asyncio.to_thread(load_and_register)
+    except (ArtifactError, FileNotFoundError) as err:
+        raise Unprocessable(f"model: {err}", code="invalid_artifact") from None
+    except RegistryError as err:
+        raise Conflict(str(err), code="variant_exists") from None
+    now = plane.clock()
+    variant = {"name": name, "algorithm": entry.algorithm, "path": str(entry.path), "sha256": entry.sha256,
+               "added_at": now, "source": path}
+    reason = reason_of(body) or f"added from {path}"
+    history = {"action": "challenger_added", "variant": name, "at": now, "by": "admin", "reason": reason,
+               "sha256": entry.sha256}
+    if not await plane.store.add_variant(experiment, name, variant, history, now):
+        raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
+    return await control._done(experiment)
 
 
 def reason_of(body: Any) -> str | None:

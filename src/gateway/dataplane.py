@@ -10,7 +10,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +19,7 @@ from ulid import ULID
 
 from gateway import allocation
 from gateway.bandit.selection import unit_uniform
+from gateway.bandit.srm import SrmTracker
 from gateway.errors import (
     BadRequest,
     Conflict,
@@ -62,6 +63,8 @@ class _ExperimentRuntime:
     variants: dict[str, VariantClient]
     base_policy: Policy | None = None
     champion_seen: str | None = None
+    # Sample-ratio mismatch as seen by this replica since it started (weights change over time).
+    srm: SrmTracker = field(default_factory=SrmTracker)
     snapshot: Snapshot | None = None
     allocation: allocation.Allocation | None = None
     evaluated_counts: tuple | None = None
@@ -163,6 +166,8 @@ class DataPlane:
     async def _record_series(self, now: float) -> None:
         for name, rt in self.experiments.items():
             state = experiment_state(rt.policy, rt.snapshot, await self.store.history(name))
+            rt.srm.update(rt.allocation.shares if rt.allocation else {}, {v["name"]: v["requests"] for v in state["variants"]})
+            state["srm"] = rt.srm.result()
             rt.state = state
             point = {
                 "t": now,
@@ -528,7 +533,9 @@ class DataPlane:
         rt = self._runtime(experiment)
         snap = (await self.store.snapshots([experiment]))[experiment]
         history = await self.store.history(experiment)
-        return experiment_state(rt.policy, snap, history)
+        state = experiment_state(rt.policy, snap, history)
+        state["srm"] = rt.srm.result()
+        return state
 
     async def series(self, experiment: str, since: float | None = None) -> dict[str, Any]:
         self._runtime(experiment)

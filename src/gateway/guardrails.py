@@ -54,14 +54,16 @@ class VariantHealth:
 
     def stats(self) -> dict[str, float | int | None]:
         n = len(self.outcomes)
+        streak = {"consecutive_failures": self.consecutive_failures, "breaker_open": self.breaker_open}
         if n == 0:
-            return {"requests": 0, "error_rate": None, "p99_ms": None}
+            return {"requests": 0, "error_rate": None, "p99_ms": None, **streak}
         ok = np.fromiter((o for o, _ in self.outcomes), dtype=bool, count=n)
         lat = np.fromiter((t for _, t in self.outcomes), dtype=float, count=n)
         return {
             "requests": n,
             "error_rate": float(1.0 - ok.mean()),
             "p99_ms": float(np.percentile(lat, 99) * 1000.0),
+            **streak,
         }
 
 

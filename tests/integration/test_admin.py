@@ -57,3 +57,32 @@ def test_operator_decisions_move_traffic_and_are_recorded(client):
         ("promote", "b"), ("promote", "c"), ("rollback", "b"), ("pause", None), ("resume", None), ("retire", "a"),
     ]
     assert history[0]["reason"] == "offline eval" and all(h["by"] == "admin" for h in history)
+
+
+def test_a_challenger_is_added_from_an_artifact_and_served(client, tmp_path):
+    from gateway.learning import artifacts
+    from gateway.learning.features import FeatureEncoder
+    from gateway.policy import load_policy_file
+    from gateway.sim.churn import make_churn
+    from tests.integration.conftest import POLICIES
+
+    policy = load_policy_file(POLICIES / "ops.yaml")
+    rows, y = make_churn(400, seed=5)
+    model = artifacts.train("logistic_regression", FeatureEncoder(policy.features).encode(rows), y)
+    path = tmp_path / "challenger.skops"
+    digest = artifacts.save_model(model, path)
+
+    tampered = tmp_path / "tampered.skops"
+    tampered.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 1]))
+    refused = admin(client, "/variants", {"name": "d", "model": str(tampered), "sha256": digest})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_artifact"
+    assert admin(client, "/variants", {"name": "d", "model": str(path)}, headers={}).status_code == 401
+
+    added = admin(client, "/variants", {"name": "d", "model": str(path), "sha256": digest})
+    assert added.status_code == 200, added.text
+    assert "d" in [v["name"] for v in added.json()["variants"]]
+    assert added.json()["history"][-1]["action"] == "challenger_added"
+    assert admin(client, "/variants", {"name": "d", "model": str(path)}).status_code == 409
+    # Exploration reopens with 'd' among at most 4 live arms: P('d' unseen in 60 draws) <= 0.75**60 < 1e-7.
+    served = {client.post("/v1/experiments/ops/predict", json={"instances": [ROW]}).json()["variant"] for _ in range(60)}
+    assert "d" in served

@@ -21,7 +21,7 @@ from gateway.api.dashboard import dashboard_routes
 from gateway.api.http import DEFAULT_MAX_BODY_BYTES, error_response, read_json
 from gateway.api.oip import oip_routes
 from gateway.api.openapi import openapi_routes
-from gateway.control import Control, reason_of
+from gateway.control import Control, add_variant, reason_of
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unprocessable
 from gateway.telemetry.metrics import prometheus_text
 from gateway.telemetry.tracing import incoming_context, tracer
@@ -98,10 +98,14 @@ def check_admin(request: Request, admin_token: str | None) -> None:
 
 
 def create_app(
-    plane: DataPlane, *, admin_token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    plane: DataPlane,
+    *,
+    admin_token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    registry_root: str | None = None,
 ) -> Starlette:
     """The ASGI app; its lifespan starts and stops the data plane (Ray Serve runs it too)."""
-    control = Control(plane)
+    control = Control(plane, registry_root)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -163,6 +167,9 @@ def create_app(
     async def do_resume(body: Any, experiment: str) -> Any:
         return await control.resume(experiment, reason_of(body))
 
+    async def do_add_variant(body: Any, experiment: str) -> Any:
+        return await add_variant(control, experiment, body)
+
     async def do_retrain(body: Any, experiment: str) -> Any:
         return await plane.retrain_now(experiment)
 
@@ -183,6 +190,7 @@ def create_app(
         ("/v1/experiments/{experiment}/resume", admin(do_resume), ["POST"]),
         ("/v1/experiments/{experiment}/variants/{variant}", admin(do_retire), ["DELETE"]),
         ("/v1/experiments/{experiment}/retrain", admin(do_retrain), ["POST"]),
+        ("/v1/experiments/{experiment}/variants", admin(do_add_variant), ["POST"]),
         *oip_routes(plane, max_body_bytes),
     ]
 

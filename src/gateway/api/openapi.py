@@ -29,6 +29,7 @@ from gateway.api.oip import (
     server_version,
 )
 from gateway.dataplane import MAX_ID_LEN, MAX_REWARDS_PER_BATCH, REQUEST_ID
+from gateway.policy import NAME_PATTERN
 
 OPENAPI_VERSION = "3.0.3"
 OPENAPI_PATH = "/openapi.json"
@@ -292,6 +293,17 @@ def _schemas() -> dict[str, Any]:
                     "required": ["requests", "rewards"],
                     "properties": {"requests": count, "rewards": count},
                 },
+                "srm": {
+                    "type": "object",
+                    "description": "Sample-ratio mismatch: requests served vs expected under the weights in force "
+                                   "over time (this router replica's view since it started); mismatch at p < 0.001.",
+                    "properties": {
+                        "expected": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "observed": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "p_value": {"type": "number", "nullable": True},
+                        "mismatch": {"type": "boolean"},
+                    },
+                },
             },
         },
         "ExperimentList": {
@@ -347,6 +359,18 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "Optional: why the operator decided (recorded in the history).",
             "properties": {"reason": {"type": "string", "maxLength": 500, "nullable": True}},
+        },
+        "AddVariantRequest": {
+            "type": "object",
+            "required": ["name", "model"],
+            "properties": {
+                "name": {"type": "string", "pattern": NAME_PATTERN},
+                "model": {"type": "string", "minLength": 1,
+                          "description": "Path of a .skops, .ubj or .json artifact on the gateway's file system."},
+                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                           "description": "Expected digest; the artifact is refused when it differs."},
+                "reason": {"type": "string", "maxLength": 500},
+            },
         },
         "PromoteRequest": {
             "type": "object",
@@ -668,7 +692,7 @@ def _admin(operation_id: str, summary: str, body_schema: str, conflicts: str, *,
             "summary": summary,
             "security": [{"bearerAuth": []}],
             "parameters": parameters,
-            "requestBody": _body(_ref(body_schema), required=operation_id == "promote"),
+            "requestBody": _body(_ref(body_schema), required=operation_id in ("promote", "addVariant")),
             "responses": {
                 "200": _ok("ExperimentState", "The experiment's state after the decision"),
                 "400": _error("The body is not JSON (`invalid_json`)."),
@@ -860,6 +884,12 @@ def openapi_document(experiments: list[str] | None = None) -> dict[str, Any]:
             variant=True, method="delete",
         ),
         "/v1/experiments/{experiment}/retrain": _retrain(),
+        "/v1/experiments/{experiment}/variants": _admin(
+            "addVariant", "Add a challenger from a model artifact; it is served at once", "AddVariantRequest",
+            "A variant of that name exists (`variant_exists`), or the gateway has no registry (`no_registry`).",
+            unprocessable="A bad `name`, `model` or `sha256` (`invalid_variant`), or an artifact that cannot be "
+                          "loaded safely: missing, tampered (sha256) or holding untrusted types (`invalid_artifact`).",
+        ),
         # ---- Open Inference Protocol (KServe V2, REST)
         "/v2": _oip_get("oipServerMetadata", "Server metadata", "ServerMetadata"),
         "/v2/health/live": _oip_get("oipServerLive", "Server liveness", "LiveResponse"),

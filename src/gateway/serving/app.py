@@ -38,9 +38,10 @@ def build_application(settings: Settings, redis_url: str) -> Application:
     registry_root = str(ModelRegistry.in_state_dir(state_dir).root)
     pool = ChallengerPool.bind(registry_root)
     retrainer = Retrainer.bind(policy_dicts, artifacts, redis_url, registry_root)
-    options = {
+    options: dict[str, Any] = {
         "reward_secret": settings.reward_secret,
         "admin_token": settings.admin_token,
+        "registry_root": str(ModelRegistry.in_state_dir(state_dir).root),
         "reward_secret_previous": settings.reward_secret_previous,
         "max_instances": settings.max_instances,
         "posterior_refresh_s": settings.posterior_refresh_s,

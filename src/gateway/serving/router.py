@@ -47,6 +47,7 @@ class Router:
         setup_logging("router")
         setup_metrics()
         self.admin_token = options.get("admin_token")
+        self.registry_root = options.get("registry_root")
         self.store = ExperimentStore.from_url(redis_url)
         keys = [options.get("reward_secret") or await self.store.reward_secret(), options.get("reward_secret_previous")]
         self.plane = DataPlane(
@@ -61,7 +62,7 @@ class Router:
         )
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.plane, admin_token=self.admin_token)
+        return create_app(self.plane, admin_token=self.admin_token, registry_root=self.registry_root)
 
     async def __del__(self):
         await self.store.close()

@@ -86,6 +86,10 @@ class GatewayMetrics:
             description="Decisions in the experiment's history, by action (promote, rollback, retire, ...)",
         )
         meter.create_observable_gauge(
+            "gateway.srm.p_value", callbacks=[self._srm], unit="1",
+            description="Sample-ratio mismatch p-value (chi-square of served vs expected under changing weights)",
+        )
+        meter.create_observable_gauge(
             "gateway.experiment.promoted", callbacks=[self._promoted], unit="1",
             description="1 when the experiment has a promoted champion",
         )
@@ -106,6 +110,12 @@ class GatewayMetrics:
                 counts[entry["action"]] = counts.get(entry["action"], 0) + 1
             for action, n in counts.items():
                 yield Observation(n, {"experiment": state["name"], "action": action})
+
+    def _srm(self, options: CallbackOptions) -> Iterable[Observation]:
+        for state in self._states():
+            p = state.get("srm", {}).get("p_value")
+            if p is not None:
+                yield Observation(p, {"experiment": state["name"]})
 
     def _promoted(self, options: CallbackOptions) -> Iterable[Observation]:
         for state in self._states():

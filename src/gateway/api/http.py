@@ -19,8 +19,8 @@ def error_response(err: GatewayError) -> JSONResponse:
     return response
 
 
-async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:
-    """The body as JSON, refusing an oversized one before it is all read (chunked too)."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, refusing an oversized one before it is all read (chunked too)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
@@ -30,7 +30,12 @@ async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = Fal
         if size > max_bytes:
             raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:
+    """The body as JSON (size-limited by read_body)."""
+    raw = await read_body(request, max_bytes)
     if not raw and allow_empty:
         return None
     if not raw:

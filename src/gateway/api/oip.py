@@ -33,9 +33,9 @@ import numpy as np
 from opentelemetry import trace
 from starlette.requests import Request
 
-from gateway.api.http import read_json
+from gateway.api.http import read_body, read_json
 from gateway.dataplane import DataPlane
-from gateway.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge, Unavailable
+from gateway.errors import BadRequest, GatewayError, NotFound, Unavailable
 from gateway.policy import Feature, Policy
 
 log = logging.getLogger("gateway.api.oip")
@@ -380,16 +380,7 @@ async def read_infer_body(request: Request, max_bytes: int) -> tuple[Any, bytes 
         return await read_json(request, max_bytes), None
     if not declared.strip().isdigit():
         raise BadRequest(f"{HEADER_LENGTH}: a byte count is required, got {declared!r}", code="invalid_json")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
-        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_body(request, max_bytes)
     split = int(declared)
     if split > len(raw):
         raise BadRequest(f"{HEADER_LENGTH} is {split}, but the body has only {len(raw)} bytes", code="invalid_json")

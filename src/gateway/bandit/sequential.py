@@ -114,7 +114,7 @@ from numpy.typing import ArrayLike
 from scipy.special import log_ndtr
 
 from .beta import DEFAULT_DRAWS
-from .promotion import INCONCLUSIVE, PROMOTE, Decision, PromotionRule, evaluate
+from .promotion import INCONCLUSIVE, PROMOTE, Decision, PromotionRule, _num, evaluate
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -355,12 +355,6 @@ def top_two_weights(prob_best: ArrayLike, beta: float = 0.5) -> np.ndarray:
 # --------------------------------------------------------------------------- decision
 
 
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _vector(x: ArrayLike) -> np.ndarray | None:

@@ -90,7 +90,7 @@ def train(algorithm: str, X: np.ndarray, y: np.ndarray, seed: int = 0) -> Any:
     return model
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -127,7 +127,7 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> str:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return digest
 
 

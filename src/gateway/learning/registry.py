@@ -110,13 +110,6 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"metadata value of type {type(value).__name__} is not JSON serialisable: {value!r}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
@@ -133,7 +126,7 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    artifacts.fsync_dir(path.parent)
 
 
 def _entry_name(filename: str) -> str | None:
@@ -247,7 +240,7 @@ class ModelRegistry:
                     continue
                 removed.append(f)
             if removed:
-                _fsync_dir(folder)
+                artifacts.fsync_dir(folder)
         return removed
 
     # -- reading ---------------------------------------------------------------------------

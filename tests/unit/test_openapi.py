@@ -147,6 +147,7 @@ ADMIN = {
     ("/v1/experiments/{experiment}/resume", "POST"),
     ("/v1/experiments/{experiment}/variants/{variant}", "DELETE"),
     ("/v1/experiments/{experiment}/retrain", "POST"),
+    ("/v1/experiments/{experiment}/variants", "POST"),
 }
 
 

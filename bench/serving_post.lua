@@ -1,0 +1,30 @@
+-- wrk script for bench/serving.py: POST one JSON body (read from the file named by the
+-- BENCH_BODY_FILE environment variable) on every request, and print the run's figures as one
+-- JSON line prefixed with BENCH_RESULT so that serving.py can parse them.
+
+local path = os.getenv("BENCH_BODY_FILE")
+if path == nil then
+  error("BENCH_BODY_FILE is not set")
+end
+local fh = assert(io.open(path, "rb"))
+local body = fh:read("*a")
+fh:close()
+
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local pct = {}
+  for _, p in ipairs({50, 90, 99, 99.9}) do
+    pct[#pct + 1] = string.format('"%s": %.1f', tostring(p), latency:percentile(p))
+  end
+  io.write(string.format(
+    'BENCH_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
+    '"latency_us": {"mean": %.1f, "max": %.1f, "stdev": %.1f, %s}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.max, latency.stdev, table.concat(pct, ", ")))
+end

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_drift_makes_a_retrained_challenger_get_added_and_promoted(client):
-    rows, labels = make_churn(2400, seed=21, concept=1)  # the drifted world, seeded
+    rows, labels = make_churn(3600, seed=21, concept=1)  # the drifted world, seeded
     added = promoted = None
     pending: list[dict] = []
     for i, (row, label) in enumerate(zip(rows, labels)):

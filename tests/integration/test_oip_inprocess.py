@@ -3,7 +3,6 @@ real DataPlane in this process, the embedded redis-server, model artifacts train
 tests/policies/churn.yaml and loaded as in a variant replica, served by uvicorn on 127.0.0.1."""
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -14,11 +13,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Route
 
-from gateway.api.app import create_app, traced
-from gateway.api.oip import oip_routes
+from gateway.api.app import create_app
 from gateway.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.learning.features import FeatureEncoder
@@ -69,20 +65,8 @@ def served(tmp_path_factory) -> Iterator[Served]:
             {policy.experiment: policy}, store, {policy.experiment: variants}, RewardTokens("x" * 32)
         )
 
-        @contextlib.asynccontextmanager
-        async def lifespan(app: Starlette):
-            await plane.start()
-            try:
-                yield
-            finally:
-                await plane.stop()
-                await store.close()
-
-        # The gateway's own routes (for feedback on a V2 prediction) plus the V2 routes, each
-        # wrapped the way create_app wraps its handlers.
-        own = list(create_app(plane).routes)
-        v2 = [Route(path, traced(path, fn), methods=methods) for path, fn, methods in oip_routes(plane, 1 << 20)]
-        app = Starlette(routes=[*own, *v2], lifespan=lifespan)
+        # The gateway's own app (V2 routes included); its lifespan starts and stops the plane.
+        app = create_app(plane)
 
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))

@@ -41,6 +41,13 @@ class Reward(_Strict):
     from_label: Literal["match"] = "match"
     # Feedback later than this after the prediction is refused (the request id expires).
     window_s: float = Field(default=86_400.0, gt=0)
+    # Applied to a request with no feedback once window_s has passed (e.g. 0: silence means no
+    # conversion). Feedback arriving after that is kept for retraining but not learned from.
+    # null: a request without feedback never counts.
+    default: float | None = None
+    # At most this many rewards are accepted per unit_id within window_s, so that a few clients
+    # sending many requests cannot steer the bandit. null: no quota.
+    max_per_unit: int | None = Field(default=None, ge=1)
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -56,6 +63,10 @@ class Reward(_Strict):
                 raise ValueError("range must be [low, high] with low < high")
             if self.type == "bernoulli" and (lo < 0 or hi > 1):
                 raise ValueError("a bernoulli reward's range must lie within [0, 1]")
+        if self.default is not None:
+            lo, hi = self.bounds
+            if not lo <= self.default <= hi:
+                raise ValueError(f"default {self.default} is outside the reward's range [{lo}, {hi}]")
         if self.type == "gaussian":
             # Refused rather than silently modelled as Beta: the Normal-Inverse-Gamma model
             # is not built yet.
@@ -88,6 +99,18 @@ class Promotion(_Strict):
 class Guardrails(_Strict):
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     max_p99_latency_ms: float = Field(default=200, gt=0)
+    # The champion's accuracy over its newest labelled feedback (monitoring.window of them);
+    # judged once it has min_labels. null: not a guardrail.
+    min_accuracy: float | None = Field(default=None, gt=0, le=1)
+    min_labels: int = Field(default=200, ge=1)
+
+
+class Monitoring(_Strict):
+    # Online KPIs use each variant's newest `window` labelled items; drift (PSI) compares the
+    # newest `window` predictions with the champion's training data.
+    window: int = Field(default=1000, ge=50)
+    # Live predictions needed before a PSI is reported (fewer give noisy values).
+    min_drift_rows: int = Field(default=200, ge=20)
 
 
 class Variant(_Strict):
@@ -119,6 +142,8 @@ class Retrain(_Strict):
         "logistic_regression",
     )
     max_variants: int = Field(default=4, ge=2)
+    # A feature's (or the predictions') PSI above this triggers a retrain; null turns it off.
+    drift_psi: float | None = Field(default=0.25, gt=0)
 
 
 class Policy(_Strict):
@@ -135,6 +160,7 @@ class Policy(_Strict):
     holdout: Holdout | None = None
     promotion: Promotion = Promotion()
     guardrails: Guardrails = Guardrails()
+    monitoring: Monitoring = Monitoring()
     variants: tuple[Variant, ...] = Field(min_length=1)
     bootstrap: Bootstrap | None = None
     retrain: Retrain = Retrain()

@@ -1,16 +1,25 @@
 """Traffic allocation and the promotion check: policy plus counters in, decisions out. Pure
-(no I/O), so the router and the tests share one definition."""
+(no I/O), so the router and the tests share one definition.
+
+The policy's reward type picks the posterior (bernoulli: Beta, gaussian: Normal-Inverse-Gamma)
+and its algorithm the weights (thompson, top_two_thompson, discounted_thompson). Discounted
+Thompson sampling needs discounted counters the store does not keep: each router replica keeps
+a :class:`DiscountState`, folds every snapshot's counters into it with :func:`discount` and
+passes it to :func:`allocate` (see gateway.bandit.discounted)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.bandit import beta, promotion, selection, sequential
+from gateway.bandit import beta, discounted, gaussian, promotion, selection, sequential
 from gateway.policy import Policy, Variant
 from gateway.store.experiments import ArmCounts
+
+# Columns of the counter arrays: rewards, reward sum, sum of squared rewards.
+_N, _S, _SS = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -18,7 +27,9 @@ class Allocation:
     """Traffic shares of every variant (holdout included), summing to 1."""
 
     shares: dict[str, float]
-    mode: str  # burn_in | thompson | promoted | paused
+    # burn_in | burn_in_challenger (a new arm burns in beside the bandit) | thompson |
+    # top_two_thompson | discounted_thompson | promoted | paused
+    mode: str
 
     def pick(self, u: float) -> tuple[str, float]:
         names = list(self.shares)
@@ -27,12 +38,119 @@ class Allocation:
         return names[i], float(weights[i])
 
 
-def posteriors(policy: Policy, arms: Mapping[str, ArmCounts], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    n = np.array([arms.get(v, ArmCounts()).rewards for v in names], dtype=float)
-    s = np.array([arms.get(v, ArmCounts()).reward_sum for v in names], dtype=float)
+@dataclass(frozen=True)
+class ArmPosteriors:
+    """Posteriors of some arms under the policy's reward model, in the order they were asked for.
+
+    ``params`` is ``{"alpha", "beta"}`` (Beta, bernoulli rewards) or ``{"mu", "kappa", "alpha",
+    "beta"}`` (Normal-Inverse-Gamma, gaussian rewards), one array entry per arm. Monte-Carlo
+    figures are seeded inside gateway.bandit, so equal counters give equal figures."""
+
+    reward: str
+    params: dict[str, np.ndarray]
+
+    def _args(self) -> tuple[np.ndarray, ...]:
+        return tuple(self.params.values())
+
+    def _module(self):
+        return gaussian if self.reward == "gaussian" else beta
+
+    def fields(self, i: int) -> dict[str, float]:
+        """Arm ``i``'s posterior parameters as plain floats (the state's "posterior")."""
+        return {k: float(v[i]) for k, v in self.params.items()}
+
+    def mean(self) -> np.ndarray:
+        return self._module().mean(*self._args())
+
+    def credible_interval(self, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        return self._module().credible_interval(*self._args(), level)
+
+    def take(self, idx: Sequence[int]) -> ArmPosteriors:
+        return ArmPosteriors(self.reward, {k: v[list(idx)] for k, v in self.params.items()})
+
+    def mc_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(prob_best, expected_loss) from one shared, seeded set of draws."""
+        return self._module()._mc_stats(*self._args(), beta.DEFAULT_DRAWS, None)
+
+    def prob_best(self) -> np.ndarray:
+        return self._module().prob_best(*self._args())
+
+    def sample(self, draws: int, rng: np.random.Generator) -> np.ndarray:
+        """Joint draws of the arms' mean rewards, shape (draws, k)."""
+        return self._module().sample(*self._args(), draws, rng)
+
+
+def counters(arms: Mapping[str, ArmCounts], names: Sequence[str]) -> np.ndarray:
+    """Cumulative (rewards, reward sum, sum of squares) per name, shape (k, 3); zeros when missing."""
+    out = np.zeros((len(names), 3))
+    for i, v in enumerate(names):
+        c = arms.get(v, ArmCounts())
+        out[i] = (c.rewards, c.reward_sum, c.reward_sq_sum)
+    return out
+
+
+def arm_posteriors(
+    policy: Policy, arms: Mapping[str, ArmCounts], names: Sequence[str], stats: np.ndarray | None = None
+) -> ArmPosteriors:
+    """The posteriors of `names` from their counters, or from `stats` (shape (k, 3): rewards, sum,
+    sum of squares, e.g. discounted ones) when given."""
+    c = counters(arms, names) if stats is None else np.asarray(stats, dtype=float)
+    n, s, ss = c[:, _N], c[:, _S], c[:, _SS]
+    if policy.reward.type == "gaussian":
+        p = policy.reward.gaussian_prior
+        mu, kappa, a, b = gaussian.posterior(p.mu, p.kappa, p.alpha, p.beta, n, s, ss)
+        return ArmPosteriors("gaussian", {"mu": mu, "kappa": kappa, "alpha": a, "beta": b})
     # Float sums of fractional rewards can drift a hair outside [0, n].
-    s = np.clip(s, 0.0, n)
-    return beta.posterior(policy.prior.alpha, policy.prior.beta, n, s)
+    a, b = beta.posterior(policy.prior.alpha, policy.prior.beta, n, np.clip(s, 0.0, n))
+    return ArmPosteriors("bernoulli", {"alpha": a, "beta": b})
+
+
+def posteriors(policy: Policy, arms: Mapping[str, ArmCounts], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Beta posteriors (alpha, beta) of a bernoulli reward; any reward type: :func:`arm_posteriors`."""
+    if policy.reward.type != "bernoulli":
+        raise ValueError(f"posteriors() is for bernoulli rewards; {policy.experiment} has {policy.reward.type} rewards")
+    post = arm_posteriors(policy, arms, names)
+    return post.params["alpha"], post.params["beta"]
+
+
+def posterior_means(policy: Policy, arms: Mapping[str, ArmCounts], names: Sequence[str]) -> np.ndarray:
+    """Posterior mean reward of each of `names`, whatever the reward type."""
+    return arm_posteriors(policy, arms, names).mean()
+
+
+@dataclass(frozen=True)
+class DiscountState:
+    """A replica's discounted counters of the live arms (discounted_thompson): rows follow
+    `names`, columns are rewards, reward sum and sum of squares."""
+
+    names: tuple[str, ...]
+    gamma: float
+    stats: discounted.DiscountedStats
+
+    def effective_rewards(self) -> dict[str, float]:
+        return {v: float(x) for v, x in zip(self.names, self.stats.decayed[:, _N])}
+
+
+def discount(
+    policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str], previous: DiscountState | None
+) -> DiscountState | None:
+    """Fold the current counters into `previous` (None: start from nothing, the whole history as
+    one batch). None unless the policy's algorithm is discounted_thompson. Idempotent: the same
+    counters twice change nothing. New arms start from zero, retired ones are dropped, a changed
+    discount starts over."""
+    if policy.algorithm != "discounted_thompson":
+        return None
+    live = live_arms(policy, meta)
+    state = discounted.initial(len(live), 3)
+    if previous is not None and previous.gamma == policy.discount:
+        rows = {v: i for i, v in enumerate(previous.names)}
+        seen, decayed = state.seen.copy(), state.decayed.copy()
+        for i, v in enumerate(live):
+            if v in rows:
+                seen[i] = previous.stats.seen[rows[v]]
+                decayed[i] = previous.stats.decayed[rows[v]]
+        state = discounted.DiscountedStats(seen, decayed)
+    return DiscountState(tuple(live), policy.discount, discounted.update(state, counters(arms, live), policy.discount))
 
 
 def effective_policy(policy: Policy, dynamic: Mapping[str, Mapping]) -> Policy:
@@ -64,7 +182,14 @@ def _with_holdout(policy: Policy, bandit_shares: Mapping[str, float]) -> dict[st
     return {v: out.get(v, 0.0) for v in policy.variant_names}
 
 
-def allocate(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str]) -> Allocation:
+def allocate(
+    policy: Policy,
+    arms: Mapping[str, ArmCounts],
+    meta: Mapping[str, str],
+    discounted_state: DiscountState | None = None,
+) -> Allocation:
+    """Traffic shares. `discounted_state` (discounted_thompson only) is the replica's state from
+    :func:`discount`; without it the discounted counters are rebuilt from the cumulative ones."""
     status = meta.get("status", "exploring")
     live = live_arms(policy, meta)
     champion = meta.get("champion")
@@ -75,17 +200,29 @@ def allocate(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, s
         if set(frozen) == set(policy.variant_names):
             return Allocation({v: float(frozen[v]) for v in policy.variant_names}, "paused")
     counts = [arms.get(v, ArmCounts()).rewards for v in live]
-    if min(counts) < policy.burn_in_rewards:
-        weights = selection.uniform_weights(len(live))
-        mode = "burn_in"
-    else:
-        a, b = posteriors(policy, arms, live)
-        if policy.algorithm == "top_two_thompson":
-            weights = selection.apply_floor(sequential.top_two_weights(beta.prob_best(a, b)), policy.min_weight)
-        else:
-            weights = selection.thompson_weights(a, b, policy.min_weight)
-        mode = policy.algorithm
-    return Allocation(_with_holdout(policy, dict(zip(live, map(float, weights)))), mode)
+    # Burn-in counts every reward ever received, discounted or not. An arm still burning in
+    # (at the start all of them; later a new challenger) gets the uniform share 1/k; the others
+    # share the rest by the bandit's weights, so one new arm does not make all traffic uniform.
+    young = [c < policy.burn_in_rewards for c in counts]
+    if all(young):
+        return Allocation(_with_holdout(policy, dict(zip(live, map(float, selection.uniform_weights(len(live)))))), "burn_in")
+    mature = [v for v, y in zip(live, young) if not y]
+    stats = None
+    if policy.algorithm == "discounted_thompson":
+        # Idempotent: a state that already holds these counters is used as it is.
+        state = discount(policy, arms, meta, discounted_state)
+        assert state is not None
+        stats = state.stats.decayed[[state.names.index(v) for v in mature]]
+    pb = arm_posteriors(policy, arms, mature, stats).prob_best()
+    if policy.algorithm == "top_two_thompson":
+        pb = sequential.top_two_weights(pb)
+    uniform = 1.0 / len(live)
+    rest = 1.0 - uniform * sum(young)
+    # The floor applies to the final shares: rest >= (mature arms) * min_weight since k * min_weight <= 1.
+    floor = min(policy.min_weight / rest, 1.0 / len(mature))
+    mature_weights = dict(zip(mature, selection.apply_floor(pb, floor))) if len(mature) > 1 else {mature[0]: 1.0}
+    shares = {v: uniform if y else rest * float(mature_weights[v]) for v, y in zip(live, young)}
+    return Allocation(_with_holdout(policy, shares), policy.algorithm if not any(young) else "burn_in_challenger")
 
 
 def promotion_decision(
@@ -95,8 +232,11 @@ def promotion_decision(
     if meta.get("status", "exploring") != "exploring":
         return None
     live = live_arms(policy, meta)
-    a, b = posteriors(policy, arms, live)
-    n = np.array([arms.get(v, ArmCounts()).rewards for v in live], dtype=float)
+    # Promotion always judges the cumulative counters: the anytime-valid test needs them raw
+    # (discounting is for routing under drift, not for the evidence).
+    post = arm_posteriors(policy, arms, live)
+    c = counters(arms, live)
+    n = c[:, _N]
     started = float(meta.get("started_at", now))
     rule = promotion.PromotionRule(
         prob_best=policy.promotion.prob_best,
@@ -104,10 +244,18 @@ def promotion_decision(
         min_samples=policy.promotion.min_samples,
         min_duration_s=policy.promotion.min_duration_s,
     )
-    s = np.clip([arms.get(v, ArmCounts()).reward_sum for v in live], 0.0, n)
-    decision = sequential.evaluate_sequential(
-        live, a, b, n, s, rule, elapsed_s=now - started, alpha=policy.promotion.alpha, tau2=policy.promotion.tau2
-    )
+    level, tau2 = policy.promotion.alpha, policy.promotion.tau2
+    if post.reward == "gaussian":
+        decision = gaussian.evaluate_sequential(
+            live, tuple(post.params.values()), n, c[:, _S], c[:, _SS], rule, elapsed_s=now - started,
+            alpha=level, tau2=tau2,
+        )
+    else:
+        a, b = post.params["alpha"], post.params["beta"]
+        s = np.clip(c[:, _S], 0.0, n)
+        decision = sequential.evaluate_sequential(
+            live, a, b, n, s, rule, elapsed_s=now - started, alpha=level, tau2=tau2
+        )
     if decision.outcome == "promote" and decision.variant in guardrail_blocked(meta):
         # Rolled back by a guardrail: only an operator may make it champion again, or the rule
         # and the guardrail would take turns.

@@ -34,7 +34,23 @@ class Feature(_Strict):
         return self
 
 
+class GaussianPrior(_Strict):
+    """Normal-Inverse-Gamma prior of a gaussian reward: sigma^2 ~ InvGamma(alpha, beta) and
+    mean | sigma^2 ~ N(mu, sigma^2 / kappa). The default is weak: the prior mean is worth 1% of
+    one reward and the variance guess (beta / alpha) two rewards; set mu near the expected
+    reward and beta / alpha near its variance when rewards are on another scale."""
+
+    mu: float = Field(default=0.0, allow_inf_nan=False)
+    kappa: float = Field(default=0.01, gt=0, allow_inf_nan=False)
+    # > 1/2: the posterior mean's Student-t marginal then has a finite mean even before any
+    # reward, so the expected loss is defined.
+    alpha: float = Field(default=1.0, gt=0.5, allow_inf_nan=False)
+    beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+
 class Reward(_Strict):
+    # bernoulli: rewards in [0, 1], Beta posteriors (the top-level 'prior'); gaussian: any real
+    # reward (revenue, negative latency), Normal-Inverse-Gamma posteriors (reward.prior).
     type: Literal["bernoulli", "gaussian"] = "bernoulli"
     range: tuple[float, float] | None = None
     # How a label becomes a reward: 'match' gives 1 when the label equals the prediction.
@@ -48,12 +64,18 @@ class Reward(_Strict):
     # At most this many rewards are accepted per unit_id within window_s, so that a few clients
     # sending many requests cannot steer the bandit. null: no quota.
     max_per_unit: int | None = Field(default=None, ge=1)
+    # The Normal-Inverse-Gamma prior of a gaussian reward (null: GaussianPrior's defaults).
+    prior: GaussianPrior | None = None
 
     @property
     def bounds(self) -> tuple[float, float]:
         if self.range is not None:
             return self.range
         return (0.0, 1.0) if self.type == "bernoulli" else (float("-inf"), float("inf"))
+
+    @property
+    def gaussian_prior(self) -> GaussianPrior:
+        return self.prior if self.prior is not None else GaussianPrior()
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> Reward:
@@ -67,10 +89,9 @@ class Reward(_Strict):
             lo, hi = self.bounds
             if not lo <= self.default <= hi:
                 raise ValueError(f"default {self.default} is outside the reward's range [{lo}, {hi}]")
-        if self.type == "gaussian":
-            # Refused rather than silently modelled as Beta: the Normal-Inverse-Gamma model
-            # is not built yet.
-            raise ValueError("gaussian rewards are not supported yet; use bernoulli (rewards in [0, 1])")
+        if self.prior is not None and self.type != "gaussian":
+            # Refused rather than ignored: a bernoulli reward's Beta prior is the top-level one.
+            raise ValueError("prior is only for gaussian rewards; a bernoulli reward uses the top-level 'prior' (alpha, beta)")
         return self
 
 
@@ -150,8 +171,14 @@ class Policy(_Strict):
     experiment: Name
     features: tuple[Feature, ...] = Field(min_length=1)
     reward: Reward = Reward()
-    # thompson: least regret; top_two_thompson (beta 0.5): identifies the best far sooner.
-    algorithm: Literal["thompson", "top_two_thompson"] = "thompson"
+    # thompson: least regret; top_two_thompson (beta 0.5): identifies the best far sooner;
+    # discounted_thompson: forgets old rewards (weight discount^age, age counted in rewards), for
+    # rewards that drift.
+    algorithm: Literal["thompson", "top_two_thompson", "discounted_thompson"] = "thompson"
+    # discounted_thompson only: the weight of a reward falls by this factor with every later
+    # reward, so the posteriors remember about 1 / (1 - discount) rewards (0.9999: 10,000).
+    discount: float = Field(default=0.9999, gt=0, le=1)
+    # The Beta prior of bernoulli rewards (gaussian rewards: reward.prior).
     prior: Prior = Prior()
     min_weight: float = Field(default=0.01, ge=0, lt=0.5)
     # Traffic stays uniform until every variant has this many rewards (defaults to min_samples),

@@ -4,9 +4,20 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.allocation import Allocation, allocate, posteriors, promotion_decision
+from gateway.allocation import (
+    Allocation,
+    allocate,
+    arm_posteriors,
+    discount,
+    posterior_means,
+    posteriors,
+    promotion_decision,
+)
 from gateway.policy import parse_policy
 from gateway.store.experiments import ArmCounts
 
@@ -48,19 +59,30 @@ def test_no_data_is_burn_in_with_uniform_shares():
     assert alloc.shares == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
 
 
-def test_burn_in_stays_uniform_until_every_arm_has_enough_rewards():
+def test_an_arm_still_burning_in_gets_the_uniform_share_and_the_others_follow_the_bandit():
     policy = make_policy(min_samples=100)
-    # a and b are far apart, but c is one reward short: still uniform.
+    # c (a challenger added late) is one reward short: it keeps 1/3 of the traffic, while a and
+    # b, far apart, split the other 2/3 by the bandit instead of staying uniform.
     arms = {"a": arm(1000, 0.9), "b": arm(1000, 0.1), "c": arm(99, 0.5)}
     alloc = allocate(policy, arms, {"status": "exploring"})
-    assert alloc.mode == "burn_in"
+    assert alloc.mode == "burn_in_challenger"
+    assert alloc.shares["c"] == pytest.approx(1 / 3)
+    assert alloc.shares["b"] == pytest.approx(policy.min_weight)
+    assert alloc.shares["a"] == pytest.approx(2 / 3 - policy.min_weight)
+    assert sum(alloc.shares.values()) == pytest.approx(1.0)
+
+
+def test_two_arms_burning_in_beside_one_mature_arm():
+    policy = make_policy(min_samples=100)
+    alloc = allocate(policy, {"a": arm(1000, 0.9), "b": arm(5, 0.1), "c": arm(0, 0.5)}, {})
     assert alloc.shares == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
 
 
 def test_an_arm_missing_from_the_counters_keeps_burn_in():
     policy = make_policy(min_samples=10)
     alloc = allocate(policy, {"a": arm(500, 0.9), "b": arm(500, 0.1)}, {})
-    assert alloc.mode == "burn_in"
+    assert alloc.mode == "burn_in_challenger"
+    assert alloc.shares["c"] == pytest.approx(1 / 3)
 
 
 def test_burn_in_ends_once_every_arm_reaches_it():
@@ -305,3 +327,187 @@ def test_promotion_evidence_is_json_serialisable():
     decision = promotion_decision(policy, {"a": arm(100, 0.3), "b": arm(100, 0.7)}, {}, NOW)
     assert decision is not None
     json.dumps(decision.evidence, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- gaussian rewards
+
+
+def garm(n: int, mean: float, sd: float = 1.0) -> ArmCounts:
+    """Counters of n rewards with exactly this mean and (population) sd."""
+    return ArmCounts(rewards=n, reward_sum=n * mean, reward_sq_sum=n * (mean * mean + sd * sd), requests=n)
+
+
+def gaussian_policy(names=("a", "b", "c"), **kw):
+    return make_policy(names, reward={"type": "gaussian", **kw.pop("reward", {})}, **kw)
+
+
+def test_gaussian_posteriors_come_from_the_sums_and_squares():
+    policy = gaussian_policy(reward={"prior": {"mu": 0, "kappa": 1, "alpha": 1, "beta": 1}})
+    post = arm_posteriors(policy, {"a": garm(4, 2.0, 1.0)}, ["a", "b"])
+    assert post.reward == "gaussian"
+    assert post.fields(0) == pytest.approx({"mu": 1.6, "kappa": 5.0, "alpha": 3.0, "beta": 1 + 2 + 1.6})
+    assert post.fields(1) == {"mu": 0.0, "kappa": 1.0, "alpha": 1.0, "beta": 1.0}
+    assert posterior_means(policy, {"a": garm(4, 2.0, 1.0)}, ["a", "b"]).tolist() == pytest.approx([1.6, 0.0])
+    with pytest.raises(ValueError, match="bernoulli"):
+        posteriors(policy, {}, ["a", "b"])
+
+
+def test_gaussian_rewards_route_to_the_higher_mean_after_burn_in():
+    policy = gaussian_policy(min_weight=0.05, min_samples=100)
+    arms = {"a": garm(99, 5.0), "b": garm(400, 1.0), "c": garm(400, 1.1)}
+    young = allocate(policy, arms, {})
+    assert young.mode == "burn_in_challenger" and young.shares["a"] == pytest.approx(1 / 3)
+    arms["a"] = garm(400, -3.0, 10.0)
+    alloc = allocate(policy, arms, {})
+    assert alloc.mode == "thompson"
+    assert max(alloc.shares, key=alloc.shares.get) == "c"
+    assert alloc.shares["a"] == pytest.approx(0.05, abs=1e-12)
+    assert_sums_to_one(alloc.shares)
+
+
+def test_gaussian_top_two_splits_between_the_two_leaders():
+    policy = gaussian_policy(min_weight=0.0, min_samples=100, algorithm="top_two_thompson")
+    # b leads a (z ~ 2.2), c is hopeless: top-two plays b half the time and a nearly always
+    # otherwise, where plain Thompson would give b ~99%.
+    arms = {"a": garm(1000, 1.4), "b": garm(1000, 1.5), "c": garm(1000, 0.0)}
+    alloc = allocate(policy, arms, {})
+    assert alloc.mode == "top_two_thompson"
+    assert alloc.shares["b"] == pytest.approx(0.5, abs=1e-3)
+    assert alloc.shares["a"] == pytest.approx(0.5, abs=1e-3)
+    assert alloc.shares["c"] < 1e-3
+
+
+def test_gaussian_promotion_uses_the_t_mixture_and_the_sums_of_squares():
+    policy = gaussian_policy(names=("a", "b"), min_samples=500)
+    arms = {"a": garm(3000, 1.0), "b": garm(3000, 1.15)}
+    decision = promotion_decision(policy, arms, {"status": "exploring"}, NOW)
+    assert decision is not None and decision.promoted and decision.variant == "b"
+    assert "t-mixture" in decision.evidence["sequential"]["method"]
+    assert set(decision.evidence["arms"]["b"]) >= {"mu", "kappa", "alpha", "beta"}
+    json.dumps(decision.evidence, allow_nan=False)
+    # The same means with sd 3 are not yet significant: the spread comes from reward_sq_sum.
+    noisy = {"a": garm(3000, 1.0, 3.0), "b": garm(3000, 1.15, 3.0)}
+    decision = promotion_decision(policy, noisy, {}, NOW)
+    assert decision is not None and not decision.promoted
+
+
+def test_gaussian_identical_arms_and_no_data_are_inconclusive():
+    policy = gaussian_policy(min_samples=100)
+    for arms in ({}, {v: garm(5000, 2.0) for v in "abc"}):
+        decision = promotion_decision(policy, arms, {}, NOW)
+        assert decision is not None and not decision.promoted and decision.variant is None
+
+
+def test_bernoulli_arm_posteriors_match_posteriors():
+    policy = make_policy(prior={"alpha": 2, "beta": 3})
+    arms = {"a": arm(10, 0.7), "b": ArmCounts(rewards=10, reward_sum=10.000000001)}
+    post = arm_posteriors(policy, arms, ["a", "b", "c"])
+    a, b = posteriors(policy, arms, ["a", "b", "c"])
+    assert post.reward == "bernoulli"
+    assert post.params["alpha"].tolist() == a.tolist() and post.params["beta"].tolist() == b.tolist()
+    assert post.fields(0) == {"alpha": pytest.approx(9.0), "beta": pytest.approx(6.0)}
+
+
+# --------------------------------------------------------------------------- discounted thompson
+
+
+def drifted(policy, before: dict[str, float], after: dict[str, float], n_before: int, n_after: int, step: int = 50):
+    """Cumulative counters of a stream that changes rates, and the discount state a replica
+    refreshing every `step` rewards per arm would hold."""
+    names = list(before)
+    counts = {v: [0, 0.0] for v in names}
+    state = None
+    for i in range(0, n_before + n_after, step):
+        rates = before if i < n_before else after
+        for v in names:
+            counts[v][0] += step
+            counts[v][1] += step * rates[v]
+        arms = {v: ArmCounts(rewards=c[0], reward_sum=c[1], requests=c[0]) for v, c in counts.items()}
+        state = discount(policy, arms, {}, state)
+    return arms, state
+
+
+def test_discount_is_none_for_other_algorithms():
+    assert discount(make_policy(), {"a": arm(10, 0.5)}, {}, None) is None
+
+
+def test_discounted_thompson_follows_a_drift_that_thompson_does_not():
+    policy = make_policy(names=("a", "b"), min_weight=0.01, min_samples=100,
+                         algorithm="discounted_thompson", discount=0.999)
+    arms, state = drifted(policy, {"a": 0.30, "b": 0.20}, {"a": 0.10, "b": 0.20}, 20_000, 2_000)
+    plain = allocate(make_policy(names=("a", "b"), min_weight=0.01, min_samples=100), arms, {})
+    disc = allocate(policy, arms, {}, state)
+    assert disc.mode == "discounted_thompson"
+    assert plain.shares["a"] > 0.9  # the cumulative counters still favour a
+    assert disc.shares["b"] > 0.9  # the discounted ones have moved to b
+    assert state.names == ("a", "b") and sum(state.effective_rewards().values()) < 1 / (1 - 0.999)
+
+
+def test_discounted_allocation_with_state_is_idempotent_and_without_it_rebuilds():
+    policy = make_policy(names=("a", "b"), min_samples=100, algorithm="discounted_thompson", discount=0.9995)
+    arms, state = drifted(policy, {"a": 0.3, "b": 0.2}, {"a": 0.1, "b": 0.2}, 4000, 1000)
+    again = discount(policy, arms, {}, state)
+    np.testing.assert_array_equal(again.stats.decayed, state.stats.decayed)
+    assert allocate(policy, arms, {}, state) == allocate(policy, arms, {}, again)
+    # Without a state the whole history is folded in as one batch: valid shares, same mode.
+    rebuilt = allocate(policy, arms, {})
+    assert rebuilt.mode == "discounted_thompson"
+    assert_sums_to_one(rebuilt.shares)
+
+
+def test_discount_state_follows_arm_changes_and_a_new_gamma():
+    policy = make_policy(names=("a", "b", "c"), algorithm="discounted_thompson", discount=0.99)
+    arms = {v: arm(100, 0.5) for v in "abc"}
+    state = discount(policy, arms, {}, None)
+    # c retired: dropped; the others keep their rows.
+    state2 = discount(policy, arms, {"retired": json.dumps(["c"])}, state)
+    assert state2.names == ("a", "b")
+    np.testing.assert_array_equal(state2.stats.decayed, state.stats.decayed[:2])
+    # A new discount starts over from the cumulative counters.
+    other = policy.model_copy(update={"discount": 0.5})
+    fresh = discount(other, arms, {}, state)
+    assert fresh.gamma == 0.5
+    np.testing.assert_array_equal(fresh.stats.decayed, discount(other, arms, {}, None).stats.decayed)
+
+
+def test_discount_state_adds_a_challenger_from_zero():
+    policy = make_policy(names=("a", "b"), algorithm="discounted_thompson", discount=0.99)
+    state = discount(policy, {"a": arm(100, 0.5), "b": arm(100, 0.5)}, {}, None)
+    bigger = make_policy(names=("a", "b", "c"), algorithm="discounted_thompson", discount=0.99)
+    arms = {"a": arm(100, 0.5), "b": arm(100, 0.5), "c": arm(2, 0.5)}
+    state2 = discount(bigger, arms, {}, state)
+    assert state2.names == ("a", "b", "c")
+    # Two new rewards, all on c: a and b decay by gamma^2, c enters at weight w(2).
+    np.testing.assert_allclose(state2.stats.decayed[:2], state.stats.decayed * 0.99**2)
+    assert state2.stats.decayed[2, 0] == pytest.approx(2 * (1 + 0.99) / 2)
+
+
+# --------------------------------------------------------------------------- properties
+
+
+count_st = st.tuples(st.integers(0, 3000), st.floats(0, 1), st.floats(0.01, 5))
+
+
+@settings(deadline=None, max_examples=60, derandomize=True, database=None)
+@given(
+    counts=st.lists(count_st, min_size=3, max_size=3),
+    reward=st.sampled_from(["bernoulli", "gaussian"]),
+    algorithm=st.sampled_from(["thompson", "top_two_thompson", "discounted_thompson"]),
+    min_weight=st.floats(0, 0.3),
+    holdout=st.booleans(),
+)
+def test_shares_sum_to_one_and_respect_the_floor(counts, reward, algorithm, min_weight, holdout):
+    fraction = 0.2
+    policy = make_policy(
+        min_weight=min_weight, min_samples=50, algorithm=algorithm, discount=0.99, reward={"type": reward},
+        holdout=("c", fraction) if holdout else None,
+    )
+    arms = {v: (arm(n, p) if reward == "bernoulli" else garm(n, 10 * p, sd)) for v, (n, p, sd) in zip("abc", counts)}
+    alloc = allocate(policy, arms, {})
+    assert_sums_to_one(alloc.shares)
+    bandit = [v for v in "abc" if not (holdout and v == "c")]
+    scale = 1 - fraction if holdout else 1.0
+    for v in bandit:
+        assert alloc.shares[v] >= scale * min_weight - 1e-12
+    if holdout:
+        assert alloc.shares["c"] == fraction

@@ -179,10 +179,52 @@ def test_min_weight_of_one_half_or_more_is_refused():
     assert "min_weight" in msg
 
 
-def test_gaussian_reward_is_refused_with_a_clear_message():
-    msg = _error(_policy(reward={"type": "gaussian"}))
-    assert "reward" in msg
-    assert "gaussian" in msg and "not supported" in msg
+def test_gaussian_reward_loads_with_the_default_normal_inverse_gamma_prior():
+    policy = parse_policy(_policy(reward={"type": "gaussian"}))
+    assert policy.reward.type == "gaussian"
+    assert policy.reward.prior is None
+    p = policy.reward.gaussian_prior
+    assert (p.mu, p.kappa, p.alpha, p.beta) == (0.0, 0.01, 1.0, 1.0)
+    assert policy.reward.bounds == (float("-inf"), float("inf"))
+    # The Beta prior keeps its defaults and meaning for bernoulli rewards.
+    assert (policy.prior.alpha, policy.prior.beta) == (1.0, 1.0)
+
+
+def test_gaussian_reward_takes_its_own_prior_and_range():
+    policy = parse_policy(_policy(reward={"type": "gaussian", "range": [-5, 500], "default": 0,
+                                          "prior": {"mu": 20, "kappa": 2, "alpha": 3, "beta": 400}}))
+    p = policy.reward.gaussian_prior
+    assert (p.mu, p.kappa, p.alpha, p.beta) == (20.0, 2.0, 3.0, 400.0)
+    assert policy.reward.bounds == (-5.0, 500.0)
+
+
+@pytest.mark.parametrize(
+    ("prior", "field"),
+    [({"kappa": 0}, "kappa"), ({"alpha": 0.5}, "alpha"), ({"beta": -1}, "beta"),
+     ({"mu": float("nan")}, "mu"), ({"sigma": 1}, "sigma")],
+)
+def test_bad_gaussian_prior_names_the_field(prior, field):
+    msg = _error(_policy(reward={"type": "gaussian", "prior": prior}))
+    assert f"reward.prior.{field}" in msg
+
+
+def test_reward_prior_on_a_bernoulli_reward_is_refused_not_ignored():
+    msg = _error(_policy(reward={"prior": {"mu": 1}}))
+    assert "reward" in msg and "only for gaussian" in msg
+
+
+def test_algorithms_and_discount():
+    assert parse_policy(_policy()).algorithm == "thompson"
+    policy = parse_policy(_policy(algorithm="discounted_thompson", discount=0.99))
+    assert (policy.algorithm, policy.discount) == ("discounted_thompson", 0.99)
+    assert parse_policy(_policy(algorithm="discounted_thompson")).discount == 0.9999
+    assert parse_policy(_policy(discount=1)).discount == 1.0
+    assert "algorithm" in _error(_policy(algorithm="epsilon_greedy"))
+
+
+@pytest.mark.parametrize("discount", [0, -0.5, 1.01])
+def test_discount_outside_zero_one_is_refused(discount):
+    assert "discount" in _error(_policy(algorithm="discounted_thompson", discount=discount))
 
 
 def test_bernoulli_range_outside_unit_interval_is_refused():

@@ -2,9 +2,15 @@
 
 No I/O: only numpy/scipy. See :mod:`.beta` (posterior arithmetic),
 :mod:`.selection` (routing weights, sticky picks) and :mod:`.promotion`
-(automatic promotion decisions).
+(automatic promotion decisions), :mod:`.sequential` (the anytime-valid
+promotion test), :mod:`.gaussian` (Normal-Inverse-Gamma posteriors and the
+same decisions for continuous rewards) and :mod:`.discounted` (discounted
+statistics for discounted Thompson sampling). The Gaussian and discounted
+functions share names with the Beta ones, so they are reached through their
+modules (``gaussian.prob_best``), not re-exported here.
 """
 
+from . import discounted, gaussian
 from .beta import (
     DEFAULT_DRAWS,
     DEFAULT_SEED,
@@ -36,8 +42,10 @@ __all__ = [
     "apply_floor",
     "choose",
     "credible_interval",
+    "discounted",
     "evaluate",
     "expected_loss",
+    "gaussian",
     "mean",
     "mix_holdout",
     "posterior",

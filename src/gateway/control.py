@@ -65,7 +65,7 @@ class Control:
             raise Conflict(f"experiment {experiment!r} is already paused", code="already_paused")
         rt = self.plane._runtime(experiment)
         snap = (await self.plane.store.snapshots([experiment]))[experiment]
-        shares = allocation.allocate(rt.policy, snap.arms, snap.meta).shares
+        shares = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount).shares
         frozen = {v: shares.get(v, 0.0) for v in rt.policy.variant_names}
         entry = self._entry("pause", reason, weights=frozen, resume_to=meta.get("status", "exploring"))
         await self.plane.store.transition(

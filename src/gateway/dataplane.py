@@ -17,7 +17,7 @@ import numpy as np
 from opentelemetry import trace
 from ulid import ULID
 
-from gateway import allocation
+from gateway import allocation, monitoring
 from gateway.bandit.selection import unit_uniform
 from gateway.bandit.srm import SrmTracker
 from gateway.errors import (
@@ -26,14 +26,15 @@ from gateway.errors import (
     Forbidden,
     GatewayError,
     NotFound,
+    TooManyRequests,
     Unavailable,
     Unprocessable,
 )
-from gateway.guardrails import VariantHealth, breach, renormalise
+from gateway.guardrails import VariantHealth, accuracy_breach, breach, renormalise
 from gateway.learning.features import FeatureEncoder, FeatureError
 from gateway.policy import Policy
 from gateway.state import experiment_state
-from gateway.store.experiments import ExperimentStore, RewardItem, Snapshot
+from gateway.store.experiments import ExperimentStore, RewardItem, RewardRules, Snapshot
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import context_from_carrier, current_carrier, tracer
 from gateway.tokens import RewardTokens, TokenClaims
@@ -70,6 +71,16 @@ class _ExperimentRuntime:
     evaluated_counts: tuple | None = None
     # The last full state (with history), refreshed with the series; read by the gauges.
     state: dict[str, Any] | None = None
+    # Online KPIs per variant and the drift report, refreshed by the monitor.
+    kpis: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
+    # discounted_thompson: this replica's discounted counters, folded in at every refresh.
+    discount: allocation.DiscountState | None = None
+
+    @property
+    def reward_rules(self) -> RewardRules:
+        r = self.policy.reward
+        return RewardRules(default=r.default, max_per_unit=r.max_per_unit, window_s=r.window_s)
 
 
 class DataPlane:
@@ -83,6 +94,8 @@ class DataPlane:
         max_instances: int = 1000,
         refresh_s: float = 0.1,
         series_every_s: float = 2.0,
+        monitor_every_s: float = 10.0,
+        expire_every_s: float = 1.0,
         variant_timeout_s: float = 10.0,
         challenger_client: Callable[[str, str, str], VariantClient] | None = None,
         retrainer: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
@@ -95,6 +108,11 @@ class DataPlane:
         self.refresh_s = refresh_s
         self.series_every_s = series_every_s
         self._series_at = float("-inf")
+        self.monitor_every_s = monitor_every_s
+        self._monitor_at = float("-inf")
+        self._monitoring: asyncio.Task | None = None
+        self.expire_every_s = expire_every_s
+        self._expire_at = float("-inf")
         self.clock = clock
         self.rng = rng or np.random.default_rng()
         self.experiments = {
@@ -120,11 +138,12 @@ class DataPlane:
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def stop(self) -> None:
-        for task in list(self._background):
+        tasks = [*self._background, *([self._refresher] if self._refresher else [])]
+        for task in tasks:
             task.cancel()
-        if self._refresher is not None:
-            self._refresher.cancel()
-            self._refresher = None
+        self._refresher = None
+        # Wait for them to unwind, so none is left holding a Redis connection mid-command.
+        await asyncio.wait(tasks, timeout=5) if tasks else None
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -147,6 +166,7 @@ class DataPlane:
         for name, rt in self.experiments.items():
             snap = snaps[name]
             rt.snapshot = snap
+            rt.discount = allocation.discount(rt.policy, snap.arms, snap.meta, rt.discount)
             self._sync_challengers(name, rt, snap)
             self._maybe_retrain(name, rt, snap)
             key = (
@@ -155,19 +175,103 @@ class DataPlane:
             )
             if key != rt.evaluated_counts:
                 rt.evaluated_counts = key
-                rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta)
+                rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount)
                 await self._maybe_promote(name, rt, snap, now)
             if await self._check_guardrails(rt):
                 rt.evaluated_counts = None  # the champion changed: recompute on the next refresh
+        if now - self._expire_at >= self.expire_every_s:
+            self._expire_at = now
+            await self._expire_rewards(now)
+        if now - self._monitor_at >= self.monitor_every_s and (self._monitoring is None or self._monitoring.done()):
+            self._monitor_at = now
+            # Off the refresh path: reading and binning thousands of log entries takes a while.
+            self._monitoring = self._spawn(self._monitor_all())
         if now - self._series_at >= self.series_every_s:
             self._series_at = now
             await self._record_series(now)
 
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _expire_rewards(self, now: float) -> None:
+        """Requests whose feedback window ended without feedback take the policy's default."""
+        for name, rt in self.experiments.items():
+            default = rt.policy.reward.default
+            if default is not None:
+                applied = await self.store.expire_rewards(name, default, now)
+                if applied:
+                    self.metrics.rewards.add(applied, {"outcome": "defaulted"})
+
+    async def monitor_now(self) -> None:
+        """One monitoring pass (KPIs, drift, the drift alarm) now, as the refresh loop runs them."""
+        await self._monitor_all()
+
+    async def _monitor_all(self) -> None:
+        for name, rt in self.experiments.items():
+            try:
+                await self._monitor(name, rt)
+            except Exception:
+                log.warning("monitoring %s failed; KPIs and drift keep their last values", name, exc_info=True)
+
+    async def _monitor(self, name: str, rt: _ExperimentRuntime) -> None:
+        """Online KPIs and drift from Redis; a drift past the policy's threshold is recorded in
+        the history once and triggers a retrain."""
+        window = rt.policy.monitoring.window
+        snap = rt.snapshot
+        if snap is None:
+            return
+        names = rt.policy.variant_names
+        counts = (await self.store.kpi_counts([name]))[name]
+        feedback = await self.store.newest_feedback(name, names, window, max_entries=window * 20)
+        windowed = monitoring.window_kpis(feedback, window)
+        rt.kpis = monitoring.variant_kpis(names, counts, windowed)
+
+        champion = snap.meta.get("champion")
+        trained = (snap.dynamic.get(champion) or {}).get("window") if champion else None
+        if trained and trained.get("from_t") is not None:
+            reference = await self.store.decisions_between(name, trained["from_t"], trained["to_t"], window)
+            kind = f"training window of {champion}"
+        else:
+            started = float(snap.meta.get("started_at", 0))
+            reference = await self.store.decisions_since(name, started, window)
+            kind = "first predictions served"
+        live = await self.store.recent_decisions(name, window)
+        rt.drift = await asyncio.to_thread(monitoring.drift_report, rt.policy, reference, live, kind)
+        await self._drift_alarm(name, rt, snap)
+
+    async def _drift_alarm(self, name: str, rt: _ExperimentRuntime, snap: Snapshot) -> None:
+        spec = rt.base_policy.retrain
+        threshold = spec.drift_psi
+        worst = rt.drift.get("max_psi") if rt.drift else None
+        if threshold is None or worst is None:
+            return
+        alarmed = snap.meta.get("drift_alarm") == "1"
+        if worst > threshold and not alarmed:
+            top = sorted({**rt.drift["features"], **{f"prediction:{v}": x for v, x in rt.drift["predictions"].items()}}.items(),
+                         key=lambda kv: -kv[1])[:5]
+            entry = {"action": "drift_alarm", "at": self.clock(), "by": "monitor",
+                     "reason": f"PSI {worst:.3f} exceeds retrain.drift_psi {threshold}",
+                     "evidence": {"psi": dict(top), "reference": rt.drift["reference"],
+                                  "reference_rows": rt.drift["reference_rows"], "live_rows": rt.drift["live_rows"]}}
+            if not await self.store.annotate(name, "drift_alarm", "1", entry, only_if_changed=True):
+                return  # another pass or replica raised it first
+            log.warning("drift in %s: %s", name, entry["reason"])
+            if self.retrainer is not None and spec.enabled:
+                # Some fresh labels are needed, or the retrainer would learn the old world again.
+                self._spawn(self._claim_and_retrain(name, max(1, spec.every_labels // 4), "drift"))
+        elif worst < threshold / 2 and alarmed:
+            # Hysteresis: the alarm re-arms only once the drift has clearly gone.
+            await self.store.set_meta(name, "drift_alarm", "0")
+
     async def _record_series(self, now: float) -> None:
         for name, rt in self.experiments.items():
-            state = experiment_state(rt.policy, rt.snapshot, await self.store.history(name))
+            state = experiment_state(rt.policy, rt.snapshot, await self.store.history(name), rt.discount)
             rt.srm.update(rt.allocation.shares if rt.allocation else {}, {v["name"]: v["requests"] for v in state["variants"]})
             state["srm"] = rt.srm.result()
+            state["kpis"], state["drift"] = rt.kpis, rt.drift
             rt.state = state
             point = {
                 "t": now,
@@ -202,9 +306,7 @@ class DataPlane:
             return
         if int(snap.meta.get("labels_since_retrain", 0)) < spec.every_labels:
             return
-        task = asyncio.get_running_loop().create_task(self._claim_and_retrain(name, spec.every_labels, "labels"))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._claim_and_retrain(name, spec.every_labels, "labels"))
 
     async def _claim_and_retrain(self, name: str, labels_needed: int, trigger: str) -> dict[str, Any] | None:
         if not await self.store.claim_retrain(name, labels_needed, RETRAIN_LOCK_S):
@@ -250,7 +352,8 @@ class DataPlane:
             log.info("promoted %s in %s: %s", decision.variant, name, decision.reason)
             snaps = await self.store.snapshots([name])
             rt.snapshot = snaps[name]
-            rt.allocation = allocation.allocate(rt.policy, rt.snapshot.arms, rt.snapshot.meta)
+            rt.discount = allocation.discount(rt.policy, rt.snapshot.arms, rt.snapshot.meta, rt.discount)
+            rt.allocation = allocation.allocate(rt.policy, rt.snapshot.arms, rt.snapshot.meta, rt.discount)
 
     # -- predictions -----------------------------------------------------------------------
 
@@ -292,10 +395,17 @@ class DataPlane:
         predictions = result["predictions"]
         now = self.clock()
         window = rt.policy.reward.window_s
+        has_default = rt.policy.reward.default is not None
+        # With a default reward, late feedback is still taken (kept, not learned) for one more window.
+        keep_s = 2 * window if has_default else window
         carrier = current_carrier()
         record = {
             "t": repr(now), "pred": json.dumps(predictions), "prop": repr(propensity), "tp": carrier.get("traceparent", ""),
         }
+        if result.get("scores") is not None:
+            record["scores"] = json.dumps(result["scores"])
+        if unit_id:
+            record["unit"] = unit_id
         log_entry = {
             "rid": request_id,
             "t": repr(now),
@@ -307,10 +417,12 @@ class DataPlane:
         }
         with tracer().start_as_current_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
-            fresh = await self.store.record_prediction(experiment, request_id, variant, record, window, log_entry)
+            fresh = await self.store.record_prediction(
+                experiment, request_id, variant, record, keep_s, log_entry, deadline=now + window if has_default else None
+            )
         if not fresh:
             raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
-        token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + window))
+        token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + keep_s))
         self.metrics.requests.add(1, labels)
         return {
             "request_id": request_id,
@@ -386,12 +498,15 @@ class DataPlane:
             rt.champion_seen = champion
             health.outcomes.clear()
         why = breach(health, rt.policy.guardrails)
+        kpi_window = (rt.kpis or {}).get(champion, {}).get("window")
+        why = why or accuracy_breach(kpi_window, rt.policy.guardrails)
         if why is None:
             return False
         from gateway.control import rollback_champion  # control builds on the data plane
 
         entry = {"action": "rollback", "at": self.clock(), "by": "guardrail", "reason": why,
-                 "evidence": {"variant": champion, **health.stats(), "guardrails": rt.policy.guardrails.model_dump()}}
+                 "evidence": {"variant": champion, **health.stats(), "kpis": kpi_window,
+                              "guardrails": rt.policy.guardrails.model_dump()}}
         done = await rollback_champion(self, experiment, dict(meta), entry)
         if done:
             log.warning("rolled back %s in %s: %s", champion, experiment, why)
@@ -421,7 +536,7 @@ class DataPlane:
             results = await self._apply(items)
             for r in results:
                 r.pop("_error", None)
-            summary = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+            summary = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "late", "rejected")}
             return 200, {"results": results, **summary}
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object: one feedback item or {'rewards': [...]}", code="invalid_body")
@@ -476,6 +591,7 @@ class DataPlane:
                     for _, rid, c, r, label in ready
                 ],
                 now,
+                {name: rt.reward_rules for name, rt in self.experiments.items()},
             )
         server_span = trace.get_current_span()
         for (i, rid, claims, reward, _), (outcome, traceparent) in zip(ready, outcomes):
@@ -486,8 +602,13 @@ class DataPlane:
                     server_span.add_link(link, {"gateway.request_id": rid})
             if outcome == "accepted":
                 self.metrics.reward_sum.add(reward, {"experiment": claims.experiment, "variant": claims.variant})
-            if outcome in ("accepted", "duplicate"):
+            if outcome in ("accepted", "duplicate", "late"):
                 results[i] = {"request_id": rid, "status": outcome, "variant": claims.variant, "reward": reward}
+            elif outcome == "quota":
+                limit = self.experiments[claims.experiment].policy.reward
+                results[i] = _rejected(rid, TooManyRequests(
+                    f"this unit already sent {limit.max_per_unit} rewards within {limit.window_s:g} s",
+                    code="reward_quota_exceeded"))
             elif outcome == "unknown":
                 results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
             else:
@@ -533,8 +654,9 @@ class DataPlane:
         rt = self._runtime(experiment)
         snap = (await self.store.snapshots([experiment]))[experiment]
         history = await self.store.history(experiment)
-        state = experiment_state(rt.policy, snap, history)
+        state = experiment_state(rt.policy, snap, history, rt.discount)
         state["srm"] = rt.srm.result()
+        state["kpis"], state["drift"] = rt.kpis, rt.drift
         return state
 
     async def series(self, experiment: str, since: float | None = None) -> dict[str, Any]:

@@ -46,5 +46,9 @@ class Unprocessable(GatewayError):
     status, code = 422, "invalid"
 
 
+class TooManyRequests(GatewayError):
+    status, code = 429, "too_many_requests"
+
+
 class Unavailable(GatewayError):
     status, code = 503, "unavailable"

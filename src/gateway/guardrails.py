@@ -81,6 +81,16 @@ def breach(health: VariantHealth, rails: Guardrails) -> str | None:
     return None
 
 
+def accuracy_breach(window: dict | None, rails: Guardrails) -> str | None:
+    """Why the champion's accuracy over its newest labelled feedback breaks the guardrail, or
+    None (also None without the guardrail or before min_labels labels)."""
+    if rails.min_accuracy is None or not window or window.get("accuracy") is None:
+        return None
+    if window["n"] < rails.min_labels or window["accuracy"] >= rails.min_accuracy:
+        return None
+    return f"accuracy {window['accuracy']:.3f} over the last {window['n']} labels is below {rails.min_accuracy}"
+
+
 def renormalise(shares: dict[str, float], usable: set[str]) -> dict[str, float]:
     """Shares restricted to the usable variants, summing to 1; uniform over them when they
     had no share (a champion's breaker opened); empty if none is usable."""

@@ -31,8 +31,13 @@ def test_the_kuberay_example_embeds_a_valid_serve_config():
 @pytest.mark.parametrize("experiment", ["churn", "a.b-c_d", "x" * 60])
 def test_all_keys_a_script_touches_share_one_cluster_slot(experiment):
     per_script = {
-        "record": [keys.request(experiment, "r1"), keys.arms(experiment), keys.decision_log(experiment)],
-        "reward": [keys.request(experiment, "r1"), keys.arms(experiment), keys.feedback(experiment), keys.meta(experiment)],
+        "record": [keys.request(experiment, "r1"), keys.arms(experiment), keys.decision_log(experiment),
+                   keys.pending(experiment)],
+        # The quota key is built inside the script from its prefix and the request's unit.
+        "reward": [keys.request(experiment, "r1"), keys.arms(experiment), keys.feedback(experiment), keys.meta(experiment),
+                   keys.pending(experiment), keys.kpis(experiment), keys.quota_prefix(experiment) + "unit-7"],
+        # Request records are found from the pending set, by prefix.
+        "expire": [keys.pending(experiment), keys.arms(experiment), keys.request(experiment, "r9")],
         "transition": [keys.meta(experiment), keys.history(experiment)],
         "annotate": [keys.meta(experiment), keys.history(experiment)],
         "series": [keys.series_lock(experiment), keys.series(experiment)],

@@ -96,6 +96,12 @@ class _Counts:
         }
 
 
+def metrics_from_counts(tp: int = 0, fp: int = 0, tn: int = 0, fn: int = 0, correct: int = 0) -> dict[str, Any]:
+    """n, accuracy, precision, recall, F1 and the counts, from confusion counts kept elsewhere
+    (e.g. in Redis); None where a ratio is undefined."""
+    return _Counts(tp=tp, fp=fp, tn=tn, fn=fn, correct=correct).metrics()
+
+
 def rank_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     """ROC AUC by the Mann-Whitney statistic with average ranks for ties (= sklearn's value);
     None unless both classes are present."""

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
 
@@ -47,6 +49,15 @@ class RewardItem:
     label: str = ""  # JSON of the label(s) when the feedback carried them
 
 
+@dataclass(frozen=True)
+class RewardRules:
+    """What the policy says about feedback, as the reward script needs it."""
+
+    default: float | None = None  # applied after the window; later feedback is 'late'
+    max_per_unit: int | None = None  # rewards per unit_id within the window
+    window_s: float = 86_400.0
+
+
 def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
     fields: dict[str, dict[str, str]] = {}
     for key, value in raw.items():
@@ -66,7 +77,9 @@ def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
 class ExperimentStore:
     def __init__(self, client: aioredis.Redis):
         self.client = client
-        self._sources = {name: _lua(f"{name}.lua") for name in ("record", "reward", "transition", "annotate", "series", "add_variant", "claim_retrain")}
+        self._sources = {name: _lua(f"{name}.lua") for name in (
+            "record", "reward", "expire", "transition", "annotate", "series", "add_variant", "claim_retrain",
+        )}
         self._shas: dict[str, str] = {}
 
     @classmethod
@@ -85,18 +98,27 @@ class ExperimentStore:
         (a restarted server forgets its script cache)."""
         if not self._shas:
             await self._load_scripts()
-        for attempt in (1, 2):
+        reconnected = reloaded = False
+        while True:
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
-            results = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError):
+                # A connection cut mid-command: our scripts are safe to run again (rewards are
+                # claimed once, a record carries its call's nonce), so retry once on a new one.
+                if reconnected:
+                    raise
+                reconnected = True
+                continue
+            if not reloaded and any(isinstance(r, NoScriptError) for r in results):
                 await self._load_scripts()
+                reloaded = True
                 continue
             for r in results:
                 if isinstance(r, Exception):
                     raise r
             return results
-        raise AssertionError("unreachable")
 
     async def ensure_experiment(self, experiment: str, now: float) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -117,18 +139,22 @@ class ExperimentStore:
         record: dict[str, str],
         ttl_s: float,
         log_entry: dict[str, str] | None,
+        deadline: float | None = None,
     ) -> bool:
         """One round trip: the request record (for exactly-once rewards and label joins), the
-        variant's request counter and the decision log. False if the id was already used."""
+        variant's request counter, the decision log and, with a `deadline`, the pending set the
+        default reward is applied from. False if the id was already used."""
         record_args = [x for kv in record.items() for x in kv]
         log_args = [x for kv in (log_entry or {}).items() for x in kv]
+        nonce = secrets.token_hex(8)
 
         def build(pipe):
             pipe.evalsha(
-                self._shas["record"], 3,
+                self._shas["record"], 4,
                 keys.request(experiment, request_id), keys.arms(experiment), keys.decision_log(experiment),
+                keys.pending(experiment),
                 variant, str(max(1, int(ttl_s))), str(DECISION_LOG_MAXLEN if log_entry else 0),
-                str(len(record)), *record_args, *log_args,
+                "" if deadline is None else repr(deadline), nonce, str(len(record)), *record_args, *log_args,
             )
 
         (done,) = await self._run_scripted(build)
@@ -140,22 +166,90 @@ class ExperimentStore:
             pipe.hgetall(keys.request(experiment, rid))
         return await pipe.execute()
 
-    async def apply_rewards(self, items: list[RewardItem], now: float) -> list[tuple[str, str]]:
-        """Each item's outcome (accepted, duplicate, unknown: no such served request, or
-        mismatch: served by another variant) with the prediction's traceparent when accepted."""
+    async def apply_rewards(
+        self, items: list[RewardItem], now: float, rules: dict[str, RewardRules] | None = None
+    ) -> list[tuple[str, str]]:
+        """Each item's outcome (accepted; duplicate; late: after the window, kept but not
+        learned; quota: the unit used its rewards; unknown: no such served request; mismatch:
+        served by another variant) with the prediction's traceparent when accepted. `rules` by
+        experiment (defaults: no default reward, no quota)."""
         if not items:
             return []
+        rules = rules or {}
 
         def build(pipe):
             for it in items:
+                r = rules.get(it.experiment) or RewardRules()
                 pipe.evalsha(
-                    self._shas["reward"], 4,
+                    self._shas["reward"], 6,
                     keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
-                    keys.feedback(it.experiment), keys.meta(it.experiment),
+                    keys.feedback(it.experiment), keys.meta(it.experiment), keys.pending(it.experiment),
+                    keys.kpis(it.experiment),
                     it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
+                    "" if r.default is None else repr(float(r.default)),
+                    "" if r.max_per_unit is None else str(r.max_per_unit),
+                    keys.quota_prefix(it.experiment), str(max(1, int(r.window_s))),
                 )
 
         return [(outcome, tp) for outcome, tp in await self._run_scripted(build)]
+
+    async def expire_rewards(self, experiment: str, default: float, now: float, limit: int = 1000) -> int:
+        """Give the default reward to up to `limit` requests whose window ended without
+        feedback; the number that took it."""
+
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["expire"], 2, keys.pending(experiment), keys.arms(experiment),
+                repr(now), repr(float(default)), str(limit), keys.request_prefix(experiment),
+            )
+
+        (applied,) = await self._run_scripted(build)
+        return int(applied)
+
+    async def kpi_counts(self, experiments: list[str]) -> dict[str, dict[str, dict[str, int]]]:
+        """Lifetime confusion counts per experiment and variant: {tp, fp, tn, fn, correct}."""
+        pipe = self.client.pipeline(transaction=False)
+        for e in experiments:
+            pipe.hgetall(keys.kpis(e))
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for e, raw in zip(experiments, await pipe.execute()):
+            per: dict[str, dict[str, int]] = {}
+            for key, value in raw.items():
+                variant, _, cell = key.rpartition(":")
+                per.setdefault(variant, {})[cell] = int(value)
+            out[e] = per
+        return out
+
+    async def decisions_since(self, experiment: str, since: float, count: int) -> list[dict[str, str]]:
+        """The first `count` decision-log entries logged at or after `since` (unix seconds)."""
+        raw = await self.client.xrange(keys.decision_log(experiment), min=str(int(since * 1000)), count=count)
+        return [fields for _, fields in raw]
+
+    async def decisions_between(self, experiment: str, start: float, end: float, count: int) -> list[dict[str, str]]:
+        """The newest `count` decision-log entries logged between `start` and `end`, oldest first."""
+        raw = await self.client.xrevrange(
+            keys.decision_log(experiment), max=str(int(end * 1000)), min=str(int(start * 1000)), count=count
+        )
+        return [fields for _, fields in reversed(raw)]
+
+    async def newest_feedback(
+        self, experiment: str, variants: list[str], per_variant: int, max_entries: int, page: int = 1000
+    ) -> list[dict[str, str]]:
+        """Feedback-stream entries, oldest first, reading back from the newest until each of
+        `variants` has `per_variant` of them (or `max_entries` were read, or the stream ends)."""
+        seen = dict.fromkeys(variants, 0)
+        out: list[dict[str, str]] = []
+        upper = "+"
+        while len(out) < max_entries and any(n < per_variant for n in seen.values()):
+            raw = await self.client.xrevrange(keys.feedback(experiment), max=upper, count=page)
+            for _, fields in raw:
+                out.append(fields)
+                if fields.get("variant") in seen:
+                    seen[fields["variant"]] += 1
+            if len(raw) < page:
+                break
+            upper = "(" + raw[-1][0]  # exclusive: continue below the oldest entry read
+        return out[::-1]
 
     async def snapshots(self, experiments: list[str]) -> dict[str, Snapshot]:
         pipe = self.client.pipeline(transaction=False)
@@ -202,16 +296,18 @@ class ExperimentStore:
         (done,) = await self._run_scripted(build)
         return bool(done)
 
-    async def annotate(self, experiment: str, field: str, value: str, entry: dict) -> None:
-        """Set a meta field and append its history entry atomically."""
+    async def annotate(self, experiment: str, field: str, value: str, entry: dict, *, only_if_changed: bool = False) -> bool:
+        """Set a meta field and append its history entry atomically; with `only_if_changed`,
+        nothing happens when the field already holds `value`. True if it was set."""
 
         def build(pipe):
             pipe.evalsha(
                 self._shas["annotate"], 2, keys.meta(experiment), keys.history(experiment),
-                field, value, json.dumps(entry, sort_keys=True),
+                field, value, json.dumps(entry, sort_keys=True), "1" if only_if_changed else "",
             )
 
-        await self._run_scripted(build)
+        (done,) = await self._run_scripted(build)
+        return bool(done)
 
     async def append_series(self, experiment: str, point: dict, interval_s: float) -> bool:
         """Add a time-series point unless another replica already did in this interval."""

@@ -21,7 +21,7 @@ def history(experiment: str) -> str:
 
 def request(experiment: str, request_id: str) -> str:
     """Hash for one served prediction until its reward window ends."""
-    return f"gw:{{{experiment}}}:req:{request_id}"
+    return request_prefix(experiment) + request_id
 
 
 def decision_log(experiment: str) -> str:
@@ -32,6 +32,27 @@ def decision_log(experiment: str) -> str:
 def feedback(experiment: str) -> str:
     """Stream of accepted feedback (request id, time, variant, reward, label), bounded."""
     return f"gw:{{{experiment}}}:feedback"
+
+
+def pending(experiment: str) -> str:
+    """Sorted set of request ids still waiting for feedback, scored by their reward deadline
+    (only when the policy has a default reward)."""
+    return f"gw:{{{experiment}}}:pending"
+
+
+def kpis(experiment: str) -> str:
+    """Hash of labelled-feedback confusion counts: '<variant>:tp' / ':fp' / ':tn' / ':fn' /
+    ':correct'."""
+    return f"gw:{{{experiment}}}:kpi"
+
+
+def quota_prefix(experiment: str) -> str:
+    """Prefix of the per-unit reward counters (the unit id follows), expiring with the window."""
+    return f"gw:{{{experiment}}}:quota:"
+
+
+def request_prefix(experiment: str) -> str:
+    return f"gw:{{{experiment}}}:req:"
 
 
 def dynamic_variants(experiment: str) -> str:

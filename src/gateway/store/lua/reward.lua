@@ -1,10 +1,15 @@
 -- Apply one reward exactly once. Claiming the request id and updating the posterior happen in
 -- one script, so a retried or concurrent reward can never count twice. A label rides along into
--- the feedback stream, which the retrainer joins with the decision log.
--- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] feedback stream, KEYS[4] meta hash
+-- the feedback stream, which the retrainer joins with the decision log, and into the variant's
+-- confusion counts (online KPIs).
+-- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] feedback stream, KEYS[4] meta hash,
+-- KEYS[5] pending zset, KEYS[6] KPI counters hash
 -- ARGV[1] variant, ARGV[2] reward, ARGV[3] now (unix seconds), ARGV[4] label JSON ('' for none),
--- ARGV[5] feedback stream max length
--- Returns {outcome, the prediction's traceparent} (the reward's span links to it).
+-- ARGV[5] feedback stream max length, ARGV[6] default reward ('' for none),
+-- ARGV[7] rewards allowed per unit in the window ('' for no quota), ARGV[8] quota key prefix,
+-- ARGV[9] quota window seconds
+-- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
+-- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch.
 local served = redis.call('HGET', KEYS[1], 'variant')
 if not served then
   return {'unknown', ''}
@@ -12,19 +17,88 @@ end
 if served ~= ARGV[1] then
   return {'mismatch', ''}
 end
-if redis.call('HSETNX', KEYS[1], 'reward', ARGV[2]) == 0 then
+local rid = string.match(KEYS[1], ':req:(.*)$')
+local now = tonumber(ARGV[3])
+
+local function add_reward(value)
+  redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
+  redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', value)
+  local r = tonumber(value)
+  redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', string.format('%.17g', r * r))
+end
+
+-- Past its deadline a request takes the default reward (as the sweeper would), so the outcome
+-- does not depend on when the sweeper last ran.
+local deadline = redis.call('ZSCORE', KEYS[5], rid)
+if deadline and ARGV[6] ~= '' and now > tonumber(deadline) then
+  if redis.call('HSETNX', KEYS[1], 'reward', ARGV[6]) == 1 then
+    redis.call('HSET', KEYS[1], 'rewarded_at', ARGV[3], 'defaulted', '1')
+    add_reward(ARGV[6])
+  end
+  redis.call('ZREM', KEYS[5], rid)
+end
+
+if redis.call('HEXISTS', KEYS[1], 'reward') == 1 then
+  if redis.call('HGET', KEYS[1], 'defaulted') == '1' and redis.call('HSETNX', KEYS[1], 'late', ARGV[2]) == 1 then
+    -- Late feedback is kept for retraining, but the bandit already counted the default.
+    if ARGV[4] ~= '' then
+      redis.call('HSET', KEYS[1], 'label', ARGV[4])
+      redis.call('HINCRBY', KEYS[4], 'labels_since_retrain', 1)
+    end
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'rid', rid, 't', ARGV[3], 'variant', served,
+      'reward', ARGV[2], 'label', ARGV[4], 'pred', redis.call('HGET', KEYS[1], 'pred') or '', 'late', '1')
+    return {'late', ''}
+  end
   return {'duplicate', ''}
 end
-redis.call('HSET', KEYS[1], 'rewarded_at', ARGV[3])
-local r = tonumber(ARGV[2])
-redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
-redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', ARGV[2])
-redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', string.format('%.17g', r * r))
+
+local unit = redis.call('HGET', KEYS[1], 'unit')
+local quota_key = nil
+if ARGV[7] ~= '' and unit and unit ~= '' then
+  -- Same hash tag as the other keys of the experiment, so the same slot on a cluster.
+  quota_key = ARGV[8] .. unit
+  local used = tonumber(redis.call('GET', quota_key) or '0')
+  if used >= tonumber(ARGV[7]) then
+    return {'quota', ''}
+  end
+end
+
+redis.call('HSET', KEYS[1], 'reward', ARGV[2], 'rewarded_at', ARGV[3])
+redis.call('ZREM', KEYS[5], rid)
+add_reward(ARGV[2])
+if quota_key then
+  if redis.call('INCR', quota_key) == 1 then
+    redis.call('EXPIRE', quota_key, ARGV[9])
+  end
+end
+local pred = redis.call('HGET', KEYS[1], 'pred') or ''
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'label', ARGV[4])
   redis.call('HINCRBY', KEYS[4], 'labels_since_retrain', 1)
+  -- Confusion counts for the variant's lifetime KPIs; class 1 is the positive class.
+  local ok_l, labels = pcall(cjson.decode, ARGV[4])
+  local ok_p, preds = pcall(cjson.decode, pred)
+  if ok_l and ok_p and type(preds) == 'table' then
+    if type(labels) ~= 'table' then labels = {labels} end
+    if #labels == #preds then
+      local function positive(v) return v == 1 or v == true end
+      -- As the router compares them: numbers by value, anything else as text.
+      local function same(a, b)
+        if type(a) == 'number' and type(b) == 'number' then return a == b end
+        return tostring(a) == tostring(b)
+      end
+      for i = 1, #labels do
+        local p, l = positive(preds[i]), positive(labels[i])
+        local cell = (p and l and 'tp') or (p and 'fp') or (l and 'fn') or 'tn'
+        redis.call('HINCRBY', KEYS[6], served .. ':' .. cell, 1)
+        if same(labels[i], preds[i]) then
+          redis.call('HINCRBY', KEYS[6], served .. ':correct', 1)
+        end
+      end
+    end
+  end
 end
-local rid = string.match(KEYS[1], ':req:(.*)$')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
-  'rid', rid, 't', ARGV[3], 'variant', served, 'reward', ARGV[2], 'label', ARGV[4])
+  'rid', rid, 't', ARGV[3], 'variant', served, 'reward', ARGV[2], 'label', ARGV[4], 'pred', pred,
+  'scores', redis.call('HGET', KEYS[1], 'scores') or '')
 return {'accepted', redis.call('HGET', KEYS[1], 'tp') or ''}

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 # Metric name -> +1 when higher is better, -1 when lower is better.
 METRICS: dict[str, int] = {"accuracy": 1, "precision": 1, "recall": 1, "f1": 1, "roc_auc": 1, "log_loss": -1}
+# Fewer labelled rows than this make a holdout too small to judge a challenger on.
+MIN_ROWS = 200
 # Admission compares floats: an improvement equal to the margin up to rounding counts as reaching it.
 _TOLERANCE = 1e-9
 
@@ -277,6 +279,26 @@ def _model_metrics(model: Any, X: np.ndarray, y: np.ndarray) -> tuple[dict[str, 
     return classification_metrics(y, labels, score), labels == y
 
 
+def best_on_holdout(
+    policy: Policy, models: Mapping[str, Any], data: LabelledData, holdout_fraction: float = 0.25,
+    metric: str = "accuracy",
+) -> str:
+    """The name of the model that scores best on `metric` over the time-ordered holdout of
+    `data` (ties: the first given): the one a challenger must beat. After a drift the champion
+    holding the title may be the stalest of the live models; comparing against it would admit a
+    new challenger on every run."""
+    if not models:
+        raise ValueError("no models to compare")
+    _, hold = time_ordered_split(data, holdout_fraction)
+    X = FeatureEncoder(policy.features).encode(hold.X)
+    direction = METRICS[metric]
+    scores = {}
+    for name, model in models.items():
+        value = _model_metrics(model, X, hold.y)[0].get(metric)
+        scores[name] = float("-inf") if value is None else direction * value
+    return max(scores, key=scores.get)
+
+
 def evaluate_candidates(
     policy: Policy,
     data: LabelledData,
@@ -441,3 +463,40 @@ def run_retrain(
         metadata["created_at"] = float(now)
     entry = registry.register(experiment, name, best.model, metadata)
     return RetrainOutcome(result, entry)
+
+
+def live_refs(policy: Policy, meta: Mapping[str, str], refs: Mapping[str, Mapping[str, str]]) -> list[Mapping[str, str]]:
+    """The artifacts a challenger must beat: every live arm that has one, the champion first
+    (best_on_holdout keeps the first of equals)."""
+    from gateway.allocation import live_arms  # allocation sits above the learning package
+
+    live = [v for v in live_arms(policy, meta) if v in refs]
+    champion = meta.get("champion")
+    live.sort(key=lambda v: v != champion)
+    return [refs[v] for v in live]
+
+
+def retrain_against_live(
+    policy: Policy, data: LabelledData, live: Sequence[Mapping[str, str]], registry: ModelRegistry, seed: int,
+    taken: Iterable[str] = (),
+) -> dict[str, Any]:
+    """One retraining run as the retrainer's task does it: load the `live` variants' artifacts
+    (refs with variant, path, sha256; sha256 checked), pick the best of them on the holdout,
+    train the candidates and register the challenger if it beats that model by the margin.
+    Returns {compared_against, admitted, entry (name, algorithm, path, sha256) or None, result}."""
+    models = {ref["variant"]: artifacts.load_model(ref["path"], expected_sha256=ref["sha256"]) for ref in live}
+    best = best_on_holdout(policy, models, data)
+    outcome = run_retrain(
+        policy, data, models[best], registry, policy.experiment, seed=seed, margin=policy.retrain.margin,
+        champion_name=best, candidates=list(policy.retrain.candidates), max_p_value=policy.retrain.max_p_value,
+        taken_names=list(taken),
+    )
+    entry = outcome.entry
+    return {
+        "compared_against": best,
+        "admitted": entry is not None,
+        "entry": None if entry is None else {
+            "name": entry.name, "algorithm": entry.algorithm, "path": str(entry.path), "sha256": entry.sha256,
+        },
+        "result": outcome.result.to_dict(),
+    }

@@ -13,9 +13,8 @@ import ray
 from ray import serve
 
 from gateway import allocation
-from gateway.learning.artifacts import load_model
 from gateway.learning.registry import ModelRegistry
-from gateway.learning.retrain import LabelledData, run_retrain
+from gateway.learning.retrain import MIN_ROWS, LabelledData, live_refs, retrain_against_live
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
 from gateway.telemetry.logs import setup_logging
@@ -23,43 +22,16 @@ from gateway.telemetry.tracing import setup_tracing, shutdown_tracing, tracer
 
 log = logging.getLogger("gateway.retrainer")
 
-# Fewer labelled rows than this make a holdout too small to judge a challenger on.
-MIN_ROWS = 200
 # Held while a retraining runs; it expires by itself if the retrainer dies mid-way.
 LOCK_S = 600.0
 
 
 @ray.remote(num_cpus=1)
 def train_challenger(
-    policy: dict, data: LabelledData, champion: dict, registry_root: str, seed: int, taken: list[str]
+    policy: dict, data: LabelledData, live: list[dict], registry_root: str, seed: int, taken: list[str]
 ) -> dict[str, Any]:
-    """A Ray task, so a cluster can run it anywhere: evaluate the candidates against the
-    champion on a time-ordered holdout and register the admitted challenger (atomically)."""
-    p = Policy.model_validate(policy)
-    champion_model = load_model(champion["path"], expected_sha256=champion["sha256"])
-    outcome = run_retrain(
-        p, data, champion_model, ModelRegistry(Path(registry_root)), p.experiment, seed=seed,
-        margin=p.retrain.margin, champion_name=champion["variant"], candidates=list(p.retrain.candidates),
-        max_p_value=p.retrain.max_p_value, taken_names=taken,
-    )
-    entry = outcome.entry
-    return {
-        "admitted": entry is not None,
-        "entry": None if entry is None else {
-            "name": entry.name, "algorithm": entry.algorithm, "path": str(entry.path), "sha256": entry.sha256,
-        },
-        "result": outcome.result.to_dict(),
-    }
-
-
-def _champion(policy: Policy, snap, refs: dict[str, dict]) -> dict:
-    """The variant to beat: the champion, else the live arm with the best posterior mean."""
-    live = [v for v in allocation.live_arms(policy, snap.meta) if v in refs]
-    name = snap.meta.get("champion")
-    if name not in live:
-        a, b = allocation.posteriors(policy, snap.arms, live)
-        name = live[int(np.argmax(a / (a + b)))]
-    return refs[name]
+    """A Ray task, so a cluster can run it anywhere (see retrain_against_live)."""
+    return retrain_against_live(Policy.model_validate(policy), data, live, ModelRegistry(Path(registry_root)), seed, taken)
 
 
 def _refs(base: dict[str, dict], experiment: str, dynamic: dict[str, dict]) -> dict[str, dict]:
@@ -109,12 +81,15 @@ class Retrainer:
             await self.store.annotate(experiment, "last_retrain_at", repr(now), entry)
             return {"outcome": "skipped", "reason": entry["reason"], "rows": len(data)}
         refs = _refs(self.artifacts[experiment], experiment, snap.dynamic)
-        champion = _champion(policy, snap, refs)
+        live = live_refs(policy, snap.meta, refs)
         with tracer().start_as_current_span("retrain.train") as span:
-            span.set_attributes({"gateway.candidates": list(base.retrain.candidates), "gateway.champion": champion["variant"]})
+            span.set_attributes({"gateway.candidates": list(base.retrain.candidates),
+                                 "gateway.live": [r["variant"] for r in live]})
             out = await train_challenger.remote(
-                base.model_dump(mode="json"), data, champion, self.registry_root, int(now), list(refs)
+                base.model_dump(mode="json"), data, live, self.registry_root, int(now), list(refs)
             )
+            span.set_attribute("gateway.compared_against", out["compared_against"])
+        champion = refs[out["compared_against"]]
         result = out["result"]
         if not out["admitted"]:
             entry = {**base_entry, "action": "retrain", "outcome": "rejected", "reason": result.get("reason"),
@@ -122,7 +97,7 @@ class Retrainer:
             await self.store.annotate(experiment, "last_retrain_at", repr(now), entry)
             return {"outcome": "rejected", "reason": result.get("reason"), "rows": len(data), "result": result}
         new = out["entry"]
-        variant = {**new, "added_at": now, "parent": champion["variant"]}
+        variant = {**new, "added_at": now, "parent": champion["variant"], "window": data.window()}
         entry = {**base_entry, "action": "challenger_added", "variant": new["name"], "outcome": "admitted",
                  "reason": result.get("reason"), "window": data.window(), "compared_against": champion["variant"],
                  "metrics": {k: v.get("metrics") for k, v in result.get("candidates", {}).items()}
@@ -141,9 +116,9 @@ class Retrainer:
         extra = len(live) - base.retrain.max_variants
         if extra <= 0:
             return []
-        a, b = allocation.posteriors(policy, snap.arms, live)
+        means = allocation.posterior_means(policy, snap.arms, live)
         candidates = sorted(
-            (float(a[i] / (a[i] + b[i])), v) for i, v in enumerate(live)
+            (float(means[i]), v) for i, v in enumerate(live)
             if v != snap.meta.get("champion") and snap.arms.get(v) is not None and snap.arms[v].rewards > 0
         )
         gone = [v for _, v in candidates[:extra]]

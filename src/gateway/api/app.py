@@ -22,7 +22,10 @@ from gateway.api.http import DEFAULT_MAX_BODY_BYTES, error_response, read_json
 from gateway.api.oip import oip_routes
 from gateway.api.openapi import openapi_routes
 from gateway.control import Control, add_variant, reason_of
-from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unprocessable
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unavailable, Unprocessable
 from gateway.telemetry.metrics import prometheus_text
 from gateway.telemetry.tracing import incoming_context, tracer
 
@@ -64,6 +67,11 @@ def traced(template: str, handler: Handler, plane: DataPlane | None = None) -> C
             except GatewayError as err:
                 response = error_response(err)
                 error_code = err.code
+            except (RedisConnectionError, RedisTimeoutError) as err:
+                # The store is unreachable (the client already retried once): a transient 503.
+                log.error("state store error on %s: %s", name, type(err).__name__)
+                response = error_response(Unavailable("the state store is unreachable; retry shortly", code="store_unavailable"))
+                error_code = "store_unavailable"
             except Exception:
                 log.exception("unhandled error on %s", name)
                 response = error_response(GatewayError("internal error; it has been logged"))

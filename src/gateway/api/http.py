@@ -16,6 +16,9 @@ def error_response(err: GatewayError) -> JSONResponse:
     response = JSONResponse(err.to_body(), status_code=err.status)
     if err.status == 401:
         response.headers["www-authenticate"] = "Bearer"
+    if err.status in (429, 503):
+        # A transient refusal: tell clients when trying again makes sense.
+        response.headers["retry-after"] = "1"
     return response
 
 

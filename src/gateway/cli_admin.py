@@ -31,6 +31,21 @@ def _call(url: str, action: Callable[[Client], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
+def posterior_text(posterior: dict[str, float]) -> str:
+    """Beta(alpha, beta) of a bernoulli reward; NIG(mu, kappa, alpha, beta) of a gaussian one."""
+    if "mu" in posterior:
+        return f"NIG({posterior['mu']:.4g}, {posterior['kappa']:g}, {posterior['alpha']:g}, {posterior['beta']:.4g})"
+    return f"Beta({posterior['alpha']:g}, {posterior['beta']:g})"
+
+
+def window_accuracy(state: dict[str, Any], variant: str) -> str:
+    """The variant's accuracy over its newest labels, with how many: '-' while there is none."""
+    window = ((state.get("kpis") or {}).get(variant) or {}).get("window") or {}
+    if window.get("accuracy") is None:
+        return "-"
+    return f"{window['accuracy']:.3f} (n={window.get('n', 0)})"
+
+
 def status_table(state: dict[str, Any]) -> Table:
     title = (
         f"{state['name']}: {state['status']}"
@@ -38,16 +53,21 @@ def status_table(state: dict[str, Any]) -> Table:
         + f" ({state['totals']['requests']} requests, {state['totals']['rewards']} rewards)"
     )
     table = Table(title=title)
-    for col in ("variant", "posterior", "mean", "95% interval", "P(best)", "exp. loss", "traffic", "requests", "rewards"):
+    columns = ["variant", "posterior", "mean", "95% interval", "P(best)", "exp. loss", "traffic", "requests", "rewards"]
+    # Only once the monitor has computed KPIs (labelled feedback): an empty column says nothing.
+    with_kpis = bool(state.get("kpis"))
+    if with_kpis:
+        columns.append("accuracy (window)")
+    for col in columns:
         table.add_column(col, justify="left" if col == "variant" else "right")
     for v in state["variants"]:
         name = v["name"] + (" (holdout)" if v.get("role") == "holdout" else "")
         if v["name"] == state.get("champion"):
             name = f"[bold]{name}[/bold] *"
         lo, hi = v["credible_interval"]
-        table.add_row(
+        cells = [
             name,
-            f"Beta({v['posterior']['alpha']:g}, {v['posterior']['beta']:g})",
+            posterior_text(v["posterior"]),
             f"{v['mean']:.4f}",
             f"[{lo:.4f}, {hi:.4f}]",
             "-" if v["prob_best"] is None else f"{v['prob_best']:.3f}",
@@ -55,7 +75,10 @@ def status_table(state: dict[str, Any]) -> Table:
             f"{v['traffic_share']:.1%}",
             str(v["requests"]),
             str(v["rewards"]),
-        )
+        ]
+        if with_kpis:
+            cells.append(window_accuracy(state, v["name"]))
+        table.add_row(*cells)
     return table
 
 

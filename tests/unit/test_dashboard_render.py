@@ -6,13 +6,18 @@ import asyncio
 import gzip
 import json
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from scipy import stats
 from starlette.applications import Starlette
 
+from gateway import monitoring
 from gateway.api.dashboard import dashboard_routes, render_static_report
 from gateway.policy import parse_policy
 from gateway.report import write_report
@@ -266,3 +271,166 @@ def test_page_honours_the_mount_point():
     srcs = [attrs["src"] for attrs, _ in parse(doc).scripts if attrs.get("src")]
     assert all(s.startswith("/gw/dashboard/") for s in srcs), srcs
     assert embedded_config(doc)["api_base"] == "/gw"
+
+
+# ---- the page script on gaussian rewards, KPIs and drift (run by node, plotly stubbed) ----------
+
+NODE = shutil.which("node") or shutil.which("nodejs")
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed; it runs the page script here")
+
+# A DOM just large enough for dashboard.js: elements by id that keep their attributes and HTML,
+# and a Plotly whose react() records what would be drawn. Prints what the page shows.
+HARNESS = r"""
+const fs = require("fs");
+const [script, configPath] = process.argv.slice(2);
+const elements = {};
+function element(id) {
+  return { id, textContent: "", innerHTML: "", hidden: false, className: "", value: "", style: {}, attrs: {},
+    setAttribute(k, v) { this.attrs[k] = String(v); }, getAttribute(k) { return this.attrs[k] ?? null; },
+    addEventListener() {} };
+}
+global.window = global;
+global.document = {
+  getElementById: (id) => (elements[id] = elements[id] || element(id)),
+  body: element("body"), title: "", hidden: false,
+};
+global.getComputedStyle = () => ({ fontFamily: "sans-serif" });
+Object.defineProperty(global, "location", { value: { href: "file:///report.html" } });
+const drawn = {};
+global.Plotly = { react(el, traces, layout) { drawn[el.id] = { traces, layout }; } };
+document.getElementById("dashboard-config").textContent = fs.readFileSync(configPath, "utf8");
+eval(fs.readFileSync(script, "utf8"));
+const out = { body: document.body.attrs, drawn: {}, elements: {} };
+for (const [id, d] of Object.entries(drawn)) {
+  out.drawn[id] = d.traces.map((t) => ({ name: t.name, x: t.x, y: t.y }));
+}
+for (const [id, e] of Object.entries(elements)) {
+  if (id !== "dashboard-config") out.elements[id] = { html: e.innerHTML, text: e.textContent, hidden: e.hidden, attrs: e.attrs };
+}
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def run_page(tmp_path: Path, config: dict) -> dict:
+    (tmp_path / "harness.js").write_text(HARNESS)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    script = Path(__file__).parents[2] / "src" / "gateway" / "api" / "static" / "dashboard.js"
+    out = subprocess.run([NODE, str(tmp_path / "harness.js"), str(script), str(tmp_path / "config.json")],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+GAUSSIAN_POLICY = parse_policy(
+    {
+        "experiment": "revenue",
+        "features": [{"name": "tenure"}, {"name": "plan", "type": "categorical", "values": ["basic", "pro"]}],
+        "reward": {"type": "gaussian"},
+        "holdout": {"variant": "base", "fraction": 0.1},
+        "monitoring": {"window": 50, "min_drift_rows": 20},
+        "variants": [{"name": "base", "model": "a.m"}, {"name": "b", "model": "b.m"}, {"name": "c", "model": "c.m"}],
+    }
+)
+DRIFT_ALARM = {"action": "drift_alarm", "at": T0 + 6, "by": "monitor", "reason": "PSI 1.200 exceeds retrain.drift_psi 0.25",
+               "evidence": {"psi": {"tenure": 1.2, "prediction:b": 0.05}, "reference": "first predictions served",
+                            "reference_rows": 60, "live_rows": 60}}
+
+
+def decisions(shift: float, seed: int, n: int = 60) -> list[dict[str, str]]:
+    rng = np.random.default_rng(seed)
+    return [
+        {"x": json.dumps([[float(rng.normal(shift, 1)), "pro" if rng.random() < 0.5 else "basic"]]),
+         "pred": json.dumps([int(rng.random() < 0.5)]), "variant": ["b", "c"][i % 2]}
+        for i in range(n)
+    ]
+
+
+def gaussian_state() -> dict:
+    """A gaussian experiment as GET /v1/experiments/{e} shows it once the monitor has run."""
+    arms = {
+        "base": ArmCounts(rewards=30, reward_sum=60.0, reward_sq_sum=150.0, requests=30),
+        "b": ArmCounts(rewards=200, reward_sum=500.0, reward_sq_sum=1500.0, requests=210),
+        "c": ArmCounts(rewards=150, reward_sum=330.0, reward_sq_sum=900.0, requests=160),
+    }
+    state = experiment_state(GAUSSIAN_POLICY, Snapshot(arms=arms, meta={"started_at": repr(T0)}), [DRIFT_ALARM])
+    feedback = [{"variant": "b", "label": "[1]", "pred": "[1]", "scores": "[0.9]"},
+                {"variant": "b", "label": "[0]", "pred": "[1]", "scores": "[0.2]"}]
+    counts = {"b": {"tp": 30, "fp": 10, "tn": 50, "fn": 10, "correct": 80}}
+    state["kpis"] = monitoring.variant_kpis(GAUSSIAN_POLICY.variant_names, counts, monitoring.window_kpis(feedback, 50))
+    state["drift"] = monitoring.drift_report(GAUSSIAN_POLICY, decisions(0.0, 1), decisions(1.5, 2), "first predictions served")
+    return state
+
+
+def static_config(state: dict) -> dict:
+    doc = render_static_report({"generated_at": T0 + 20,
+                                "experiments": [{"state": state, "points": make_points(state), "history": state["history"]}]})
+    return embedded_config(doc)
+
+
+def test_report_embeds_gaussian_posteriors_kpis_and_drift():
+    config = static_config(gaussian_state())
+    state = config["experiments"][0]["state"]
+    assert state["reward_type"] == "gaussian"
+    assert all(set(v["posterior"]) == {"mu", "kappa", "alpha", "beta"} for v in state["variants"])
+    assert state["kpis"]["b"]["window"]["accuracy"] == 0.5 and state["drift"]["level"] == "significant"
+    doc = render_static_report({"experiments": [{"state": state}]})
+    el = parse(doc)
+    for id_ in ("monitoring", "kpi-table", "drift-summary", "posterior-title", "posterior-hint"):
+        assert el.by_id(id_) is not None, id_
+    assert "hidden" in el.by_id("monitoring")[1]  # shown by the script once there is something to show
+
+
+@needs_node
+def test_gaussian_posterior_is_drawn_as_the_student_t_marginal(tmp_path):
+    state = gaussian_state()
+    page = run_page(tmp_path, static_config(state))
+    assert page["body"]["data-state"] == "ready"
+    traces = {t["name"]: t for t in page["drawn"]["chart-posterior"]}
+    assert set(traces) == {"base", "b", "c"}
+    for v in state["variants"]:
+        p = v["posterior"]
+        x, y = np.array(traces[v["name"]]["x"]), np.array(traces[v["name"]]["y"], dtype=float)
+        expected = stats.t.pdf(x, 2 * p["alpha"], loc=p["mu"], scale=np.sqrt(p["beta"] / (p["alpha"] * p["kappa"])))
+        np.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-300)
+    # The x axis spans the means (rewards around 2.5, not a rate in [0, 1]).
+    b = traces["b"]
+    assert min(b["x"]) < state["variants"][2]["mean"] < state["variants"][1]["mean"] < max(b["x"])
+    assert max(b["y"]) > 1
+    assert page["elements"]["posterior-title"]["text"] == "Posterior mean reward"
+    assert "μ 2.5 · κ 200" in page["elements"]["variants-body"]["html"]
+
+
+@needs_node
+def test_bernoulli_posterior_is_still_the_beta_density(tmp_path):
+    state = make_state(HISTORY)
+    page = run_page(tmp_path, static_config(state))
+    traces = {t["name"]: t for t in page["drawn"]["chart-posterior"]}
+    for v in state["variants"]:
+        x, y = np.array(traces[v["name"]]["x"]), np.array(traces[v["name"]]["y"], dtype=float)
+        assert 0 <= x.min() and x.max() <= 1
+        np.testing.assert_allclose(y, stats.beta.pdf(x, v["posterior"]["alpha"], v["posterior"]["beta"]), rtol=1e-9)
+    assert page["elements"]["posterior-title"]["text"] == "Posterior reward rate"
+    assert page["elements"]["monitoring"]["hidden"] is True  # no KPIs, no drift
+
+
+@needs_node
+def test_kpi_table_drift_summary_and_drift_alarm_in_the_timeline(tmp_path):
+    state = gaussian_state()
+    page = run_page(tmp_path, static_config(state))
+    els = page["elements"]
+    assert els["monitoring"]["hidden"] is False
+    assert json.loads(els["kpi-table"]["attrs"]["data-variants"]) == ["base", "b", "c"]
+    row_b = els["kpi-body"]["html"].split('data-variant="b"')[1].split("</tr>")[0]
+    cells = [c.split("</td>")[0] for c in row_b.split("<td>")[2:]]  # after the variant's name
+    # window accuracy, F1, ROC AUC, labels; lifetime accuracy, labels
+    assert cells == ["0.500", "0.667", "1.000", "2", "0.800", "100"]
+    drift = els["drift-summary"]
+    assert drift["attrs"]["data-level"] == "significant"
+    assert float(drift["attrs"]["data-max-psi"]) == pytest.approx(state["drift"]["max_psi"])
+    assert "significant" in drift["html"] and "tenure" in drift["html"]
+    timeline = els["timeline"]
+    assert timeline["attrs"]["data-entries"] == "1"
+    assert 'data-action="drift_alarm"' in timeline["html"] and "PSI: tenure 1.200, prediction:b 0.050" in timeline["html"]
+    # ... and on the time charts, as a decision marker.
+    assert any(t["name"] == "decisions" for t in page["drawn"]["chart-traffic"])
+    assert "Uplift vs holdout" in els["overview"]["html"]

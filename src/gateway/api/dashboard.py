@@ -126,19 +126,29 @@ $summary
       <tbody id="variants-body"></tbody>
     </table></div>
   </section>
+  <section id="monitoring" class="panel" aria-labelledby="monitoring-heading" hidden>
+    <div class="panel-head"><h2 id="monitoring-heading">Model monitoring</h2>
+      <span class="hint">online KPIs from labelled feedback (window: each variant's newest labels); drift (PSI) of live traffic against the reference</span></div>
+    <div id="drift-summary" class="drift-summary" data-level="" data-max-psi=""></div>
+    <div class="table-wrap"><table id="kpi-table" class="variants" data-variants="[]">
+      <thead><tr><th>Variant</th><th>Accuracy</th><th>F1</th><th>ROC AUC</th><th>Labels</th>
+        <th>Lifetime accuracy</th><th>Lifetime labels</th></tr></thead>
+      <tbody id="kpi-body"></tbody>
+    </table></div>
+  </section>
   <div id="legend" class="legend"></div>
   <section class="grid" aria-label="Charts">
-    <div class="panel"><h2>Posterior reward rate</h2>
-      <p class="hint">Beta density of each variant's reward rate now; dotted lines at the means</p>
+    <div class="panel"><h2 id="posterior-title">Posterior reward rate</h2>
+      <p id="posterior-hint" class="hint">Beta density of each variant's reward rate now; dotted lines at the means</p>
       <div id="chart-posterior" class="chart" data-chart="posterior" data-variants="[]" data-points="0"></div></div>
     <div class="panel"><h2>Traffic share</h2>
       <p class="hint">share of requests the bandit routes to each variant</p>
       <div id="chart-traffic" class="chart" data-chart="traffic" data-variants="[]" data-points="0"></div></div>
-    <div class="panel"><h2>Reward rate</h2>
+    <div class="panel"><h2 id="reward-title">Reward rate</h2>
       <p class="hint">posterior mean over time, with 95% credible-interval bands</p>
       <div id="chart-reward" class="chart" data-chart="reward" data-variants="[]" data-points="0"></div></div>
     <div class="panel"><h2>Probability to be best</h2>
-      <p class="hint">posterior probability that each variant has the highest reward rate</p>
+      <p id="prob-best-hint" class="hint">posterior probability that each variant has the highest reward rate</p>
       <div id="chart-prob-best" class="chart" data-chart="prob-best" data-variants="[]" data-points="0"></div></div>
   </section>
   <section class="panel" aria-labelledby="timeline-heading">

@@ -3,14 +3,15 @@
 Counters and histograms are per router replica (Prometheus sums them across replicas); the
 bandit's beliefs (posterior mean, probability to be best, traffic share, counts from Redis) are
 gauges read from the replica's cached experiment state, so every replica reports the same
-global values."""
+global values. So are the model-monitoring figures (online KPIs, drift PSI, holdout uplift): every
+replica computes them from the same Redis entries."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -48,12 +49,17 @@ def prometheus_text() -> tuple[bytes, str]:
 
 StateSource = Callable[[], Iterable[dict[str, Any]]]
 
+# Metric name suffix -> what its help text calls it.
+KPIS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "roc_auc": "ROC AUC"}
+KPI_SCOPES = ("window", "lifetime")
+
 
 class GatewayMetrics:
-    """The gateway's instruments. `states` yields the cached experiment states for gauges."""
+    """The gateway's instruments. `states` yields the cached experiment states for gauges;
+    `meter` defaults to the process's (tests pass their own provider's)."""
 
-    def __init__(self, states: StateSource):
-        meter = metrics.get_meter("gateway")
+    def __init__(self, states: StateSource, meter: Meter | None = None):
+        meter = meter or metrics.get_meter("gateway")
         self._states = states
         self.requests = meter.create_counter(
             "gateway.predictions", unit="1", description="Predictions served, by experiment and variant"
@@ -93,6 +99,21 @@ class GatewayMetrics:
             "gateway.experiment.promoted", callbacks=[self._promoted], unit="1",
             description="1 when the experiment has a promoted champion",
         )
+        for key, label in KPIS.items():
+            meter.create_observable_gauge(
+                f"gateway.kpi.{key}", callbacks=[self._kpi_gauge(key)], unit="1",
+                description=f"Online {label} of the variant's labelled predictions, over its newest "
+                "monitoring.window labels (scope=window) or its whole life (scope=lifetime)",
+            )
+        meter.create_observable_gauge(
+            "gateway.drift.psi", callbacks=[self._drift], unit="1",
+            description="Population stability index against the reference window, per feature "
+            "(kind=feature) and per variant's predictions (kind=prediction)",
+        )
+        meter.create_observable_gauge(
+            "gateway.holdout.uplift", callbacks=[self._uplift], unit="1",
+            description="Posterior mean reward of the champion (or the leader) minus the holdout's",
+        )
 
     def _variant_gauge(self, key: str):
         def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -120,3 +141,32 @@ class GatewayMetrics:
     def _promoted(self, options: CallbackOptions) -> Iterable[Observation]:
         for state in self._states():
             yield Observation(1 if state["status"] == "promoted" else 0, {"experiment": state["name"]})
+
+    def _kpi_gauge(self, key: str):
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            for state in self._states():
+                for variant, scopes in (state.get("kpis") or {}).items():
+                    for scope in KPI_SCOPES:
+                        # None while undefined (no labels yet, no scores for the AUC): no sample
+                        # rather than a made-up 0.
+                        value = (scopes.get(scope) or {}).get(key)
+                        if value is not None:
+                            yield Observation(
+                                float(value), {"experiment": state["name"], "variant": variant, "scope": scope}
+                            )
+
+        return callback
+
+    def _drift(self, options: CallbackOptions) -> Iterable[Observation]:
+        for state in self._states():
+            drift = state.get("drift") or {}
+            for kind, key in (("feature", "features"), ("prediction", "predictions")):
+                for name, psi in (drift.get(key) or {}).items():
+                    if psi is not None:
+                        yield Observation(float(psi), {"experiment": state["name"], "kind": kind, "name": name})
+
+    def _uplift(self, options: CallbackOptions) -> Iterable[Observation]:
+        for state in self._states():
+            uplift = state.get("holdout_uplift")
+            if uplift and uplift.get("uplift") is not None:
+                yield Observation(float(uplift["uplift"]), {"experiment": state["name"], "variant": uplift["variant"]})

@@ -9,6 +9,9 @@
  * Every chart container carries data-variants (JSON list of the variant names plotted) and
  * data-points (time points plotted; for the posterior, density samples per variant), and
  * <body> carries data-state = loading | ready | error, so that tests can check real data.
+ *
+ * Rewards are bernoulli (Beta posteriors of a rate in [0, 1]) or gaussian (state.reward_type;
+ * Normal-Inverse-Gamma posteriors of a real mean, drawn as the mean's Student-t marginal).
  */
 (function () {
   "use strict";
@@ -31,7 +34,7 @@
   ];
   var OTHER_ACTION = { color: "#475569" };
 
-  // ---- maths: log-gamma (Lanczos, g = 7, n = 9) and the Beta density --------------------
+  // ---- maths: log-gamma (Lanczos, g = 7, n = 9), the Beta and Student-t densities -------
 
   var LANCZOS = [
     0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,
@@ -67,6 +70,21 @@
     return Math.exp(lp);
   }
 
+  /** The Student-t density at x with location mu, scale s and df degrees of freedom. */
+  function studentTPdf(x, mu, s, df) {
+    if (!(s > 0 && df > 0) || !isFinite(x)) return 0;
+    var z = (x - mu) / s;
+    return Math.exp(lgamma((df + 1) / 2) - lgamma(df / 2) - 0.5 * Math.log(df * Math.PI) - Math.log(s) -
+      (df + 1) / 2 * Math.log1p(z * z / df));
+  }
+
+  /** The marginal of the mean under NIG(mu, kappa, alpha, beta): Student t with 2 alpha degrees of
+   * freedom, location mu and scale sqrt(beta / (alpha kappa)); null unless the posterior is one. */
+  function nigMarginal(post) {
+    if (!post || !num(post.mu) || !(post.kappa > 0 && post.alpha > 0 && post.beta > 0)) return null;
+    return { mu: post.mu, scale: Math.sqrt(post.beta / (post.alpha * post.kappa)), df: 2 * post.alpha };
+  }
+
   // ---- small helpers --------------------------------------------------------------------
 
   function $(id) { return document.getElementById(id); }
@@ -90,6 +108,27 @@
   }
 
   function count(x) { return num(x) ? Math.round(x).toLocaleString("en-US") : "–"; }
+
+  /** About four significant digits, for parameters whose scale depends on the rewards. */
+  function sig(x) {
+    if (!num(x)) return "–";
+    var a = Math.abs(x);
+    if (a !== 0 && (a >= 1e6 || a < 1e-3)) return x.toExponential(2);
+    return String(parseFloat(x.toPrecision(4)));
+  }
+
+  function signed(x, digits) { return num(x) ? (x > 0 ? "+" : "") + x.toFixed(digits) : "–"; }
+
+  function setText(id, text) { var el = $(id); if (el) el.textContent = text; }
+
+  /** Gaussian rewards: real-valued means, Normal-Inverse-Gamma posteriors (a state without
+   * reward_type, e.g. an older report's, tells by its posteriors). */
+  function isGaussian() {
+    var st = S.state;
+    if (!st) return false;
+    if (st.reward_type) return st.reward_type === "gaussian";
+    return (st.variants || []).some(function (v) { return v.posterior && num(v.posterior.mu); });
+  }
 
   function pad(n, w) { var s = String(n); while (s.length < (w || 2)) s = "0" + s; return s; }
 
@@ -228,6 +267,13 @@
       ["Running for", duration(num(st.started_at) ? referenceTime() - st.started_at : NaN), num(st.started_at) ? "since " + clock(st.started_at, referenceTime()) : ""],
       ["Promotion rule", esc(ruleText.join(", ") || "–"), "", true],
     ];
+    var up = st.holdout_uplift;
+    if (up && num(up.uplift)) {
+      var ci = up.credible_interval || [];
+      var digits = isGaussian() ? 3 : 4;
+      cards.push(["Uplift vs holdout", signed(up.uplift, digits),
+        esc(up.variant) + " vs " + esc(up.holdout) + " · [" + signed(ci[0], digits) + ", " + signed(ci[1], digits) + "] · P(&gt; 0) " + pct(up.prob_positive, 0)]);
+    }
     $("overview").innerHTML = cards.map(function (c) {
       return '<div class="card"><div class="label">' + c[0] + '</div><div class="value' + (c[3] ? " small" : "") + '">' + c[1] + "</div>" +
         (c[2] ? '<div class="detail">' + c[2] + "</div>" : "") + "</div>";
@@ -258,7 +304,7 @@
       return '<tr class="' + (st.champion === v.name ? "is-champion" : "") + '" data-variant="' + esc(v.name) + '">' +
         '<td><span class="vname"><span class="swatch" style="background:' + c + '"></span>' + esc(v.name) + "</span>" + tags + "</td>" +
         "<td>" + fixed(v.mean, 4) + '<span class="ci">[' + fixed(ci[0], 3) + ", " + fixed(ci[1], 3) + "]</span></td>" +
-        '<td class="muted">' + (num(post.alpha) ? "α " + fixed(post.alpha, 0) + " · β " + fixed(post.beta, 0) : "–") + "</td>" +
+        '<td class="muted">' + posteriorText(post) + "</td>" +
         "<td>" + bar(v.prob_best, c) + "</td>" +
         "<td>" + loss(v.expected_loss) + "</td>" +
         "<td>" + bar(v.traffic_share, c) + "</td>" +
@@ -266,6 +312,60 @@
         "<td>" + count(v.rewards) + "</td></tr>";
     });
     $("variants-body").innerHTML = rows.join("") || '<tr><td colspan="8" class="muted">No variants.</td></tr>';
+  }
+
+  /** Beta: α · β (pseudo-counts); NIG: μ · κ · α · β. */
+  function posteriorText(post) {
+    if (num(post.mu)) return "μ " + sig(post.mu) + " · κ " + sig(post.kappa) + " · α " + sig(post.alpha) + " · β " + sig(post.beta);
+    if (num(post.alpha)) return "α " + fixed(post.alpha, 0) + " · β " + fixed(post.beta, 0);
+    return "–";
+  }
+
+  // ---- rendering: model monitoring (online KPIs, drift) -----------------------------------
+
+  var LEVELS = { stable: "#16a34a", moderate: "#d97706", significant: "#dc2626" };
+
+  function renderMonitoring() {
+    var panel = $("monitoring");
+    if (!panel) return;
+    var st = S.state || {};
+    var kpis = st.kpis && typeof st.kpis === "object" ? st.kpis : null;
+    var drift = st.drift && typeof st.drift === "object" ? st.drift : null;
+    panel.hidden = !kpis && !drift;
+    // Variants in the state's order, then any only in the KPIs.
+    var names = (st.variants || []).map(function (v) { return v.name; });
+    Object.keys(kpis || {}).forEach(function (n) { if (names.indexOf(n) < 0) names.push(n); });
+    var shown = names.filter(function (n) { return kpis && kpis[n]; });
+    var rows = shown.map(function (n) {
+      var w = kpis[n].window || {}, l = kpis[n].lifetime || {};
+      return '<tr data-variant="' + esc(n) + '"><td><span class="vname"><span class="swatch" style="background:' + colorOf(n) + '"></span>' +
+        esc(n) + "</span></td>" +
+        "<td>" + fixed(w.accuracy, 3) + "</td><td>" + fixed(w.f1, 3) + "</td><td>" + fixed(w.roc_auc, 3) + "</td>" +
+        "<td>" + count(w.n) + "</td><td>" + fixed(l.accuracy, 3) + "</td><td>" + count(l.n) + "</td></tr>";
+    });
+    var body = $("kpi-body");
+    if (body) body.innerHTML = rows.join("") || '<tr><td colspan="7" class="muted">No KPIs yet: they need labelled feedback.</td></tr>';
+    var table = $("kpi-table");
+    if (table) table.setAttribute("data-variants", JSON.stringify(shown));
+    var box = $("drift-summary");
+    if (!box) return;
+    box.setAttribute("data-level", drift && drift.level ? drift.level : "");
+    box.setAttribute("data-max-psi", drift && num(drift.max_psi) ? String(drift.max_psi) : "");
+    if (!drift) { box.innerHTML = ""; return; }
+    var rowsText = count(drift.reference_rows) + " reference rows, " + count(drift.live_rows) + " live";
+    if (drift.status !== "ok" || !num(drift.max_psi)) {
+      box.innerHTML = '<span class="label">Drift</span><span class="muted">not enough predictions yet (' + esc(rowsText) + ")</span>";
+      return;
+    }
+    var psis = [];
+    Object.keys(drift.features || {}).forEach(function (k) { psis.push([k, drift.features[k]]); });
+    Object.keys(drift.predictions || {}).forEach(function (k) { psis.push(["predictions of " + k, drift.predictions[k]]); });
+    psis.sort(function (a, b) { return b[1] - a[1]; });
+    var top = psis.slice(0, 3).map(function (p) { return esc(p[0]) + " " + fixed(p[1], 3); }).join(", ");
+    var color = LEVELS[drift.level] || "#475569";
+    box.innerHTML = '<span class="label">Drift</span>max PSI <strong>' + fixed(drift.max_psi, 3) + "</strong>" +
+      ' <span class="level" style="background:' + color + '">' + esc(drift.level || "?") + "</span>" +
+      '<span class="muted">' + (top ? "largest: " + top + " · " : "") + "vs " + esc(drift.reference || "reference") + " (" + esc(rowsText) + ")</span>";
   }
 
   function renderLegend(names) {
@@ -406,17 +506,31 @@
   /** The y range of the reward chart: around the means and the informative part of the bands,
    * so that the wide prior bands of the first seconds do not squash the rest. */
   function rewardRange(names) {
+    var gaussian = isGaussian();
     var lo = Infinity, hi = -Infinity;
+    // A gaussian reward has no natural scale: a band counts when it is at most 20 times the
+    // narrowest one of the latest point (the prior's bands are wider by orders of magnitude).
+    var last = S.points.length ? S.points[S.points.length - 1].variants || {} : {};
+    var narrowest = Infinity;
+    names.forEach(function (n) {
+      var ci = (last[n] || {}).credible_interval;
+      if (ci && num(ci[0]) && num(ci[1])) narrowest = Math.min(narrowest, ci[1] - ci[0]);
+    });
+    var maxWidth = gaussian ? 20 * narrowest : 0.25;
     S.points.forEach(function (p) {
       names.forEach(function (n) {
         var v = (p.variants || {})[n];
         if (!v) return;
         if (num(v.mean)) { lo = Math.min(lo, v.mean); hi = Math.max(hi, v.mean); }
         var ci = v.credible_interval;
-        if (ci && num(ci[0]) && num(ci[1]) && ci[1] - ci[0] < 0.25) { lo = Math.min(lo, ci[0]); hi = Math.max(hi, ci[1]); }
+        if (ci && num(ci[0]) && num(ci[1]) && ci[1] - ci[0] < maxWidth) { lo = Math.min(lo, ci[0]); hi = Math.max(hi, ci[1]); }
       });
     });
     if (!(hi >= lo)) return [0, 1];
+    if (gaussian) {
+      var gpad = Math.max(0.1 * (hi - lo), 0.02 * Math.max(Math.abs(lo), Math.abs(hi)), 1e-6);
+      return [lo - gpad, hi + gpad];
+    }
     var pad = Math.max(0.1 * (hi - lo), 0.02);
     return [Math.max(0, lo - pad), Math.min(1, hi + pad)];
   }
@@ -441,7 +555,10 @@
         hovertemplate: "%{y:.4f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]<extra>" + esc(n) + "</extra>",
       });
     });
-    var layout = baseLayout({ yaxis: { title: { text: "reward rate", font: { size: 11 } }, tickformat: ".2f", range: rewardRange(names) } });
+    var layout = baseLayout({ yaxis: {
+      title: { text: isGaussian() ? "mean reward" : "reward rate", font: { size: 11 } },
+      tickformat: isGaussian() ? "" : ".2f", range: rewardRange(names),
+    } });
     if (!xs.length) waiting(layout, "waiting for the first points (one every 2 s)");
     Plotly.react(el, withDecisions(bands.concat(lines), layout), layout, PLOT_CONFIG);
     mark(el, plotted, xs.length);
@@ -491,37 +608,67 @@
     return xs.filter(function (x, k) { return k === 0 || x - xs[k - 1] > 1e-9; });
   }
 
+  /** The x range of the posterior chart: around the credible intervals, leaving out those much
+   * wider than the narrowest (a variant still at its prior), within [0, 1] for a rate. */
+  function posteriorRange(intervals, gaussian) {
+    if (!intervals.length) return [0, 1];
+    var narrowest = Math.min.apply(null, intervals.map(function (c) { return c[1] - c[0]; }));
+    var focus = gaussian ? intervals.filter(function (c) { return c[1] - c[0] <= 20 * narrowest; }) : intervals;
+    var a = Math.min.apply(null, focus.map(function (c) { return c[0]; }));
+    var b = Math.max.apply(null, focus.map(function (c) { return c[1]; }));
+    if (gaussian) {
+      var w = Math.max(b - a, 1e-6 + 0.02 * Math.max(Math.abs(a), Math.abs(b)));
+      return [a - 0.5 * w, b + 0.5 * w];
+    }
+    var wb = Math.max(b - a, 0.02);
+    return [Math.max(0, a - 0.5 * wb), Math.min(1, b + 0.5 * wb)];
+  }
+
+  /** Each variant's posterior of its mean reward: the Beta density of a bernoulli rate, the
+   * Student-t marginal of a gaussian mean (never a Beta drawn from NIG parameters). */
   function drawPosterior(names) {
     var el = $("chart-posterior");
+    var gaussian = isGaussian();
+    setText("posterior-title", gaussian ? "Posterior mean reward" : "Posterior reward rate");
+    setText("posterior-hint", gaussian
+      ? "Student-t marginal of each variant's mean reward (Normal-Inverse-Gamma posterior) now; dotted lines at the means"
+      : "Beta density of each variant's reward rate now; dotted lines at the means");
     var variants = ((S.state && S.state.variants) || []).filter(function (v) {
-      return v.posterior && num(v.posterior.alpha) && num(v.posterior.beta) && v.posterior.alpha > 0 && v.posterior.beta > 0;
+      if (gaussian) return nigMarginal(v.posterior) !== null;
+      return v.posterior && num(v.posterior.alpha) && num(v.posterior.beta) && v.posterior.alpha > 0 && v.posterior.beta > 0 && !num(v.posterior.mu);
     });
     var intervals = variants.map(function (v) {
       var ci = v.credible_interval;
-      return ci && num(ci[0]) && num(ci[1]) ? ci : [0, 1];
+      if (ci && num(ci[0]) && num(ci[1])) return ci;
+      var t = gaussian ? nigMarginal(v.posterior) : null;
+      return t ? [t.mu - 4 * t.scale, t.mu + 4 * t.scale] : [0, 1];
     });
-    var lo = 0, hi = 1;
-    if (intervals.length) {
-      var a = Math.min.apply(null, intervals.map(function (c) { return c[0]; }));
-      var b = Math.max.apply(null, intervals.map(function (c) { return c[1]; }));
-      var w = Math.max(b - a, 0.02);
-      lo = Math.max(0, a - 0.5 * w);
-      hi = Math.min(1, b + 0.5 * w);
-    }
-    var xs = densityGrid(lo, hi, intervals);
+    var range = posteriorRange(intervals, gaussian);
+    var lo = range[0], hi = range[1];
+    var visible = intervals.map(function (c) { return [Math.max(lo, c[0]), Math.min(hi, c[1])]; })
+      .filter(function (c) { return c[1] > c[0]; });
+    var xs = densityGrid(lo, hi, visible);
     var traces = variants.map(function (v) {
-      var al = v.posterior.alpha, be = v.posterior.beta, lb = logBeta(al, be);
       var c = colorOf(v.name);
+      var ys, label;
+      if (gaussian) {
+        var t = nigMarginal(v.posterior);
+        ys = xs.map(function (x) { return studentTPdf(x, t.mu, t.scale, t.df); });
+        label = "t(" + sig(t.df) + " df, " + sig(t.mu) + ", " + sig(t.scale) + ")";
+      } else {
+        var al = v.posterior.alpha, be = v.posterior.beta, lb = logBeta(al, be);
+        ys = xs.map(function (x) { return betaPdf(x, al, be, lb); });
+        label = "Beta(" + fixed(al, 0) + ", " + fixed(be, 0) + ")";
+      }
       return {
-        type: "scatter", mode: "lines", name: v.name, x: xs,
-        y: xs.map(function (x) { return betaPdf(x, al, be, lb); }),
+        type: "scatter", mode: "lines", name: v.name, x: xs, y: ys,
         line: { color: c, width: 2 }, fill: "tozeroy", fillcolor: alpha(c, 0.14),
-        hovertemplate: "rate %{x:.4f}<br>density %{y:.2f}<extra>" + esc(v.name) + " Beta(" + fixed(al, 0) + ", " + fixed(be, 0) + ")</extra>",
+        hovertemplate: (gaussian ? "mean %{x:.4g}" : "rate %{x:.4f}") + "<br>density %{y:.3g}<extra>" + esc(v.name) + " " + label + "</extra>",
       };
     });
     var layout = baseLayout({
       hovermode: "closest",
-      xaxis: { type: "linear", range: [lo, hi], title: { text: "reward rate", font: { size: 11 } }, tickformat: ".2f" },
+      xaxis: { type: "linear", range: [lo, hi], title: { text: gaussian ? "mean reward" : "reward rate", font: { size: 11 } }, tickformat: gaussian ? "" : ".2f" },
       yaxis: { title: { text: "density", font: { size: 11 } }, rangemode: "tozero" },
     });
     variants.forEach(function (v) {
@@ -542,11 +689,23 @@
     renderLegend(names);
     drawPosterior(names);
     drawTraffic(names, xs);
+    setText("reward-title", isGaussian() ? "Mean reward" : "Reward rate");
+    setText("prob-best-hint", "posterior probability that each variant has the highest " + (isGaussian() ? "mean reward" : "reward rate"));
     drawReward(names, xs);
     drawProbBest(names, xs);
   }
 
   // ---- rendering: decision timeline -------------------------------------------------------
+
+  /** A drift alarm's largest PSI values (evidence.psi: name -> PSI), on one line. */
+  function psiEvidence(evidence) {
+    var psi = evidence && typeof evidence === "object" ? evidence.psi : null;
+    if (!psi || typeof psi !== "object") return "";
+    var items = Object.keys(psi).filter(function (k) { return num(psi[k]); })
+      .sort(function (a, b) { return psi[b] - psi[a]; }).slice(0, 3)
+      .map(function (k) { return esc(k) + " " + fixed(psi[k], 3); });
+    return items.length ? '<span class="tl-psi">PSI: ' + items.join(", ") + "</span>" : "";
+  }
 
   function renderTimeline() {
     var el = $("timeline");
@@ -565,11 +724,12 @@
         : '<span class="muted">–</span>';
       var evidence = e.evidence && typeof e.evidence === "object" && Object.keys(e.evidence).length
         ? "<details><summary>evidence</summary><pre>" + esc(JSON.stringify(e.evidence, null, 2)) + "</pre></details>" : "";
+      var psi = psiEvidence(e.evidence);
       return '<li class="tl-item" data-action="' + esc(e.action) + '">' +
         '<time datetime="' + (num(e.at) ? new Date(e.at * 1000).toISOString() : "") + '">' + esc(clock(e.at, ref)) + "</time>" +
         '<span class="action" style="background:' + style.color + '">' + esc(e.action || "?") + "</span>" +
         variant +
-        '<span class="tl-reason">' + esc(e.reason || "") + evidence + "</span>" +
+        '<span class="tl-reason">' + esc(e.reason || "") + psi + evidence + "</span>" +
         '<span class="tl-by">' + (e.by ? "by " + esc(e.by) : "") + "</span></li>";
     }).join("");
   }
@@ -578,6 +738,7 @@
     variantOrder(); // colours follow the policy's variant order, whatever is drawn first
     renderOverview();
     renderTable();
+    renderMonitoring();
     renderCharts();
     renderTimeline();
     document.body.setAttribute("data-state", "ready");
@@ -722,7 +883,7 @@
 
   $("experiment-select").addEventListener("change", function (ev) { banner(null); switchTo(ev.target.value); });
 
-  window.gatewayDashboard = { lgamma: lgamma, logBeta: logBeta, betaPdf: betaPdf, state: S };
+  window.gatewayDashboard = { lgamma: lgamma, logBeta: logBeta, betaPdf: betaPdf, studentTPdf: studentTPdf, state: S };
 
   if (typeof Plotly === "undefined") {
     document.body.setAttribute("data-state", "error");

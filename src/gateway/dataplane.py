@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 from opentelemetry import trace
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from ulid import ULID
 
 from gateway import allocation, monitoring
@@ -35,6 +38,7 @@ from gateway.learning.features import FeatureEncoder, FeatureError
 from gateway.policy import Policy
 from gateway.state import experiment_state
 from gateway.store.experiments import ExperimentStore, RewardItem, RewardRules, Snapshot
+from gateway.store.spool import Spool
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import context_from_carrier, current_carrier, tracer
 from gateway.tokens import RewardTokens, TokenClaims
@@ -45,6 +49,9 @@ MAX_REWARDS_PER_BATCH = 1000
 # How long a retraining run may hold its experiment's lock before another may start.
 RETRAIN_LOCK_S = 600.0
 MAX_ID_LEN = 128
+# The store is unreachable: the writes go to the spool instead.
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
+REPLAY_BATCH = 200
 # Request ids become part of Redis keys and tokens; a client may bring its own via x-request-id.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -101,9 +108,14 @@ class DataPlane:
         retrainer: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
         clock: Callable[[], float] = time.time,
         rng: np.random.Generator | None = None,
+        spool: Spool | None = None,
     ):
         self.store = store
         self.tokens = tokens
+        # While Redis is unreachable, records and rewards are acknowledged once durably spooled
+        # here and replayed when it is back; without a spool such calls fail with 503.
+        self.spool = spool
+        self.store_ok = True
         self.max_instances = max_instances
         self.refresh_s = refresh_s
         self.series_every_s = series_every_s
@@ -135,6 +147,9 @@ class DataPlane:
         for name in self.experiments:
             await self.store.ensure_experiment(name, now)
         await self.refresh()
+        if self.spool is not None:
+            await self.spool.adopt_orphans()
+            await self._replay()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def stop(self) -> None:
@@ -150,8 +165,45 @@ class DataPlane:
             await asyncio.sleep(self.refresh_s)
             try:
                 await self.refresh()
-            except Exception:  # Redis away: keep serving from the last allocation
+                if not self.store_ok:
+                    log.warning("the state store is back; replaying %d spooled writes", self.spool.pending() if self.spool else 0)
+                self.store_ok = True
+                await self._replay()
+            except STORE_DOWN:
+                self._store_lost()
+            except Exception:  # keep serving from the last allocation
                 log.warning("posterior refresh failed; serving from cached weights", exc_info=True)
+
+    def _store_lost(self) -> None:
+        if self.store_ok:
+            log.error("the state store is unreachable; serving from cached weights%s",
+                      ", spooling writes to local disk" if self.spool else "")
+        self.store_ok = False
+
+    def readiness(self) -> dict[str, Any]:
+        spooled = self.spool.pending() if self.spool else 0
+        return {
+            "status": "ok" if self.store_ok and not spooled else "degraded",
+            "store": "ok" if self.store_ok else "unreachable",
+            "spooled": spooled,
+        }
+
+    async def _replay(self) -> None:
+        """Apply spooled writes in the order they were taken. Each is safe to repeat, so one
+        that was applied just before a crash and replayed again changes nothing."""
+        if self.spool is None:
+            return
+        while self.spool.pending():
+            batch = await self.spool.peek(REPLAY_BATCH)
+            for _, kind, payload in batch:
+                if kind == "record":
+                    if not await self.store.record_prediction(**payload):
+                        log.error("spooled prediction %s not recorded: its request id was used meanwhile", payload["request_id"])
+                else:
+                    (result,) = await self._apply([payload["item"]], now=payload["received_at"], replaying=True)
+                    if result["status"] == "rejected":
+                        log.error("spooled feedback for %s refused on replay: %s", result["request_id"], result["error"]["message"])
+            await self.spool.delete([i for i, _, _ in batch])
 
     async def refresh(self) -> None:
         """Reload counters; when they or the experiment's status moved, recompute the traffic
@@ -417,8 +469,9 @@ class DataPlane:
         }
         with tracer().start_as_current_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
-            fresh = await self.store.record_prediction(
-                experiment, request_id, variant, record, keep_s, log_entry, deadline=now + window if has_default else None
+            fresh = await self._record(
+                dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
+                     log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8))
             )
         if not fresh:
             raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
@@ -432,6 +485,17 @@ class DataPlane:
             "propensity": propensity,
             "reward_token": token,
         }
+
+    async def _record(self, args: dict[str, Any]) -> bool:
+        if self.store_ok or self.spool is None:
+            try:
+                return await self.store.record_prediction(**args)
+            except STORE_DOWN:
+                if self.spool is None:
+                    raise
+                self._store_lost()
+        await self.spool.put("record", args)
+        return True
 
     def _health(self, experiment: str, variant: str) -> VariantHealth:
         return self.health.setdefault((experiment, variant), VariantHealth())
@@ -536,7 +600,9 @@ class DataPlane:
             results = await self._apply(items)
             for r in results:
                 r.pop("_error", None)
-            summary = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "late", "rejected")}
+            summary = {
+                s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "late", "queued", "rejected")
+            }
             return 200, {"results": results, **summary}
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object: one feedback item or {'rewards': [...]}", code="invalid_body")
@@ -544,7 +610,7 @@ class DataPlane:
         if result["status"] == "rejected":
             err = result.pop("_error")
             raise err
-        return 200, result
+        return (202 if result["status"] == "queued" else 200), result
 
     def _validate_item(self, item: Any, now: float) -> tuple[str, TokenClaims, float | None, Any]:
         if not isinstance(item, dict):
@@ -571,8 +637,8 @@ class DataPlane:
             raise Unprocessable("label: a value or a list of values, one per instance", code="invalid_label")
         return rid, claims, reward, label
 
-    async def _apply(self, items: list[Any]) -> list[dict[str, Any]]:
-        now = self.clock()
+    async def _apply(self, items: list[Any], now: float | None = None, replaying: bool = False) -> list[dict[str, Any]]:
+        now = self.clock() if now is None else now
         results: list[dict[str, Any]] = [{} for _ in items]
         pending: list[tuple[int, str, TokenClaims, float | None, Any]] = []
         for i, item in enumerate(items):
@@ -581,18 +647,28 @@ class DataPlane:
                 pending.append((i, *self._validate_item(item, now)))
             except GatewayError as err:
                 results[i] = _rejected(rid, err)
-        await self._rewards_from_labels(pending, results)
-        ready = [p for p in pending if not results[p[0]]]
-        with tracer().start_as_current_span("redis.apply_rewards") as span:
-            span.set_attributes({"db.system": "redis", "gateway.reward_items": len(ready)})
-            outcomes = await self.store.apply_rewards(
-                [
-                    RewardItem(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label))
-                    for _, rid, c, r, label in ready
-                ],
-                now,
-                {name: rt.reward_rules for name, rt in self.experiments.items()},
-            )
+        if not self.store_ok and self.spool is not None and not replaying:
+            return await self._queue(items, pending, results, now)
+        try:
+            await self._rewards_from_labels(pending, results)
+            ready = [p for p in pending if not results[p[0]]]
+            with tracer().start_as_current_span("redis.apply_rewards") as span:
+                span.set_attributes({"db.system": "redis", "gateway.reward_items": len(ready)})
+                outcomes = await self.store.apply_rewards(
+                    [
+                        RewardItem(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label))
+                        for _, rid, c, r, label in ready
+                    ],
+                    now,
+                    {name: rt.reward_rules for name, rt in self.experiments.items()},
+                )
+        except STORE_DOWN:
+            if self.spool is None or replaying:
+                raise
+            self._store_lost()
+            # The reward script claims each request once: any item applied before the cut is
+            # a harmless duplicate when replayed.
+            return await self._queue(items, pending, [r if r.get("status") == "rejected" else {} for r in results], now)
         server_span = trace.get_current_span()
         for (i, rid, claims, reward, _), (outcome, traceparent) in zip(ready, outcomes):
             if outcome == "accepted" and traceparent:
@@ -609,10 +685,25 @@ class DataPlane:
                 results[i] = _rejected(rid, TooManyRequests(
                     f"this unit already sent {limit.max_per_unit} rewards within {limit.window_s:g} s",
                     code="reward_quota_exceeded"))
+            elif outcome == "unknown" and self.spool is not None and self.spool.pending() and not replaying:
+                # Its prediction may still be in the spool, waiting to be replayed.
+                await self.spool.put("reward", {"item": items[i], "received_at": now})
+                results[i] = {"request_id": rid, "status": "queued", "variant": claims.variant, "reward": reward}
             elif outcome == "unknown":
                 results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
             else:
                 results[i] = _rejected(rid, Forbidden("the token is for another variant", code="token_invalid"))
+        for r in results:
+            self.metrics.rewards.add(1, {"outcome": r["status"]})
+        return results
+
+    async def _queue(self, items: list[Any], pending: list, results: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """Spool the valid items (durably, then acknowledged as 'queued'); the rest keep their
+        rejection."""
+        valid = [p for p in pending if not results[p[0]]]
+        await self.spool.put_many([("reward", {"item": items[i], "received_at": now}) for i, *_ in valid])
+        for i, rid, claims, reward, _ in valid:
+            results[i] = {"request_id": rid, "status": "queued", "variant": claims.variant, "reward": reward}
         for r in results:
             self.metrics.rewards.add(1, {"outcome": r["status"]})
         return results

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 import schemathesis
@@ -16,11 +17,12 @@ from schemathesis.specs.openapi.definitions import OPENAPI_30
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from gateway import monitoring
 from gateway.api.app import create_app
 from gateway.api.oip import encode_response, model_metadata, server_metadata
 from gateway.api.openapi import OPENAPI_PATH, openapi_document, openapi_routes
 from gateway.dataplane import DataPlane, _rejected
-from gateway.errors import Forbidden, NotFound, Unprocessable
+from gateway.errors import Forbidden, NotFound, TooManyRequests, Unprocessable
 from gateway.policy import parse_policy
 from gateway.state import experiment_state
 from gateway.store.experiments import ArmCounts, ExperimentStore, Snapshot
@@ -173,7 +175,7 @@ def test_status_codes_per_route(doc):
     predict = ops[("/v1/experiments/{experiment}/predict", "POST")]
     assert set(predict["responses"]) == {"200", "400", "404", "409", "413", "422", "503"}
     for path in ("/v1/rewards", "/reward"):
-        assert set(ops[(path, "POST")]["responses"]) == {"200", "400", "403", "404", "413", "422"}
+        assert set(ops[(path, "POST")]["responses"]) == {"200", "202", "400", "403", "404", "413", "422", "429", "503"}
     for key in ADMIN - {("/v1/experiments/{experiment}/retrain", "POST")}:
         assert set(ops[key]["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "422"}
     retrain = ops[("/v1/experiments/{experiment}/retrain", "POST")]
@@ -243,13 +245,89 @@ def test_experiment_state_matches(doc):
         {"at": 4.0, "by": "retrainer", "trigger": "labels", "rows": 900, "action": "challenger_added",
          "variant": "xgb-r1", "outcome": "admitted", "reason": None, "window": [1.0, 2.0]},
     ]
-    state = experiment_state(POLICY, Snapshot(arms=arms, meta=meta), history)
+    state = served(experiment_state(POLICY, Snapshot(arms=arms, meta=meta), history))
+    assert state["holdout_uplift"]["variant"] == "logreg" and state["discount"] is None
     check(doc, "ExperimentState", state)
     check(doc, "ExperimentList", {"experiments": [state]})
-    fresh = experiment_state(POLICY, Snapshot(arms={}, meta={}), [])
+    fresh = served(experiment_state(POLICY, Snapshot(arms={}, meta={}), []))
     assert fresh["champion"] is None and fresh["started_at"] is None
+    assert fresh["kpis"] is None and fresh["drift"] is None  # before the first monitoring pass
     check(doc, "ExperimentState", fresh)
     assert any(v["prob_best"] is None for v in fresh["variants"])  # the holdout
+
+
+def served(state: dict[str, Any], kpis: Any = None, drift: Any = None) -> dict[str, Any]:
+    """The state as GET /v1/experiments/{e} answers it: DataPlane.state adds these."""
+    return {**state, "srm": {"expected": {}, "observed": {}, "p_value": None, "mismatch": False},
+            "kpis": kpis, "drift": drift}
+
+
+def test_a_state_without_the_data_plane_fields_is_refused(doc):
+    state = experiment_state(POLICY, Snapshot(arms={}, meta={}), [])
+    with pytest.raises(jsonschema.ValidationError, match="kpis"):
+        check(doc, "ExperimentState", {**served(state), "kpis": "none"})
+    with pytest.raises(jsonschema.ValidationError, match="'drift' is a required property"):
+        check(doc, "ExperimentState", {k: v for k, v in served(state).items() if k != "drift"})
+
+
+GAUSSIAN = parse_policy(
+    {
+        "experiment": "revenue",
+        "features": [{"name": "x"}],
+        "reward": {"type": "gaussian"},
+        "algorithm": "discounted_thompson",
+        "discount": 0.99,
+        "holdout": {"variant": "base", "fraction": 0.1},
+        "variants": [{"name": "base", "model": "a.m"}, {"name": "b", "model": "b.m"}, {"name": "c", "model": "c.m"}],
+    }
+)
+
+
+def test_gaussian_state_with_discount_matches(doc):
+    arms = {"b": ArmCounts(rewards=20, reward_sum=-50.0, reward_sq_sum=200.0, requests=25), "c": ArmCounts(requests=2)}
+    state = served(experiment_state(GAUSSIAN, Snapshot(arms=arms, meta={"started_at": "1.0"}), []))
+    assert state["reward_type"] == "gaussian"
+    assert set(state["variants"][1]["posterior"]) == {"mu", "kappa", "alpha", "beta"}
+    assert state["variants"][1]["mean"] < 0  # a real-valued reward
+    assert state["discount"]["gamma"] == 0.99 and set(state["discount"]["effective_rewards"]) == {"b", "c"}
+    check(doc, "ExperimentState", state)
+    # A posterior is one model or the other, never a mix.
+    with pytest.raises(jsonschema.ValidationError):
+        check(doc, "VariantState", {**state["variants"][1], "posterior": {"mu": 1.0, "alpha": 2.0, "beta": 1.0}})
+
+
+def decisions(shift: float, rng: np.random.Generator, n: int = 60) -> list[dict[str, str]]:
+    """Decision-log entries as the store returns them (rows and predictions as JSON)."""
+    return [
+        {"x": json.dumps([[float(rng.normal(shift, 1)), "pro" if rng.random() < 0.5 else "basic"]]),
+         "pred": json.dumps([int(rng.random() < 0.5)]), "variant": ["logreg", "xgb"][i % 2]}
+        for i in range(n)
+    ]
+
+
+def test_kpis_drift_and_drift_alarm_match(doc):
+    policy = POLICY.model_copy(update={"monitoring": POLICY.monitoring.model_copy(update={"min_drift_rows": 20})})
+    rng = np.random.default_rng(0)
+    drift = monitoring.drift_report(policy, decisions(0.0, rng), decisions(2.0, rng), "first predictions served")
+    assert drift["status"] == "ok" and drift["level"] == "significant"
+    too_few = monitoring.drift_report(policy, decisions(0.0, rng, 3), decisions(0.0, rng), "training window of xgb")
+    assert too_few["max_psi"] is None and too_few["level"] is None
+    feedback = [
+        {"variant": "logreg", "label": "[1]", "pred": "[1]", "scores": "[0.8]"},
+        {"variant": "logreg", "label": "[0]", "pred": "[1]", "scores": "[0.6]"},
+        {"variant": "xgb", "label": "[0]", "pred": "[0]"},
+    ]
+    counts = {"logreg": {"tp": 3, "fp": 1, "tn": 2, "fn": 0, "correct": 5}}
+    kpis = monitoring.variant_kpis(policy.variant_names, counts, monitoring.window_kpis(feedback, 50))
+    assert kpis["logreg"]["window"]["roc_auc"] == 1.0 and kpis["base"]["window"]["accuracy"] is None
+    alarm = {"action": "drift_alarm", "at": 5.0, "by": "monitor", "reason": "PSI 4.652 exceeds retrain.drift_psi 0.25",
+             "evidence": {"psi": {"tenure": 4.65, "prediction:xgb": 0.02}, "reference": "first predictions served",
+                          "reference_rows": 60, "live_rows": 60}}
+    state = experiment_state(policy, Snapshot(arms={}, meta={}), [alarm])
+    for d in (drift, too_few):
+        check(doc, "ExperimentState", served(state, kpis, d))
+    with pytest.raises(jsonschema.ValidationError):
+        check(doc, "ExperimentState", served(state, kpis, {**drift, "level": "alarming"}))
 
 
 SERIES_FIELDS = ("traffic_share", "prob_best", "mean", "credible_interval", "requests", "rewards")
@@ -290,10 +368,18 @@ def test_error_bodies_match(doc):
 
 def test_reward_bodies_match(doc):
     accepted = {"request_id": "r1", "status": "accepted", "variant": "xgb", "reward": 1.0}
+    late = {"request_id": "r3", "status": "late", "variant": "xgb", "reward": 0.0}
     rejected = _rejected("r2", Forbidden("x", code="token_missing"))
     rejected.pop("_error")
+    over_quota = _rejected("r4", TooManyRequests("this unit already sent 5 rewards", code="reward_quota_exceeded"))
+    over_quota.pop("_error")
+    assert over_quota["http_status"] == 429
     check(doc, "RewardResponse", accepted)
-    check(doc, "RewardResponse", {"results": [accepted, rejected], "accepted": 1, "duplicate": 0, "rejected": 1})
+    check(doc, "RewardResponse", late)
+    check(doc, "RewardResponse", {"results": [accepted, late, rejected, over_quota], "accepted": 1, "duplicate": 0,
+                                  "late": 1, "queued": 0, "rejected": 2})
+    with pytest.raises(jsonschema.ValidationError):  # a batch always counts its late items
+        check(doc, "BatchRewardResponse", {"results": [accepted], "accepted": 1, "duplicate": 0, "rejected": 0})
     check(doc, "RewardItem", {"request_id": "r1", "token": "t", "reward": 0.5})
     check(doc, "RewardItem", {"request_id": "r1", "token": "t", "label": [1, 0]})
     with pytest.raises(jsonschema.ValidationError):

@@ -148,7 +148,9 @@ def create_app(
         return 200, await plane.series(request.path_params["experiment"], since_t)
 
     async def healthz(request: Request, request_id: str) -> tuple[int, Any]:
-        return 200, {"status": "ok", "experiments": plane.experiment_names()}
+        # Serving goes on while the state store is away (cached weights, spooled writes): still
+        # 200, with the status saying so.
+        return 200, {**plane.readiness(), "experiments": plane.experiment_names()}
 
     def admin(action: Callable[..., Awaitable[Any]]) -> Handler:
         """An operator route: checked credentials, an optional JSON body, path params as args."""

@@ -66,6 +66,52 @@ def _schemas() -> dict[str, Any]:
         "prediction. The policy turns it into a reward (1 when it equals the prediction).",
         "anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}, {"type": "array", "items": {}}],
     }
+    unit = {"type": "number", "minimum": 0, "maximum": 1}
+    positive = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+    interval = {
+        "type": "array",
+        "minItems": 2,
+        "maxItems": 2,
+        "items": number,
+        "description": "The 95% credible interval.",
+    }
+    # A ratio of the confusion counts: null while its denominator is zero.
+    ratio = {"type": "number", "nullable": True, "minimum": 0, "maximum": 1}
+    # Inline, not a component: in OpenAPI 3.0 `nullable` beside a $ref is ignored.
+    drift_report = {
+        "type": "object",
+        "description": "Population stability index of every feature, the newest `monitoring.window` "
+        "predictions against the reference, and of each variant's predictions against its own in the "
+        "reference. Null until this router replica's first monitoring pass (every 10 s).",
+        "required": ["reference", "reference_rows", "live_rows", "features", "predictions", "max_psi", "level",
+                     "status"],
+        "properties": {
+            "reference": {
+                "type": "string",
+                "description": "`training window of <champion>`, or `first predictions served`.",
+            },
+            "reference_rows": count,
+            "live_rows": count,
+            "features": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
+                         "description": "PSI per feature."},
+            "predictions": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
+                            "description": "PSI of the predictions, per variant."},
+            "max_psi": {"type": "number", "nullable": True, "minimum": 0},
+            "level": {
+                "type": "string",
+                "nullable": True,
+                "enum": ["stable", "moderate", "significant", None],
+                "description": "The reading of `max_psi`: below 0.1 stable, below 0.25 moderate, else "
+                "significant.",
+            },
+            "status": {
+                "type": "string",
+                "enum": ["ok", "insufficient_data"],
+                "description": "insufficient_data: too few rows on either side (`monitoring.min_drift_rows`); "
+                "no PSI is given then.",
+            },
+        },
+    }
     tensor_data = {
         "type": "array",
         "description": "The elements in row-major order, flat or nested.",
@@ -164,13 +210,19 @@ def _schemas() -> dict[str, Any]:
         },
         "RewardResult": {
             "type": "object",
-            "description": "Feedback taken (`accepted`) or already taken before (`duplicate`, which changes nothing).",
+            "description": "Feedback taken (`accepted`), already taken before (`duplicate`, which changes "
+            "nothing), or `late`: it came after the reward window, once the policy's default reward had been "
+            "applied; it is kept for retraining but the bandit does not learn from it. `queued` (HTTP 202 for "
+            "a single item): the state store is unreachable and the item is durably spooled on the router's disk; "
+            "it is applied, exactly once, when the store is back.",
             "required": ["request_id", "status", "variant", "reward"],
             "properties": {
                 "request_id": {"type": "string"},
-                "status": {"type": "string", "enum": ["accepted", "duplicate"]},
+                "status": {"type": "string", "enum": ["accepted", "duplicate", "late", "queued"]},
                 "variant": {"type": "string", "description": "The variant that served the request."},
-                "reward": {"type": "number", "description": "The reward applied (from `label` if none was given)."},
+                "reward": {"type": "number", "nullable": True,
+                           "description": "The reward applied (from `label` if none was given); null for a queued "
+                           "label, whose reward is worked out when it is applied."},
             },
         },
         "RejectedReward": {
@@ -181,7 +233,7 @@ def _schemas() -> dict[str, Any]:
                 "request_id": {"type": "string", "nullable": True},
                 "status": {"type": "string", "enum": ["rejected"]},
                 "error": _ref("ErrorDetail"),
-                "http_status": {"type": "integer", "enum": [403, 404, 422]},
+                "http_status": {"type": "integer", "enum": [403, 404, 422, 429]},
             },
         },
         "RewardResponse": {
@@ -190,7 +242,7 @@ def _schemas() -> dict[str, Any]:
         },
         "BatchRewardResponse": {
             "type": "object",
-            "required": ["results", "accepted", "duplicate", "rejected"],
+            "required": ["results", "accepted", "duplicate", "late", "queued", "rejected"],
             "properties": {
                 "results": {
                     "type": "array",
@@ -199,6 +251,8 @@ def _schemas() -> dict[str, Any]:
                 },
                 "accepted": count,
                 "duplicate": count,
+                "late": count,
+                "queued": count,
                 "rejected": count,
             },
         },
@@ -213,18 +267,12 @@ def _schemas() -> dict[str, Any]:
                 "name": {"type": "string"},
                 "role": {"type": "string", "enum": ["arm", "holdout"]},
                 "posterior": {
-                    "type": "object",
-                    "required": ["alpha", "beta"],
-                    "properties": {"alpha": number, "beta": number},
+                    "description": "Beta(alpha, beta) of the reward rate for a bernoulli reward; "
+                    "Normal-Inverse-Gamma(mu, kappa, alpha, beta) for a gaussian one (see `reward_type`).",
+                    "oneOf": [_ref("BetaPosterior"), _ref("NormalInverseGammaPosterior")],
                 },
-                "mean": number,
-                "credible_interval": {
-                    "type": "array",
-                    "minItems": 2,
-                    "maxItems": 2,
-                    "items": number,
-                    "description": "The 95% credible interval of the mean.",
-                },
+                "mean": {"type": "number", "description": "Posterior mean reward."},
+                "credible_interval": {**interval, "description": "The 95% credible interval of the mean reward."},
                 "prob_best": {
                     "type": "number",
                     "nullable": True,
@@ -239,20 +287,39 @@ def _schemas() -> dict[str, Any]:
                 "reward_sum": number,
             },
         },
+        "BetaPosterior": {
+            "type": "object",
+            "description": "Beta(alpha, beta): the posterior of a bernoulli reward rate.",
+            "required": ["alpha", "beta"],
+            "additionalProperties": False,
+            "properties": {"alpha": positive, "beta": positive},
+        },
+        "NormalInverseGammaPosterior": {
+            "type": "object",
+            "description": "Normal-Inverse-Gamma(mu, kappa, alpha, beta) of a gaussian reward: sigma^2 ~ "
+            "InvGamma(alpha, beta), mean | sigma^2 ~ N(mu, sigma^2 / kappa). The mean reward's marginal is a "
+            "Student t with 2 alpha degrees of freedom, location mu and scale sqrt(beta / (alpha kappa)).",
+            "required": ["mu", "kappa", "alpha", "beta"],
+            "additionalProperties": False,
+            "properties": {"mu": number, "kappa": positive, "alpha": positive, "beta": positive},
+        },
         "HistoryEntry": {
             "type": "object",
             "description": "A decision: a promotion (by the rule or an operator), a rollback (by an operator or "
             "a guardrail), a pause, a resume, a retired variant, a retraining run and the challenger it "
-            "added. Fields beyond these depend on the action (`previous`, `from_variant`, `weights`, "
+            "added, a drift alarm (by the monitor; `evidence` has the largest PSI per feature, or per "
+            "`prediction:<variant>`, the `reference` window and the `reference_rows` and `live_rows` "
+            "compared). Fields beyond these depend on the action (`previous`, `from_variant`, `weights`, "
             "`resume_to`, `outcome`, `trigger`, `rows`, ...).",
             "required": ["action", "at", "by", "reason"],
             "properties": {
                 "action": {
                     "type": "string",
-                    "description": "promote, rollback, pause, resume, retire, retrain, challenger_added, ...",
+                    "description": "promote, rollback, pause, resume, retire, retrain, challenger_added, "
+                    "drift_alarm, ...",
                 },
                 "at": {"type": "number", "description": "Unix time in seconds."},
-                "by": {"type": "string", "description": "rule, admin, guardrail or retrainer."},
+                "by": {"type": "string", "description": "rule, admin, guardrail, retrainer or monitor."},
                 "reason": {"type": "string", "nullable": True},
                 "variant": {"type": "string", "nullable": True},
                 "evidence": {"type": "object", "additionalProperties": True},
@@ -260,33 +327,68 @@ def _schemas() -> dict[str, Any]:
         },
         "PromotionRule": {
             "type": "object",
-            "required": ["prob_best", "max_expected_loss", "min_samples", "min_duration_s"],
+            "required": ["prob_best", "max_expected_loss", "min_samples", "min_duration_s", "alpha", "tau2"],
             "properties": {
                 "prob_best": number,
                 "max_expected_loss": number,
                 "min_samples": {"type": "integer"},
                 "min_duration_s": number,
+                "alpha": {"type": "number", "description": "Error level of the anytime-valid test."},
+                "tau2": {"type": "number", "description": "Mixture variance of the anytime-valid test."},
             },
         },
         "ExperimentState": {
             "type": "object",
             "required": [
-                "name", "experiment", "status", "champion", "allocation", "started_at", "promotion_rule",
-                "variants", "history", "totals",
+                "name", "experiment", "status", "champion", "reward_type", "allocation", "started_at",
+                "promotion_rule", "variants", "holdout_uplift", "discount", "history", "totals", "srm", "kpis",
+                "drift",
             ],
             "properties": {
                 "name": {"type": "string"},
                 "experiment": {"type": "string", "description": "The same as `name`."},
                 "status": {"type": "string", "enum": ["exploring", "promoted", "paused"]},
                 "champion": {"type": "string", "nullable": True},
+                "reward_type": {
+                    "type": "string",
+                    "enum": ["bernoulli", "gaussian"],
+                    "description": "bernoulli: rewards in [0, 1], Beta posteriors; gaussian: real rewards, "
+                    "Normal-Inverse-Gamma posteriors.",
+                },
                 "allocation": {
                     "type": "string",
-                    "enum": ["burn_in", "thompson", "promoted", "paused"],
-                    "description": "How traffic is split now.",
+                    "enum": ["burn_in", "thompson", "top_two_thompson", "discounted_thompson", "promoted", "paused"],
+                    "description": "How traffic is split now: uniformly until every arm has its burn-in rewards, "
+                    "then by the policy's algorithm; all to the champion once promoted; frozen while paused.",
                 },
                 "started_at": {"type": "number", "nullable": True},
                 "promotion_rule": _ref("PromotionRule"),
                 "variants": {"type": "array", "items": _ref("VariantState")},
+                "holdout_uplift": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "With a holdout: the posterior of (mean reward of `variant`) - (mean reward of "
+                    "the holdout), for the champion or else the arm most likely to be best. Null without a holdout.",
+                    "required": ["variant", "holdout", "uplift", "credible_interval", "prob_positive"],
+                    "properties": {
+                        "variant": {"type": "string"},
+                        "holdout": {"type": "string"},
+                        "uplift": {"type": "number", "description": "Difference of the posterior means."},
+                        "credible_interval": interval,
+                        "prob_positive": {**unit, "description": "Posterior probability that the uplift is positive."},
+                    },
+                },
+                "discount": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "discounted_thompson only (null otherwise): the discount per reward and, per "
+                    "live arm, the discounted number of rewards the traffic split is based on.",
+                    "required": ["gamma", "effective_rewards"],
+                    "properties": {
+                        "gamma": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1},
+                        "effective_rewards": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+                    },
+                },
                 "history": {"type": "array", "items": _ref("HistoryEntry")},
                 "totals": {
                     "type": "object",
@@ -297,6 +399,7 @@ def _schemas() -> dict[str, Any]:
                     "type": "object",
                     "description": "Sample-ratio mismatch: requests served vs expected under the weights in force "
                                    "over time (this router replica's view since it started); mismatch at p < 0.001.",
+                    "required": ["expected", "observed", "p_value", "mismatch"],
                     "properties": {
                         "expected": {"type": "object", "additionalProperties": {"type": "number"}},
                         "observed": {"type": "object", "additionalProperties": {"type": "number"}},
@@ -304,6 +407,45 @@ def _schemas() -> dict[str, Any]:
                         "mismatch": {"type": "boolean"},
                     },
                 },
+                "kpis": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "Online KPIs per variant from labelled feedback: over its whole life (from the "
+                    "confusion counts) and over its newest `monitoring.window` labels. Null until this router "
+                    "replica's first monitoring pass (every 10 s).",
+                    "additionalProperties": _ref("VariantKPIs"),
+                },
+                "drift": {**drift_report, "nullable": True},
+            },
+        },
+        "VariantKPIs": {
+            "type": "object",
+            "required": ["lifetime", "window"],
+            "properties": {
+                "lifetime": _ref("KPIFigures"),
+                "window": {
+                    "allOf": [_ref("KPIFigures"), {"required": ["roc_auc", "n_scored"]}],
+                    "description": "The newest `monitoring.window` labels; with a ROC AUC when the model gave scores.",
+                },
+            },
+        },
+        "KPIFigures": {
+            "type": "object",
+            "description": "Binary classification figures, class 1 positive; a ratio is null while undefined.",
+            "required": ["n", "accuracy", "precision", "recall", "f1", "positives", "tp", "fp", "tn", "fn"],
+            "properties": {
+                "n": {**count, "description": "Labelled predictions counted."},
+                "accuracy": ratio,
+                "precision": ratio,
+                "recall": ratio,
+                "f1": ratio,
+                "roc_auc": {**ratio, "description": "Null without scores or with a single class among them."},
+                "positives": {**count, "description": "Labels of the positive class (tp + fn)."},
+                "tp": count,
+                "fp": count,
+                "tn": count,
+                "fn": count,
+                "n_scored": {**count, "description": "Labelled predictions that came with a score."},
             },
         },
         "ExperimentList": {
@@ -348,9 +490,13 @@ def _schemas() -> dict[str, Any]:
         },
         "Health": {
             "type": "object",
-            "required": ["status", "experiments"],
+            "description": "`degraded` while the state store is unreachable (predictions are served from cached "
+            "weights, writes spooled to local disk) or spooled writes are still being replayed.",
+            "required": ["status", "store", "spooled", "experiments"],
             "properties": {
-                "status": {"type": "string", "enum": ["ok"]},
+                "status": {"type": "string", "enum": ["ok", "degraded"]},
+                "store": {"type": "string", "enum": ["ok", "unreachable"]},
+                "spooled": {"type": "integer", "minimum": 0, "description": "Writes waiting in the local spool."},
                 "experiments": {"type": "array", "items": {"type": "string"}},
             },
         },
@@ -657,12 +803,17 @@ def _rewards(alias: bool) -> dict[str, Any]:
         "summary": ("Alias of POST /v1/rewards" if alias else "Feedback for predictions: one item or a batch"),
         "description": "One item answers with its own status. A batch (`rewards`, up to "
         f"{MAX_REWARDS_PER_BATCH} items) answers 200 with a result per item; each item is applied once, a "
-        "repeated one is answered `duplicate` and changes nothing.",
+        "repeated one is answered `duplicate` and changes nothing. Feedback after the reward window, once the "
+        "policy's default reward was applied, is answered `late`: kept for retraining, not learned.",
         "requestBody": _body({"anyOf": [_ref("RewardItem"), _ref("RewardBatch")]}),
         "responses": {
             "200": _json_response(
                 "The item's result, or the batch's results",
                 "#/components/schemas/RewardResponse",
+            ),
+            "202": _json_response(
+                "A single item spooled while the state store is unreachable (`queued`); applied when it is back",
+                "#/components/schemas/RewardResult",
             ),
             "400": _error("The body is not JSON (`invalid_json`) or not an object (`invalid_body`)."),
             "403": _error("The token is missing (`token_missing`), malformed, forged, or for another request "
@@ -671,9 +822,13 @@ def _rewards(alias: bool) -> dict[str, Any]:
                           "(`request_expired`), or the token names an experiment no longer served "
                           "(`experiment_not_found`)."),
             "413": _error(TOO_LARGE),
+            "503": _error("The state store is unreachable and the item could not be spooled (`store_unavailable`). "
+                          "Retry: feedback is applied once, however often it is sent."),
             "422": _error("A bad field: `request_id`, `reward` (not a number, not finite, or outside the policy's "
                           "range), `label`, neither reward nor label (`invalid_feedback`); or a bad batch "
                           "(`invalid_rewards`, `too_many_rewards`)."),
+            "429": _error("The request's unit already sent the policy's `reward.max_per_unit` rewards within "
+                          "`reward.window_s` (`reward_quota_exceeded`)."),
         },
     }
     return {"post": operation}

@@ -45,6 +45,8 @@ def build_application(settings: Settings, redis_url: str) -> Application:
         "reward_secret_previous": settings.reward_secret_previous,
         "max_instances": settings.max_instances,
         "posterior_refresh_s": settings.posterior_refresh_s,
+        # Where a router spools writes while Redis is unreachable (local disk, per replica).
+        "spool_dir": str(state_dir / "spool"),
     }
     return Router.bind(policy_dicts, variants, redis_url, options, pool, retrainer)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from gateway.dataplane import DataPlane
 from gateway.serving.challengers import ChallengerClient
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
+from gateway.store.spool import Spool
 from gateway.telemetry.metrics import setup_metrics
 from gateway.telemetry.logs import setup_logging
 from gateway.telemetry.tracing import setup_tracing, shutdown_tracing
@@ -59,6 +61,7 @@ class Router:
             refresh_s=options.get("posterior_refresh_s", 0.1),
             challenger_client=lambda e, name, sha: ChallengerClient(challengers, e, name, sha),
             retrainer=lambda e, trigger: retrainer.retrain.remote(e, trigger),
+            spool=Spool(Path(options["spool_dir"])) if options.get("spool_dir") else None,
         )
 
     def __serve_build_asgi_app__(self):

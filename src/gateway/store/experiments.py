@@ -84,7 +84,11 @@ class ExperimentStore:
 
     @classmethod
     def from_url(cls, url: str) -> ExperimentStore:
-        return cls(aioredis.from_url(url, decode_responses=True, health_check_interval=30))
+        # Bounded waits: a hung or unreachable server must fail a call (the router then spools)
+        # rather than hold requests forever.
+        return cls(aioredis.from_url(
+            url, decode_responses=True, health_check_interval=30, socket_timeout=5, socket_connect_timeout=2,
+        ))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -140,13 +144,14 @@ class ExperimentStore:
         ttl_s: float,
         log_entry: dict[str, str] | None,
         deadline: float | None = None,
+        nonce: str | None = None,
     ) -> bool:
         """One round trip: the request record (for exactly-once rewards and label joins), the
         variant's request counter, the decision log and, with a `deadline`, the pending set the
         default reward is applied from. False if the id was already used."""
         record_args = [x for kv in record.items() for x in kv]
         log_args = [x for kv in (log_entry or {}).items() for x in kv]
-        nonce = secrets.token_hex(8)
+        nonce = nonce or secrets.token_hex(8)
 
         def build(pipe):
             pipe.evalsha(

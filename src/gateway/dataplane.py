@@ -534,6 +534,10 @@ class DataPlane:
         started = time.perf_counter()
         try:
             result = await asyncio.wait_for(client.predict(matrix, current_carrier()), self.variant_timeout_s)
+        except Unavailable:
+            # The client's own verdict (e.g. the variant's queue is full): overload, not a fault
+            # of the model, so it does not count against its guardrails.
+            raise
         except Exception as err:
             await self._record_health(rt, variant, False, time.perf_counter() - started)
             kind = "timed out" if isinstance(err, (asyncio.TimeoutError, TimeoutError)) else "failed"

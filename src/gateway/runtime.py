@@ -45,7 +45,7 @@ class LocalGateway:
         if self.settings.redis_url:
             self.redis_url = self.settings.redis_url
         else:
-            self.redis = EmbeddedRedis(self.settings.state_dir).start()
+            self.redis = EmbeddedRedis(self.settings.state_dir, self.settings.appendfsync).start()
             self.redis_url = self.redis.url
         if not ray.is_initialized():
             saved = _signal_handlers()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,12 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default=Path(".gateway"), description="Embedded Redis data (AOF), the model registry and logs."
     )
+    appendfsync: Literal["always", "everysec", "no"] = Field(
+        default="everysec",
+        description="When the embedded Redis fsyncs its append-only file: always (every write; a power loss "
+        "loses nothing acknowledged, slowest), everysec (a power loss or kernel crash can lose the last second; a "
+        "crash of redis-server alone loses nothing), no (the OS decides, typically up to 30 s).",
+    )
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds to.")
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
     admin_token: str | None = Field(
@@ -41,6 +48,15 @@ class Settings(BaseSettings):
         default=0.1, gt=0, le=60, description="How stale the router's cached posteriors may get."
     )
     max_instances: int = Field(default=1000, ge=1, description="Most rows one predict request may carry.")
+    max_ongoing_requests: int = Field(
+        default=200, ge=1, description="Requests one router replica works on at once; more wait in the queue."
+    )
+    max_queued_requests: int = Field(
+        default=1000,
+        ge=1,
+        description="Requests waiting for a router replica (and, per router, for a variant); beyond it the "
+        "gateway answers 503 with Retry-After at once instead of queueing without bound.",
+    )
     ray_address: str | None = Field(
         default=None, description="Join this Ray cluster instead of starting a local one."
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 
 from gateway.bootstrap import as_dict, resolve_artifacts
 from gateway.policy import load_policies
@@ -32,7 +33,10 @@ def build_application(settings: Settings, redis_url: str) -> Application:
         refs = resolve_artifacts(policy, file, state_dir)
         artifacts[name] = {v: as_dict(ref) for v, ref in refs.items()}
         variants[name] = {
-            v: VariantModel.options(name=deployment_name(name, v)).bind(as_dict(ref)) for v, ref in refs.items()
+            v: VariantModel.options(name=deployment_name(name, v), max_queued_requests=settings.max_queued_requests).bind(
+                as_dict(ref)
+            )
+            for v, ref in refs.items()
         }
     policy_dicts = {name: p.model_dump(mode="json") for name, (p, _) in policies.items()}
     registry_root = str(ModelRegistry.in_state_dir(state_dir).root)
@@ -48,7 +52,13 @@ def build_application(settings: Settings, redis_url: str) -> Application:
         # Where a router spools writes while Redis is unreachable (local disk, per replica).
         "spool_dir": str(state_dir / "spool"),
     }
-    return Router.bind(policy_dicts, variants, redis_url, options, pool, retrainer)
+    # Overload: bounded queues everywhere, and a quick 503 + Retry-After beyond them.
+    router = Router.options(
+        max_ongoing_requests=settings.max_ongoing_requests,
+        max_queued_requests=settings.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
+    )
+    return router.bind(policy_dicts, variants, redis_url, options, pool, retrainer)
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -59,5 +69,5 @@ def build_app(args: dict[str, Any]) -> Application:
     if redis_url is None:
         from gateway.serving.redis_actor import embedded_redis_url
 
-        redis_url = embedded_redis_url(str(Path(settings.state_dir).resolve()))
+        redis_url = embedded_redis_url(str(Path(settings.state_dir).resolve()), settings.appendfsync)
     return build_application(settings, redis_url)

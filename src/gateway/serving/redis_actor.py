@@ -12,8 +12,8 @@ NAMESPACE = "gateway"
 
 @ray.remote(num_cpus=0)
 class EmbeddedRedisActor:
-    def __init__(self, state_dir: str):
-        self.server = EmbeddedRedis(state_dir).start()
+    def __init__(self, state_dir: str, appendfsync: str = "everysec"):
+        self.server = EmbeddedRedis(state_dir, appendfsync).start()
 
     def url(self) -> str:
         return self.server.url
@@ -22,8 +22,8 @@ class EmbeddedRedisActor:
         self.server.stop()
 
 
-def embedded_redis_url(state_dir: str) -> str:
+def embedded_redis_url(state_dir: str, appendfsync: str = "everysec") -> str:
     actor = EmbeddedRedisActor.options(
         name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(state_dir)
+    ).remote(state_dir, appendfsync)
     return ray.get(actor.url.remote())

@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from gateway.api.app import create_app
 from gateway.dataplane import DataPlane
+from gateway.errors import Unavailable
 from gateway.serving.challengers import ChallengerClient
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
@@ -30,7 +32,10 @@ class HandleClient:
         self.handle = handle
 
     async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:
-        return await self.handle.predict.remote(matrix, carrier)
+        try:
+            return await self.handle.predict.remote(matrix, carrier)
+        except BackPressureError:
+            raise Unavailable("the variant is at capacity (max_queued_requests); retry shortly", code="overloaded") from None
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)

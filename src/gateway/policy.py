@@ -24,6 +24,11 @@ class Feature(_Strict):
     name: Name
     type: Literal["numeric", "categorical"] = "numeric"
     values: tuple[str, ...] | None = None
+    # error: a null (or, for a categorical feature, a value outside `values`) is refused with
+    # 422; impute: it is accepted, and the model's pipeline fills it in (a numeric null becomes
+    # NaN: the median for linear models, a learned branch for tree models; an unknown category
+    # encodes as none of the known ones).
+    missing: Literal["error", "impute"] = "error"
 
     @model_validator(mode="after")
     def _categorical_needs_values(self) -> Feature:

@@ -164,3 +164,20 @@ def test_training_is_seeded(data):
     b = train("xgboost", X, y, seed=3)
     np.testing.assert_array_equal(predict(a, X_test)[1], predict(b, X_test)[1])
     assert a.get_params()["n_jobs"] == 1
+
+
+@pytest.mark.parametrize("algorithm", ["logistic_regression", "xgboost", "hist_gradient_boosting"])
+def test_models_trained_with_missing_values_predict_rows_with_missing_values(tmp_path, algorithm):
+    # Features declared `missing: impute` arrive as NaN: every model's pipeline must fill them in,
+    # and survive a save / load round trip (skops trusts the imputer).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    model = train(algorithm, X, y, seed=0)
+    path = tmp_path / ("m.ubj" if algorithm == "xgboost" else "m.skops")
+    digest = save_model(model, path)
+    loaded = load_model(path, expected_sha256=digest)
+    rows = np.array([[np.nan, 1.0, 0.0], [2.0, np.nan, np.nan]])
+    labels, _ = predict(loaded, rows)
+    assert labels.shape == (2,) and set(labels.tolist()) <= {0, 1}

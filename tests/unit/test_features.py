@@ -116,3 +116,26 @@ def test_example_message_from_the_docs():
     enc = FeatureEncoder([Feature(name="plan", type="categorical", values=("basic", "pro"))])
     err = _err(enc, [["pro"], ["basic"], ["gold"]])
     assert str(err) == "instances[2].plan: 'gold' is not one of ['basic', 'pro']"
+
+
+def test_a_feature_declared_imputable_accepts_nulls_and_unknown_categories():
+    from gateway.policy import Feature
+
+    enc = FeatureEncoder([
+        Feature(name="tenure", missing="impute"),
+        Feature(name="plan", type="categorical", values=("basic", "pro"), missing="impute"),
+    ])
+    m = enc.encode([[None, "pro"], [3.0, None], [4.0, "platinum"]])
+    assert np.isnan(m[0, 0]) and m[0, 1:].tolist() == [0.0, 1.0]
+    assert m[1].tolist() == [3.0, 0.0, 0.0]
+    assert m[2].tolist() == [4.0, 0.0, 0.0]  # an unknown category is none of the known ones
+
+
+def test_without_impute_nulls_and_unknown_categories_are_refused_naming_the_field():
+    from gateway.policy import Feature
+
+    enc = FeatureEncoder([Feature(name="tenure"), Feature(name="plan", type="categorical", values=("basic",))])
+    with pytest.raises(FeatureError, match=r"instances\[0\]\.tenure"):
+        enc.encode([[None, "basic"]])
+    with pytest.raises(FeatureError, match=r"instances\[0\]\.plan"):
+        enc.encode([[1.0, "gold"]])

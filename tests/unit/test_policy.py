@@ -48,7 +48,7 @@ def test_the_repository_default_policy_loads():
     assert policy.variant_names == ["logreg", "xgb"]
     assert [f.name for f in policy.features] == ["tenure", "monthly_charges", "support_calls", "plan"]
     assert policy.features[3].values == ("basic", "pro", "enterprise")
-    assert policy.promotion.min_samples == 500
+    assert policy.promotion.min_samples == 200
     assert policy.reward.type == "bernoulli"
 
 

@@ -28,6 +28,8 @@ XGBOOST_SUFFIXES = (".ubj", ".json")
 TRUSTED_SKOPS_TYPES: frozenset[str] = frozenset(
     {
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        # SimpleImputer keeps the dtype it was fitted on; a dtype is plain data, no code.
+        "numpy.dtype",
     }
 )
 
@@ -66,11 +68,18 @@ def train(algorithm: str, X: np.ndarray, y: np.ndarray, seed: int = 0) -> Any:
         raise ValueError("training needs labels from both classes")
     y = y.astype(np.int64)
     if algorithm == "logistic_regression":
+        from sklearn.impute import SimpleImputer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
-        model: Any = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=1000))])
+        # Missing numeric inputs (features declared `missing: impute`) arrive as NaN; tree models
+        # route NaN themselves, a linear model needs them filled.
+        model: Any = Pipeline([
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("clf", LogisticRegression(max_iter=1000)),
+        ])
     elif algorithm == "hist_gradient_boosting":
         from sklearn.ensemble import HistGradientBoostingClassifier
 

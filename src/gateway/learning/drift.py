@@ -128,7 +128,9 @@ def feature_drift(policy: Policy, train_rows: list, live_rows: list, bins: int =
     col = 0
     for f in policy.features:
         if f.type == "numeric":
-            out[f.name] = psi(train[:, col], live[:, col], bins=bins)
+            # Missing values (NaN, imputed by the model) are left out of the comparison.
+            ref, now = train[:, col], live[:, col]
+            out[f.name] = psi(ref[np.isfinite(ref)], now[np.isfinite(now)], bins=bins)
             col += 1
         else:
             width = len(f.values or ())

@@ -92,6 +92,10 @@ class FeatureEncoder:
             for j, value in enumerate(values):
                 col = self._offsets[j]
                 table = self._onehot[j]
+                imputable = self._features[j].missing == "impute"
+                if table is None and value is None and imputable:
+                    out_row[col] = math.nan  # the model's pipeline imputes it
+                    continue
                 if table is None:
                     if isinstance(value, _BOOLS) or not isinstance(value, _NUMBERS):
                         raise FeatureError(
@@ -107,6 +111,8 @@ class FeatureEncoder:
                 else:
                     pos = table.get(value) if isinstance(value, str) else None
                     if pos is None:
+                        if imputable and (value is None or isinstance(value, str)):
+                            continue  # missing or unknown: none of the known categories
                         raise FeatureError(f"{where}.{self._names[j]}", f"{value!r} is not one of {list(table)}")
                     out_row[col + pos] = 1.0
         return out

@@ -161,7 +161,10 @@ class DataPlane:
         await asyncio.wait(tasks, timeout=5) if tasks else None
 
     async def _refresh_forever(self) -> None:
-        while True:
+        # redis-py can turn a cancellation that lands mid-command into its own TimeoutError, which
+        # the handlers below would swallow: a requested cancellation always ends the loop.
+        me = asyncio.current_task()
+        while not me.cancelling():
             await asyncio.sleep(self.refresh_s)
             try:
                 await self.refresh()
@@ -263,6 +266,8 @@ class DataPlane:
 
     async def _monitor_all(self) -> None:
         for name, rt in self.experiments.items():
+            if asyncio.current_task().cancelling():
+                return
             try:
                 await self._monitor(name, rt)
             except Exception:

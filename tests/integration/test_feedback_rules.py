@@ -90,7 +90,22 @@ def env(tmp_path_factory) -> Iterator[Env]:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """Run a scenario in a fresh event loop; a task that outlives it is a bug, reported rather
+    than left to hang the loop's shutdown."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            done, pending = loop.run_until_complete(asyncio.wait(leftover, timeout=10))
+            for task in pending:
+                task.print_stack()
+            assert not pending, f"tasks ignored cancellation: {pending}"
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 async def serve(plane: DataPlane, rows: list, unit: str | None = None, prefix: str = "r") -> list[dict]:

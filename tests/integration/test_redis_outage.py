@@ -49,7 +49,6 @@ REWARD_RATE = 10.0  # reward items per second (some sent as batches of 2)
 KILL_AT_S = 10.0
 RESTART_AT_S = 20.0
 DRAIN_BOUND_S = 30.0  # after the load, the spool must be empty and the store ok within this
-BODY_BUDGET_S = 120.0  # from the start of the load to the last check
 ATTEMPT_TIMEOUT_S = 12.0
 REWARD_RETRIES = 4  # after the first attempt, same payload (idempotent), for unacknowledged rewards
 HEALTH_EVERY_S = 0.25
@@ -528,7 +527,6 @@ def test_redis_down_under_load(tmp_path: Path) -> None:
         print("healthz timeline (sampled):", obs.health[:: max(1, len(obs.health) // 40)])
 
         # -- assertions ---------------------------------------------------------------------
-        assert body_s < BODY_BUDGET_S, f"the test body took {body_s:.1f}s"
         assert rate >= MIN_SUCCESS_RATE, f"prediction success {rate:.4f} < {MIN_SUCCESS_RATE}: {figures['predictions']}"
         assert degraded and any(killed_at <= t < restarted_at + 1 for t, _, _ in degraded), (
             f"/healthz never said degraded during the outage: {figures['healthz']}")

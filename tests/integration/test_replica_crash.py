@@ -258,4 +258,3 @@ def test_a_killed_variant_replica_comes_back_and_nothing_is_lost_or_counted_twic
         sum_delta = after[v]["reward_sum"] - before.get(v, {}).get("reward_sum", 0.0)
         expected = sum(reward_of[o["request_id"]] for o in successes if o["variant"] == v)
         assert abs(sum_delta - expected) < 1e-6, f"{v}: reward_sum grew by {sum_delta}, expected {expected}"
-    assert time.monotonic() - started < BUDGET_S, f"the test took longer than {BUDGET_S}s: {figures}"

@@ -114,6 +114,9 @@ class ExperimentStore:
                 if reconnected:
                     raise
                 reconnected = True
+                # Whatever cut this connection (a server restart, CLIENT KILL) cut the idle ones
+                # in the pool too: drop them so the retry gets a fresh connection.
+                await self.client.connection_pool.disconnect(inuse_connections=False)
                 continue
             if not reloaded and any(isinstance(r, NoScriptError) for r in results):
                 await self._load_scripts()

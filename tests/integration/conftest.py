@@ -3,6 +3,7 @@ started once per session as a user starts it, and an OTLP receiver for its trace
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.integration.otlp_collector import OtlpCollector
@@ -43,6 +45,18 @@ class RunningGateway:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
+
+    def processes(self, title: re.Pattern) -> list[psutil.Process]:
+        """Live processes under this gateway's process tree whose command line matches (e.g. a
+        Serve replica), for fault tests that kill one."""
+        found = []
+        for p in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and title.search(" ".join(p.cmdline()).strip()):
+                    found.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
 
     def stop(self, timeout_s: float = 90) -> int:
         if self.process.poll() is None:

@@ -45,14 +45,7 @@ MIN_SUCCESS_RATE = 0.99
 def replica_processes(gateway, deployment: str) -> list[psutil.Process]:
     """The live replica processes of one deployment under this gateway's process tree."""
     title = re.compile(rf"(^|\s|::)ServeReplica:{re.escape(APP_NAME)}:{re.escape(deployment)}(\.|\s|$)")
-    found = []
-    for p in psutil.Process(gateway.process.pid).children(recursive=True):
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE and title.search(" ".join(p.cmdline()).strip()):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
+    return gateway.processes(title)
 
 
 def experiment_state(client: httpx.Client) -> dict:

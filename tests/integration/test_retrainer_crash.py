@@ -71,22 +71,10 @@ TASK_TITLE = re.compile(r"(^|\s)ray::train_challenger(\s|$|\()")
 # -- processes ---------------------------------------------------------------------------------
 
 
-def gateway_processes(gateway, title: re.Pattern) -> list[psutil.Process]:
-    """Live processes under this gateway's process tree whose title matches."""
-    found = []
-    for p in psutil.Process(gateway.process.pid).children(recursive=True):
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE and title.search(" ".join(p.cmdline()).strip()):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
 def the_retrainer(gateway, timeout_s: float, not_pids: set[int] = frozenset()) -> psutil.Process | None:
     deadline = time.monotonic() + timeout_s
     while True:
-        procs = [p for p in gateway_processes(gateway, RETRAINER_TITLE) if p.pid not in not_pids]
+        procs = [p for p in gateway.processes(RETRAINER_TITLE) if p.pid not in not_pids]
         if procs:
             return procs[0]
         if time.monotonic() >= deadline:
@@ -99,7 +87,7 @@ def no_task_running(gateway, timeout_s: float) -> list[int]:
     still running at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
-        busy = [p.pid for p in gateway_processes(gateway, TASK_TITLE)]
+        busy = [p.pid for p in gateway.processes(TASK_TITLE)]
         if not busy or time.monotonic() >= deadline:
             return busy
         time.sleep(0.2)
@@ -352,7 +340,7 @@ def killed_retrain(gateway, target: str, retrainer: psutil.Process) -> Attempt:
     caller.start()
     killed_at = None
     while not done.is_set() and time.monotonic() - t0 < CALL_TIMEOUT_S:
-        tasks = gateway_processes(gateway, TASK_TITLE)
+        tasks = gateway.processes(TASK_TITLE)
         if tasks:
             a.seen_task_after_s = round(time.monotonic() - t0, 2)
             a.task_pid = tasks[0].pid
@@ -372,7 +360,7 @@ def killed_retrain(gateway, target: str, retrainer: psutil.Process) -> Attempt:
     a.landed = killed_at is not None and a.answered_after_s is not None and killed_at - t0 < a.answered_after_s
     if target == "retrainer" and a.task_pid is not None:
         # Does the task outlive its owner (the killed replica)? Ray should reap it.
-        a.task_still_running_after_answer = a.task_pid in {p.pid for p in gateway_processes(gateway, TASK_TITLE)}
+        a.task_still_running_after_answer = a.task_pid in {p.pid for p in gateway.processes(TASK_TITLE)}
     # Mid-run: the Retrainer died while it was waiting for its task (the call failed), or the
     # task's worker died while the call waited for it. A 200 after a Retrainer kill means the
     # run had already handed its result back: too late.

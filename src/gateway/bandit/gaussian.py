@@ -106,6 +106,7 @@ from numpy.typing import ArrayLike
 from scipy.special import stdtr
 from scipy.stats import t as _t_dist
 
+from . import sequential
 from .beta import DEFAULT_DRAWS, DEFAULT_SEED
 from .promotion import INCONCLUSIVE, PROMOTE, Decision, PromotionRule, _count, _num
 from .selection import apply_floor
@@ -618,44 +619,6 @@ def evaluate_sequential(
         problem = "negative reward counts or sums of squares"
     else:
         log_e, t = pairwise_log_e(n, sums, sq, t2)
-        per_arm = np.where(np.eye(k, dtype=bool), np.inf, log_e).min(axis=-1)
-        best = int(np.argmax(per_arm))
-        stat = float(per_arm[best])
-        seq.update(
-            leader=names[best],
-            log_e=_num(stat),
-            p_value=_num(min(1.0, math.exp(min(700.0, math.log(k) - stat)))),
-            rejected=bool(stat >= math.log(k / a_level)),
-            pairs={
-                names[j]: {"t": _num(t[best, j]), "log_e": _num(log_e[best, j])}
-                for j in range(k)
-                if j != best
-            },
-        )
+        seq.update(sequential.leader_evidence(names, log_e, t, "t", a_level))
 
-    def inconclusive(reason: str) -> Decision:
-        return Decision(INCONCLUSIVE, None, reason, evidence)
-
-    if not bayes.promoted:
-        extra = ""
-        if problem is None and not seq["rejected"]:
-            extra = f"; sequential test not significant either (p={seq['p_value']:.3g})"
-        return inconclusive(bayes.reason + extra)
-    if problem is not None:
-        return inconclusive(f"sequential test not computable: {problem}")
-    if not seq["rejected"]:
-        return inconclusive(
-            f"sequential test not significant: {seq['leader']!r} has always-valid "
-            f"p={seq['p_value']:.4g} > alpha={a_level} "
-            f"(log e {seq['log_e']:.3f} < {seq['threshold_log_e']:.3f})"
-        )
-    if seq["leader"] != bayes.variant:
-        return inconclusive(
-            f"sequential leader {seq['leader']!r} differs from the Bayesian candidate {bayes.variant!r}"
-        )
-    return Decision(
-        PROMOTE,
-        bayes.variant,
-        f"{bayes.reason}; always-valid p={seq['p_value']:.3g} <= alpha={a_level}",
-        evidence,
-    )
+    return sequential.combine(bayes, evidence, problem, a_level)

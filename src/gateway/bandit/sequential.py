@@ -457,35 +457,51 @@ def evaluate_sequential(
         seq_problem = "reward sums exceed reward counts (rewards must lie in [0, 1])"
     else:
         log_e, z = pairwise_log_e(n, sums, t2)
-        per_arm = np.where(np.eye(k, dtype=bool), np.inf, log_e).min(axis=-1)
-        best = int(np.argmax(per_arm))
-        stat = float(per_arm[best])
-        seq.update(
-            leader=names[best],
-            log_e=_num(stat),
-            p_value=_num(min(1.0, math.exp(min(700.0, math.log(k) - stat)))),
-            rejected=bool(stat >= math.log(k / a_level)),
-            pairs={
-                names[j]: {"z": _num(z[best, j]), "log_e": _num(log_e[best, j])}
-                for j in range(k)
-                if j != best
-            },
-        )
+        seq.update(leader_evidence(names, log_e, z, "z", a_level))
+
+    return combine(bayes, evidence, seq_problem, a_level)
+
+
+def leader_evidence(
+    names: Sequence[str], log_e: np.ndarray, stat: np.ndarray, stat_name: str, alpha: float
+) -> dict[str, Any]:
+    """From the pairwise log e-values (row i: evidence that arm i beats arm j), the leader (the
+    arm whose weakest pairwise evidence is strongest), its Bonferroni-combined always-valid
+    p-value, whether it rejects at `alpha`, and each pair's statistic (`stat_name`) and log e."""
+    k = len(names)
+    per_arm = np.where(np.eye(k, dtype=bool), np.inf, log_e).min(axis=-1)
+    best = int(np.argmax(per_arm))
+    value = float(per_arm[best])
+    return {
+        "leader": names[best],
+        "log_e": _num(value),
+        "p_value": _num(min(1.0, math.exp(min(700.0, math.log(k) - value)))),
+        "rejected": bool(value >= math.log(k / alpha)),
+        "pairs": {
+            names[j]: {stat_name: _num(stat[best, j]), "log_e": _num(log_e[best, j])} for j in range(k) if j != best
+        },
+    }
+
+
+def combine(bayes: Decision, evidence: dict[str, Any], problem: str | None, alpha: float) -> Decision:
+    """Promote only when the Bayesian gates passed and the sequential test (in
+    ``evidence["sequential"]``) rejected for the same arm; otherwise say why not."""
+    seq = evidence["sequential"]
 
     def inconclusive(reason: str) -> Decision:
         return Decision(INCONCLUSIVE, None, reason, evidence)
 
     if not bayes.promoted:
         extra = ""
-        if seq_problem is None and not seq["rejected"]:
+        if problem is None and not seq["rejected"]:
             extra = f"; sequential test not significant either (p={seq['p_value']:.3g})"
         return inconclusive(bayes.reason + extra)
-    if seq_problem is not None:
-        return inconclusive(f"sequential test not computable: {seq_problem}")
+    if problem is not None:
+        return inconclusive(f"sequential test not computable: {problem}")
     if not seq["rejected"]:
         return inconclusive(
             f"sequential test not significant: {seq['leader']!r} has always-valid "
-            f"p={seq['p_value']:.4g} > alpha={a_level} "
+            f"p={seq['p_value']:.4g} > alpha={alpha} "
             f"(log e {seq['log_e']:.3f} < {seq['threshold_log_e']:.3f})"
         )
     if seq["leader"] != bayes.variant:
@@ -496,6 +512,6 @@ def evaluate_sequential(
     return Decision(
         PROMOTE,
         bayes.variant,
-        f"{bayes.reason}; always-valid p={seq['p_value']:.3g} <= alpha={a_level}",
+        f"{bayes.reason}; always-valid p={seq['p_value']:.3g} <= alpha={alpha}",
         evidence,
     )

@@ -108,7 +108,7 @@ from scipy.stats import t as _t_dist
 
 from . import sequential
 from .beta import DEFAULT_DRAWS, DEFAULT_SEED
-from .promotion import INCONCLUSIVE, PROMOTE, Decision, PromotionRule, _count, _num
+from .promotion import INCONCLUSIVE, Decision, PromotionRule, _count, _num, apply_gates
 from .selection import apply_floor
 
 __all__ = [
@@ -527,33 +527,7 @@ def evaluate(
 
     pb, el = _mc_stats(mu, kappa, alpha, beta, draws, rng)
     arm_evidence(pb, el)
-    best = int(np.argmax(pb))
-    cand = names[best]
-    evidence["candidate"] = cand
-    short = [f"{names[i]}={_count(n[i])}" for i in range(k) if n[i] < rule.min_samples]
-    if short:
-        return inconclusive(
-            f"too few samples: need >= {rule.min_samples} rewards per arm, have {', '.join(short)}"
-        )
-    if float(elapsed_s) < rule.min_duration_s:
-        return inconclusive(
-            f"min duration not reached: elapsed {float(elapsed_s):.1f}s < {rule.min_duration_s:.1f}s"
-        )
-    if pb[best] < rule.prob_best:
-        return inconclusive(
-            f"prob_best too low: best arm {cand!r} has prob_best {pb[best]:.4f} < {rule.prob_best}"
-        )
-    if el[best] > rule.max_expected_loss:
-        return inconclusive(
-            f"expected loss too high: {cand!r} has expected_loss {el[best]:.6g} > {rule.max_expected_loss}"
-        )
-    return Decision(
-        PROMOTE,
-        cand,
-        f"promote {cand!r}: prob_best {pb[best]:.4f} >= {rule.prob_best}, "
-        f"expected_loss {el[best]:.6g} <= {rule.max_expected_loss}",
-        evidence,
-    )
+    return apply_gates(names, n, pb, el, rule, float(elapsed_s), evidence)
 
 
 def evaluate_sequential(

@@ -216,19 +216,37 @@ def evaluate(
 
     pb, el = _mc_stats(a, b, draws, rng)
     arm_evidence(pb, el)
+    return apply_gates(names, n, pb, el, rule, float(elapsed_s), evidence)
+
+
+def apply_gates(
+    names: Sequence[str],
+    n: np.ndarray,
+    pb: np.ndarray,
+    el: np.ndarray,
+    rule: PromotionRule,
+    elapsed_s: float,
+    evidence: dict[str, Any],
+) -> Decision:
+    """The rule's gates on checked inputs (per-arm rewards `n`, probability to be best `pb` and
+    expected loss `el`, whatever the reward model), in the order an operator would want them
+    reported; records the candidate in `evidence`."""
+    k = len(names)
     best = int(np.argmax(pb))
     cand = names[best]
     evidence["candidate"] = cand
 
-    # --- gates, in the order an operator would want them reported
+    def inconclusive(reason: str) -> Decision:
+        return Decision(INCONCLUSIVE, None, reason, evidence)
+
     short = [f"{names[i]}={_count(n[i])}" for i in range(k) if n[i] < rule.min_samples]
     if short:
         return inconclusive(
             f"too few samples: need >= {rule.min_samples} rewards per arm, have {', '.join(short)}"
         )
-    if float(elapsed_s) < rule.min_duration_s:
+    if elapsed_s < rule.min_duration_s:
         return inconclusive(
-            f"min duration not reached: elapsed {float(elapsed_s):.1f}s "
+            f"min duration not reached: elapsed {elapsed_s:.1f}s "
             f"< {rule.min_duration_s:.1f}s"
         )
     if pb[best] < rule.prob_best:

@@ -56,8 +56,6 @@ import datetime as _dt
 import json
 import math
 import os
-import re
-import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -70,6 +68,8 @@ from scipy.special import ndtr
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from _report import cpu_seconds, machine, write_readme  # noqa: E402 (bench/ is on sys.path when run)
 
 from gateway.bandit import gaussian
 from gateway.bandit.beta import posterior
@@ -407,36 +407,6 @@ def fmt_stop(x: float, horizon: int) -> str:
 
 def mean_se(x: np.ndarray) -> str:
     return f"{x.mean():,.1f} ± {x.std(ddof=1) / math.sqrt(x.size):,.1f}"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"nproc={os.cpu_count()}, {cpu}"
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and its reaped children."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def write_readme(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 # --------------------------------------------------------------------------- main
@@ -810,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     if not (args.quick or args.no_readme):
-        write_readme(args.readme, section)
+        write_readme(args.readme, section, START, END)
     return 0
 
 

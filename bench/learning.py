@@ -50,8 +50,6 @@ import argparse
 import datetime as _dt
 import heapq
 import json
-import re
-import resource
 import shutil
 import sys
 import tempfile
@@ -65,6 +63,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from _report import cpu_seconds, machine, write_readme  # noqa: E402 (bench/ is on sys.path when run)
 
 from gateway import allocation
 from gateway.bootstrap import resolve_artifacts
@@ -392,35 +392,6 @@ def run_seed(seed: int, rows: int, drift_at: int, policy_file: Path = POLICY_FIL
 # --------------------------------------------------------------------------- reporting
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"nproc={os.cpu_count()}, {cpu}"
-
-
-def cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def write_readme(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def policy_label(path: Path) -> str:
     try:
         return f"`{path.resolve().relative_to(ROOT)}`"
@@ -659,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if not args.no_readme:
-        write_readme(args.readme, section)
+        write_readme(args.readme, section, START, END)
     return 0
 
 

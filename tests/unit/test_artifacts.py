@@ -59,6 +59,18 @@ def test_round_trip_gives_identical_predictions(tmp_path, data, models, algorith
     np.testing.assert_array_equal(labels, (proba > 0.5).astype(np.int64))
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_labels_are_what_the_models_own_predict_returns(tmp_path, data, models, algorithm):
+    """predict() takes one pass (predict_proba) and derives the label: it must be the label
+    the model's own predict() gives, loaded from its file, on every row."""
+    X, _, X_test = data
+    path = tmp_path / f"model{SUFFIX[algorithm]}"
+    loaded = load_model(path, expected_sha256=save_model(models[algorithm], path))
+    rows = np.vstack([X, X_test])
+    labels, _ = predict(loaded, rows)
+    np.testing.assert_array_equal(labels, np.asarray(loaded.predict(rows)).astype(np.int64))
+
+
 def test_xgboost_json_format_and_single_thread(tmp_path, data, models):
     _, _, X_test = data
     path = tmp_path / "model.json"

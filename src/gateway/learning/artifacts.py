@@ -196,11 +196,13 @@ def _load_xgboost(path: Path) -> Any:
 
 def predict(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Predicted labels as int64, and the probability of class 1 when the model has predict_proba."""
-    labels = np.asarray(model.predict(X)).astype(np.int64, copy=False)
-    if not hasattr(model, "predict_proba"):
-        return labels, None
+    if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+        return np.asarray(model.predict(X)).astype(np.int64, copy=False), None
+    # One pass through the model, not two: the label is the most probable class, which is what
+    # predict() returns for these classifiers (scikit-learn's and XGBoost's).
     proba = np.asarray(model.predict_proba(X), dtype=np.float64)
-    classes = list(getattr(model, "classes_", range(proba.shape[1])))
+    classes = list(model.classes_)
+    labels = np.asarray(classes, dtype=np.int64)[np.argmax(proba, axis=1)]
     if 1 in classes:
         p1 = proba[:, classes.index(1)]
     elif proba.shape[1] == 2:

@@ -37,6 +37,11 @@ class LocalGateway:
         return self
 
     def _start(self) -> None:
+        if not self.settings.ray_address:
+            from gateway.serving.ingress import apply_serve_environment, stop_haproxy
+
+            stop_haproxy(self.settings.state_dir.resolve())  # left by a gateway that was killed
+            apply_serve_environment(self.settings.ingress, self.settings.http_host, self.settings.state_dir.resolve())
         import ray
         from ray import serve
 
@@ -76,6 +81,10 @@ class LocalGateway:
                 finally:
                     ray.shutdown()
         finally:
+            if not self.settings.ray_address:
+                from gateway.serving.ingress import stop_haproxy
+
+                stop_haproxy(self.settings.state_dir.resolve())
             if self.redis is not None:
                 self.redis.stop()
                 self.redis = None

@@ -57,6 +57,18 @@ class Settings(BaseSettings):
         description="Requests waiting for a router replica (and, per router, for a variant); beyond it the "
         "gateway answers 503 with Retry-After at once instead of queueing without bound.",
     )
+    ingress: Literal["fast", "proxy"] = Field(
+        default="fast",
+        description="How HTTP reaches the router when the gateway starts its own Ray: fast (Ray Serve's "
+        "throughput-optimised mode: HAProxy on the port, forwarding to the router replicas' own HTTP servers) or "
+        "proxy (Serve's Python HTTP proxy; slower).",
+    )
+    variant_placement: Literal["router", "deployment"] = Field(
+        default="router",
+        description="Where the variants' models run: router (each router replica loads them and predicts in "
+        "process: no hop, fastest for scikit-learn and XGBoost models) or deployment (one Ray Serve deployment "
+        "per variant, plus a pool for retrained challengers: isolation and separate scaling for heavy models).",
+    )
     ray_address: str | None = Field(
         default=None, description="Join this Ray cluster instead of starting a local one."
     )

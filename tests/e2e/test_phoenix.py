@@ -92,12 +92,13 @@ def test_a_prediction_is_one_trace_in_phoenix(phoenix_url, tmp_path):
         assert trace["redis.record_prediction"]["parent_id"] == server_id
 
         variant = trace["variant.predict"]
-        assert variant["parent_id"] == server_id  # linked across the Ray Serve hop
+        assert variant["parent_id"] == server_id
         assert variant["attributes"]["gateway.variant"] == answer["variant"]
         # Phoenix keeps no resource attributes (only the project name they select), so it cannot
-        # show gateway.component=variant (tests/integration/test_traces.py checks that). What it
-        # does show: this span carries the model's sha256, which only the Serve replicas' predict
-        # paths record; the in-process LoadedVariant.predict records no attributes at all.
+        # show which process ran the model (tests/integration/test_traces.py and
+        # test_replica_crash.py check that for both placements). What it does show: this span
+        # carries the model's sha256, which the gateway's serving paths record; the bare
+        # LoadedVariant.predict used by tools records no attributes at all.
         assert variant["attributes"]["gateway.experiment"] == "churn"
         assert len(variant["attributes"]["gateway.model_sha256"]) == 64
     finally:

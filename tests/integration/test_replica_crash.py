@@ -1,4 +1,4 @@
-"""Replica crash: a variant replica's worker process is SIGKILLed under steady load. A client
+"""Replica crash (placement `deployment`): a variant replica's worker process is SIGKILLed under steady load. A client
 that retries idempotent calls (a prediction answered 5xx or not at all is sent again with a new
 request id, up to 3 times) sees at least 99% of its logical requests succeed; Ray Serve brings
 the replica back and the variant serves again; rewarding every successful prediction twice
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import threading
 import time
@@ -26,7 +27,8 @@ import psutil
 import pytest
 
 from gateway.serving.app import APP_NAME, deployment_name
-from tests.integration.conftest import ROW
+from tests.integration.conftest import POLICIES, ROW, TEST_SECRET, start_gateway
+from tests.integration.test_traces import PREDICT_SPAN
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +123,37 @@ def reward_all(client: httpx.Client, items: list[dict]) -> Counter:
         assert r.status_code == 200, r.text
         statuses.update(x["status"] for x in r.json()["results"])
     return statuses
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, collector):
+    """A gateway whose variants run in deployments of their own (placement `deployment`; the
+    default runs them inside the router replica, where there is no variant process to kill)."""
+    env = {
+        "GATEWAY_VARIANT_PLACEMENT": "deployment",
+        "GATEWAY_REWARD_SECRET": TEST_SECRET,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    gw = start_gateway(POLICIES / "churn.yaml", tmp_path_factory.mktemp("deployment-placement"), env)
+    yield gw
+    assert gw.stop() == 0, gw.log.read_text()[-3000:]
+
+
+def test_with_placement_deployment_a_prediction_is_one_trace_across_the_ray_serve_hop(gateway, collector):
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    with gateway.client() as c:
+        r = c.post(f"/v1/experiments/{EXPERIMENT}/predict", json={"instances": [ROW]},
+                   headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
+    assert r.status_code == 200, r.text
+    trace = collector.wait_for_trace(trace_id, {PREDICT_SPAN, "variant.predict"})
+    server, variant = trace[PREDICT_SPAN], trace["variant.predict"]
+    assert server["resource"]["gateway.component"] == "router"
+    assert variant["parent_span_id"] == server["span_id"]
+    assert variant["resource"]["gateway.component"] == "variant", (variant, trace)  # it ran in the variant's replica
+    assert variant["attributes"]["gateway.variant"] == r.json()["variant"]
 
 
 def test_a_killed_variant_replica_comes_back_and_nothing_is_lost_or_counted_twice(gateway):

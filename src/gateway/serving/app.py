@@ -27,6 +27,8 @@ def deployment_name(experiment: str, variant: str) -> str:
 def build_application(settings: Settings, redis_url: str) -> Application:
     policies = load_policies(settings.policy)
     state_dir = settings.state_dir.resolve()
+    in_deployments = settings.variant_placement == "deployment"
+    # Per variant: its deployment, or (placement `router`) its artifact for the router to load.
     variants: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, dict[str, dict]] = {}
     for name, (policy, file) in policies.items():
@@ -36,11 +38,13 @@ def build_application(settings: Settings, redis_url: str) -> Application:
             v: VariantModel.options(name=deployment_name(name, v), max_queued_requests=settings.max_queued_requests).bind(
                 as_dict(ref)
             )
+            if in_deployments
+            else as_dict(ref)
             for v, ref in refs.items()
         }
     policy_dicts = {name: p.model_dump(mode="json") for name, (p, _) in policies.items()}
     registry_root = str(ModelRegistry.in_state_dir(state_dir).root)
-    pool = ChallengerPool.bind(registry_root)
+    pool = ChallengerPool.bind(registry_root) if in_deployments else None
     retrainer = Retrainer.bind(policy_dicts, artifacts, redis_url, registry_root)
     options: dict[str, Any] = {
         "reward_secret": settings.reward_secret,

@@ -23,6 +23,14 @@ def model_id(experiment: str, name: str, sha256: str) -> str:
     return f"{experiment}/{name}@{sha256}"
 
 
+def load_registered(registry: ModelRegistry, experiment: str, name: str, sha256: str) -> LoadedVariant:
+    """The registered model, only if its bytes are the ones expected (sha256)."""
+    entry = registry.get(experiment, name)
+    if entry.sha256 != sha256:
+        raise ArtifactError(f"{entry.path}: registered sha256 {entry.sha256} is not the expected {sha256}")
+    return LoadedVariant(as_dict(entry.ref()))
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
 class ChallengerPool:
     def __init__(self, registry_root: str):
@@ -34,16 +42,12 @@ class ChallengerPool:
     async def load(self, mux_id: str) -> LoadedVariant:
         where, _, sha256 = mux_id.rpartition("@")
         experiment, _, name = where.partition("/")
-        entry = self.registry.get(experiment, name)
-        if entry.sha256 != sha256:
-            raise ArtifactError(f"{entry.path}: registered sha256 {entry.sha256} is not the expected {sha256}")
-        return LoadedVariant(as_dict(entry.ref()))
+        return load_registered(self.registry, experiment, name, sha256)
 
     async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:
         variant = await self.load(serve.get_multiplexed_model_id())
         with tracer().start_as_current_span("variant.predict", context=context_from_carrier(carrier)) as span:
-            span.set_attributes({"gateway.experiment": variant.experiment, "gateway.variant": variant.name,
-                                 "gateway.model_sha256": variant.sha256, "gateway.rows": len(matrix)})
+            span.set_attributes(variant.span_attributes(len(matrix)))
             return variant.payload(*variant.predict_rows(matrix))
 
     def __del__(self):

@@ -1,6 +1,8 @@
 """The ingress deployment: the HTTP API in front of the variants."""
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,11 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from gateway.api.app import create_app
-from gateway.dataplane import DataPlane
+from gateway.dataplane import DataPlane, VariantClient
+from gateway.learning.registry import ModelRegistry
 from gateway.errors import Unavailable
-from gateway.serving.challengers import ChallengerClient
+from gateway.serving.challengers import ChallengerClient, load_registered
+from gateway.serving.variant import InProcessVariant, LoadedVariant
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
@@ -38,16 +42,23 @@ class HandleClient:
             raise Unavailable("the variant is at capacity (max_queued_requests); retry shortly", code="overloaded") from None
 
 
+def variant_client(where: DeploymentHandle | dict) -> VariantClient:
+    """A variant's own deployment, or (placement `router`) its artifact, loaded here."""
+    if isinstance(where, DeploymentHandle):
+        return HandleClient(where)
+    return InProcessVariant(functools.partial(LoadedVariant, where))
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
 @serve.ingress()
 class Router:
     async def __init__(
         self,
         policies: dict[str, dict],
-        variants: dict[str, dict[str, DeploymentHandle]],
+        variants: dict[str, dict[str, DeploymentHandle | dict]],
         redis_url: str,
         options: dict[str, Any],
-        challengers: DeploymentHandle,
+        challengers: DeploymentHandle | None,
         retrainer: DeploymentHandle,
     ):
         setup_tracing("router")
@@ -57,14 +68,25 @@ class Router:
         self.registry_root = options.get("registry_root")
         self.store = ExperimentStore.from_url(redis_url)
         keys = [options.get("reward_secret") or await self.store.reward_secret(), options.get("reward_secret_previous")]
+        clients = {e: {v: variant_client(h) for v, h in hs.items()} for e, hs in variants.items()}
+        # Models that run here load now: a bad artifact fails the start, not the first request.
+        await asyncio.gather(*(c.loaded() for hs in clients.values() for c in hs.values() if isinstance(c, InProcessVariant)))
+        if challengers is not None:
+            def challenger(e: str, name: str, sha: str) -> VariantClient:
+                return ChallengerClient(challengers, e, name, sha)
+        else:
+            registry = ModelRegistry(Path(options["registry_root"]))
+
+            def challenger(e: str, name: str, sha: str) -> VariantClient:
+                return InProcessVariant(functools.partial(load_registered, registry, e, name, sha))
         self.plane = DataPlane(
             {name: Policy.model_validate(p) for name, p in policies.items()},
             self.store,
-            {e: {v: HandleClient(h) for v, h in hs.items()} for e, hs in variants.items()},
+            clients,
             RewardTokens(*[k for k in keys if k]),
             max_instances=options.get("max_instances", 1000),
             refresh_s=options.get("posterior_refresh_s", 0.1),
-            challenger_client=lambda e, name, sha: ChallengerClient(challengers, e, name, sha),
+            challenger_client=challenger,
             retrainer=lambda e, trigger: retrainer.retrain.remote(e, trigger),
             spool=Spool(Path(options["spool_dir"])) if options.get("spool_dir") else None,
         )

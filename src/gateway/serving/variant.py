@@ -2,6 +2,8 @@
 predicts in dynamic batches."""
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,10 +36,63 @@ class LoadedVariant:
             "model_version": self.name,
         }
 
+    def span_attributes(self, rows: int) -> dict[str, Any]:
+        return {"gateway.experiment": self.experiment, "gateway.variant": self.name,
+                "gateway.model_sha256": self.sha256, "gateway.rows": rows}
+
     async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:
         """In-process use (tests, tools): the same answer the deployment gives."""
         with tracer().start_as_current_span("variant.predict", context=context_from_carrier(carrier)):
             return self.payload(*self.predict_rows(matrix))
+
+
+def predict_batch(
+    v: LoadedVariant, matrices: list[np.ndarray], carriers: list[dict[str, str]], kind: SpanKind = SpanKind.INTERNAL
+) -> list[dict[str, Any]]:
+    """One pass through the model for several requests (dynamic batching), each answered with
+    its own rows and traced as a child of its own request."""
+    labels, scores = v.predict_rows(matrices[0] if len(matrices) == 1 else np.vstack(matrices))
+    out, start = [], 0
+    for matrix, carrier in zip(matrices, carriers):
+        size = len(matrix)
+        with tracer().start_as_current_span("variant.predict", context=context_from_carrier(carrier), kind=kind) as span:
+            span.set_attributes({**v.span_attributes(size), "gateway.batch_size": len(matrices)})
+        end = start + size
+        out.append(v.payload(labels[start:end], None if scores is None else scores[start:end]))
+        start = end
+    return out
+
+
+class InProcessVariant:
+    """A variant predicted inside the router replica (placement `router`): no Ray hop, no copy.
+    The model is loaded on first use, in a thread. Requests that arrive together share one pass
+    through the model; small batches predict on the event loop (well under a millisecond), large
+    ones in a thread so that other requests keep moving."""
+
+    THREAD_ROWS = 64
+
+    def __init__(self, load: Callable[[], LoadedVariant]):
+        self._load = load
+        self._variant: LoadedVariant | None = None
+        self._loading = asyncio.Lock()
+
+    async def loaded(self) -> LoadedVariant:
+        if self._variant is None:
+            async with self._loading:
+                if self._variant is None:
+                    self._variant = await asyncio.to_thread(self._load)
+        return self._variant
+
+    async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:
+        if self._variant is None:
+            await self.loaded()
+        return await self._predict_batch(matrix, carrier)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    async def _predict_batch(self, matrices: list[np.ndarray], carriers: list[dict[str, str]]) -> list[dict[str, Any]]:
+        if sum(len(m) for m in matrices) > self.THREAD_ROWS:
+            return await asyncio.to_thread(predict_batch, self._variant, matrices, carriers)
+        return predict_batch(self._variant, matrices, carriers)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
@@ -52,28 +107,8 @@ class VariantModel:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def _predict_batch(self, matrices: list[np.ndarray], carriers: list[dict[str, str]]) -> list[dict[str, Any]]:
-        sizes = [len(m) for m in matrices]
-        v = self.variant
-        labels, scores = v.predict_rows(np.vstack(matrices))
-        out, start = [], 0
-        for size, carrier in zip(sizes, carriers):
-            # One span per request, a child of that request's router span across the Ray hop.
-            with tracer().start_as_current_span(
-                "variant.predict", context=context_from_carrier(carrier), kind=SpanKind.SERVER
-            ) as span:
-                span.set_attributes(
-                    {
-                        "gateway.experiment": v.experiment,
-                        "gateway.variant": v.name,
-                        "gateway.model_sha256": v.sha256,
-                        "gateway.batch_size": len(matrices),
-                        "gateway.rows": size,
-                    }
-                )
-            end = start + size
-            out.append(v.payload(labels[start:end], None if scores is None else scores[start:end]))
-            start = end
-        return out
+        # One span per request, a child of that request's router span across the Ray hop.
+        return predict_batch(self.variant, matrices, carriers, SpanKind.SERVER)
 
     def __del__(self):
         shutdown_tracing()

@@ -14,7 +14,7 @@ from gateway.bootstrap import as_dict
 from gateway.learning.artifacts import ArtifactError
 from gateway.learning.registry import ModelRegistry
 from gateway.serving.variant import LoadedVariant
-from gateway.telemetry.logs import setup_logging
+from gateway.telemetry.logs import QUIET, setup_logging
 from gateway.telemetry.tracing import context_from_carrier, setup_tracing, shutdown_tracing, tracer
 
 
@@ -31,7 +31,7 @@ def load_registered(registry: ModelRegistry, experiment: str, name: str, sha256:
     return LoadedVariant(as_dict(entry.ref()))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)
 class ChallengerPool:
     def __init__(self, registry_root: str):
         setup_tracing("variant")

@@ -22,7 +22,7 @@ from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from gateway.telemetry.metrics import setup_metrics
-from gateway.telemetry.logs import setup_logging
+from gateway.telemetry.logs import QUIET, setup_logging
 from gateway.telemetry.tracing import setup_tracing, shutdown_tracing
 from gateway.tokens import RewardTokens
 
@@ -49,7 +49,7 @@ def variant_client(where: DeploymentHandle | dict) -> VariantClient:
     return InProcessVariant(functools.partial(LoadedVariant, where))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)
 @serve.ingress()
 class Router:
     async def __init__(

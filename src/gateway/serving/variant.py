@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind
 from ray import serve
 
 from gateway.learning import artifacts
-from gateway.telemetry.logs import setup_logging
+from gateway.telemetry.logs import QUIET, setup_logging
 from gateway.telemetry.tracing import context_from_carrier, setup_tracing, shutdown_tracing, tracer
 
 
@@ -95,7 +95,7 @@ class InProcessVariant:
         return predict_batch(self._variant, matrices, carriers)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)
 class VariantModel:
     def __init__(self, artifact: dict):
         setup_tracing("variant")

@@ -27,7 +27,7 @@ def setup_metrics() -> CollectorRegistry:
     if _registry is not None:
         return _registry
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
     from opentelemetry.sdk.resources import Resource
 
@@ -36,7 +36,9 @@ def setup_metrics() -> CollectorRegistry:
     latency_view = View(
         instrument_name="*duration*", aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS)
     )
-    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({}), views=[latency_view])
+    # The Prometheus text format we serve carries no exemplars: do not sample them per request.
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({}), views=[latency_view],
+                             exemplar_filter=AlwaysOffExemplarFilter())
     metrics.set_meter_provider(provider)
     _registry = registry
     return registry

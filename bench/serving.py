@@ -163,16 +163,16 @@ def role_gateway(spec: dict) -> None:
     apply_serve_environment(settings.ingress, settings.http_host, settings.state_dir.resolve())
     import gateway.serving.app as gapp
 
-    # Replica counts (the scaling section). build_application binds the module's Router and
-    # VariantModel deployments, so options set on them here carry into the application: no
-    # source change is needed (a Settings field would be the clean way; see the report).
-    base_router, base_variant = gapp.Router, gapp.VariantModel
+    # Variant replica counts (the scaling section): build_application binds the module's
+    # VariantModel deployment, so options set on it here carry into the application. Router
+    # replicas and the placement are Settings (GATEWAY_ROUTER_REPLICAS, GATEWAY_VARIANT_PLACEMENT).
+    base_variant = gapp.VariantModel
 
-    def set_replicas(router: int, variant: int) -> None:
-        gapp.Router = base_router.options(num_replicas=router) if router != 1 else base_router
+    def set_variant_replicas(variant: int) -> None:
         gapp.VariantModel = base_variant.options(num_replicas=variant) if variant != 1 else base_variant
 
-    set_replicas(spec.get("router_replicas", 1), spec.get("variant_replicas", 1))
+    settings = settings.model_copy(update={"router_replicas": spec.get("router_replicas", 1)})
+    set_variant_replicas(spec.get("variant_replicas", 1))
     gw = LocalGateway(settings, log_to_driver=False)
     cmd_file = Path(spec["ready_file"] + ".cmd")
 
@@ -187,8 +187,8 @@ def role_gateway(spec: dict) -> None:
 
         try:
             router, variant = cmd["router_replicas"], cmd["variant_replicas"]
-            set_replicas(router, variant)
-            placed = settings.model_copy(update={"variant_placement": cmd["placement"]})
+            set_variant_replicas(variant)
+            placed = settings.model_copy(update={"variant_placement": cmd["placement"], "router_replicas": router})
             app = gapp.build_application(placed, gw.redis_url)
             serve.run(app, name=gapp.APP_NAME, route_prefix="/", blocking=False)
             deadline = time.monotonic() + 180

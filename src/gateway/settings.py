@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         "throughput-optimised mode: HAProxy on the port, forwarding to the router replicas' own HTTP servers) or "
         "proxy (Serve's Python HTTP proxy; slower).",
     )
+    router_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Router replicas. One replica is one Python event loop, about one core at full load; with "
+        "placement router each replica also holds every model.",
+    )
     variant_placement: Literal["router", "deployment"] = Field(
         default="router",
         description="Where the variants' models run: router (each router replica loads them and predicts in "

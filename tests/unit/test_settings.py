@@ -29,6 +29,15 @@ def test_defaults_without_environment():
     assert s.admin_token is None
     assert s.reward_secret is None
     assert s.max_instances == 1000
+    assert (s.ingress, s.variant_placement, s.router_replicas) == ("fast", "router", 1)
+
+
+@pytest.mark.parametrize(("name", "value"), [("GATEWAY_ROUTER_REPLICAS", "0"), ("GATEWAY_VARIANT_PLACEMENT", "gpu"),
+                                             ("GATEWAY_INGRESS", "haproxy")])
+def test_serving_shape_is_validated(clean_env, name, value):
+    clean_env.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
 
 
 def test_reads_gateway_environment(clean_env):

@@ -58,6 +58,7 @@ def build_application(settings: Settings, redis_url: str) -> Application:
     }
     # Overload: bounded queues everywhere, and a quick 503 + Retry-After beyond them.
     router = Router.options(
+        num_replicas=settings.router_replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
         max_queued_requests=settings.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),

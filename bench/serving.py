@@ -59,8 +59,9 @@ memory    The gateway with a 4-variant policy (logistic regression, XGBoost, his
 
 Every load point also records the CPU time each kind of process spent per request (psutil),
 which a shared machine distorts far less than latency. --profile DIR additionally records
-py-spy (raw collapsed stacks) of the Router replica, the variant replica and the Serve proxy
-during an extra 16-connection run of the default gateway, and of the Router during the reward
+py-spy (raw collapsed stacks) of the Router replica (which, with the default placement, also
+runs the model; variant replicas exist only with placement `deployment`) and Serve's proxy
+actor during an extra 16-connection run of the default gateway, and of the Router during the reward
 run, and prints where their samples go.
 
 The JSON (--json) holds the headline figures (gateway_rps, bare_rps, mlserver_rps,

@@ -198,3 +198,18 @@ def test_gc_leaves_unrelated_files_alone(reg, logreg):
     (folder / "README.txt").write_text("notes")
     assert reg.gc() == []
     assert (folder / "README.txt").exists()
+
+
+def test_a_challenger_is_loaded_only_with_the_bytes_it_was_registered_with(reg, logreg, data):
+    """What the router (placement `router`) and the challenger pool load a challenger with."""
+    from gateway.serving.challengers import load_registered
+
+    entry = reg.register("churn", "logreg-r1", logreg)
+    loaded = load_registered(reg, "churn", "logreg-r1", entry.sha256)
+    labels, _ = loaded.predict_rows(data[0])
+    np.testing.assert_array_equal(labels, predict(logreg, data[0])[0])
+    with pytest.raises(ArtifactError, match="not the expected"):
+        load_registered(reg, "churn", "logreg-r1", "0" * 64)
+    entry.path.write_bytes(entry.path.read_bytes() + b"tampered")
+    with pytest.raises(ArtifactError):
+        load_registered(reg, "churn", "logreg-r1", entry.sha256)

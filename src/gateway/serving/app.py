@@ -1,5 +1,6 @@
-"""The Ray Serve application: a router ingress and one deployment per model variant, built
-from the policy files. `build_app` is the import path for `serve run` / `serve deploy`."""
+"""The Ray Serve application: a router ingress whose replicas run the variants' models
+(placement `router`) or call one deployment per variant (placement `deployment`), built from
+the policy files. `build_app` is the import path for `serve run` / `serve deploy`."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds to.")
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
     admin_token: str | None = Field(
-        default=None, description="Bearer token for the admin routes; unset disables them (401)."
+        default=None,
+        description="Bearer token for the admin routes, 16+ characters (a short one is guessable); unset "
+        "disables them (401).",
+        min_length=16,
     )
     reward_secret: str | None = Field(
         default=None,
@@ -48,6 +51,14 @@ class Settings(BaseSettings):
         default=0.1, gt=0, le=60, description="How stale the router's cached posteriors may get."
     )
     max_instances: int = Field(default=1000, ge=1, description="Most rows one predict request may carry.")
+    max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="Largest request body in bytes, on every route that reads one (predict, rewards, Open "
+        "Inference Protocol infer with its binary tensor data, admin). A larger body is answered 413 "
+        "(payload_too_large) before it is read in full, whether it declares Content-Length or is chunked.",
+    )
     max_ongoing_requests: int = Field(
         default=200, ge=1, description="Requests one router replica works on at once; more wait in the queue."
     )

@@ -236,10 +236,10 @@ def test_experiments_and_experiment():
 )
 def test_admin_verbs_send_the_bearer_token(call, method, path, body):
     rec = Recorder((200, {"status": "ok"}))
-    with client(rec, admin_token="s3cret") as gw:
+    with client(rec, admin_token="s3cret-admin-token") as gw:
         assert call(gw) == {"status": "ok"}
     assert (rec.last.method, rec.last.url.path) == (method, path)
-    assert rec.last.headers["authorization"] == "Bearer s3cret"
+    assert rec.last.headers["authorization"] == "Bearer s3cret-admin-token"
     assert (json.loads(rec.last.content) if rec.last.content else None) == body
 
 
@@ -256,14 +256,14 @@ def test_admin_without_a_token_sends_no_header_and_maps_401_and_403():
 
 def test_a_non_admin_call_never_sends_the_token():
     rec = Recorder((200, PREDICTION))
-    with client(rec, admin_token="s3cret") as gw:
+    with client(rec, admin_token="s3cret-admin-token") as gw:
         gw.predict("churn", [[1]])
     assert "authorization" not in rec.last.headers
 
 
 def test_an_answer_with_no_body():
     rec = Recorder(httpx.Response(204))
-    with client(rec, admin_token="t") as gw:
+    with client(rec, admin_token="t" * 16) as gw:
         assert gw.resume("churn") is None
 
 
@@ -351,7 +351,7 @@ def test_async_client_sends_the_same_requests():
     )
 
     async def scenario() -> None:
-        async with AsyncClient("http://gw", admin_token="tok", transport=httpx.MockTransport(rec)) as gw:
+        async with AsyncClient("http://gw", admin_token="tok-admin-token-16", transport=httpx.MockTransport(rec)) as gw:
             p = await gw.predict("churn", [[1, 2, 3, "pro"]], unit_id="u1")
             assert p.variant == "xgb"
             assert (await gw.reward(p, reward=1.0)).status == "accepted"

@@ -1,11 +1,14 @@
+import hashlib
 import json
 import re
+import types
 
 import numpy as np
 import pytest
 
+from gateway.learning import artifacts as artifacts_mod
 from gateway.learning import registry as registry_mod
-from gateway.learning.artifacts import ArtifactError, predict, sha256_file, train
+from gateway.learning.artifacts import ArtifactError, predict, save_model, sha256_file, train
 from gateway.learning.registry import ModelRegistry, RegistryError
 from gateway.policy import NAME_PATTERN
 
@@ -213,3 +216,50 @@ def test_a_challenger_is_loaded_only_with_the_bytes_it_was_registered_with(reg, 
     entry.path.write_bytes(entry.path.read_bytes() + b"tampered")
     with pytest.raises(ArtifactError):
         load_registered(reg, "churn", "logreg-r1", entry.sha256)
+
+
+def _swap_after_hashing(monkeypatch, path, replacement: bytes) -> None:
+    """Stand in for a writer racing the loader: as soon as the loader has a digest, the file on
+    disk is replaced by other (valid) model bytes."""
+    real = hashlib.sha256
+
+    class Swapping:
+        def __init__(self, data=b""):
+            self._h = real(data)
+
+        def update(self, data):
+            self._h.update(data)
+
+        def hexdigest(self):
+            digest = self._h.hexdigest()
+            path.write_bytes(replacement)
+            return digest
+
+    monkeypatch.setattr(artifacts_mod, "hashlib", types.SimpleNamespace(sha256=Swapping))
+
+
+@pytest.mark.parametrize("which", ["logreg", "xgb"])
+@pytest.mark.parametrize("via", ["registry", "challenger"])
+def test_the_bytes_checked_are_the_bytes_loaded(reg, request, data, tmp_path, monkeypatch, which, via):
+    from gateway.serving.challengers import load_registered
+
+    X, y = data
+    model = request.getfixturevalue(which)
+    entry = reg.register("churn", "m1", model, {})
+    # Another valid model of the same kind (labels flipped): loaded, it would serve silently.
+    other = train("xgboost" if which == "xgb" else "logistic_regression", X, 1 - y)
+    other_path = tmp_path / f"other{entry.path.suffix}"
+    save_model(other, other_path)
+    assert not np.array_equal(predict(other, X)[0], predict(model, X)[0])
+
+    _swap_after_hashing(monkeypatch, entry.path, other_path.read_bytes())
+    if via == "registry":
+        loaded = reg.load(entry)
+    else:
+        loaded = load_registered(reg, "churn", "m1", entry.sha256).model
+    np.testing.assert_array_equal(predict(loaded, X)[0], predict(model, X)[0])  # not the swapped-in model
+
+    monkeypatch.undo()
+    assert entry.path.read_bytes() == other_path.read_bytes()  # the swap did happen
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        reg.load(entry)  # and the swapped bytes are refused by digest

@@ -9,6 +9,7 @@ import pytest
 from gateway.settings import Settings, SettingsError, load_settings
 
 SECRET = "s3cr3t-value-that-is-long-enough"
+ADMIN_TOKEN = "admin-token-long-enough"
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +30,7 @@ def test_defaults_without_environment():
     assert s.admin_token is None
     assert s.reward_secret is None
     assert s.max_instances == 1000
+    assert s.max_body_bytes == 1 << 20
     assert (s.ingress, s.variant_placement, s.router_replicas) == ("fast", "router", 1)
 
 
@@ -46,7 +48,7 @@ def test_reads_gateway_environment(clean_env):
     clean_env.setenv("GATEWAY_STATE_DIR", "/var/lib/gateway")
     clean_env.setenv("GATEWAY_HTTP_HOST", "0.0.0.0")
     clean_env.setenv("GATEWAY_HTTP_PORT", "9090")
-    clean_env.setenv("GATEWAY_ADMIN_TOKEN", "admin")
+    clean_env.setenv("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
     clean_env.setenv("GATEWAY_REWARD_SECRET", SECRET)
     clean_env.setenv("GATEWAY_REWARD_SECRET_PREVIOUS", "old-secret-0123456789")
     clean_env.setenv("GATEWAY_POSTERIOR_REFRESH_S", "0.5")
@@ -58,7 +60,7 @@ def test_reads_gateway_environment(clean_env):
     assert s.state_dir == Path("/var/lib/gateway")
     assert s.http_host == "0.0.0.0"
     assert s.http_port == 9090
-    assert s.admin_token == "admin"
+    assert s.admin_token == ADMIN_TOKEN
     assert s.reward_secret == SECRET
     assert s.reward_secret_previous == "old-secret-0123456789"
     assert s.posterior_refresh_s == 0.5
@@ -153,3 +155,37 @@ def test_reward_secret_of_sixteen_characters_is_accepted(clean_env):
 def test_settings_class_reads_the_same_environment(clean_env):
     clean_env.setenv("GATEWAY_HTTP_PORT", "9292")
     assert Settings().http_port == 9292
+
+
+def test_too_short_admin_token_is_refused_without_showing_it(clean_env):
+    short = "admin-15-chars!"
+    assert len(short) == 15
+    clean_env.setenv("GATEWAY_ADMIN_TOKEN", short)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    msg = str(info.value)
+    assert "GATEWAY_ADMIN_TOKEN" in msg and "16" in msg
+    assert short not in msg
+
+
+def test_admin_token_of_sixteen_characters_is_accepted(clean_env):
+    clean_env.setenv("GATEWAY_ADMIN_TOKEN", "t" * 16)
+    assert load_settings().admin_token == "t" * 16
+
+
+def test_max_body_bytes_is_one_setting_read_by_the_http_layer(clean_env):
+    from gateway.api.http import DEFAULT_MAX_BODY_BYTES
+
+    field = Settings.model_fields["max_body_bytes"]
+    assert DEFAULT_MAX_BODY_BYTES == field.default == load_settings().max_body_bytes
+    assert "bytes" in field.description and "413" in field.description
+    clean_env.setenv("GATEWAY_MAX_BODY_BYTES", "65536")
+    assert load_settings().max_body_bytes == 65536
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1mb", "1023"])
+def test_bad_max_body_bytes_names_the_variable_and_the_value(clean_env, value):
+    clean_env.setenv("GATEWAY_MAX_BODY_BYTES", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "GATEWAY_MAX_BODY_BYTES" in str(info.value) and value in str(info.value)

@@ -33,7 +33,7 @@ import numpy as np
 from opentelemetry import trace
 from starlette.requests import Request
 
-from gateway.api.http import read_body, read_json
+from gateway.api.http import byte_count, parse_json, read_body, read_json
 from gateway.dataplane import DataPlane
 from gateway.errors import BadRequest, GatewayError, NotFound, Unavailable
 from gateway.policy import Feature, Policy
@@ -378,17 +378,11 @@ async def read_infer_body(request: Request, max_bytes: int) -> tuple[Any, bytes 
     declared = request.headers.get(HEADER_LENGTH)
     if declared is None:
         return await read_json(request, max_bytes), None
-    if not declared.strip().isdigit():
-        raise BadRequest(f"{HEADER_LENGTH}: a byte count is required, got {declared!r}", code="invalid_json")
+    split = byte_count(declared, HEADER_LENGTH, "invalid_json")
     raw = await read_body(request, max_bytes)
-    split = int(declared)
     if split > len(raw):
         raise BadRequest(f"{HEADER_LENGTH} is {split}, but the body has only {len(raw)} bytes", code="invalid_json")
-    try:
-        body = json.loads(raw[:split])
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"the inference header is not valid JSON: {err}", code="invalid_json") from None
-    return body, raw[split:]
+    return parse_json(raw[:split], "the inference header"), raw[split:]
 
 
 def oip_routes(plane: DataPlane, max_body_bytes: int) -> list[tuple[str, Handler, list[str]]]:

@@ -1,8 +1,8 @@
 """Training and safe model artifacts: skops for scikit-learn, XGBoost's own format for XGBoost.
 
-Nothing here ever unpickles. A load can be pinned to a sha256 digest, which is checked before any
-byte is deserialised; skops files are only loaded when every type that skops does not trust by
-default is in the explicit allowlist TRUSTED_SKOPS_TYPES.
+Nothing here ever unpickles. A load can be pinned to a sha256 digest, checked on the bytes read
+(once) before any of them is deserialised; skops files are only loaded when every type that skops
+does not trust by default is in the explicit allowlist TRUSTED_SKOPS_TYPES.
 """
 from __future__ import annotations
 
@@ -141,39 +141,43 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> str:
 
 
 def load_model(path: str | os.PathLike[str], expected_sha256: str | None = None) -> Any:
-    """Load an artifact written by save_model, refusing tampered, untrusted or corrupt files."""
+    """Load an artifact written by save_model, refusing tampered, untrusted or corrupt files.
+
+    The file is read once and the model is built from the very bytes whose digest was checked: a
+    file swapped between a check and a second read would otherwise load unchecked."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SKOPS_SUFFIXES + XGBOOST_SUFFIXES:
         raise ArtifactError(
             f"{path}: unknown artifact type {path.suffix!r}; expected one of {list(SKOPS_SUFFIXES + XGBOOST_SUFFIXES)}"
         )
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such artifact file") from None
+    except OSError as err:
+        raise ArtifactError(f"{path}: cannot read artifact: {err.strerror or err}") from err
     if expected_sha256 is not None:
-        try:
-            actual = sha256_file(path)
-        except OSError as err:
-            raise ArtifactError(f"{path}: cannot read artifact: {err.strerror or err}") from err
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256.lower():
             raise ArtifactError(f"{path}: sha256 mismatch: expected {expected_sha256}, got {actual}")
-    elif not path.is_file():
-        raise ArtifactError(f"{path}: no such artifact file")
     if suffix in SKOPS_SUFFIXES:
-        return _load_skops(path)
-    return _load_xgboost(path)
+        return _load_skops(path, data)
+    return _load_xgboost(path, data)
 
 
-def _load_skops(path: Path) -> Any:
+def _load_skops(path: Path, data: bytes) -> Any:
     import skops.io
 
     try:
-        untrusted = skops.io.get_untrusted_types(file=path)
+        untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as err:
         raise ArtifactError(f"{path}: not a readable skops file: {type(err).__name__}: {err}") from err
     unexpected = sorted(set(untrusted) - TRUSTED_SKOPS_TYPES)
     if unexpected:
         raise ArtifactError(f"{path}: refusing to load, the file contains types outside the allowlist: {unexpected}")
     try:
-        model = skops.io.load(path, trusted=list(untrusted))
+        model = skops.io.loads(data, trusted=list(untrusted))
     except Exception as err:
         raise ArtifactError(f"{path}: cannot load skops file: {type(err).__name__}: {err}") from err
     if not hasattr(model, "predict"):
@@ -181,12 +185,13 @@ def _load_skops(path: Path) -> Any:
     return model
 
 
-def _load_xgboost(path: Path) -> Any:
+def _load_xgboost(path: Path, data: bytes) -> Any:
     import xgboost
 
     model = xgboost.XGBClassifier()
     try:
-        model.load_model(path)
+        # A bytearray is read as a model buffer (JSON or UBJSON, told apart by its content).
+        model.load_model(bytearray(data))
     except Exception as err:
         raise ArtifactError(f"{path}: not a readable XGBoost model: {type(err).__name__}: {err}") from err
     # The machine is shared by many processes: never let a loaded model use every core.

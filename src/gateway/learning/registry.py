@@ -267,7 +267,7 @@ class ModelRegistry:
 
     def load(self, entry: RegistryEntry) -> Any:
         """The model, after checking the artifact's sha256 against the metadata (ArtifactError
-        if it was changed)."""
+        if it was changed); load_model builds it from the same bytes it checked."""
         return artifacts.load_model(entry.path, expected_sha256=entry.sha256)
 
     def next_name(self, experiment: str, algorithm: str, taken: Iterable[str] = ()) -> str:

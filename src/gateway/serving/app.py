@@ -53,6 +53,7 @@ def build_application(settings: Settings, redis_url: str) -> Application:
         "registry_root": str(ModelRegistry.in_state_dir(state_dir).root),
         "reward_secret_previous": settings.reward_secret_previous,
         "max_instances": settings.max_instances,
+        "max_body_bytes": settings.max_body_bytes,
         "posterior_refresh_s": settings.posterior_refresh_s,
         # Where a router spools writes while Redis is unreachable (local disk, per replica).
         "spool_dir": str(state_dir / "spool"),

@@ -13,6 +13,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from gateway.api.app import create_app
+from gateway.api.http import DEFAULT_MAX_BODY_BYTES
 from gateway.dataplane import DataPlane, VariantClient
 from gateway.learning.registry import ModelRegistry
 from gateway.errors import Unavailable
@@ -66,6 +67,7 @@ class Router:
         setup_metrics()
         self.admin_token = options.get("admin_token")
         self.registry_root = options.get("registry_root")
+        self.max_body_bytes = options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
         self.store = ExperimentStore.from_url(redis_url)
         keys = [options.get("reward_secret") or await self.store.reward_secret(), options.get("reward_secret_previous")]
         clients = {e: {v: variant_client(h) for v, h in hs.items()} for e, hs in variants.items()}
@@ -92,7 +94,8 @@ class Router:
         )
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.plane, admin_token=self.admin_token, registry_root=self.registry_root)
+        return create_app(self.plane, admin_token=self.admin_token, max_body_bytes=self.max_body_bytes,
+                          registry_root=self.registry_root)
 
     async def __del__(self):
         await self.store.close()

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 
 from gateway.settings import Settings
-from gateway.store.embedded import EmbeddedRedis
+from gateway.store.embedded import EmbeddedRedis, private_dir
 from gateway.telemetry.tracing import validate_environment
 
 log = logging.getLogger("gateway.runtime")
@@ -28,7 +28,9 @@ class LocalGateway:
 
     def start(self) -> LocalGateway:
         validate_environment()
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.state_dir)
+        # The routers' spool (serving/app.py), made here so one an older version left wider is fixed.
+        private_dir(self.settings.state_dir / "spool")
         try:
             self._start()
         except BaseException:

@@ -2,7 +2,14 @@
 one machine never reach each other's application."""
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,11 +54,17 @@ def test_proxy_mode_changes_nothing(tmp_path):
     assert ingress.serve_environment("proxy", "127.0.0.1", tmp_path) == {}
 
 
+def _restore_after_test(monkeypatch, key):
+    # delenv of an unset variable records nothing to undo: what apply sets would outlive the test.
+    monkeypatch.setenv(key, "")
+    monkeypatch.delenv(key)
+
+
 def test_what_the_user_set_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "12345")
     for key in ingress.serve_environment("fast", "127.0.0.1", tmp_path):
         if key != "RAY_SERVE_HAPROXY_STATS_PORT":
-            monkeypatch.delenv(key, raising=False)
+            _restore_after_test(monkeypatch, key)
     applied = ingress.apply_serve_environment("fast", "127.0.0.1", tmp_path)
     assert "RAY_SERVE_HAPROXY_STATS_PORT" not in applied
     assert applied["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
@@ -59,3 +72,105 @@ def test_what_the_user_set_wins(tmp_path, monkeypatch):
     assert folder.stat().st_mode & 0o777 == 0o700
     assert ingress.stop_haproxy(tmp_path) == 0  # no HAProxy of this gateway runs
     assert not folder.exists()  # and its folder is gone
+
+
+# Security: HAProxy's stats and metrics frontends, and its folder in the shared temp folder.
+
+# Starts HAProxy the way Serve's HAProxyManager does (Serve's own HAProxyApi, config template
+# and RAY_SERVE_HAPROXY_* variables), reloads it once, and prints what each process listens on.
+SERVE_HAPROXY = """
+import asyncio, json, sys
+import psutil
+from ray.serve._private.haproxy import HAProxyApi, HAProxyConfig
+from ray.serve.config import HTTPOptions
+
+def listening(pid):
+    conns = psutil.Process(pid).net_connections("tcp")
+    return sorted({(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN})
+
+async def main():
+    api = HAProxyApi(cfg=HAProxyConfig(http_options=HTTPOptions(host=sys.argv[1], port=int(sys.argv[2]))))
+    await api.start()
+    try:
+        out = {"start": listening(api._proc.pid)}
+        await api.reload()  # Serve rewrites the config and starts a new HAProxy on every change
+        out["reload"] = listening(api._proc.pid)
+    finally:
+        await api.stop()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture()
+def apply(monkeypatch):
+    """apply_serve_environment, with os.environ restored afterwards and HAProxy's folder gone."""
+    used = []
+
+    def run(state_dir, host="127.0.0.1"):
+        for key in ingress.serve_environment("fast", host, state_dir):
+            _restore_after_test(monkeypatch, key)
+        used.append(state_dir)
+        return ingress.apply_serve_environment("fast", host, state_dir)
+
+    yield run
+    for state_dir in used:
+        ingress.stop_haproxy(state_dir)
+
+
+def test_stats_and_metrics_listen_only_on_the_gateway_host(apply, tmp_path):
+    env = apply(tmp_path)
+    http_port = ingress._free_port("127.0.0.1")
+    script = tmp_path / "serve_haproxy.py"
+    script.write_text(SERVE_HAPROXY)
+    result = subprocess.run(
+        [sys.executable, str(script), "127.0.0.1", str(http_port)],
+        env=os.environ.copy(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    stats, metrics = int(env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(env["RAY_SERVE_HAPROXY_METRICS_PORT"])
+    for phase in ("start", "reload"):
+        assert sorted(out[phase]) == sorted([["127.0.0.1", http_port], ["127.0.0.1", stats], ["127.0.0.1", metrics]]), phase
+
+
+def test_haproxy_folder_made_by_another_user_is_refused(apply, tmp_path):
+    folder = ingress.haproxy_dir(tmp_path)
+    folder.mkdir(mode=0o755)
+    try:
+        os.chown(folder, 65534, 65534)  # e.g. `nobody` made it first: it would hold our admin socket
+        with pytest.raises(RuntimeError, match=re.escape(str(folder))):
+            apply(tmp_path)
+        assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ  # refused before anything is applied
+        ingress.stop_haproxy(tmp_path)
+        st = folder.stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (65534, 0o755)  # neither used, changed nor removed
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_haproxy_folder_that_is_a_symlink_is_refused(apply, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    target.chmod(0o755)
+    folder = ingress.haproxy_dir(tmp_path)
+    folder.symlink_to(target)
+    try:
+        with pytest.raises(RuntimeError, match=re.escape(str(folder))):
+            apply(tmp_path)
+        ingress.stop_haproxy(tmp_path)
+        assert folder.is_symlink() and target.stat().st_mode & 0o777 == 0o755
+        assert list(target.iterdir()) == []  # nothing written through the link
+    finally:
+        folder.unlink(missing_ok=True)
+
+
+def test_our_existing_haproxy_folder_is_made_private(apply, tmp_path):
+    folder = ingress.haproxy_dir(tmp_path)
+    folder.mkdir()
+    folder.chmod(0o777)  # left by an older gateway, or made under a loose umask
+    apply(tmp_path)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    wrapper = Path(os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    assert wrapper.parent == folder and wrapper.stat().st_mode & 0o777 == 0o700

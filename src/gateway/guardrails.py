@@ -48,6 +48,11 @@ class VariantHealth:
         if self.open_until > 0.0 and now >= self.open_until:
             self.trial_in_flight = True
 
+    def abandon_trial(self) -> None:
+        """A call ended with no verdict on the variant (overload, cancelled): a half-open
+        breaker lets the next call be its trial instead of staying shut for good."""
+        self.trial_in_flight = False
+
     @property
     def breaker_open(self) -> bool:
         return self.open_until > 0.0

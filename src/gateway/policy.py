@@ -1,6 +1,7 @@
 """Policy files: one YAML per experiment, validated at load with errors that name the field."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -53,6 +54,11 @@ class GaussianPrior(_Strict):
     beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
+# A gaussian reward without a `range` takes this one: finite, so that a posterior's sums of
+# rewards and of their squares stay finite (|r| up to 1e12 leaves room for ~1e284 rewards).
+GAUSSIAN_DEFAULT_RANGE = (-1e12, 1e12)
+
+
 class Reward(_Strict):
     # bernoulli: rewards in [0, 1], Beta posteriors (the top-level 'prior'); gaussian: any real
     # reward (revenue, negative latency), Normal-Inverse-Gamma posteriors (reward.prior).
@@ -76,7 +82,7 @@ class Reward(_Strict):
     def bounds(self) -> tuple[float, float]:
         if self.range is not None:
             return self.range
-        return (0.0, 1.0) if self.type == "bernoulli" else (float("-inf"), float("inf"))
+        return (0.0, 1.0) if self.type == "bernoulli" else GAUSSIAN_DEFAULT_RANGE
 
     @property
     def gaussian_prior(self) -> GaussianPrior:
@@ -86,6 +92,8 @@ class Reward(_Strict):
     def _range_is_ordered(self) -> Reward:
         if self.range is not None:
             lo, hi = self.range
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError("range must be finite: the posterior's sums of rewards and their squares are kept")
             if not lo < hi:
                 raise ValueError("range must be [low, high] with low < high")
             if self.type == "bernoulli" and (lo < 0 or hi > 1):

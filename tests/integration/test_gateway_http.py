@@ -35,7 +35,7 @@ def error_of(response, status):
 
 def test_experiments_are_listed(client):
     names = [e["name"] for e in client.get("/v1/experiments").json()["experiments"]]
-    assert sorted(names) == ["churn", "drift", "faults", "ops", "race"]
+    assert sorted(names) == ["breaker", "churn", "drift", "faults", "ops", "race"]
 
 
 def test_predict_answers_per_contract(client):

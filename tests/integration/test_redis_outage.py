@@ -1,6 +1,6 @@
-"""Redis down under load: about 30 predictions/s and 10 rewards/s for 40 s against a gateway
-whose (external) Redis is SIGKILLed at 10 s and started again on the same directory (its AOF
-reloaded) at 20 s.
+"""Redis down under load, with one router replica and with two: about 30 predictions/s and 10
+rewards/s for 40 s against a gateway whose (external) Redis is SIGKILLed at 10 s and started again
+on the same directory (its AOF reloaded) at 20 s.
 
 - At least 99% of the predictions succeed (200, served from the router's cached posteriors).
 - While Redis is away a reward is acknowledged only once it is durably spooled on the router's
@@ -353,7 +353,10 @@ def feedback_entries(r: redis.Redis) -> list[dict[str, str]]:
     return out
 
 
-def test_redis_down_under_load(tmp_path: Path) -> None:
+# Two router replicas (GATEWAY_ROUTER_REPLICAS=2, HAProxy spreads the requests): a prediction's
+# record and its reward land on different replicas, each spooling its own and replaying on its own.
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one-router", "two-routers"])
+def test_redis_down_under_load(tmp_path: Path, replicas: int) -> None:
     policy_dir = tmp_path / "policy"
     policy_dir.mkdir()
     shutil.copy(POLICIES / "churn.yaml", policy_dir / "churn.yaml")
@@ -366,7 +369,8 @@ def test_redis_down_under_load(tmp_path: Path) -> None:
         gw = start_gateway(
             policy_dir / "churn.yaml",
             tmp_path / "gw",
-            env={"GATEWAY_REDIS_URL": store.url, "GATEWAY_REWARD_SECRET": TEST_SECRET},
+            env={"GATEWAY_REDIS_URL": store.url, "GATEWAY_REWARD_SECRET": TEST_SECRET,
+                 "GATEWAY_ROUTER_REPLICAS": str(replicas)},
         )
         before = counters(gw.url)
         with httpx.Client(base_url=gw.url, timeout=5) as c:
@@ -511,6 +515,7 @@ def test_redis_down_under_load(tmp_path: Path) -> None:
                         "end": end_health[-1] if end_health else None},
             "violations": len(obs.violations),
         }
+        figures["router_replicas"] = replicas
         print("\nREDIS OUTAGE FIGURES " + json.dumps(figures, indent=1, default=str))
         if obs.predict_failures:
             print("prediction failures (first 10):", obs.predict_failures[:10])

@@ -313,6 +313,16 @@ def test_min_duration_is_measured_from_started_at():
     assert late is not None and late.promoted and late.variant == "b"
 
 
+def test_min_duration_also_counts_from_the_newest_challenger():
+    policy = make_policy(names=("a", "b"), min_samples=100, promotion={"min_duration_s": 3600})
+    arms = {"a": arm(1000, 0.3), "b": arm(1000, 0.7)}
+    old_experiment = {"started_at": str(NOW - 7200)}
+    fresh = promotion_decision(policy, arms, {**old_experiment, "challenger_at": str(NOW - 60)}, NOW)
+    settled = promotion_decision(policy, arms, {**old_experiment, "challenger_at": str(NOW - 3700)}, NOW)
+    assert fresh is not None and not fresh.promoted
+    assert settled is not None and settled.promoted and settled.variant == "b"
+
+
 def test_the_holdout_is_never_promoted():
     policy = make_policy(names=("a", "b", "h"), holdout=("h", 0.1), min_samples=100)
     arms = {"a": arm(1000, 0.3), "b": arm(1000, 0.6), "h": arm(1000, 0.95)}

@@ -43,6 +43,7 @@ def test_all_keys_a_script_touches_share_one_cluster_slot(experiment):
         "series": [keys.series_lock(experiment), keys.series(experiment)],
         "add_variant": [keys.dynamic_variants(experiment), keys.meta(experiment), keys.history(experiment)],
         "claim_retrain": [keys.meta(experiment), keys.retrain_lock(experiment)],
+        "retrain_lock": [keys.retrain_lock(experiment)],
     }
     lua = {p.stem for p in (ROOT / "src" / "gateway" / "store" / "lua").glob("*.lua")}
     assert lua == set(per_script), "a Lua script was added or removed: list its keys here"

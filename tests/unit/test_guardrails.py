@@ -69,3 +69,15 @@ def test_a_variant_rolled_back_by_a_guardrail_is_not_promoted_again_by_the_rule(
     blocked = {"status": "exploring", "started_at": "0", "guardrail_blocked": json.dumps(["a"])}
     decision = allocation.promotion_decision(policy, arms, blocked, 10)
     assert decision.outcome == "inconclusive" and "guardrail" in decision.reason
+
+
+def test_a_half_open_trial_that_ends_without_a_verdict_lets_the_next_call_try():
+    health = VariantHealth()
+    for _ in range(BREAKER_FAILURES):
+        health.record(False, 0.01, now=0.0)
+    after_cooldown = BREAKER_COOLDOWN_S + 1
+    assert health.available(after_cooldown)
+    health.begin_call(after_cooldown)
+    assert not health.available(after_cooldown)  # one trial at a time
+    health.abandon_trial()  # overloaded or cancelled: no evidence either way
+    assert health.available(after_cooldown) and health.breaker_open

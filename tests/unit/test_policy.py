@@ -185,9 +185,16 @@ def test_gaussian_reward_loads_with_the_default_normal_inverse_gamma_prior():
     assert policy.reward.prior is None
     p = policy.reward.gaussian_prior
     assert (p.mu, p.kappa, p.alpha, p.beta) == (0.0, 0.01, 1.0, 1.0)
-    assert policy.reward.bounds == (float("-inf"), float("inf"))
+    # Finite by default: the posterior keeps sums of rewards and of their squares.
+    assert policy.reward.bounds == (-1e12, 1e12)
     # The Beta prior keeps its defaults and meaning for bernoulli rewards.
     assert (policy.prior.alpha, policy.prior.beta) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("bounds", [[float("-inf"), 0], [0, float("inf")], [float("nan"), 1]])
+def test_a_reward_range_must_be_finite(bounds):
+    with pytest.raises(PolicyError, match="range must be finite"):
+        parse_policy(_policy(reward={"type": "gaussian", "range": bounds}))
 
 
 def test_gaussian_reward_takes_its_own_prior_and_range():

@@ -52,16 +52,13 @@ class Retrainer:
         self.registry_root = registry_root
 
     async def retrain(self, experiment: str, trigger: str) -> dict[str, Any]:
-        """One retraining run, its own trace. The caller holds the experiment's retrain lock;
-        it is released here whatever happens."""
-        try:
-            with tracer().start_as_current_span("retrain", context=None) as span:
-                span.set_attributes({"gateway.experiment": experiment, "gateway.trigger": trigger})
-                summary = await self._retrain(experiment, trigger)
-                span.set_attributes({"gateway.outcome": summary["outcome"], "gateway.rows": summary.get("rows", 0)})
-                return summary
-        finally:
-            await self.store.release_retrain(experiment)
+        """One retraining run, its own trace. The caller holds the experiment's retrain lock
+        (renews it while this runs, and frees it)."""
+        with tracer().start_as_current_span("retrain", context=None) as span:
+            span.set_attributes({"gateway.experiment": experiment, "gateway.trigger": trigger})
+            summary = await self._retrain(experiment, trigger)
+            span.set_attributes({"gateway.outcome": summary["outcome"], "gateway.rows": summary.get("rows", 0)})
+            return summary
 
     async def _retrain(self, experiment: str, trigger: str) -> dict[str, Any]:
         base = self.policies[experiment]

@@ -14,11 +14,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
 
-# Bounded so the log cannot eat the server's memory; the retrainer reads recent windows.
+# Bounded so the log cannot eat the server's memory; the retrainer reads recent windows. Each
+# stream keeps at most this many entries and, with entries the size of the newest, at most
+# budget / size of them: about twice the byte budget at worst (1000-row requests trim it sooner).
 DECISION_LOG_MAXLEN = 200_000
+DECISION_LOG_BYTES = 256 * 2**20
 FEEDBACK_MAXLEN = 200_000
+FEEDBACK_BYTES = 128 * 2**20
 # About 5.5 hours of dashboard history at one point every 2 s.
 SERIES_MAXLEN = 10_000
+# Decisions (promotions, rollbacks, challengers, retrains, drift alarms) kept per experiment; the
+# oldest are trimmed, so the state read every few seconds stays small.
+HISTORY_MAXLEN = 1_000
 
 
 def _lua(name: str) -> str:
@@ -79,6 +86,7 @@ class ExperimentStore:
         self.client = client
         self._sources = {name: _lua(f"{name}.lua") for name in (
             "record", "reward", "expire", "transition", "annotate", "series", "add_variant", "claim_retrain",
+            "retrain_lock",
         )}
         self._shas: dict[str, str] = {}
 
@@ -148,10 +156,12 @@ class ExperimentStore:
         log_entry: dict[str, str] | None,
         deadline: float | None = None,
         nonce: str | None = None,
+        sweep_at: float | None = None,
     ) -> bool:
         """One round trip: the request record (for exactly-once rewards and label joins), the
         variant's request counter, the decision log and, with a `deadline`, the pending set the
-        default reward is applied from. False if the id was already used."""
+        default reward is applied from (at `sweep_at`, default the deadline; feedback counts as
+        on time until the deadline either way). False if the id was already used."""
         record_args = [x for kv in record.items() for x in kv]
         log_args = [x for kv in (log_entry or {}).items() for x in kv]
         nonce = nonce or secrets.token_hex(8)
@@ -162,7 +172,9 @@ class ExperimentStore:
                 keys.request(experiment, request_id), keys.arms(experiment), keys.decision_log(experiment),
                 keys.pending(experiment),
                 variant, str(max(1, int(ttl_s))), str(DECISION_LOG_MAXLEN if log_entry else 0),
-                "" if deadline is None else repr(deadline), nonce, str(len(record)), *record_args, *log_args,
+                "" if deadline is None else repr(deadline), nonce,
+                "" if deadline is None or sweep_at is None else repr(max(deadline, sweep_at)),
+                str(DECISION_LOG_BYTES), str(len(record)), *record_args, *log_args,
             )
 
         (done,) = await self._run_scripted(build)
@@ -179,7 +191,8 @@ class ExperimentStore:
     ) -> list[tuple[str, str]]:
         """Each item's outcome (accepted; duplicate; late: after the window, kept but not
         learned; quota: the unit used its rewards; unknown: no such served request; mismatch:
-        served by another variant) with the prediction's traceparent when accepted. `rules` by
+        served by another variant; invalid: not a finite number, or the variant's sums would
+        overflow, nothing written) with the prediction's traceparent when accepted. `rules` by
         experiment (defaults: no default reward, no quota)."""
         if not items:
             return []
@@ -196,7 +209,7 @@ class ExperimentStore:
                     it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
                     "" if r.default is None else repr(float(r.default)),
                     "" if r.max_per_unit is None else str(r.max_per_unit),
-                    keys.quota_prefix(it.experiment), str(max(1, int(r.window_s))),
+                    keys.quota_prefix(it.experiment), str(max(1, int(r.window_s))), str(FEEDBACK_BYTES),
                 )
 
         return [(outcome, tp) for outcome, tp in await self._run_scripted(build)]
@@ -276,7 +289,8 @@ class ExperimentStore:
         }
 
     async def history(self, experiment: str) -> list[dict]:
-        return [json.loads(x) for x in await self.client.lrange(keys.history(experiment), 0, -1)]
+        """The newest HISTORY_MAXLEN decisions, oldest first."""
+        return [json.loads(x) for x in await self.client.lrange(keys.history(experiment), -HISTORY_MAXLEN, -1)]
 
     async def transition(
         self,
@@ -298,7 +312,7 @@ class ExperimentStore:
             pipe.evalsha(
                 self._shas["transition"], 2, keys.meta(experiment), keys.history(experiment),
                 expected_status, new_status, champion, json.dumps(entry, sort_keys=True), repr(now),
-                json.dumps(frozen_weights) if frozen_weights else "", expected_champion,
+                json.dumps(frozen_weights) if frozen_weights else "", expected_champion, str(HISTORY_MAXLEN),
             )
 
         (done,) = await self._run_scripted(build)
@@ -311,7 +325,7 @@ class ExperimentStore:
         def build(pipe):
             pipe.evalsha(
                 self._shas["annotate"], 2, keys.meta(experiment), keys.history(experiment),
-                field, value, json.dumps(entry, sort_keys=True), "1" if only_if_changed else "",
+                field, value, json.dumps(entry, sort_keys=True), "1" if only_if_changed else "", str(HISTORY_MAXLEN),
             )
 
         (done,) = await self._run_scripted(build)
@@ -342,26 +356,38 @@ class ExperimentStore:
             pipe.evalsha(
                 self._shas["add_variant"], 3, keys.dynamic_variants(experiment), keys.meta(experiment),
                 keys.history(experiment), name, json.dumps(variant, sort_keys=True),
-                json.dumps(entry, sort_keys=True), repr(now),
+                json.dumps(entry, sort_keys=True), repr(now), str(HISTORY_MAXLEN),
             )
 
         (done,) = await self._run_scripted(build)
         return bool(done)
 
-    async def claim_retrain(self, experiment: str, labels_needed: int, lock_s: float) -> bool:
-        """Take the retraining turn (0 labels needed: an explicit request)."""
+    async def claim_retrain(self, experiment: str, labels_needed: int, lock_s: float, owner: str) -> bool:
+        """Take the retraining turn (0 labels needed: an explicit request) under `owner`'s lock."""
 
         def build(pipe):
             pipe.evalsha(
                 self._shas["claim_retrain"], 2, keys.meta(experiment), keys.retrain_lock(experiment),
-                str(labels_needed), str(int(lock_s * 1000)),
+                str(labels_needed), str(int(lock_s * 1000)), owner,
             )
 
         (done,) = await self._run_scripted(build)
         return bool(done)
 
-    async def release_retrain(self, experiment: str) -> None:
-        await self.client.delete(keys.retrain_lock(experiment))
+    async def renew_retrain(self, experiment: str, owner: str, lock_s: float) -> bool:
+        """Extend `owner`'s lock; False if it is no longer theirs."""
+        return await self._retrain_lock(experiment, owner, str(int(lock_s * 1000)))
+
+    async def release_retrain(self, experiment: str, owner: str) -> bool:
+        """Free the lock if `owner` still holds it."""
+        return await self._retrain_lock(experiment, owner, "0")
+
+    async def _retrain_lock(self, experiment: str, owner: str, ttl_ms: str) -> bool:
+        def build(pipe):
+            pipe.evalsha(self._shas["retrain_lock"], 1, keys.retrain_lock(experiment), owner, ttl_ms)
+
+        (done,) = await self._run_scripted(build)
+        return bool(done)
 
     async def recent_decisions(self, experiment: str, count: int) -> list[dict[str, str]]:
         """The newest `count` decision-log entries, oldest first."""

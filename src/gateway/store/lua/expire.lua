@@ -3,18 +3,39 @@
 -- KEYS[1] pending zset, KEYS[2] arms hash
 -- ARGV[1] now, ARGV[2] default reward, ARGV[3] at most this many requests per call,
 -- ARGV[4] request record key prefix
--- Returns the number of requests that took the default.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local applied = 0
-local r = tonumber(ARGV[2])
+-- Returns the number of requests that took the default. Everything is checked before the first
+-- write (a bad argument, or sums that would overflow, is an error that changes nothing).
+local function int_arg(s, lo, hi) if type(s) ~= 'string' or #s > 15 or not string.match(s, '^%d+$') then return nil end local x = tonumber(s) if x < lo or x > hi then return nil end return x end
+local function num(s) local x = tonumber(s) if x ~= nil and x == x and x >= -1e300 and x <= 1e300 then return x end end
+local r, limit = num(ARGV[2]), int_arg(ARGV[3], 1, 100000)
+if not num(ARGV[1]) or not r or not limit or type(ARGV[4]) ~= 'string' then
+  return redis.error_reply('ERR expire: bad arguments')
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.17g', num(ARGV[1])), 'LIMIT', 0, ARGV[3])
+local takes, count = {}, {}
 for _, rid in ipairs(due) do
   local record = ARGV[4] .. rid
   local served = redis.call('HGET', record, 'variant')
-  if served and redis.call('HSETNX', record, 'reward', ARGV[2]) == 1 then
-    redis.call('HSET', record, 'rewarded_at', ARGV[1], 'defaulted', '1')
+  if served and redis.call('HEXISTS', record, 'reward') == 0 then
+    takes[rid] = served
+    count[served] = (count[served] or 0) + 1
+  end
+end
+for served, n in pairs(count) do
+  local sums = redis.call('HMGET', KEYS[2], served .. ':s', served .. ':ss')
+  if not (num(tonumber(sums[1] or '0') + n * r) and num(tonumber(sums[2] or '0') + n * r * r)) then
+    return redis.error_reply('ERR expire: the default reward would overflow the sums of ' .. served)
+  end
+end
+local value, square = string.format('%.17g', r), string.format('%.17g', r * r)
+local applied = 0
+for _, rid in ipairs(due) do
+  local served = takes[rid]
+  if served then
+    redis.call('HSET', ARGV[4] .. rid, 'reward', value, 'rewarded_at', ARGV[1], 'defaulted', '1')
     redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
-    redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', ARGV[2])
-    redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', string.format('%.17g', r * r))
+    redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', value)
+    redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', square)
     applied = applied + 1
   end
   redis.call('ZREM', KEYS[1], rid)

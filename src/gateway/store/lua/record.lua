@@ -5,31 +5,56 @@
 -- ARGV[4] reward deadline (unix seconds; '' when the policy has no default reward),
 -- ARGV[5] this call's nonce: a retry of a call whose reply was lost finds its own record and
 -- succeeds, where another request reusing the id is refused,
--- ARGV[6] number of record field/value pairs, then those pairs, then the log's pairs
+-- ARGV[6] when the sweeper may apply the default ('' for the deadline): later than the
+-- deadline for a record replayed from a spool, whose on-time feedback may still be spooled,
+-- ARGV[7] the decision log's byte budget: with entries of this one's size, the log keeps at most
+-- budget / size of them (and never more than ARGV[3]), so it stays within about twice the budget,
+-- ARGV[8] number of record field/value pairs, then those pairs, then the log's pairs
+-- Every argument is checked before the first write: a bad one is an error and changes nothing.
+-- Numbers Redis will parse are written as digits (counts) or re-formatted by Lua (times): Lua's
+-- tonumber takes ' 5', '1e3' or '0x10', which Redis refuses once earlier writes are done.
+local function int_arg(s, lo, hi) if type(s) ~= 'string' or #s > 15 or not string.match(s, '^%d+$') then return nil end local x = tonumber(s) if x < lo or x > hi then return nil end return x end
+local function num(s) local x = tonumber(s) if x ~= nil and x == x and x >= -1e300 and x <= 1e300 then return x end end
+-- Lua's unpack takes about 8,000 values: more would fail after the first writes.
+local MAX_VALUES = 7000
+local ttl, maxlen, budget, pairs_n = int_arg(ARGV[2], 1, 2^31), int_arg(ARGV[3], 0, 2^31), int_arg(ARGV[7], 0, 2^50),
+  int_arg(ARGV[8], 0, MAX_VALUES)
+local deadline, sweep = ARGV[4] ~= nil and ARGV[4] ~= '' and num(ARGV[4]), ARGV[6] ~= nil and ARGV[6] ~= '' and num(ARGV[6])
+if not ttl or not maxlen or not budget or not pairs_n or (ARGV[4] ~= '' and not deadline) or (ARGV[6] ~= '' and not sweep)
+    or #ARGV < 8 + 2 * pairs_n or #ARGV > 8 + MAX_VALUES or (#ARGV - 8 - 2 * pairs_n) % 2 ~= 0
+    or (maxlen > 0 and #ARGV == 8 + 2 * pairs_n) then
+  return redis.error_reply('ERR record: bad arguments')
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'nonce') == ARGV[5] then
     return 1
   end
   return 0
 end
-local pairs_n = tonumber(ARGV[6])
 local record = {'variant', ARGV[1], 'nonce', ARGV[5]}
-for i = 7, 6 + 2 * pairs_n do
+if ARGV[4] ~= '' then
+  -- The on-time check of reward.lua reads the deadline here, not the sweeper's later time.
+  record[#record + 1] = 'dl'
+  record[#record + 1] = string.format('%.17g', deadline)
+end
+for i = 9, 8 + 2 * pairs_n do
   record[#record + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(record))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], string.format('%d', ttl))
 redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':req', 1)
 if ARGV[4] ~= '' then
-  -- The sweeper applies the default reward to what is still here after the deadline.
+  -- The sweeper applies the default reward to what is still here after this time.
   local rid = string.match(KEYS[1], ':req:(.*)$')
-  redis.call('ZADD', KEYS[4], ARGV[4], rid)
+  redis.call('ZADD', KEYS[4], string.format('%.17g', sweep or deadline), rid)
 end
-if ARGV[3] ~= '0' then
-  local entry = {}
-  for i = 7 + 2 * pairs_n, #ARGV do
+if maxlen > 0 then
+  local entry, bytes = {}, 0
+  for i = 9 + 2 * pairs_n, #ARGV do
     entry[#entry + 1] = ARGV[i]
+    bytes = bytes + #ARGV[i]
   end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(entry))
+  local keep = math.max(1, math.min(maxlen, math.floor(budget / math.max(bytes, 1))))
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', string.format('%d', keep), '*', unpack(entry))
 end
 return 1

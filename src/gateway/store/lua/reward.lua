@@ -7,9 +7,21 @@
 -- ARGV[1] variant, ARGV[2] reward, ARGV[3] now (unix seconds), ARGV[4] label JSON ('' for none),
 -- ARGV[5] feedback stream max length, ARGV[6] default reward ('' for none),
 -- ARGV[7] rewards allowed per unit in the window ('' for no quota), ARGV[8] quota key prefix,
--- ARGV[9] quota window seconds
+-- ARGV[9] quota window seconds, ARGV[10] the feedback stream's byte budget (as in record.lua)
 -- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
--- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch.
+-- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (a value
+-- that is not a finite number, or that would make the variant's sums overflow: nothing written).
+-- Every check comes before the first write: Redis does not undo a script's writes on error.
+-- Counts must be digits and amounts within +-1e300 (sums are kept in long doubles by Redis:
+-- anything near the double range would read back as inf).
+local function int_arg(s, lo, hi) if type(s) ~= 'string' or #s > 15 or not string.match(s, '^%d+$') then return nil end local x = tonumber(s) if x < lo or x > hi then return nil end return x end
+local function num(s) local x = tonumber(s) if x ~= nil and x == x and x >= -1e300 and x <= 1e300 then return x end end
+local maxlen, quota, window, budget = int_arg(ARGV[5], 0, 2^31), ARGV[7] == '' or int_arg(ARGV[7], 0, 2^50),
+  int_arg(ARGV[9], 1, 2^31), int_arg(ARGV[10], 0, 2^50)
+if not num(ARGV[2]) or not num(ARGV[3]) or not maxlen or not quota or not window or not budget
+    or (ARGV[6] ~= '' and not num(ARGV[6])) or type(ARGV[4]) ~= 'string' or type(ARGV[8]) ~= 'string' then
+  return {'invalid', ''}
+end
 local served = redis.call('HGET', KEYS[1], 'variant')
 if not served then
   return {'unknown', ''}
@@ -20,16 +32,35 @@ end
 local rid = string.match(KEYS[1], ':req:(.*)$')
 local now = tonumber(ARGV[3])
 
-local function add_reward(value)
-  redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
-  redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', value)
+-- The sums after adding the reward (or the default) must stay finite.
+local sums = redis.call('HMGET', KEYS[2], served .. ':s', served .. ':ss')
+local s0, ss0 = tonumber(sums[1] or '0'), tonumber(sums[2] or '0')
+for _, value in ipairs({ARGV[2], ARGV[6]}) do
   local r = tonumber(value)
+  if r and not (num(s0 + r) and num(ss0 + r * r)) then
+    return {'invalid', ''}
+  end
+end
+
+-- Increments go in as Lua formats them (not as sent: Redis parses numbers more strictly).
+-- The feedback stream's length for an entry of this size (see record.lua's byte budget).
+local function feedback_maxlen(...)
+  local bytes = 0
+  for _, v in ipairs({...}) do bytes = bytes + #v end
+  return string.format('%d', math.max(1, math.min(maxlen, math.floor(budget / math.max(bytes, 1)))))
+end
+
+local function add_reward(value)
+  local r = tonumber(value)
+  redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
+  redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', string.format('%.17g', r))
   redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', string.format('%.17g', r * r))
 end
 
 -- Past its deadline a request takes the default reward (as the sweeper would), so the outcome
--- does not depend on when the sweeper last ran.
-local deadline = redis.call('ZSCORE', KEYS[5], rid)
+-- does not depend on when the sweeper last ran. The deadline is the record's own ('dl'): a record
+-- replayed from a spool is swept later, but its feedback is on time only until the deadline.
+local deadline = redis.call('HGET', KEYS[1], 'dl') or redis.call('ZSCORE', KEYS[5], rid)
 if deadline and ARGV[6] ~= '' and now > tonumber(deadline) then
   if redis.call('HSETNX', KEYS[1], 'reward', ARGV[6]) == 1 then
     redis.call('HSET', KEYS[1], 'rewarded_at', ARGV[3], 'defaulted', '1')
@@ -45,8 +76,9 @@ if redis.call('HEXISTS', KEYS[1], 'reward') == 1 then
       redis.call('HSET', KEYS[1], 'label', ARGV[4])
       redis.call('HINCRBY', KEYS[4], 'labels_since_retrain', 1)
     end
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'rid', rid, 't', ARGV[3], 'variant', served,
-      'reward', ARGV[2], 'label', ARGV[4], 'pred', redis.call('HGET', KEYS[1], 'pred') or '', 'late', '1')
+    local pred = redis.call('HGET', KEYS[1], 'pred') or ''
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', feedback_maxlen(rid, ARGV[2], ARGV[4], pred), '*', 'rid', rid, 't', ARGV[3],
+      'variant', served, 'reward', ARGV[2], 'label', ARGV[4], 'pred', pred, 'late', '1')
     return {'late', ''}
   end
   return {'duplicate', ''}
@@ -68,7 +100,7 @@ redis.call('ZREM', KEYS[5], rid)
 add_reward(ARGV[2])
 if quota_key then
   if redis.call('INCR', quota_key) == 1 then
-    redis.call('EXPIRE', quota_key, ARGV[9])
+    redis.call('EXPIRE', quota_key, string.format('%d', window))
   end
 end
 local pred = redis.call('HGET', KEYS[1], 'pred') or ''
@@ -98,7 +130,7 @@ if ARGV[4] ~= '' then
     end
   end
 end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
-  'rid', rid, 't', ARGV[3], 'variant', served, 'reward', ARGV[2], 'label', ARGV[4], 'pred', pred,
-  'scores', redis.call('HGET', KEYS[1], 'scores') or '')
+local scores = redis.call('HGET', KEYS[1], 'scores') or ''
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', feedback_maxlen(rid, ARGV[2], ARGV[4], pred, scores), '*',
+  'rid', rid, 't', ARGV[3], 'variant', served, 'reward', ARGV[2], 'label', ARGV[4], 'pred', pred, 'scores', scores)
 return {'accepted', redis.call('HGET', KEYS[1], 'tp') or ''}

@@ -4,6 +4,12 @@
 -- ARGV[1] expected status ('*' for any), ARGV[2] new status, ARGV[3] new champion ('' keeps it,
 -- '-' clears it), ARGV[4] history entry (JSON), ARGV[5] now, ARGV[6] frozen weights JSON ('' clears),
 -- ARGV[7] expected champion ('' for any)
+-- ARGV[8] the history's length cap: older entries are trimmed (checked before any write).
+local function int_arg(s, lo, hi) if type(s) ~= 'string' or #s > 15 or not string.match(s, '^%d+$') then return nil end local x = tonumber(s) if x < lo or x > hi then return nil end return x end
+local keep = int_arg(ARGV[8], 1, 2^31)
+if not keep then
+  return redis.error_reply('ERR transition: bad history cap')
+end
 local status = redis.call('HGET', KEYS[1], 'status') or 'exploring'
 if ARGV[1] ~= '*' and status ~= ARGV[1] then
   return 0
@@ -26,4 +32,5 @@ else
   redis.call('HSET', KEYS[1], 'frozen_weights', ARGV[6])
 end
 redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('LTRIM', KEYS[2], string.format('%d', -keep), -1)
 return 1

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway import allocation
 from gateway.dataplane import DataPlane
+from gateway.dataplane.transitions import rollback_champion
 from gateway.errors import Conflict, NotFound, Unprocessable
 
 
@@ -19,7 +20,7 @@ class Control:
         self.registry_root = registry_root
 
     async def _meta(self, experiment: str) -> dict[str, str]:
-        self.plane._runtime(experiment)  # 404 for an unknown experiment
+        self.plane.runtime(experiment)  # 404 for an unknown experiment
         return (await self.plane.store.snapshots([experiment]))[experiment].meta
 
     def _entry(self, action: str, reason: str | None, **extra: Any) -> dict[str, Any]:
@@ -30,7 +31,7 @@ class Control:
         return await self.plane.state(experiment)
 
     def _live_variant(self, experiment: str, meta: dict[str, str], variant: Any) -> str:
-        policy = self.plane._runtime(experiment).policy
+        policy = self.plane.runtime(experiment).policy
         if not isinstance(variant, str) or variant not in policy.variant_names:
             raise NotFound(f"experiment {experiment!r} has no variant {variant!r}", code="variant_not_found")
         if variant not in allocation.live_arms(policy, meta):
@@ -55,7 +56,8 @@ class Control:
         meta = await self._meta(experiment)
         if meta.get("status") != "promoted":
             raise Conflict(f"experiment {experiment!r} has no promoted champion to roll back", code="not_promoted")
-        await rollback_champion(self.plane, experiment, meta, self._entry("rollback", reason))
+        policy = self.plane.runtime(experiment).policy
+        await rollback_champion(self.plane.store, policy, experiment, meta, self._entry("rollback", reason))
         return await self._done(experiment)
 
     async def pause(self, experiment: str, reason: str | None = None) -> dict[str, Any]:
@@ -63,7 +65,7 @@ class Control:
         meta = await self._meta(experiment)
         if meta.get("status") == "paused":
             raise Conflict(f"experiment {experiment!r} is already paused", code="already_paused")
-        rt = self.plane._runtime(experiment)
+        rt = self.plane.runtime(experiment)
         snap = (await self.plane.store.snapshots([experiment]))[experiment]
         shares = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount).shares
         frozen = {v: shares.get(v, 0.0) for v in rt.policy.variant_names}
@@ -89,7 +91,7 @@ class Control:
         """Take a variant out of rotation for good (its replica keeps serving named calls)."""
         meta = await self._meta(experiment)
         variant = self._live_variant(experiment, meta, variant)
-        policy = self.plane._runtime(experiment).policy
+        policy = self.plane.runtime(experiment).policy
         live = allocation.live_arms(policy, meta)
         if len(live) <= 1:
             raise Conflict("the last live variant cannot be retired", code="last_variant")
@@ -100,25 +102,6 @@ class Control:
         return await self._done(experiment)
 
 
-async def rollback_champion(plane: DataPlane, experiment: str, meta: dict[str, str], entry: dict[str, Any]) -> bool:
-    """Replace the current champion by the previous one when it is still live, else go back
-    to exploring. Only if the champion is still the one the caller saw: two replicas that see
-    the same breach roll back once."""
-    policy = plane._runtime(experiment).policy
-    current, previous = meta.get("champion"), meta.get("previous_champion")
-    entry = {**entry, "from_variant": current}
-    usable = set(allocation.live_arms(policy, meta)) - allocation.guardrail_blocked(meta)
-    if previous in usable and previous != current:
-        return await plane.store.transition(
-            experiment, expected_status="promoted", new_status="promoted", champion=previous,
-            entry={**entry, "variant": previous}, now=entry["at"], expected_champion=current or "",
-        )
-    return await plane.store.transition(
-        experiment, expected_status="promoted", new_status="exploring", champion="-",
-        entry={**entry, "variant": None}, now=entry["at"], expected_champion=current or "",
-    )
-
-
 async def add_variant(control: Control, experiment: str, body: Any) -> dict[str, Any]:
     """Add a challenger from a model artifact on the gateway's file system: it is loaded (sha256
     and skops types checked, nothing unpickled), copied into the registry and served at once."""
@@ -127,7 +110,7 @@ async def add_variant(control: Control, experiment: str, body: Any) -> dict[str,
     from gateway.policy import NAME_PATTERN
 
     plane = control.plane
-    rt = plane._runtime(experiment)
+    rt = plane.runtime(experiment)
     if control.registry_root is None or plane.challenger_client is None:
         raise Conflict("this gateway cannot add variants at run time (no registry)", code="no_registry")
     if not isinstance(body, dict):

@@ -133,8 +133,8 @@ def test_a_retraining_run_longer_than_its_lock_keeps_it_and_frees_only_its_own(e
         return {"outcome": "skipped"}
 
     plane = env.plane(Clock())
-    plane.retrainer = slow_retrainer
-    plane.retrain_lock_s = 0.9
+    plane.upkeep.retrainer = slow_retrainer
+    plane.upkeep.retrain_lock_s = 0.9
     name = plane.experiment_names()[0]
 
     async def scenario():

@@ -21,7 +21,8 @@ from gateway import monitoring
 from gateway.api.app import create_app
 from gateway.api.oip import encode_response, model_metadata, server_metadata
 from gateway.api.openapi import OPENAPI_PATH, openapi_document, openapi_routes
-from gateway.dataplane import DataPlane, _rejected
+from gateway.dataplane import DataPlane
+from gateway.dataplane.feedback import _rejected
 from gateway.errors import Forbidden, NotFound, TooManyRequests, Unprocessable
 from gateway.policy import parse_policy
 from gateway.state import experiment_state

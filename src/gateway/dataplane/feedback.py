@@ -1,0 +1,236 @@
+"""Feedback: rewards and labels validated, applied exactly once through the store (or kept by
+the writer while Redis is away), and answered per item."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+
+from gateway.dataplane.runtime import Experiments
+from gateway.errors import BadRequest, Forbidden, GatewayError, NotFound, TooManyRequests, Unprocessable
+from gateway.store.experiments import ExperimentStore, RewardItem
+from gateway.store.writer import STORE_DOWN, StoreWriter
+from gateway.telemetry.metrics import GatewayMetrics
+from gateway.telemetry.tracing import context_from_carrier, tracer
+from gateway.tokens import RewardTokens, TokenClaims
+
+log = logging.getLogger("gateway.feedback")
+
+MAX_REWARDS_PER_BATCH = 1000
+MAX_ID_LEN = 128
+# A label is kept in the request's record and the feedback stream: bounded like an id is.
+MAX_LABEL_BYTES = 64 * 1024
+
+# One validated item: (index in the request, request id, token claims, reward or None, label).
+Pending = tuple[int, str, TokenClaims, float | None, Any]
+
+
+class Feedback:
+    def __init__(self, experiments: Experiments, store: ExperimentStore, writer: StoreWriter, tokens: RewardTokens,
+                 metrics: GatewayMetrics, clock: Callable[[], float]):
+        self.experiments = experiments
+        self.store = store
+        self.writer = writer
+        self.tokens = tokens
+        self.metrics = metrics
+        self.clock = clock
+
+    async def rewards(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """One item answers with its own status; a batch answers 200 with a result per item."""
+        if isinstance(body, dict) and "rewards" in body:
+            items = body["rewards"]
+            if not isinstance(items, list) or not items:
+                raise Unprocessable("rewards: a non-empty list of feedback items", code="invalid_rewards")
+            if len(items) > MAX_REWARDS_PER_BATCH:
+                raise Unprocessable(
+                    f"rewards: at most {MAX_REWARDS_PER_BATCH} items per batch, got {len(items)}", code="too_many_rewards"
+                )
+            results = await self.apply(items)
+            for r in results:
+                r.pop("_error", None)
+            summary = {
+                s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "late", "queued", "rejected")
+            }
+            return 200, {"results": results, **summary}
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object: one feedback item or {'rewards': [...]}", code="invalid_body")
+        (result,) = await self.apply([body])
+        if result["status"] == "rejected":
+            err = result.pop("_error")
+            raise err
+        return (202 if result["status"] == "queued" else 200), result
+
+    async def replay(self, payload: dict[str, Any]) -> str:
+        """One spooled feedback item, judged as of when it was received."""
+        (result,) = await self.apply([payload["item"]], now=payload["received_at"], replaying=True)
+        if result["status"] == "rejected":
+            log.error("spooled feedback for %s refused on replay: %s", result["request_id"], result["error"]["message"])
+        return "unknown" if result["status"] == "unknown" else "done"
+
+    def _validate_item(self, item: Any, now: float) -> tuple[str, TokenClaims, float | None, Any]:
+        if not isinstance(item, dict):
+            raise Unprocessable("each feedback item must be an object", code="invalid_feedback")
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_LEN:
+            raise Unprocessable(f"request_id: a string of 1 to {MAX_ID_LEN} characters", code="invalid_request_id")
+        claims = self.tokens.verify(rid, item.get("token"), now)
+        rt = self.experiments.runtime(claims.experiment)
+        has_reward, has_label = "reward" in item, "label" in item
+        if not has_reward and not has_label:
+            raise Unprocessable("a feedback item needs 'reward' or 'label'", code="invalid_feedback")
+        reward = None
+        if has_reward:
+            value = item["reward"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise Unprocessable("reward: must be a number", code="invalid_reward")
+            lo, hi = rt.policy.reward.bounds
+            if not math.isfinite(value) or not lo <= value <= hi:
+                raise Unprocessable(f"reward: {value!r} is outside the policy's range [{lo}, {hi}]", code="invalid_reward")
+            reward = float(value)
+        label = item.get("label")
+        if has_label and (label is None or isinstance(label, (dict,))):
+            raise Unprocessable("label: a value or a list of values, one per instance", code="invalid_label")
+        if has_label and len(json.dumps(label)) > MAX_LABEL_BYTES:
+            raise Unprocessable(f"label: at most {MAX_LABEL_BYTES} bytes as JSON", code="invalid_label")
+        return rid, claims, reward, label
+
+    async def apply(self, items: list[Any], now: float | None = None, replaying: bool = False) -> list[dict[str, Any]]:
+        """Each item's result. Replaying a spooled item, a request not (yet) in Redis comes back
+        with the internal status 'unknown' (the writer keeps it for another try)."""
+        now = self.clock() if now is None else now
+        results: list[dict[str, Any]] = [{} for _ in items]
+        pending: list[Pending] = []
+        for i, item in enumerate(items):
+            rid = item.get("request_id") if isinstance(item, dict) else None
+            try:
+                pending.append((i, *self._validate_item(item, now)))
+            except GatewayError as err:
+                results[i] = _rejected(rid, err)
+        if self.writer.spooling and not replaying:
+            return await self._queue(items, [p for p in pending if not results[p[0]]], results, now)
+        unknown: list[Pending] = []
+        try:
+            unknown = await self._rewards_from_labels(pending, results)
+            waiting = {p[0] for p in unknown}
+            ready = [p for p in pending if not results[p[0]] and p[0] not in waiting]
+            with tracer().start_as_current_span("redis.apply_rewards") as span:
+                span.set_attributes({"db.system": "redis", "gateway.reward_items": len(ready)})
+                outcomes = await self.store.apply_rewards(
+                    [
+                        RewardItem(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label))
+                        for _, rid, c, r, label in ready
+                    ],
+                    now,
+                    self.experiments.reward_rules(),
+                )
+        except STORE_DOWN:
+            if self.writer.spool is None or replaying:
+                raise
+            self.writer.lost()
+            # The reward script claims each request once: any item applied before the cut is
+            # a harmless duplicate when replayed.
+            return await self._queue(items, [p for p in pending if results[p[0]].get("status") != "rejected"],
+                                     [r if r.get("status") == "rejected" else {} for r in results], now)
+        server_span = trace.get_current_span()
+        for p, (outcome, traceparent) in zip(ready, outcomes):
+            i, rid, claims, reward, _ = p
+            if outcome == "accepted" and traceparent:
+                # The feedback's span points at the prediction it rewards (another trace).
+                link = trace.get_current_span(context_from_carrier({"traceparent": traceparent})).get_span_context()
+                if link.is_valid:
+                    server_span.add_link(link, {"gateway.request_id": rid})
+            if outcome == "accepted":
+                self.metrics.reward_sum.add(reward, {"experiment": claims.experiment, "variant": claims.variant})
+            if outcome in ("accepted", "duplicate", "late"):
+                results[i] = {"request_id": rid, "status": outcome, "variant": claims.variant, "reward": reward}
+            elif outcome == "quota":
+                limit = self.experiments[claims.experiment].policy.reward
+                results[i] = _rejected(rid, TooManyRequests(
+                    f"this unit already sent {limit.max_per_unit} rewards within {limit.window_s:g} s",
+                    code="reward_quota_exceeded"))
+            elif outcome == "invalid":
+                results[i] = _rejected(rid, Unprocessable(
+                    f"reward: {reward!r} would make the variant's reward sums overflow", code="invalid_reward"))
+            elif outcome == "unknown":
+                unknown.append(p)
+            else:
+                results[i] = _rejected(rid, Forbidden("the token is for another variant", code="token_invalid"))
+        if unknown:
+            await self._unknown(items, unknown, results, now, replaying)
+        for r in results:
+            self.metrics.rewards.add(1, {"outcome": r["status"]})
+        return results
+
+    async def _unknown(self, items: list[Any], unknown: list, results: list[dict[str, Any]], now: float, replaying: bool) -> None:
+        """Feedback with a valid token for a request Redis does not know: its record may still
+        be in a spool (this replica's or another's), so a 202 now keeps it until it arrives."""
+        if replaying:
+            for i, rid, claims, reward, _ in unknown:
+                results[i] = {"request_id": rid, "status": "unknown", "variant": claims.variant, "reward": reward}
+        elif await self.writer.record_may_be_spooled():
+            await self._queue(items, unknown, results, now, count=False)
+        else:
+            for i, rid, *_ in unknown:
+                results[i] = _rejected(rid, NotFound(f"no served request {rid!r} (unknown or expired)", code="request_not_found"))
+
+    async def _queue(self, items: list[Any], entries: list, results: list[dict[str, Any]], now: float,
+                     count: bool = True) -> list[dict[str, Any]]:
+        """Spool these items (durably, then acknowledged as 'queued'); the rest keep their
+        results."""
+        await self.writer.queue_rewards(
+            [{"item": items[i], "received_at": now, "until": claims.expires_at} for i, _, claims, _, _ in entries])
+        for i, rid, claims, reward, _ in entries:
+            results[i] = {"request_id": rid, "status": "queued", "variant": claims.variant, "reward": reward}
+        if count:
+            for r in results:
+                self.metrics.rewards.add(1, {"outcome": r["status"]})
+        return results
+
+    async def _rewards_from_labels(self, pending: list, results: list[dict[str, Any]]) -> list:
+        """Turn labels into rewards by comparing them with what was served ('match'); the
+        entries whose request Redis does not know (yet) are returned."""
+        need = [(k, p) for k, p in enumerate(pending) if p[3] is None and not results[p[0]]]
+        unknown = []
+        by_exp: dict[str, list[tuple[int, Any]]] = {}
+        for k, p in need:
+            by_exp.setdefault(p[2].experiment, []).append((k, p))
+        for exp, group in by_exp.items():
+            records = await self.store.read_requests(exp, [p[1] for _, p in group])
+            for (k, p), record in zip(group, records):
+                i, rid, claims, _, label = p
+                if not record or "pred" not in record:
+                    unknown.append(p)
+                    continue
+                predictions = json.loads(record["pred"])
+                labels = label if isinstance(label, list) else [label]
+                if len(labels) != len(predictions):
+                    results[i] = _rejected(
+                        rid,
+                        Unprocessable(
+                            f"label: {len(labels)} labels for {len(predictions)} predictions", code="invalid_label"
+                        ),
+                    )
+                    continue
+                matches = sum(_same(a, b) for a, b in zip(labels, predictions))
+                pending[k] = (i, rid, claims, matches / len(predictions), label)
+        return unknown
+
+
+def _same(label: Any, prediction: Any) -> bool:
+    if isinstance(label, (int, float)) and not isinstance(label, bool) and isinstance(prediction, (int, float)):
+        return float(label) == float(prediction)
+    return str(label) == str(prediction)
+
+
+def _rejected(request_id: Any, err: GatewayError) -> dict[str, Any]:
+    return {
+        "request_id": request_id if isinstance(request_id, str) else None,
+        "status": "rejected",
+        "error": err.to_body()["error"],
+        "http_status": err.status,
+        "_error": err,
+    }

@@ -1,0 +1,308 @@
+"""The data plane: predictions routed by the bandit, feedback applied exactly once, experiment
+state. It knows nothing of HTTP or Ray: the router deployment wires it to Starlette routes and
+to the variants. This façade holds the predict path and the lifecycle; feedback, upkeep, the
+Redis-or-spool writer and the experiments' runtimes are its parts."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+from ulid import ULID
+
+from gateway import allocation
+from gateway.bandit.selection import unit_uniform
+from gateway.dataplane.feedback import MAX_ID_LEN, Feedback
+from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
+from gateway.dataplane.upkeep import RETRAIN_LOCK_S, Upkeep
+from gateway.errors import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
+from gateway.guardrails import VariantHealth, renormalise
+from gateway.learning.features import FeatureError
+from gateway.policy import Policy
+from gateway.state import experiment_state
+from gateway.store.experiments import ExperimentStore
+from gateway.store.spool import Spool
+from gateway.store.writer import StoreWriter
+from gateway.telemetry.metrics import GatewayMetrics
+from gateway.telemetry.tracing import current_carrier, tracer
+from gateway.tokens import RewardTokens, TokenClaims
+
+log = logging.getLogger("gateway.dataplane")
+
+# Request ids become part of Redis keys and tokens; a client may bring its own via x-request-id.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def new_request_id() -> str:
+    return str(ULID())
+
+
+class DataPlane:
+    def __init__(
+        self,
+        policies: Mapping[str, Policy],
+        store: ExperimentStore,
+        variants: Mapping[str, Mapping[str, VariantClient]],
+        tokens: RewardTokens,
+        *,
+        max_instances: int = 1000,
+        refresh_s: float = 0.1,
+        series_every_s: float = 2.0,
+        monitor_every_s: float = 10.0,
+        expire_every_s: float = 1.0,
+        variant_timeout_s: float = 10.0,
+        challenger_client: Callable[[str, str, str], VariantClient] | None = None,
+        retrainer: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: np.random.Generator | None = None,
+        spool: Spool | None = None,
+        retrain_lock_s: float = RETRAIN_LOCK_S,
+    ):
+        self.store = store
+        self.tokens = tokens
+        self.clock = clock
+        self.rng = rng or np.random.default_rng()
+        self.max_instances = max_instances
+        self.variant_timeout_s = variant_timeout_s
+        self.experiments = Experiments.build(policies, variants)
+        self.health: dict[tuple[str, str], VariantHealth] = {}
+        self.metrics = GatewayMetrics(lambda: [rt.state for rt in self.experiments.values() if rt.state])
+        # While Redis is unreachable, records and rewards are acknowledged once durably spooled
+        # and replayed when it is back; without a spool such calls fail with 503.
+        self.writer = StoreWriter(store, spool, clock)
+        self.feedback = Feedback(self.experiments, store, self.writer, tokens, self.metrics, clock)
+        self.upkeep = Upkeep(
+            self.experiments, store, self.writer, self.metrics, self._health, self.feedback.replay, clock=clock,
+            refresh_s=refresh_s, series_every_s=series_every_s, monitor_every_s=monitor_every_s,
+            expire_every_s=expire_every_s, challenger_client=challenger_client, retrainer=retrainer,
+            retrain_lock_s=retrain_lock_s,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = self.clock()
+        for name in self.experiments:
+            await self.store.ensure_experiment(name, now)
+        await self.upkeep.start()
+
+    async def stop(self) -> None:
+        await self.upkeep.stop()
+
+    @property
+    def spool(self) -> Spool | None:
+        return self.writer.spool
+
+    @property
+    def store_ok(self) -> bool:
+        return self.writer.store_ok
+
+    @store_ok.setter
+    def store_ok(self, ok: bool) -> None:
+        if ok:
+            self.writer.back()
+        else:
+            self.writer.lost()
+
+    @property
+    def challenger_client(self) -> Callable[[str, str, str], VariantClient] | None:
+        return self.upkeep.challenger_client
+
+    def readiness(self) -> dict[str, Any]:
+        return self.writer.readiness()
+
+    async def refresh(self) -> None:
+        await self.upkeep.refresh()
+
+    async def monitor_now(self) -> None:
+        await self.upkeep.monitor_now()
+
+    async def retrain_now(self, experiment: str) -> dict[str, Any]:
+        return await self.upkeep.retrain_now(experiment)
+
+    async def rewards(self, body: Any) -> tuple[int, dict[str, Any]]:
+        return await self.feedback.rewards(body)
+
+    def runtime(self, experiment: str) -> ExperimentRuntime:
+        """The experiment's runtime; 404 for one this gateway does not serve."""
+        return self.experiments.runtime(experiment)
+
+    # -- predictions -----------------------------------------------------------------------
+
+    def encode(self, rt: ExperimentRuntime, instances: Any) -> np.ndarray:
+        if isinstance(instances, list) and len(instances) > self.max_instances:
+            raise Unprocessable(
+                f"instances: at most {self.max_instances} rows per request, got {len(instances)}", code="too_many_instances"
+            )
+        try:
+            return rt.encoder.encode(instances)
+        except FeatureError as err:
+            raise Unprocessable(str(err), code="invalid_instances") from None
+
+    async def predict(self, experiment: str, body: Any, request_id: str) -> dict[str, Any]:
+        rt = self.runtime(experiment)
+        if not REQUEST_ID.fullmatch(request_id):
+            raise BadRequest(
+                "x-request-id: 1 to 128 characters from letters, digits and . _ : -", code="invalid_request_id"
+            )
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object with 'instances'", code="invalid_body")
+        if "instances" not in body:
+            raise Unprocessable("instances: this field is required", code="invalid_instances")
+        unit_id = body.get("unit_id")
+        if unit_id is not None and (not isinstance(unit_id, str) or not 0 < len(unit_id) <= MAX_ID_LEN):
+            raise Unprocessable(f"unit_id: a string of 1 to {MAX_ID_LEN} characters", code="invalid_unit_id")
+        if unit_id is None and rt.policy.reward.max_per_unit is not None:
+            # The per-unit reward quota counts by unit: without one, a client could bypass it.
+            raise Unprocessable(
+                f"unit_id: required, since experiment {experiment!r} limits rewards per unit "
+                f"(reward.max_per_unit = {rt.policy.reward.max_per_unit})", code="invalid_unit_id")
+        matrix = self.encode(rt, body["instances"])
+        variant, propensity = self._select(experiment, rt, unit_id)
+        started = time.perf_counter()
+        result = await self._call_variant(rt, variant, matrix)
+        labels = {"experiment": experiment, "variant": variant}
+        self.metrics.predict_duration.record(time.perf_counter() - started, labels)
+        predictions = result["predictions"]
+        now = self.clock()
+        window = rt.policy.reward.window_s
+        has_default = rt.policy.reward.default is not None
+        # With a default reward, late feedback is still taken (kept, not learned) for one more window.
+        keep_s = 2 * window if has_default else window
+        carrier = current_carrier()
+        record = {
+            "t": repr(now), "pred": json.dumps(predictions), "prop": repr(propensity), "tp": carrier.get("traceparent", ""),
+        }
+        if result.get("scores") is not None:
+            record["scores"] = json.dumps(result["scores"])
+        if unit_id:
+            record["unit"] = unit_id
+        log_entry = {
+            "rid": request_id,
+            "t": repr(now),
+            "variant": variant,
+            "prop": repr(propensity),
+            "x": json.dumps(body["instances"]),
+            "pred": json.dumps(predictions),
+            "traceparent": carrier.get("traceparent", ""),
+        }
+        with tracer().start_as_current_span("redis.record_prediction") as span:
+            span.set_attribute("db.system", "redis")
+            fresh = await self.writer.record(
+                dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
+                     log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8))
+            )
+        if not fresh:
+            raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
+        token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + keep_s))
+        self.metrics.requests.add(1, labels)
+        return {
+            "request_id": request_id,
+            "experiment": experiment,
+            "variant": variant,
+            "predictions": predictions,
+            "propensity": propensity,
+            "reward_token": token,
+        }
+
+    def _health(self, experiment: str, variant: str) -> VariantHealth:
+        return self.health.setdefault((experiment, variant), VariantHealth())
+
+    def _select(self, experiment: str, rt: ExperimentRuntime, unit_id: str | None) -> tuple[str, float]:
+        with tracer().start_as_current_span("bandit.select") as span:
+            alloc = rt.allocation
+            if alloc is None:
+                raise Unavailable("the experiment's state is not loaded yet", code="not_ready")
+            u = unit_uniform(experiment, unit_id) if unit_id else float(self.rng.random())
+            now = self.clock()
+            usable = {v for v in alloc.shares if self._health(experiment, v).available(now)}
+            if len(usable) < len(alloc.shares):
+                # A breaker is open: draw among the healthy variants with their shares
+                # renormalised, and log that probability, the one each was really served with.
+                shares = renormalise(alloc.shares, usable)
+                if not shares:
+                    raise Unavailable(f"no variant of {experiment!r} is healthy; retry later", code="no_healthy_variant")
+                alloc = allocation.Allocation(shares, alloc.mode)
+                span.set_attribute("gateway.breaker_rerouted", True)
+            variant, propensity = alloc.pick(u)
+            self._health(experiment, variant).begin_call(now)
+            span.set_attributes(
+                {
+                    "gateway.experiment": experiment,
+                    "gateway.variant": variant,
+                    "gateway.propensity": propensity,
+                    "gateway.allocation_mode": alloc.mode,
+                    "gateway.sticky": bool(unit_id),
+                }
+            )
+            return variant, propensity
+
+    async def _call_variant(
+        self, rt: ExperimentRuntime, variant: str, matrix: np.ndarray, judged: bool = True
+    ) -> dict[str, Any]:
+        """The variant's answer. `judged`: the outcome counts toward its breaker and guardrails
+        (not for calls outside the experiment, which anyone may send)."""
+        client = rt.variants[variant]
+        health = self._health(rt.policy.experiment, variant)
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(client.predict(matrix, current_carrier()), self.variant_timeout_s)
+        except (Unavailable, asyncio.CancelledError):
+            # The client's own verdict (e.g. the variant's queue is full: overload, not a fault
+            # of the model) or a caller that went away: no evidence either way, but a half-open
+            # breaker's trial is over, so the next call may try again.
+            if judged:
+                health.abandon_trial()
+            raise
+        except Exception as err:
+            if judged:
+                await self._record_health(rt, variant, False, time.perf_counter() - started)
+            kind = "timed out" if isinstance(err, (asyncio.TimeoutError, TimeoutError)) else "failed"
+            log.error("variant %s of %s %s: %s", variant, rt.policy.experiment, kind, type(err).__name__)
+            raise Unavailable(f"variant {variant!r} {kind}; retry the request", code="variant_unavailable") from None
+        if judged:
+            await self._record_health(rt, variant, True, time.perf_counter() - started)
+        return result
+
+    async def _record_health(self, rt: ExperimentRuntime, variant: str, ok: bool, latency_s: float) -> None:
+        self._health(rt.policy.experiment, variant).record(ok, latency_s, self.clock())
+        if await self.upkeep.check_guardrails(rt):
+            await self.refresh()
+
+    async def predict_variant(self, experiment: str, variant: str, matrix: np.ndarray) -> dict[str, Any]:
+        """A named variant, outside the experiment: nothing is logged for learning."""
+        rt = self.runtime(experiment)
+        if variant not in rt.variants:
+            raise NotFound(f"experiment {experiment!r} has no variant {variant!r}", code="variant_not_found")
+        return await self._call_variant(rt, variant, matrix, judged=False)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def experiment_names(self) -> list[str]:
+        return list(self.experiments)
+
+    async def state(self, experiment: str) -> dict[str, Any]:
+        rt = self.runtime(experiment)
+        snap = (await self.store.snapshots([experiment]))[experiment]
+        history = await self.store.history(experiment)
+        state = experiment_state(rt.policy, snap, history, rt.discount)
+        state["srm"] = rt.srm.result()
+        state["kpis"], state["drift"] = rt.kpis, rt.drift
+        return state
+
+    async def series(self, experiment: str, since: float | None = None) -> dict[str, Any]:
+        self.runtime(experiment)
+        return {
+            "experiment": experiment,
+            "points": await self.store.series(experiment, since),
+            "history": await self.store.history(experiment),
+        }
+
+    async def states(self) -> list[dict[str, Any]]:
+        return [await self.state(name) for name in self.experiments]

@@ -1,0 +1,67 @@
+"""The experiments one data plane serves: each one's policy, encoder and variants, and what the
+upkeep last computed for it (snapshot, allocation, KPIs, drift, state)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gateway import allocation
+from gateway.bandit.srm import SrmTracker
+from gateway.errors import NotFound
+from gateway.learning.features import FeatureEncoder
+from gateway.policy import Policy
+from gateway.store.experiments import RewardRules, Snapshot
+
+
+class VariantClient(Protocol):
+    async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]: ...
+
+
+@dataclass
+class ExperimentRuntime:
+    policy: Policy  # the policy file's, plus challengers added at run time
+    encoder: FeatureEncoder
+    variants: dict[str, VariantClient]
+    base_policy: Policy | None = None
+    champion_seen: str | None = None
+    # Sample-ratio mismatch as seen by this replica since it started (weights change over time).
+    srm: SrmTracker = field(default_factory=SrmTracker)
+    snapshot: Snapshot | None = None
+    allocation: allocation.Allocation | None = None
+    evaluated_counts: tuple | None = None
+    # The last full state (with history), refreshed with the series; read by the gauges.
+    state: dict[str, Any] | None = None
+    # Online KPIs per variant and the drift report, refreshed by the monitor.
+    kpis: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
+    # discounted_thompson: this replica's discounted counters, folded in at every refresh.
+    discount: allocation.DiscountState | None = None
+
+    @property
+    def reward_rules(self) -> RewardRules:
+        r = self.policy.reward
+        return RewardRules(default=r.default, max_per_unit=r.max_per_unit, window_s=r.window_s)
+
+
+class Experiments(dict[str, ExperimentRuntime]):
+    """Runtimes by experiment name."""
+
+    @classmethod
+    def build(cls, policies: Mapping[str, Policy], variants: Mapping[str, Mapping[str, VariantClient]]) -> Experiments:
+        return cls({
+            name: ExperimentRuntime(p, FeatureEncoder(p.features), dict(variants[name]), p)
+            for name, p in policies.items()
+        })
+
+    def runtime(self, experiment: str) -> ExperimentRuntime:
+        """The experiment's runtime; 404 for a name this gateway does not serve."""
+        rt = self.get(experiment)
+        if rt is None:
+            raise NotFound(f"no experiment named {experiment!r}", code="experiment_not_found")
+        return rt
+
+    def reward_rules(self) -> dict[str, RewardRules]:
+        return {name: rt.reward_rules for name, rt in self.items()}

@@ -22,8 +22,8 @@ Serve, no Redis). Every step runs the gateway's own code:
   ``retrain_against_live`` (the retrainer task: the best live model on the holdout is the one to beat; time-ordered
   holdout, margin, McNemar) registering into a temporary ``ModelRegistry``; an admitted
   challenger is loaded from the registry, added with a fresh prior (no counters) and reopens
-  exploration like ``add_variant.lua``; arms beyond ``max_variants`` are retired like
-  Retrainer._retire_extra.
+  exploration like ``add_variant.lua``; arms beyond ``max_variants`` are retired by
+  ``allocation.arms_to_retire``, the decision the retrainer makes.
 
 Compared on the same stream: (a) this system, (b) the static champion (the better bootstrap
 model on the pre-drift rows, never retrained), (c) an oracle: XGBoost retrained on the previous
@@ -238,19 +238,8 @@ class System:
         event["retired"] = self._retire_extra()
 
     def _retire_extra(self) -> list[str]:
-        """Retrainer._retire_extra: beyond max_variants, the live arms with the lowest posterior
-        mean go (never the champion, never an arm still without rewards)."""
-        policy = self.policy
-        live = allocation.live_arms(policy, self.meta)
-        extra = len(live) - self.base.retrain.max_variants
-        if extra <= 0:
-            return []
-        means = allocation.posterior_means(policy, self.arms, live)
-        candidates = sorted(
-            (float(means[k]), v) for k, v in enumerate(live)
-            if v != self.meta.get("champion") and self.arms.get(v) is not None and self.arms[v].rewards > 0
-        )
-        gone = [v for _, v in candidates[:extra]]
+        """As the retrainer does: the pure decision, then the meta it writes."""
+        gone = allocation.arms_to_retire(self.policy, self.arms, self.meta, self.base.retrain.max_variants)
         self.meta["retired"] = json.dumps(sorted(allocation.retired(self.meta) | set(gone)))
         return gone
 

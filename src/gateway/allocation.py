@@ -167,6 +167,21 @@ def retired(meta: Mapping[str, str]) -> set[str]:
     return set(json.loads(meta["retired"])) if meta.get("retired") else set()
 
 
+def arms_to_retire(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str], max_variants: int) -> list[str]:
+    """Beyond `max_variants` live arms, the ones with the lowest posterior mean (never the
+    champion, never an arm still without rewards), lowest first."""
+    live = live_arms(policy, meta)
+    extra = len(live) - max_variants
+    if extra <= 0:
+        return []
+    means = posterior_means(policy, arms, live)
+    candidates = sorted(
+        (float(means[i]), v) for i, v in enumerate(live)
+        if v != meta.get("champion") and arms.get(v) is not None and arms[v].rewards > 0
+    )
+    return [v for _, v in candidates[:extra]]
+
+
 def live_arms(policy: Policy, meta: Mapping[str, str]) -> list[str]:
     """The bandit's arms minus those an operator retired."""
     gone = retired(meta)

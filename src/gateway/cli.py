@@ -145,9 +145,5 @@ def demo(
         console.print(f"summary written to {summary_json}", highlight=False)
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

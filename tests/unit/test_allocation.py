@@ -13,6 +13,7 @@ from gateway.allocation import (
     Allocation,
     allocate,
     arm_posteriors,
+    arms_to_retire,
     discount,
     posterior_means,
     posteriors,
@@ -321,6 +322,15 @@ def test_min_duration_also_counts_from_the_newest_challenger():
     settled = promotion_decision(policy, arms, {**old_experiment, "challenger_at": str(NOW - 3700)}, NOW)
     assert fresh is not None and not fresh.promoted
     assert settled is not None and settled.promoted and settled.variant == "b"
+
+
+def test_arms_beyond_max_variants_retire_lowest_mean_first_never_the_champion_or_an_unrewarded_one():
+    policy = make_policy(names=("a", "b", "c", "d", "e"))
+    arms = {"a": arm(100, 0.2), "b": arm(100, 0.9), "c": arm(100, 0.1), "d": arm(100, 0.5), "e": ArmCounts()}
+    meta = {"champion": "c"}
+    assert arms_to_retire(policy, arms, meta, max_variants=5) == []
+    assert arms_to_retire(policy, arms, meta, max_variants=3) == ["a", "d"]
+    assert arms_to_retire(policy, arms, {**meta, "retired": '["a"]'}, max_variants=3) == ["d"]
 
 
 def test_the_holdout_is_never_promoted():

@@ -60,10 +60,6 @@ class FeatureEncoder:
         self.width = len(columns)
         self.column_names = tuple(columns)
 
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self._names
-
     def encode(self, instances: Any) -> np.ndarray:
         if not isinstance(instances, list):
             raise FeatureError("instances", f"must be a list of rows, got {type(instances).__name__}")

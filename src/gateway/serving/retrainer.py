@@ -109,16 +109,7 @@ class Retrainer:
         (never the champion, never a challenger still without rewards)."""
         snap = (await self.store.snapshots([experiment]))[experiment]
         policy = allocation.effective_policy(base, snap.dynamic)
-        live = allocation.live_arms(policy, snap.meta)
-        extra = len(live) - base.retrain.max_variants
-        if extra <= 0:
-            return []
-        means = allocation.posterior_means(policy, snap.arms, live)
-        candidates = sorted(
-            (float(means[i]), v) for i, v in enumerate(live)
-            if v != snap.meta.get("champion") and snap.arms.get(v) is not None and snap.arms[v].rewards > 0
-        )
-        gone = [v for _, v in candidates[:extra]]
+        gone = allocation.arms_to_retire(policy, snap.arms, snap.meta, base.retrain.max_variants)
         retired = allocation.retired(snap.meta)
         for v in gone:
             retired.add(v)

@@ -1,10 +1,11 @@
 """Beta posterior arithmetic for bandit arms with rewards in [0, 1].
 
-Every function is pure and vectorised across arms: ``alpha`` and ``beta`` are
-array-likes of shape ``(k,)`` (scalars are accepted where it makes sense).
-Monte-Carlo functions default to ``np.random.default_rng(0)`` so that the same
-posterior always yields byte-identical output (status endpoints are compared
-across calls).
+The functions of :class:`~.beta_family.BetaFamily` under their stable names,
+plus the exact two-arm :func:`prob_best_two`. Every function is pure and
+vectorised across arms: ``alpha`` and ``beta`` are array-likes of shape ``(k,)``
+(scalars are accepted where it makes sense). Monte-Carlo functions default to
+``np.random.default_rng(0)`` so that the same posterior always yields
+byte-identical output (status endpoints are compared across calls).
 
 Examples
 --------
@@ -20,13 +21,14 @@ Examples
 from __future__ import annotations
 
 import math
-import operator
 import warnings
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import integrate, special
-from scipy.stats import beta as _beta_dist
+
+from .beta_family import BETA
+from .family import DEFAULT_DRAWS, DEFAULT_SEED
 
 __all__ = [
     "DEFAULT_DRAWS",
@@ -40,87 +42,13 @@ __all__ = [
     "sample",
 ]
 
-DEFAULT_DRAWS = 20_000
-DEFAULT_SEED = 0
-
 # Above this many terms the exact sum costs more than quadrature (and memory).
 _MAX_EXACT_TERMS = 1_000_000
-# Rows of Monte-Carlo draws generated at once; bounds memory for many arms.
-_CHUNK_ELEMENTS = 1 << 20
+
+Generator = np.random.Generator
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _default_rng(rng: np.random.Generator | None) -> np.random.Generator:
-    # A fresh fixed-seed generator per call keeps results reproducible.
-    if rng is None:
-        return np.random.default_rng(DEFAULT_SEED)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
-    return rng
-
-
-def _params(alpha: ArrayLike, beta: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Validated, broadcast float arrays of Beta parameters (> 0, finite)."""
-    a = np.asarray(alpha, dtype=float)
-    b = np.asarray(beta, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"alpha and beta shapes differ: {a.shape} vs {b.shape}")
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise ValueError("alpha and beta must be finite")
-    if np.any(a <= 0) or np.any(b <= 0):
-        raise ValueError("alpha and beta must be > 0")
-    return a, b
-
-
-def _arms(alpha: ArrayLike, beta: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`_params` but 1-D with at least one arm."""
-    a, b = _params(alpha, beta)
-    a, b = np.atleast_1d(a), np.atleast_1d(b)
-    if a.ndim != 1 or a.size == 0:
-        raise ValueError(f"expected a non-empty 1-D array of arms, got shape {a.shape}")
-    return a, b
-
-
-def _draws(draws: int) -> int:
-    d = operator.index(draws)
-    if d < 1:
-        raise ValueError(f"draws must be >= 1, got {d}")
-    return d
-
-
-def _mc_stats(
-    alpha: ArrayLike, beta: ArrayLike, draws: int, rng: np.random.Generator | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Monte-Carlo (prob_best, expected_loss) from one shared set of draws."""
-    a, b = _arms(alpha, beta)
-    d = _draws(draws)
-    gen = _default_rng(rng)
-    k = a.size
-    wins = np.zeros(k, dtype=float)
-    loss_sum = np.zeros(k, dtype=float)
-    rows = max(1, _CHUNK_ELEMENTS // k)
-    done = 0
-    while done < d:
-        m = min(rows, d - done)
-        theta = gen.beta(a, b, size=(m, k))
-        top = theta.max(axis=1, keepdims=True)
-        # Exact ties (draws rounding to 0.0 or 1.0 under tiny parameters) share
-        # the win equally instead of favouring the lowest index.
-        is_top = theta == top
-        wins += (is_top / is_top.sum(axis=1, keepdims=True)).sum(axis=0)
-        loss_sum += (top - theta).sum(axis=0)
-        done += m
-    return wins / d, loss_sum / d
-
-
-# --------------------------------------------------------------------------- public API
-
-
-def posterior(
-    prior_alpha: float, prior_beta: float, n: ArrayLike, s: ArrayLike
-) -> tuple[np.ndarray, np.ndarray]:
+def posterior(prior_alpha: float, prior_beta: float, n: ArrayLike, s: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Beta posterior after ``n`` rewards in [0, 1] that sum to ``s``.
 
     Fractional rewards are treated as fractional successes:
@@ -148,28 +76,15 @@ def posterior(
     >>> a.tolist(), b.tolist()
     ([2.5, 1.0], [3.5, 1.0])
     """
-    pa, pb = float(prior_alpha), float(prior_beta)
-    if not (math.isfinite(pa) and math.isfinite(pb) and pa > 0 and pb > 0):
-        raise ValueError(f"prior must be finite and > 0, got ({pa}, {pb})")
-    n_arr = np.asarray(n, dtype=float)
-    s_arr = np.asarray(s, dtype=float)
-    n_arr, s_arr = np.broadcast_arrays(n_arr, s_arr)
-    if not (np.all(np.isfinite(n_arr)) and np.all(np.isfinite(s_arr))):
-        raise ValueError("n and s must be finite")
-    if np.any(s_arr < 0) or np.any(s_arr > n_arr):
-        raise ValueError("need n >= s >= 0 for every arm")
-    return pa + s_arr, pb + (n_arr - s_arr)
+    return BETA.update((prior_alpha, prior_beta), (n, s))
 
 
 def mean(alpha: ArrayLike, beta: ArrayLike) -> np.ndarray:
     """Posterior mean ``alpha / (alpha + beta)``."""
-    a, b = _params(alpha, beta)
-    return a / (a + b)
+    return BETA.mean((alpha, beta))
 
 
-def credible_interval(
-    alpha: ArrayLike, beta: ArrayLike, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
+def credible_interval(alpha: ArrayLike, beta: ArrayLike, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Equal-tailed credible interval at ``level`` (0 < level < 1).
 
     Examples
@@ -178,33 +93,27 @@ def credible_interval(
     >>> round(float(lo), 12), round(float(hi), 12)
     (0.05, 0.95)
     """
-    a, b = _params(alpha, beta)
-    level = float(level)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    tail = (1.0 - level) / 2.0
-    lo = np.asarray(_beta_dist.ppf(tail, a, b), dtype=float)
-    # isf keeps precision in the upper tail where 1 - tail would round.
-    hi = np.asarray(_beta_dist.isf(tail, a, b), dtype=float)
-    return lo, hi
+    return BETA.interval((alpha, beta), level)
 
 
-def sample(
-    alpha: ArrayLike, beta: ArrayLike, draws: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Joint posterior draws, shape ``(draws, k)``."""
-    a, b = _arms(alpha, beta)
-    d = _draws(draws)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy Generator")
-    return rng.beta(a, b, size=(d, a.size))
+def sample(alpha: ArrayLike, beta: ArrayLike, draws: int, rng: Generator) -> np.ndarray:
+    """Joint posterior draws, shape ``(draws, k)``.
+
+    >>> sample([2, 8], [8, 2], 3, np.random.default_rng(1)).shape
+    (3, 2)
+    """
+    return BETA.sample((alpha, beta), draws, rng)
+
+
+def _mc_stats(
+    alpha: ArrayLike, beta: ArrayLike, draws: int, rng: Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Monte-Carlo (prob_best, expected_loss) from one shared set of draws."""
+    return BETA.mc_stats((alpha, beta), draws, rng)
 
 
 def prob_best(
-    alpha: ArrayLike,
-    beta: ArrayLike,
-    draws: int = DEFAULT_DRAWS,
-    rng: np.random.Generator | None = None,
+    alpha: ArrayLike, beta: ArrayLike, draws: int = DEFAULT_DRAWS, rng: Generator | None = None
 ) -> np.ndarray:
     """Monte-Carlo probability that each arm has the highest mean.
 
@@ -219,21 +128,21 @@ def prob_best(
     >>> float(p.sum()), bool(abs(p[0] - 0.5) < 0.02)
     (1.0, True)
     """
-    return _mc_stats(alpha, beta, draws, rng)[0]
+    return BETA.mc_stats((alpha, beta), draws, rng)[0]
 
 
 def expected_loss(
-    alpha: ArrayLike,
-    beta: ArrayLike,
-    draws: int = DEFAULT_DRAWS,
-    rng: np.random.Generator | None = None,
+    alpha: ArrayLike, beta: ArrayLike, draws: int = DEFAULT_DRAWS, rng: Generator | None = None
 ) -> np.ndarray:
     """Monte-Carlo ``E[max_j theta_j - theta_i]`` per arm (>= 0).
 
     This is the expected regret of committing to arm ``i`` now. Same default
     ``rng`` rule as :func:`prob_best`.
+
+    >>> expected_loss([1, 1000], [1000, 1]).round(3).tolist()
+    [0.998, 0.0]
     """
-    return _mc_stats(alpha, beta, draws, rng)[1]
+    return BETA.mc_stats((alpha, beta), draws, rng)[1]
 
 
 def _is_whole(x: float) -> bool:

@@ -1,88 +1,18 @@
 """Normal-Inverse-Gamma posteriors and promotion for Gaussian rewards of unknown variance.
 
 For continuous rewards (revenue, negative latency, a score) each arm's rewards
-are modelled as ``x ~ N(mu, sigma^2)`` with both ``mu`` and ``sigma^2``
-unknown, under the conjugate Normal-Inverse-Gamma prior ::
-
-    sigma^2 ~ InvGamma(alpha0, beta0),   mu | sigma^2 ~ N(mu0, sigma^2 / kappa0).
-
-The posterior depends on the data only through the sufficient statistics the
-store keeps per arm: ``n`` rewards, their sum ``s`` and their sum of squares
-``ss`` (Murphy 2007, eqs. 85-89)::
-
-    kappa = kappa0 + n
-    mu    = (kappa0 mu0 + s) / kappa
-    alpha = alpha0 + n / 2
-    beta  = beta0 + M2 / 2 + kappa0 n (xbar - mu0)^2 / (2 kappa)
-
-with ``xbar = s / n`` and ``M2 = ss - s^2 / n`` (the centred sum of squares).
-The marginal posterior of the mean ``mu`` (what routing and promotion compare)
-is a Student-t with ``2 alpha`` degrees of freedom, location ``mu`` and scale
-``sqrt(beta / (alpha kappa))``. Fractional (e.g. discounted) counts are
-weighted sufficient statistics and go through the same formulas.
+are ``x ~ N(mu, sigma^2)`` with both unknown, under the conjugate
+Normal-Inverse-Gamma prior; the posterior ``(mu, kappa, alpha, beta)`` depends
+on the data only through the per-arm count ``n``, sum ``s`` and sum of squares
+``ss`` the store keeps, and the mean's marginal is a Student-t. The model, the
+update and the anytime-valid evidence (a one-sided Welch t-mixture, the
+counterpart of :mod:`.sequential`'s mSPRT) are in :mod:`.nig_family`; this
+module gives :class:`~.nig_family.NormalInverseGammaFamily` its stable function
+names, and the decisions of :mod:`.promotion` and :mod:`.sequential` for it.
 
 Conventions follow :mod:`.beta`: every function is vectorised across arms
 (shape ``(k,)``); Monte-Carlo functions default to a fresh
 ``np.random.default_rng(0)`` so equal posteriors give byte-identical output.
-
-Anytime-valid promotion evidence
---------------------------------
-:func:`pairwise_log_e` is the Gaussian counterpart of
-:func:`gateway.bandit.sequential.pairwise_log_e`: for an ordered pair
-``(i, j)`` with Welch statistic ``t = (xbar_i - xbar_j) / sqrt(V)``,
-``V = v_i / n_i + v_j / n_j`` (``v`` the sample variances), Welch-Satterthwaite
-degrees of freedom ``nu`` and ``r = tau2 * s_p^2 / V`` (``s_p^2`` the pooled
-variance, so ``r = tau2 * n_i n_j / (n_i + n_j)`` when the sample variances
-agree), the evidence is the Bayes factor of the two-sample t-test with the
-standardized effect ``delta = (mu_i - mu_j) / sigma`` mixed over the
-half-normal ``|N(0, tau2)|`` (only ``mu_i > mu_j`` counts as evidence). The
-numerator ``t = (Z + delta sqrt(m)) / sqrt(chi2_nu / nu)`` is then a skew-t
-(Azzalini & Capitanio 2003) with scale ``w = sqrt(1 + r)`` and shape
-``sqrt(r)``, so the Bayes factor is the ratio of its density to the t
-density, in closed form (Gonen et al. 2005 give the two-sided version) ::
-
-    log E_ij = log 2 - log(1 + r)/2 + (nu + 1)/2 * [log(1 + t^2/nu) - log(1 + z^2/nu)]
-               + log T_{nu+1}(sqrt(r) z sqrt((nu + 1) / (nu + z^2))),   z = t / w
-
-with ``T`` the Student-t CDF; as ``nu -> inf`` it is exactly the Bernoulli
-statistic of :mod:`.sequential` with ``t`` for ``z``. ``E_ij`` increases with
-``t`` (the noncentral t has a monotone likelihood ratio) and ``E_ij < 1``
-whenever ``t <= 0``. With equal variances it is the Bayes factor of the maximal
-location-scale invariant (right-Haar prior on the common mean and ``sigma``),
-which is a test martingale under ``mu_i = mu_j`` (Perez-Ortiz et al. 2024), so
-Ville's inequality bounds ``P(ever E_ij >= k / alpha) <= alpha / k``; since
-``E_ij >= c`` is ``t >= t_c(n)`` and lowering ``mu_i`` lowers every ``t_n``
-path by path, the bound also holds under ``mu_i < mu_j``. Unequal
-variances are handled by the Welch plug-in (smaller ``nu`` is more
-conservative): valid asymptotically, as for Bernoulli rewards in
-:mod:`.sequential` (Waudby-Smith et al. 2021). The same Bonferroni over the
-``k`` possible leaders gives ``P(ever promoting a non-best arm) <= alpha``;
-``bench/bandit.py`` and the unit tests check it by simulation under Thompson
-allocation. The student-t form keeps the plug-in honest at small ``n``: a
-lucky small sample variance is paid for by few degrees of freedom.
-
-:func:`evaluate_sequential` combines it with the Bayesian gates of
-:func:`evaluate` (the rules of :func:`gateway.bandit.promotion.evaluate`:
-``min_samples``, ``min_duration_s``, ``prob_best`` and expected loss, the
-latter in reward units) and returns the same :class:`~.promotion.Decision`.
-
-References
-----------
-* K. P. Murphy (2007). Conjugate Bayesian analysis of the Gaussian
-  distribution. Technical note, section 6 - Normal-Inverse-Gamma updates and
-  the Student-t marginal.
-* A. Gelman et al. (2013). Bayesian Data Analysis, 3rd ed., section 3.3.
-* M. Gonen, W. O. Johnson, Y. Lu, P. H. Westfall (2005). The Bayesian
-  two-sample t test. The American Statistician 59(3).
-* A. Azzalini, A. Capitanio (2003). Distributions generated by perturbation
-  of symmetry with emphasis on a multivariate skew t-distribution. JRSS B
-  65(2) - the skew-t density.
-* M. F. Perez-Ortiz, T. Lardy, R. de Heide, P. Grunwald (2024). E-statistics,
-  group invariance and anytime-valid testing. Ann. Statist.
-* R. Johari, P. Koomen, L. Pekelis, D. Walsh (2022). Always valid inference:
-  continuous monitoring of A/B tests. Operations Research 70(3).
-* I. Waudby-Smith, D. Arbour, R. Sinha, E. H. Kennedy, A. Ramdas (2021).
-  Time-uniform central limit theory and asymptotic confidence sequences.
 
 Examples
 --------
@@ -96,20 +26,17 @@ True
 
 from __future__ import annotations
 
-import math
-import operator
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import stdtr
-from scipy.stats import t as _t_dist
 
-from . import sequential
-from .beta import DEFAULT_DRAWS, DEFAULT_SEED
-from .promotion import INCONCLUSIVE, Decision, PromotionRule, _count, _num, apply_gates
+from . import anytime, promotion
+from .family import DEFAULT_DRAWS
+from .nig_family import NIG
+from .promotion import Decision, PromotionRule
 from .selection import apply_floor
+from .sequential import DEFAULT_ALPHA, DEFAULT_TAU2
 
 __all__ = [
     "DEFAULT_PRIOR",
@@ -132,84 +59,16 @@ __all__ = [
 # (expected loss defined) even before any reward.
 DEFAULT_PRIOR = (0.0, 0.01, 1.0, 1.0)
 
-_CHUNK_ELEMENTS = 1 << 20  # Monte-Carlo rows generated at once (bounds memory)
-_LOG2 = math.log(2.0)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _default_rng(rng: np.random.Generator | None) -> np.random.Generator:
-    if rng is None:
-        return np.random.default_rng(DEFAULT_SEED)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy Generator or None, got {type(rng).__name__}")
-    return rng
-
-
-def _params(
-    mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validated float arrays of one shape: finite, ``kappa, alpha, beta > 0``."""
-    arrs = [np.asarray(x, dtype=float) for x in (mu, kappa, alpha, beta)]
-    if len({a.shape for a in arrs}) != 1:
-        raise ValueError(f"mu, kappa, alpha, beta shapes differ: {[a.shape for a in arrs]}")
-    if not all(np.all(np.isfinite(a)) for a in arrs):
-        raise ValueError("mu, kappa, alpha and beta must be finite")
-    if any(np.any(a <= 0) for a in arrs[1:]):
-        raise ValueError("kappa, alpha and beta must be > 0")
-    return arrs[0], arrs[1], arrs[2], arrs[3]
-
-
-def _arms(mu, kappa, alpha, beta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """1-D (df, loc, scale) of the Student-t marginals of at least one arm."""
-    m, k, a, b = (np.atleast_1d(x) for x in _params(mu, kappa, alpha, beta))
-    if m.ndim != 1 or m.size == 0:
-        raise ValueError(f"expected a non-empty 1-D array of arms, got shape {m.shape}")
-    return 2.0 * a, m, np.sqrt(b / (a * k))
-
-
-def _draws(draws: int) -> int:
-    d = operator.index(draws)
-    if d < 1:
-        raise ValueError(f"draws must be >= 1, got {d}")
-    return d
-
-
-def _mc_stats(mu, kappa, alpha, beta, draws: int, rng: np.random.Generator | None):
-    """Monte-Carlo (prob_best, expected_loss) from one shared set of draws."""
-    df, loc, scale = _arms(mu, kappa, alpha, beta)
-    d = _draws(draws)
-    gen = _default_rng(rng)
-    k = loc.size
-    wins = np.zeros(k)
-    loss_sum = np.zeros(k)
-    rows = max(1, _CHUNK_ELEMENTS // k)
-    done = 0
-    while done < d:
-        m = min(rows, d - done)
-        theta = loc + scale * gen.standard_t(df, size=(m, k))
-        top = theta.max(axis=1, keepdims=True)
-        # Ties only happen between identical degenerate posteriors; split them.
-        is_top = theta == top
-        wins += (is_top / is_top.sum(axis=1, keepdims=True)).sum(axis=0)
-        loss_sum += (top - theta).sum(axis=0)
-        done += m
-    return wins / d, loss_sum / d
+Generator = np.random.Generator
+Post = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 # --------------------------------------------------------------------------- posterior
 
 
 def posterior(
-    mu0: float,
-    kappa0: float,
-    alpha0: float,
-    beta0: float,
-    n: ArrayLike,
-    s: ArrayLike,
-    ss: ArrayLike,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    mu0: float, kappa0: float, alpha0: float, beta0: float, n: ArrayLike, s: ArrayLike, ss: ArrayLike
+) -> Post:
     """Normal-Inverse-Gamma posterior ``(mu, kappa, alpha, beta)`` from sufficient statistics.
 
     Parameters
@@ -230,37 +89,17 @@ def posterior(
     >>> [x.tolist() for x in posterior(0.0, 1.0, 1.0, 1.0, n=[0, 2], s=[0, 2], ss=[0, 2])]
     [[0.0, 0.6666666666666666], [1.0, 3.0], [1.0, 2.0], [1.0, 1.3333333333333333]]
     """
-    m0, k0, a0, b0 = (float(x) for x in (mu0, kappa0, alpha0, beta0))
-    if not (math.isfinite(m0) and all(math.isfinite(x) and x > 0 for x in (k0, a0, b0))):
-        raise ValueError(f"prior needs finite mu0 and kappa0, alpha0, beta0 > 0, got {(m0, k0, a0, b0)}")
-    n_arr, s_arr, ss_arr = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (n, s, ss)))
-    if not all(np.all(np.isfinite(x)) for x in (n_arr, s_arr, ss_arr)):
-        raise ValueError("n, s and ss must be finite")
-    if np.any(n_arr < 0):
-        raise ValueError("n must be >= 0")
-    has = n_arr > 0
-    safe_n = np.where(has, n_arr, 1.0)
-    xbar = np.where(has, s_arr / safe_n, 0.0)
-    # ss - s^2/n cancels for large means; round-off must not make it negative.
-    m2 = np.where(has, np.maximum(ss_arr - s_arr * xbar, 0.0), 0.0)
-    kappa = k0 + n_arr
-    mu = (k0 * m0 + s_arr) / kappa
-    alpha = a0 + n_arr / 2.0
-    beta = b0 + m2 / 2.0 + np.where(has, k0 * n_arr * (xbar - m0) ** 2 / (2.0 * kappa), 0.0)
-    return mu, kappa, alpha, beta
+    return NIG.update((mu0, kappa0, alpha0, beta0), (n, s, ss))
 
 
-def marginal(
-    mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def marginal(mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike) -> tuple[np.ndarray, ...]:
     """Student-t marginal of the mean: ``(df, loc, scale) = (2 alpha, mu, sqrt(beta / (alpha kappa)))``."""
-    m, k, a, b = _params(mu, kappa, alpha, beta)
-    return 2.0 * a, m, np.sqrt(b / (a * k))
+    return NIG.marginal((mu, kappa, alpha, beta))
 
 
 def mean(mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike) -> np.ndarray:
     """Posterior mean of the arm's mean reward: ``mu`` (validated)."""
-    return _params(mu, kappa, alpha, beta)[0].copy()
+    return NIG.mean((mu, kappa, alpha, beta))
 
 
 def credible_interval(
@@ -272,32 +111,24 @@ def credible_interval(
     >>> round(float(hi), 4), float(lo + hi)
     (1.984, 0.0)
     """
-    df, loc, scale = marginal(mu, kappa, alpha, beta)
-    level = float(level)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    q = _t_dist.isf((1.0 - level) / 2.0, df)
-    return np.asarray(loc - scale * q, dtype=float), np.asarray(loc + scale * q, dtype=float)
+    return NIG.interval((mu, kappa, alpha, beta), level)
 
 
 def sample(
-    mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike, draws: int, rng: np.random.Generator
+    mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike, draws: int, rng: Generator
 ) -> np.ndarray:
     """Joint posterior draws of the arms' means, shape ``(draws, k)``."""
-    df, loc, scale = _arms(mu, kappa, alpha, beta)
-    d = _draws(draws)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy Generator")
-    return loc + scale * rng.standard_t(df, size=(d, loc.size))
+    return NIG.sample((mu, kappa, alpha, beta), draws, rng)
+
+
+def _mc_stats(mu, kappa, alpha, beta, draws: int, rng: Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    """Monte-Carlo (prob_best, expected_loss) from one shared set of draws."""
+    return NIG.mc_stats((mu, kappa, alpha, beta), draws, rng)
 
 
 def prob_best(
-    mu: ArrayLike,
-    kappa: ArrayLike,
-    alpha: ArrayLike,
-    beta: ArrayLike,
-    draws: int = DEFAULT_DRAWS,
-    rng: np.random.Generator | None = None,
+    mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike,
+    draws: int = DEFAULT_DRAWS, rng: Generator | None = None,
 ) -> np.ndarray:
     """Monte-Carlo probability that each arm has the highest mean; sums to 1.
 
@@ -307,29 +138,20 @@ def prob_best(
     >>> prob_best([0.0, 0.0], [1, 1], [2, 2], [2, 2]).round(2).tolist()
     [0.5, 0.5]
     """
-    return _mc_stats(mu, kappa, alpha, beta, draws, rng)[0]
+    return NIG.mc_stats((mu, kappa, alpha, beta), draws, rng)[0]
 
 
 def expected_loss(
-    mu: ArrayLike,
-    kappa: ArrayLike,
-    alpha: ArrayLike,
-    beta: ArrayLike,
-    draws: int = DEFAULT_DRAWS,
-    rng: np.random.Generator | None = None,
+    mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike,
+    draws: int = DEFAULT_DRAWS, rng: Generator | None = None,
 ) -> np.ndarray:
     """Monte-Carlo ``E[max_j mu_j - mu_i]`` per arm, in reward units (>= 0)."""
-    return _mc_stats(mu, kappa, alpha, beta, draws, rng)[1]
+    return NIG.mc_stats((mu, kappa, alpha, beta), draws, rng)[1]
 
 
 def thompson_weights(
-    mu: ArrayLike,
-    kappa: ArrayLike,
-    alpha: ArrayLike,
-    beta: ArrayLike,
-    min_weight: float,
-    draws: int = DEFAULT_DRAWS,
-    rng: np.random.Generator | None = None,
+    mu: ArrayLike, kappa: ArrayLike, alpha: ArrayLike, beta: ArrayLike, min_weight: float,
+    draws: int = DEFAULT_DRAWS, rng: Generator | None = None,
 ) -> np.ndarray:
     """Probability-matching weights (:func:`prob_best`) lifted to ``min_weight``.
 
@@ -342,81 +164,22 @@ def thompson_weights(
 # --------------------------------------------------------------------------- sequential test
 
 
-def _check_level(alpha: float) -> float:
-    a = float(alpha)
-    if not (math.isfinite(a) and 0.0 < a < 1.0):
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    return a
+def pairwise_log_e(n: ArrayLike, s: ArrayLike, ss: ArrayLike, tau2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Log e-values ``log E[..., i, j]`` for "arm i's mean exceeds arm j's" (:mod:`.nig_family`).
 
+    The Gaussian counterpart of :func:`gateway.bandit.sequential.pairwise_log_e`:
+    ``n, s, ss`` of shape ``(..., k)`` are the rewards per arm, their sums and
+    sums of squares (leading axes: independent experiments), ``tau2 > 0`` the
+    mixing variance. Returns ``(log_e, t)`` of shape ``(..., k, k)`` with
+    diagonals ``-inf`` and 0. A pair where an arm has fewer than 2 rewards, or
+    both arms have zero sample variance, gives ``log_e = 0`` and ``t = 0`` (no
+    evidence); always finite off the diagonal.
 
-def _check_tau2(tau2: float) -> float:
-    t = float(tau2)
-    if not (math.isfinite(t) and t > 0.0):
-        raise ValueError(f"tau2 must be finite and > 0, got {tau2}")
-    return t
-
-
-def _stats(n: ArrayLike, s: ArrayLike, ss: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n_arr, s_arr, ss_arr = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (n, s, ss)))
-    if n_arr.ndim == 0 or n_arr.shape[-1] < 2:
-        raise ValueError(f"need at least 2 arms along the last axis, got shape {n_arr.shape}")
-    if not all(np.all(np.isfinite(x)) for x in (n_arr, s_arr, ss_arr)):
-        raise ValueError("n, s and ss must be finite")
-    if np.any(n_arr < 0):
-        raise ValueError("n must be >= 0")
-    return n_arr, s_arr, ss_arr
-
-
-def pairwise_log_e(
-    n: ArrayLike, s: ArrayLike, ss: ArrayLike, tau2: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Log e-values ``log E[..., i, j]`` for "arm i's mean exceeds arm j's" (module docstring).
-
-    Parameters
-    ----------
-    n, s, ss : array_like, shape (..., k)
-        Rewards per arm, their sums and sums of squares; leading axes are
-        independent experiments (e.g. simulation seeds).
-    tau2 : float
-        Mixing variance of the standardized effect, > 0.
-
-    Returns
-    -------
-    log_e, t : ndarray, shape (..., k, k)
-        Diagonals are ``-inf`` and 0. A pair where an arm has fewer than 2
-        rewards, or both arms have zero sample variance, gives ``log_e = 0``
-        and ``t = 0`` (no evidence). Always finite off the diagonal.
+    >>> log_e, t = pairwise_log_e([50, 50], [50.0, 75.0], [100.0, 162.5], tau2=0.004)
+    >>> round(float(t[1, 0]), 3), bool(log_e[1, 0] > 0 > log_e[0, 1])
+    (2.475, True)
     """
-    t2 = _check_tau2(tau2)
-    n_arr, s_arr, ss_arr = _stats(n, s, ss)
-    ok_n = n_arr >= 2.0
-    safe_n = np.where(ok_n, n_arr, 2.0)
-    xbar = s_arr / safe_n
-    m2 = np.maximum(ss_arr - s_arr * xbar, 0.0)
-    var = np.where(ok_n, m2 / (safe_n - 1.0), 0.0)  # sample variances
-    ni, nj = safe_n[..., :, None], safe_n[..., None, :]
-    vi, vj = (var / safe_n)[..., :, None], (var / safe_n)[..., None, :]
-    big_v = vi + vj
-    valid = ok_n[..., :, None] & ok_n[..., None, :] & (big_v > 0)
-    safe_v = np.where(valid, big_v, 1.0)
-    t = np.where(valid, (xbar[..., :, None] - xbar[..., None, :]) / np.sqrt(safe_v), 0.0)
-    # Welch-Satterthwaite; 1 at least, where one arm's variance is exactly 0.
-    denom = vi * vi / (ni - 1.0) + vj * vj / (nj - 1.0)
-    nu = np.where(valid & (denom > 0), safe_v * safe_v / np.where(denom > 0, denom, 1.0), 1.0)
-    nu = np.maximum(nu, 1.0)
-    pooled = (m2[..., :, None] + m2[..., None, :]) / (ni + nj - 2.0)
-    r = np.where(valid, t2 * pooled / safe_v, 0.0)
-    z = t / np.sqrt(1.0 + r)
-    log_two_sided = -0.5 * np.log1p(r) + 0.5 * (nu + 1.0) * (np.log1p(t * t / nu) - np.log1p(z * z / nu))
-    arg = np.sqrt(r) * z * np.sqrt((nu + 1.0) / (nu + z * z))
-    # The CDF underflows for t far below 0; E increases with t, so E(t) <= E(0) = (1+r)^(-1/2)
-    # there is exact and keeps hopeless pairs finite and below 1.
-    log_e = _LOG2 + log_two_sided + np.log(np.maximum(stdtr(nu + 1.0, arg), 1e-300))
-    log_e = np.where(t <= 0, np.minimum(log_e, -0.5 * np.log1p(r)), log_e)
-    log_e = np.where(valid, log_e, 0.0)
-    k = n_arr.shape[-1]
-    eye = np.eye(k, dtype=bool)
-    return np.where(eye, -np.inf, log_e), np.where(eye, 0.0, t)
+    return NIG.pairwise_log_e((n, s, ss), tau2)
 
 
 def sequential_evidence(
@@ -433,33 +196,15 @@ def sequential_evidence(
     >>> int(leader), round(float(log_e), 2)
     (1, 8.86)
     """
-    a = _check_level(alpha)
-    log_e, _ = pairwise_log_e(n, s, ss, tau2)
-    k = log_e.shape[-1]
-    per_arm = np.where(np.eye(k, dtype=bool), np.inf, log_e).min(axis=-1)
-    best = per_arm.argmax(axis=-1)
-    stat = np.take_along_axis(per_arm, best[..., None], axis=-1)[..., 0]
-    return np.where(stat >= math.log(k / a), best, -1), stat
+    return anytime.verdict(NIG, (n, s, ss), alpha, tau2)
 
 
 # --------------------------------------------------------------------------- decisions
 
 
-def _vector(x: ArrayLike) -> np.ndarray | None:
-    try:
-        return np.atleast_1d(np.asarray(x, dtype=float))
-    except (TypeError, ValueError):
-        return None
-
-
 def evaluate(
-    names: Sequence[str],
-    post: Sequence[ArrayLike],
-    n_rewards: ArrayLike,
-    rule: PromotionRule,
-    elapsed_s: float,
-    draws: int = DEFAULT_DRAWS,
-    rng: np.random.Generator | None = None,
+    names: Sequence[str], post: Sequence[ArrayLike], n_rewards: ArrayLike, rule: PromotionRule, elapsed_s: float,
+    draws: int = DEFAULT_DRAWS, rng: Generator | None = None,
 ) -> Decision:
     """The Bayesian gates of :func:`gateway.bandit.promotion.evaluate` for NIG posteriors.
 
@@ -474,81 +219,20 @@ def evaluate(
         Only for programming errors: mismatched lengths, duplicate names or a
         ``post`` that is not four arrays.
     """
-    names = [str(x) for x in names]
-    k = len(names)
-    if len(set(names)) != k:
-        raise ValueError(f"variant names must be unique, got {names}")
-    if len(post) != 4:
-        raise ValueError("post must be (mu, kappa, alpha, beta)")
-    labels = ("mu", "kappa", "alpha", "beta")
-    vecs = {label: _vector(x) for label, x in zip(labels, post)}
-    vecs["n_rewards"] = _vector(n_rewards)
-    for label, vec in vecs.items():
-        if vec is not None and vec.shape != (k,):
-            raise ValueError(f"{label} has shape {vec.shape}, expected ({k},) to match names")
-    evidence: dict[str, Any] = {
-        "arms": {},
-        "rule": rule.as_dict(),
-        "elapsed_s": _num(elapsed_s),
-        "draws": int(draws),
-        "candidate": None,
-    }
-
-    def arm_evidence(pb: np.ndarray | None = None, el: np.ndarray | None = None) -> None:
-        for i, name in enumerate(names):
-            row = {lb: (_num(vecs[lb][i]) if vecs[lb] is not None else None) for lb in labels}
-            row["mean"] = row["mu"]
-            row["prob_best"] = _num(pb[i]) if pb is not None else None
-            row["expected_loss"] = _num(el[i]) if el is not None else None
-            n = vecs["n_rewards"]
-            row["rewards"] = _count(n[i]) if n is not None else None
-            evidence["arms"][name] = row
-
-    def inconclusive(reason: str) -> Decision:
-        return Decision(INCONCLUSIVE, None, reason, evidence)
-
-    bad = [lb for lb, vec in vecs.items() if vec is None or not np.all(np.isfinite(vec))]
-    if _num(elapsed_s) is None:
-        bad.append("elapsed_s")
-    if bad:
-        arm_evidence()
-        return inconclusive(f"non-finite or non-numeric input: {', '.join(bad)}")
-    mu, kappa, alpha, beta, n = (vecs[x] for x in (*labels, "n_rewards"))
-    assert mu is not None and kappa is not None and alpha is not None and beta is not None and n is not None
-    if np.any(kappa <= 0) or np.any(alpha <= 0) or np.any(beta <= 0):
-        arm_evidence()
-        return inconclusive("invalid posterior: kappa, alpha and beta must be > 0")
-    if np.any(n < 0):
-        arm_evidence()
-        return inconclusive("invalid input: negative reward counts")
-    if k < 2:
-        arm_evidence()
-        return inconclusive(f"need at least 2 arms to compare, got {k}")
-
-    pb, el = _mc_stats(mu, kappa, alpha, beta, draws, rng)
-    arm_evidence(pb, el)
-    return apply_gates(names, n, pb, el, rule, float(elapsed_s), evidence)
+    return promotion.decide(NIG, names, post, n_rewards, rule, elapsed_s, draws, rng)
 
 
 def evaluate_sequential(
-    names: Sequence[str],
-    post: Sequence[ArrayLike],
-    n_rewards: ArrayLike,
-    reward_sums: ArrayLike,
-    reward_sq_sums: ArrayLike,
-    rule: PromotionRule,
-    elapsed_s: float,
-    alpha: float = 0.05,
-    tau2: float = 0.004,
-    draws: int = DEFAULT_DRAWS,
-    rng: np.random.Generator | None = None,
+    names: Sequence[str], post: Sequence[ArrayLike], n_rewards: ArrayLike, reward_sums: ArrayLike,
+    reward_sq_sums: ArrayLike, rule: PromotionRule, elapsed_s: float,
+    alpha: float = DEFAULT_ALPHA, tau2: float = DEFAULT_TAU2, draws: int = DEFAULT_DRAWS, rng: Generator | None = None,
 ) -> Decision:
     """Promote only when the anytime-valid t-mixture test *and* the Bayesian gates agree.
 
     The Gaussian counterpart of :func:`gateway.bandit.sequential.evaluate_sequential`
     (same evidence layout, ``evidence["sequential"]["pairs"][other]`` holds
     ``t`` instead of ``z``). Valid when called after every reward:
-    ``P(ever promoting a non-best arm) <= alpha`` (see the module docstring).
+    ``P(ever promoting a non-best arm) <= alpha`` (see :mod:`.nig_family`).
     Inconclusive, never raising, on NaN, negative counts, fewer than 2 arms or
     too few samples.
 
@@ -561,38 +245,5 @@ def evaluate_sequential(
     >>> d.outcome, d.variant, d.evidence["sequential"]["rejected"]
     ('promote', 'b', True)
     """
-    a_level = _check_level(alpha)
-    t2 = _check_tau2(tau2)
-    names = [str(x) for x in names]
-    k = len(names)
-    sums, sq = _vector(reward_sums), _vector(reward_sq_sums)
-    for label, vec in (("reward_sums", sums), ("reward_sq_sums", sq)):
-        if vec is not None and vec.shape != (k,):
-            raise ValueError(f"{label} has shape {vec.shape}, expected ({k},) to match names")
-    bayes = evaluate(names, post, n_rewards, rule, elapsed_s, draws=draws, rng=rng)
-    evidence = dict(bayes.evidence)
-    seq: dict[str, Any] = {
-        "method": "one-sided Welch t-mixture (two-sample t Bayes factor), Bonferroni over arms",
-        "alpha": a_level,
-        "tau2": t2,
-        "threshold_log_e": math.log(k / a_level) if k >= 2 else None,
-        "leader": None,
-        "log_e": None,
-        "p_value": None,
-        "rejected": False,
-        "pairs": {},
-    }
-    evidence["sequential"] = seq
-    n = _vector(n_rewards)
-    problem: str | None = None
-    if k < 2:
-        problem = f"need at least 2 arms to compare, got {k}"
-    elif n is None or sums is None or sq is None or not all(np.all(np.isfinite(v)) for v in (n, sums, sq)):
-        problem = "non-finite or non-numeric rewards, reward sums or sums of squares"
-    elif np.any(n < 0) or np.any(sq < 0):
-        problem = "negative reward counts or sums of squares"
-    else:
-        log_e, t = pairwise_log_e(n, sums, sq, t2)
-        seq.update(sequential.leader_evidence(names, log_e, t, "t", a_level))
-
-    return sequential.combine(bayes, evidence, problem, a_level)
+    sums = (reward_sums, reward_sq_sums)
+    return anytime.decide(NIG, names, post, n_rewards, sums, rule, elapsed_s, alpha, tau2, draws, rng)

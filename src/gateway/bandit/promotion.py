@@ -1,4 +1,4 @@
-"""Automatic promotion decisions from Beta posteriors.
+"""Automatic promotion decisions from the arms' posteriors, whatever their family.
 
 An arm is promoted only when every gate passes: enough rewards on every arm,
 enough wall-clock time, a high probability of being best and a small expected
@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .beta import DEFAULT_DRAWS, _mc_stats
+from .beta_family import BETA
+from .family import DEFAULT_DRAWS, PosteriorFamily, join_words, vector
 
-__all__ = ["INCONCLUSIVE", "PROMOTE", "Decision", "PromotionRule", "evaluate"]
+__all__ = ["INCONCLUSIVE", "PROMOTE", "Decision", "PromotionRule", "apply_gates", "decide", "evaluate"]
 
 PROMOTE = "promote"
 INCONCLUSIVE = "inconclusive"
@@ -109,14 +110,6 @@ def _count(x: Any) -> int | float | None:
     return v
 
 
-def _vector(x: ArrayLike) -> np.ndarray | None:
-    try:
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return np.atleast_1d(arr)
-
-
 def evaluate(
     names: Sequence[str],
     alpha: ArrayLike,
@@ -127,7 +120,7 @@ def evaluate(
     draws: int = DEFAULT_DRAWS,
     rng: np.random.Generator | None = None,
 ) -> Decision:
-    """Decide whether to promote the arm most likely to be best.
+    """Decide whether to promote the arm most likely to be best (Beta posteriors).
 
     The candidate is the arm with the highest ``prob_best`` (first on ties). It
     is promoted when every arm has ``n_rewards >= rule.min_samples``,
@@ -160,13 +153,37 @@ def evaluate(
     ValueError
         Only for programming errors: mismatched lengths or duplicate names.
     """
-    names = [str(n) for n in names]
+    return decide(BETA, names, (alpha, beta), n_rewards, rule, elapsed_s, draws, rng)
+
+
+def decide(
+    family: PosteriorFamily, names: Sequence[str], post: Sequence[ArrayLike], n_rewards: ArrayLike,
+    rule: PromotionRule, elapsed_s: float, draws: int = DEFAULT_DRAWS, rng: np.random.Generator | None = None,
+) -> Decision:
+    """:func:`evaluate` for any posterior family: ``post`` holds ``family.labels``' arrays.
+
+    ``evidence["arms"][name]`` holds the posterior parameters by label, then
+    ``mean, prob_best, expected_loss, rewards``. Never raises on bad numbers.
+
+    Examples
+    --------
+    >>> from gateway.bandit.nig_family import NIG
+    >>> post = NIG.update((0.0, 0.01, 1.0, 1.0), ([800, 800], [800.0, 960.0], [1600.0, 1952.0]))
+    >>> rule = PromotionRule(prob_best=0.95, max_expected_loss=0.01, min_samples=500)
+    >>> d = decide(NIG, ["a", "b"], post, [800, 800], rule, elapsed_s=60)
+    >>> d.outcome, d.variant, list(d.evidence["arms"]["b"])[:5]
+    ('promote', 'b', ['mu', 'kappa', 'alpha', 'beta', 'mean'])
+    """
+    names = [str(x) for x in names]
     k = len(names)
     if len(set(names)) != k:
         raise ValueError(f"variant names must be unique, got {names}")
-    a, b, n = _vector(alpha), _vector(beta), _vector(n_rewards)
-    vectors = {"alpha": a, "beta": b, "n_rewards": n}
-    for label, vec in vectors.items():
+    labels = family.labels
+    if len(post) != len(labels):
+        raise ValueError(f"post must be ({', '.join(labels)})")
+    vecs = {label: vector(x) for label, x in zip(labels, post)}
+    vecs["n_rewards"] = vector(n_rewards)
+    for label, vec in vecs.items():
         if vec is not None and vec.shape != (k,):
             raise ValueError(f"{label} has shape {vec.shape}, expected ({k},) to match names")
 
@@ -179,42 +196,34 @@ def evaluate(
     }
 
     def arm_evidence(pb: np.ndarray | None = None, el: np.ndarray | None = None) -> None:
+        n = vecs["n_rewards"]
         for i, name in enumerate(names):
-            ai = _num(a[i]) if a is not None else None
-            bi = _num(b[i]) if b is not None else None
-            valid = ai is not None and bi is not None and ai > 0 and bi > 0
-            mi = ai / (ai + bi) if valid else None  # type: ignore[operator]
-            evidence["arms"][name] = {
-                "alpha": ai,
-                "beta": bi,
-                "mean": mi,
-                "prob_best": _num(pb[i]) if pb is not None else None,
-                "expected_loss": _num(el[i]) if el is not None else None,
-                "rewards": _count(n[i]) if n is not None else None,
-            }
+            row = {lb: (_num(vecs[lb][i]) if vecs[lb] is not None else None) for lb in labels}
+            row["mean"] = family.row_mean(row)
+            row["prob_best"] = _num(pb[i]) if pb is not None else None
+            row["expected_loss"] = _num(el[i]) if el is not None else None
+            row["rewards"] = _count(n[i]) if n is not None else None
+            evidence["arms"][name] = row
 
     def inconclusive(reason: str) -> Decision:
+        arm_evidence()
         return Decision(INCONCLUSIVE, None, reason, evidence)
 
     # --- input sanity: nothing below may trust these numbers until checked
-    bad = [label for label, vec in vectors.items() if vec is None or not np.all(np.isfinite(vec))]
+    bad = [label for label, vec in vecs.items() if vec is None or not np.all(np.isfinite(vec))]
     if _num(elapsed_s) is None:
         bad.append("elapsed_s")
     if bad:
-        arm_evidence()
         return inconclusive(f"non-finite or non-numeric input: {', '.join(bad)}")
-    assert a is not None and b is not None and n is not None  # for type checkers
-    if np.any(a <= 0) or np.any(b <= 0):
-        arm_evidence()
-        return inconclusive("invalid posterior: alpha and beta must be > 0")
+    if any(np.any(vecs[lb] <= 0) for lb in family.positive):
+        return inconclusive(f"invalid posterior: {join_words(family.positive)} must be > 0")
+    n = vecs["n_rewards"]
     if np.any(n < 0):
-        arm_evidence()
         return inconclusive("invalid input: negative reward counts")
     if k < 2:
-        arm_evidence()
         return inconclusive(f"need at least 2 arms to compare, got {k}")
 
-    pb, el = _mc_stats(a, b, draws, rng)
+    pb, el = family.mc_stats(tuple(vecs[lb] for lb in labels), draws, rng)
     arm_evidence(pb, el)
     return apply_gates(names, n, pb, el, rule, float(elapsed_s), evidence)
 

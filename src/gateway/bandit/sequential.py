@@ -11,36 +11,19 @@ a test whose error guarantee holds *simultaneously over all sample sizes*, so
 it may be evaluated after every reward, every refresh, or whenever an operator
 looks, with no penalty and no planned horizon.
 
-Method: one-sided normal-mixture SPRT (mSPRT) on standardized differences
---------------------------------------------------------------------------
-For an ordered pair of arms ``(i, j)`` with ``n_i, n_j`` rewards summing to
-``s_i, s_j``, let
-
-* ``d = s_i/n_i - s_j/n_j`` (difference of observed means),
-* ``p = (s_i + s_j + 1/2) / (n_i + n_j + 1)`` (pooled mean, i.e. the mean
-  under the null of equal arms, lightly regularised so it is never 0 or 1),
-* ``sigma2 = p (1 - p)`` (Bernoulli variance; for rewards in [0, 1] it is an
-  upper bound on the variance given the mean, so the test stays conservative),
-* ``m = n_i n_j / (n_i + n_j)`` (effective sample size of the difference; it
-  handles the unequal allocation a bandit produces),
-* ``z = d sqrt(m / sigma2)`` and ``r = tau2 m``.
-
-The mixture likelihood ratio of "standardized effect ``delta = (mu_i -
-mu_j)/sigma``" against ``delta = 0``, mixing over the half-normal prior
-``delta ~ |N(0, tau2)|`` (so only ``mu_i > mu_j`` counts as evidence), is ::
-
-    log E_ij = log 2 - log(1 + r)/2 + r z^2 / (2 (1 + r)) + log Phi(z sqrt(r / (1 + r)))
-
-In the Gaussian model this is the Bayes factor of the shift-invariant two-arm
-problem, which is a nonnegative (super)martingale under ``mu_i <= mu_j`` for
-any sampling rule that is shift-equivariant (Gaussian Thompson sampling is;
-the allocation may be unequal and data dependent), so by
-Ville's inequality ``P(exists n: E_ij >= 1/a) <= a``. For Bernoulli rewards
-with a plug-in variance the guarantee is asymptotic in the sense of
-Waudby-Smith et al. (2021); ``bench/bandit.py`` and the unit tests check the
-resulting error rate by simulation under Thompson allocation.
-``E_ij <= 1`` whenever ``d <= 0``: only a positive observed difference can
-reject. At ``n = 0`` (no data) ``E_ij = 1``.
+Method: pairwise e-values, Bonferroni over the arms
+---------------------------------------------------
+The posterior family supplies, for every ordered pair of arms ``(i, j)``, an
+e-value ``E_ij`` against ``mu_i <= mu_j``: a nonnegative statistic whose
+expectation is at most 1 under that null at every sample size, so by Ville's
+inequality ``P(exists n: E_ij >= 1/a) <= a``. For rewards in [0, 1] it is the
+one-sided normal-mixture SPRT (mSPRT) on the pooled z statistic
+(:mod:`.beta_family`); for Gaussian rewards the one-sided Welch t-mixture
+(:mod:`.nig_family`). Both mix the standardized effect ``delta = (mu_i -
+mu_j) / sigma`` over the half-normal ``|N(0, tau2)|``, so only ``mu_i > mu_j``
+counts as evidence, and ``E_ij <= 1`` whenever the observed difference is not
+positive. The test is written once against that interface (:mod:`.anytime`);
+this module gives it its names for rewards in [0, 1].
 
 ``k`` arms: arm ``i`` is declared best when ``min_{j != i} E_ij >= k/alpha``.
 To promote a non-best arm ``i`` it must beat some arm ``j*`` at least as good
@@ -61,7 +44,7 @@ i.e. for standardized lifts around 0.06: smaller effects are still detected
 (power one) but later, huge effects slightly later than with a tuned ``tau2``.
 
 The test is combined with the Bayesian gates in :func:`evaluate_sequential`:
-an arm is promoted only when the mSPRT rejects *and* ``prob_best``, expected
+an arm is promoted only when the test rejects *and* ``prob_best``, expected
 loss, ``min_samples`` and ``min_duration_s`` pass.
 
 Allocation matters for speed, not validity: the evidence grows with
@@ -107,14 +90,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import log_ndtr
 
-from .beta import DEFAULT_DRAWS
-from .promotion import INCONCLUSIVE, PROMOTE, Decision, PromotionRule, _num, evaluate
+from .anytime import decide, verdict
+from .beta_family import BETA
+from .family import DEFAULT_DRAWS, LOG2, check_level
+from .promotion import Decision, PromotionRule
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -130,39 +113,6 @@ __all__ = [
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_TAU2 = 0.004
-_LOG2 = math.log(2.0)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _check_alpha(alpha: float) -> float:
-    a = float(alpha)
-    if not (math.isfinite(a) and 0.0 < a < 1.0):
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    return a
-
-
-def _check_tau2(tau2: float) -> float:
-    t = float(tau2)
-    if not (math.isfinite(t) and t > 0.0):
-        raise ValueError(f"tau2 must be finite and > 0, got {tau2}")
-    return t
-
-
-def _counts(n: ArrayLike, s: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Broadcast float arrays of shape (..., k), k >= 2, with n >= s >= 0 (s clipped)."""
-    n_arr = np.asarray(n, dtype=float)
-    s_arr = np.asarray(s, dtype=float)
-    n_arr, s_arr = np.broadcast_arrays(n_arr, s_arr)
-    if n_arr.ndim == 0 or n_arr.shape[-1] < 2:
-        raise ValueError(f"need at least 2 arms along the last axis, got shape {n_arr.shape}")
-    if not (np.all(np.isfinite(n_arr)) and np.all(np.isfinite(s_arr))):
-        raise ValueError("n and s must be finite")
-    if np.any(n_arr < 0):
-        raise ValueError("n must be >= 0")
-    # Float sums of fractional rewards can drift a hair outside [0, n].
-    return n_arr, np.clip(s_arr, 0.0, n_arr)
 
 
 def threshold(k: int, alpha: float = DEFAULT_ALPHA) -> float:
@@ -174,7 +124,7 @@ def threshold(k: int, alpha: float = DEFAULT_ALPHA) -> float:
     k = int(k)
     if k < 2:
         raise ValueError(f"need at least 2 arms, got {k}")
-    return math.log(k / _check_alpha(alpha))
+    return math.log(k / check_level(alpha))
 
 
 def mixture_tau2(n_per_arm: float, alpha: float = DEFAULT_ALPHA, k: int = 2) -> float:
@@ -192,17 +142,15 @@ def mixture_tau2(n_per_arm: float, alpha: float = DEFAULT_ALPHA, k: int = 2) -> 
     if not (math.isfinite(n) and n > 0):
         raise ValueError(f"n_per_arm must be > 0, got {n_per_arm}")
     # One-sided half-normal mixture ~ two-sided mixture at level 2*alpha/k.
-    c = threshold(k, alpha) - _LOG2
+    c = threshold(k, alpha) - LOG2
     return (2.0 * c + math.log(2.0 * c + 1.0)) / (n / 2.0)
 
 
 # --------------------------------------------------------------------------- statistics
 
 
-def pairwise_log_e(
-    n: ArrayLike, s: ArrayLike, tau2: float = DEFAULT_TAU2
-) -> tuple[np.ndarray, np.ndarray]:
-    """Log mixture likelihood ratios ``log E[..., i, j]`` for "arm i beats arm j".
+def pairwise_log_e(n: ArrayLike, s: ArrayLike, tau2: float = DEFAULT_TAU2) -> tuple[np.ndarray, np.ndarray]:
+    """Log mixture likelihood ratios ``log E[..., i, j]`` for "arm i beats arm j" (rewards in [0, 1]).
 
     Parameters
     ----------
@@ -217,38 +165,16 @@ def pairwise_log_e(
     log_e, z : ndarray, shape (..., k, k)
         ``log_e[..., i, j]`` is the log e-value against ``mu_i <= mu_j``;
         ``z[..., i, j]`` the pooled two-proportion z statistic of ``i`` minus
-        ``j``. Diagonals are ``-inf`` and ``0``. Pairs where an arm has no
-        rewards give ``log_e = 0`` (no evidence) and ``z = 0``. Always finite
-        off the diagonal.
+        ``j`` (:mod:`.beta_family`). Diagonals are ``-inf`` and ``0``. Pairs
+        where an arm has no rewards give ``log_e = 0`` (no evidence) and
+        ``z = 0``. Always finite off the diagonal.
 
     Raises
     ------
     ValueError
         On non-finite input, negative counts, fewer than 2 arms or bad ``tau2``.
     """
-    t2 = _check_tau2(tau2)
-    n_arr, s_arr = _counts(n, s)
-    ni, nj = n_arr[..., :, None], n_arr[..., None, :]
-    si, sj = s_arr[..., :, None], s_arr[..., None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        both = (ni > 0) & (nj > 0)
-        d = np.where(both, si / np.where(ni > 0, ni, 1.0) - sj / np.where(nj > 0, nj, 1.0), 0.0)
-        pooled = (si + sj + 0.5) / (ni + nj + 1.0)
-        sigma2 = pooled * (1.0 - pooled)
-        m = np.where(both, ni * nj / np.where(both, ni + nj, 1.0), 0.0)
-        z = d * np.sqrt(m / sigma2)
-    r = t2 * m
-    log_e = (
-        _LOG2
-        - 0.5 * np.log1p(r)
-        + r * z * z / (2.0 * (1.0 + r))
-        + log_ndtr(z * np.sqrt(r / (1.0 + r)))
-    )
-    k = n_arr.shape[-1]
-    eye = np.eye(k, dtype=bool)
-    log_e = np.where(eye, -np.inf, log_e)
-    z = np.where(eye, 0.0, z)
-    return log_e, z
+    return BETA.pairwise_log_e((n, s), tau2)
 
 
 def sequential_evidence(
@@ -274,15 +200,7 @@ def sequential_evidence(
         ``max_i min_{j != i} log E_ij``, the statistic of the strongest arm;
         rejection means ``log_e >= log(k / alpha)`` (:func:`threshold`).
     """
-    a = _check_alpha(alpha)
-    log_e, _ = pairwise_log_e(n, s, tau2)
-    k = log_e.shape[-1]
-    # The diagonal (an arm against itself) is excluded from each row's minimum.
-    per_arm = np.where(np.eye(k, dtype=bool), np.inf, log_e).min(axis=-1)
-    best = per_arm.argmax(axis=-1)
-    stat = np.take_along_axis(per_arm, best[..., None], axis=-1)[..., 0]
-    leader = np.where(stat >= math.log(k / a), best, -1)
-    return leader, stat
+    return verdict(BETA, (n, s), alpha, tau2)
 
 
 def always_valid_p(
@@ -298,7 +216,7 @@ def always_valid_p(
     >>> round(always_valid_p([100, 100], [10, 10], leader=0), 3)  # no evidence
     1.0
     """
-    log_e, _ = pairwise_log_e(n, s, tau2)
+    log_e, _ = BETA.pairwise_log_e((n, s), tau2)
     k = log_e.shape[-1]
     i = int(leader)
     if not 0 <= i < k:
@@ -355,15 +273,6 @@ def top_two_weights(prob_best: ArrayLike, beta: float = 0.5) -> np.ndarray:
 # --------------------------------------------------------------------------- decision
 
 
-
-
-def _vector(x: ArrayLike) -> np.ndarray | None:
-    try:
-        return np.atleast_1d(np.asarray(x, dtype=float))
-    except (TypeError, ValueError):
-        return None
-
-
 def evaluate_sequential(
     names: Sequence[str],
     alpha_post: ArrayLike,
@@ -377,7 +286,7 @@ def evaluate_sequential(
     draws: int = DEFAULT_DRAWS,
     rng: np.random.Generator | None = None,
 ) -> Decision:
-    """Promote only when the anytime-valid test *and* the Bayesian gates agree.
+    """Promote only when the anytime-valid test *and* the Bayesian gates agree (Beta posteriors).
 
     The Bayesian part is :func:`gateway.bandit.promotion.evaluate` unchanged
     (``min_samples``, ``min_duration_s``, ``prob_best``, ``expected_loss``);
@@ -421,97 +330,7 @@ def evaluate_sequential(
     >>> d.outcome, d.variant, d.evidence["sequential"]["rejected"]
     ('promote', 'b', True)
     """
-    a_level = _check_alpha(alpha)
-    t2 = _check_tau2(tau2)
-    names = [str(x) for x in names]
-    k = len(names)
-    sums = _vector(reward_sums)
-    if sums is not None and sums.shape != (k,):
-        raise ValueError(f"reward_sums has shape {sums.shape}, expected ({k},) to match names")
-    # Raises only on programming errors (lengths, duplicate names); bad numbers
-    # come back as an inconclusive decision with the usual evidence.
-    bayes = evaluate(names, alpha_post, beta_post, n_rewards, rule, elapsed_s, draws=draws, rng=rng)
-    evidence = dict(bayes.evidence)
-    seq: dict[str, Any] = {
-        "method": "one-sided normal-mixture SPRT, Bonferroni over arms",
-        "alpha": a_level,
-        "tau2": t2,
-        "threshold_log_e": math.log(k / a_level) if k >= 2 else None,
-        "leader": None,
-        "log_e": None,
-        "p_value": None,
-        "rejected": False,
-        "pairs": {},
-    }
-    evidence["sequential"] = seq
-
-    n = _vector(n_rewards)
-    seq_problem: str | None = None
-    if k < 2:
-        seq_problem = f"need at least 2 arms to compare, got {k}"
-    elif n is None or sums is None or not (np.all(np.isfinite(n)) and np.all(np.isfinite(sums))):
-        seq_problem = "non-finite or non-numeric rewards or reward sums"
-    elif np.any(n < 0) or np.any(sums < -1e-9 * np.maximum(n, 1.0)):
-        seq_problem = "negative reward counts or sums"
-    elif np.any(sums > n * (1.0 + 1e-9) + 1e-9):
-        seq_problem = "reward sums exceed reward counts (rewards must lie in [0, 1])"
-    else:
-        log_e, z = pairwise_log_e(n, sums, t2)
-        seq.update(leader_evidence(names, log_e, z, "z", a_level))
-
-    return combine(bayes, evidence, seq_problem, a_level)
+    post = (alpha_post, beta_post)
+    return decide(BETA, names, post, n_rewards, (reward_sums,), rule, elapsed_s, alpha, tau2, draws, rng)
 
 
-def leader_evidence(
-    names: Sequence[str], log_e: np.ndarray, stat: np.ndarray, stat_name: str, alpha: float
-) -> dict[str, Any]:
-    """From the pairwise log e-values (row i: evidence that arm i beats arm j), the leader (the
-    arm whose weakest pairwise evidence is strongest), its Bonferroni-combined always-valid
-    p-value, whether it rejects at `alpha`, and each pair's statistic (`stat_name`) and log e."""
-    k = len(names)
-    per_arm = np.where(np.eye(k, dtype=bool), np.inf, log_e).min(axis=-1)
-    best = int(np.argmax(per_arm))
-    value = float(per_arm[best])
-    return {
-        "leader": names[best],
-        "log_e": _num(value),
-        "p_value": _num(min(1.0, math.exp(min(700.0, math.log(k) - value)))),
-        "rejected": bool(value >= math.log(k / alpha)),
-        "pairs": {
-            names[j]: {stat_name: _num(stat[best, j]), "log_e": _num(log_e[best, j])} for j in range(k) if j != best
-        },
-    }
-
-
-def combine(bayes: Decision, evidence: dict[str, Any], problem: str | None, alpha: float) -> Decision:
-    """Promote only when the Bayesian gates passed and the sequential test (in
-    ``evidence["sequential"]``) rejected for the same arm; otherwise say why not."""
-    seq = evidence["sequential"]
-
-    def inconclusive(reason: str) -> Decision:
-        return Decision(INCONCLUSIVE, None, reason, evidence)
-
-    if not bayes.promoted:
-        extra = ""
-        if problem is None and not seq["rejected"]:
-            extra = f"; sequential test not significant either (p={seq['p_value']:.3g})"
-        return inconclusive(bayes.reason + extra)
-    if problem is not None:
-        return inconclusive(f"sequential test not computable: {problem}")
-    if not seq["rejected"]:
-        return inconclusive(
-            f"sequential test not significant: {seq['leader']!r} has always-valid "
-            f"p={seq['p_value']:.4g} > alpha={alpha} "
-            f"(log e {seq['log_e']:.3f} < {seq['threshold_log_e']:.3f})"
-        )
-    if seq["leader"] != bayes.variant:
-        return inconclusive(
-            f"sequential leader {seq['leader']!r} differs from the Bayesian candidate "
-            f"{bayes.variant!r}"
-        )
-    return Decision(
-        PROMOTE,
-        bayes.variant,
-        f"{bayes.reason}; always-valid p={seq['p_value']:.3g} <= alpha={alpha}",
-        evidence,
-    )

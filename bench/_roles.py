@@ -37,7 +37,7 @@ def _wait_for_stop(poll=None) -> None:
 
 
 def role_gateway(spec: dict) -> None:
-    from gateway.runtime import LocalGateway, quiet_ray_environment
+    from gateway.cli.local import LocalGateway, quiet_ray_environment
     from gateway.settings import load_settings
 
     quiet_ray_environment()

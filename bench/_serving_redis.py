@@ -258,7 +258,7 @@ def prepare_rewarded_requests(client, prefix: str, count: int, variant: str, win
 
 
 def reward_bodies(ids: list[str], secret: str, variant: str, window_s: float, path: Path) -> int:
-    from gateway.tokens import RewardTokens, TokenClaims
+    from gateway.dataplane.tokens import RewardTokens, TokenClaims
 
     tokens = RewardTokens(secret)
     exp = time.time() + window_s

@@ -294,7 +294,7 @@ def prepare_models(work: Path, cache: Path) -> dict:
 
     import yaml
 
-    from gateway.bootstrap import resolve_artifacts
+    from gateway.learning.bootstrap import resolve_artifacts
     from gateway.policy import load_policy_file
 
     base = yaml.safe_load(BASE_POLICY.read_text())

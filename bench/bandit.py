@@ -30,7 +30,7 @@ Simulates the gateway's allocation and promotion loop for many seeds at once
    sd^2 chi2(c-1)); prob_best uses the normal approximation to the Student-t
    marginals (df >= 1000 after burn-in).
 
-Fidelity to the gateway (src/gateway/allocation.py): uniform burn-in until
+Fidelity to the gateway (src/gateway/decisions/allocation.py): uniform burn-in until
 every arm has ``burn_in`` rewards, then probability-matching Thompson weights
 (prob_best of the Beta(1+s, 1+n-s) posteriors) lifted to ``min_weight`` by the
 same floor as gateway.bandit.selection.apply_floor. Weights are refreshed and

@@ -9,10 +9,10 @@ An offline, seeded simulation of the gateway's learning loop on the churn simula
 Serve, no Redis). Every step runs the gateway's own code:
 
 - data: ``gateway.sim.churn.make_churn``: concept 0 until ``--drift-at``, concept 1 after;
-- initial models: ``gateway.bootstrap.resolve_artifacts`` trains the default policy's
+- initial models: ``gateway.learning.bootstrap.resolve_artifacts`` trains the default policy's
   logistic regression and XGBoost on its bootstrap rows of concept 0 into a temporary state
   directory, loaded back with ``artifacts.load_model`` (sha256 checked) like a variant replica;
-- routing: ``gateway.allocation.allocate`` and ``promotion_decision`` on ``ArmCounts`` kept in
+- routing: ``gateway.decisions.allocation.allocate`` and ``promotion_decision`` on ``ArmCounts`` kept in
   plain Python (the Redis counters), recomputed every ``REFRESH_ROWS`` rows (the router
   refreshes every 100 ms; at ~100 req/s that is 10 requests); reward = 1 when the served
   prediction equals the label (the policy's ``from_label: match``), delivered 20-200 rows later
@@ -66,8 +66,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from _report import cpu_seconds, machine, write_readme  # noqa: E402 (bench/ is on sys.path when run)
 
-from gateway import allocation
-from gateway.bootstrap import resolve_artifacts
+from gateway.decisions import allocation
+from gateway.learning.bootstrap import resolve_artifacts
 from gateway.learning import artifacts
 from gateway.learning.features import FeatureEncoder
 from gateway.learning.registry import ModelRegistry

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import yaml
 
-from gateway.bootstrap import as_dict, resolve_artifacts
+from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.errors import Unavailable
-from gateway.guardrails import BREAKER_COOLDOWN_S, BREAKER_FAILURES
+from gateway.decisions.guardrails import BREAKER_COOLDOWN_S, BREAKER_FAILURES
 from gateway.policy import load_policy_file
 from gateway.serving.variant import LoadedVariant
 from gateway.sim import churn
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
-from gateway.tokens import RewardTokens
+from gateway.dataplane.tokens import RewardTokens
 from tests.integration.conftest import write_incompatible_model
 from tests.integration.test_feedback_rules import BASE, Clock, run
 

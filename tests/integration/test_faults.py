@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gateway.guardrails import BREAKER_COOLDOWN_S, BREAKER_FAILURES
+from gateway.decisions.guardrails import BREAKER_COOLDOWN_S, BREAKER_FAILURES
 from tests.integration.conftest import ADMIN_TOKEN, ROW
 
 pytestmark = pytest.mark.integration

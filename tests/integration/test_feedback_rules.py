@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from gateway.bootstrap import as_dict, resolve_artifacts
+from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.errors import NotFound, TooManyRequests
 from gateway.policy import load_policy_file
@@ -26,7 +26,7 @@ from gateway.serving.variant import LoadedVariant
 from gateway.sim import churn
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
-from gateway.tokens import RewardTokens
+from gateway.dataplane.tokens import RewardTokens
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from gateway.tokens import RewardTokens, TokenClaims
+from gateway.dataplane.tokens import RewardTokens, TokenClaims
 from tests.integration.conftest import ROW, TEST_SECRET, variant_state
 
 pytestmark = pytest.mark.integration

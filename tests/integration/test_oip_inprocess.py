@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from gateway.api.app import create_app
-from gateway.bootstrap import as_dict, resolve_artifacts
+from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.learning.features import FeatureEncoder
 from gateway.policy import load_policy_file
 from gateway.serving.variant import LoadedVariant
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
-from gateway.tokens import RewardTokens
+from gateway.dataplane.tokens import RewardTokens
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 import yaml
 
-from gateway.bootstrap import as_dict, resolve_artifacts
+from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.errors import NotFound
 from gateway.policy import load_policy_file
@@ -26,7 +26,7 @@ from gateway.store import keys
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore, RewardItem
 from gateway.store.spool import Spool
-from gateway.tokens import RewardTokens, TokenClaims
+from gateway.dataplane.tokens import RewardTokens, TokenClaims
 from tests.integration.test_feedback_rules import BASE, run
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gateway.bootstrap import as_dict, resolve_artifacts
+from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.policy import load_policy_file
 from gateway.serving.variant import LoadedVariant
@@ -19,7 +19,7 @@ from gateway.sim import churn
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
-from gateway.tokens import RewardTokens
+from gateway.dataplane.tokens import RewardTokens
 from tests.integration.test_feedback_rules import BASE
 
 pytestmark = pytest.mark.integration

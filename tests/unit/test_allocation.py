@@ -1,4 +1,4 @@
-"""Unit tests for gateway.allocation: traffic shares and the promotion check from counters."""
+"""Unit tests for gateway.decisions.allocation: traffic shares and the promotion check from counters."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.allocation import (
+from gateway.decisions.allocation import (
     Allocation,
     allocate,
     arm_posteriors,

@@ -21,8 +21,8 @@ from starlette.applications import Starlette
 from gateway import monitoring
 from gateway.api.dashboard import dashboard_routes, render_static_report
 from gateway.policy import parse_policy
-from gateway.report import write_report
-from gateway.state import experiment_state
+from gateway.cli.report import write_report
+from gateway.decisions.state import experiment_state
 from gateway.store.experiments import ArmCounts, Snapshot
 
 CHART_IDS = ["chart-posterior", "chart-traffic", "chart-reward", "chart-prob-best", "timeline"]

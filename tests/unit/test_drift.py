@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gateway.learning.artifacts import predict, train
-from gateway.learning.drift import (
+from gateway.monitoring.drift import (
     PSI_MODERATE,
     PSI_SIGNIFICANT,
     bin_edges,

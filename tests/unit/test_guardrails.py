@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from gateway import allocation
-from gateway.guardrails import BREAKER_COOLDOWN_S, BREAKER_FAILURES, MIN_REQUESTS, VariantHealth, breach, renormalise
+from gateway.decisions import allocation
+from gateway.decisions.guardrails import BREAKER_COOLDOWN_S, BREAKER_FAILURES, MIN_REQUESTS, VariantHealth, breach, renormalise
 from gateway.policy import Guardrails, parse_policy
 from gateway.store.experiments import ArmCounts
 

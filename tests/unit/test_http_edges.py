@@ -18,14 +18,14 @@ import pytest
 
 from gateway.api.app import create_app
 from gateway.api.http import DEFAULT_MAX_BODY_BYTES
-from gateway.bootstrap import as_dict, resolve_artifacts
+from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.policy import load_policy_file
 from gateway.serving.variant import LoadedVariant
 from gateway.settings import Settings
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
-from gateway.tokens import RewardTokens
+from gateway.dataplane.tokens import RewardTokens
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "churn.yaml"
 ADMIN_TOKEN = "edges-admin-token-0123"

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from gateway.learning.kpis import OnlineKPIs, rank_auc
+from gateway.monitoring.kpis import OnlineKPIs, rank_auc
 
 
 def _sk(y, p, s=None):

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import monitoring
 from gateway.policy import parse_policy
-from gateway.state import experiment_state
+from gateway.decisions.state import experiment_state
 from gateway.store.experiments import ArmCounts, Snapshot
 from gateway.telemetry.metrics import GatewayMetrics
 

@@ -25,9 +25,9 @@ from gateway.dataplane import DataPlane
 from gateway.dataplane.feedback import _rejected
 from gateway.errors import Forbidden, NotFound, TooManyRequests, Unprocessable
 from gateway.policy import parse_policy
-from gateway.state import experiment_state
+from gateway.decisions.state import experiment_state
 from gateway.store.experiments import ArmCounts, ExperimentStore, Snapshot
-from gateway.tokens import RewardTokens
+from gateway.dataplane.tokens import RewardTokens
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 

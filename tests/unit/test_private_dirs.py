@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from gateway.runtime import LocalGateway
+from gateway.cli.local import LocalGateway
 from gateway.settings import Settings
 from gateway.store.embedded import EmbeddedRedis
 

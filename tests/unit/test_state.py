@@ -1,4 +1,4 @@
-"""Unit tests for gateway.state.experiment_state: the body of GET /v1/experiments/{e}."""
+"""Unit tests for gateway.decisions.state.experiment_state: the body of GET /v1/experiments/{e}."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from gateway import allocation
+from gateway.decisions import allocation
 from gateway.policy import parse_policy
-from gateway.state import experiment_state
+from gateway.decisions.state import experiment_state
 from gateway.store.experiments import ArmCounts, Snapshot
 
 STARTED = 1_700_000_000.0

@@ -1,4 +1,4 @@
-"""Unit tests for gateway.tokens: reward tokens bind request id, experiment, variant and expiry."""
+"""Unit tests for gateway.dataplane.tokens: reward tokens bind request id, experiment, variant and expiry."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.errors import Forbidden, NotFound
-from gateway.tokens import RewardTokens, TokenClaims
+from gateway.dataplane.tokens import RewardTokens, TokenClaims
 
 KEY = "k" * 32
 OLD_KEY = "o" * 32

@@ -21,7 +21,7 @@ from gateway.api.dashboard import dashboard_routes
 from gateway.api.http import DEFAULT_MAX_BODY_BYTES, error_response, read_json
 from gateway.api.oip import oip_routes
 from gateway.api.openapi import openapi_routes
-from gateway.control import Control, add_variant, reason_of
+from gateway.dataplane.control import Control, add_variant, reason_of
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 

@@ -16,7 +16,7 @@ from gateway.store.experiments import ExperimentStore, RewardItem
 from gateway.store.writer import STORE_DOWN, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import context_from_carrier, tracer
-from gateway.tokens import RewardTokens, TokenClaims
+from gateway.dataplane.tokens import RewardTokens, TokenClaims
 
 log = logging.getLogger("gateway.feedback")
 

@@ -16,22 +16,22 @@ from typing import Any
 import numpy as np
 from ulid import ULID
 
-from gateway import allocation
+from gateway.decisions import allocation
 from gateway.bandit.selection import unit_uniform
 from gateway.dataplane.feedback import MAX_ID_LEN, Feedback
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
 from gateway.dataplane.upkeep import RETRAIN_LOCK_S, Upkeep
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
-from gateway.guardrails import VariantHealth, renormalise
+from gateway.decisions.guardrails import VariantHealth, renormalise
 from gateway.learning.features import FeatureError
 from gateway.policy import Policy
-from gateway.state import experiment_state
+from gateway.decisions.state import experiment_state
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from gateway.store.writer import StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import current_carrier, tracer
-from gateway.tokens import RewardTokens, TokenClaims
+from gateway.dataplane.tokens import RewardTokens, TokenClaims
 
 log = logging.getLogger("gateway.dataplane")
 

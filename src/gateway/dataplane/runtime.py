@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gateway import allocation
+from gateway.decisions import allocation
 from gateway.bandit.srm import SrmTracker
 from gateway.errors import NotFound
 from gateway.learning.features import FeatureEncoder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import allocation
+from gateway.decisions import allocation
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
 

@@ -12,12 +12,13 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway import allocation, monitoring
+from gateway.decisions import allocation
+from gateway import monitoring
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
 from gateway.dataplane.transitions import rollback_champion
 from gateway.errors import Conflict, Unavailable
-from gateway.guardrails import VariantHealth, accuracy_breach, breach
-from gateway.state import experiment_state
+from gateway.decisions.guardrails import VariantHealth, accuracy_breach, breach
+from gateway.decisions.state import experiment_state
 from gateway.store.experiments import ExperimentStore, Snapshot
 from gateway.store.writer import STORE_DOWN, ReplayReward, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.bootstrap import ArtifactRef
+from gateway.learning.bootstrap import ArtifactRef
 from gateway.learning import artifacts
 from gateway.policy import NAME_PATTERN
 

@@ -468,7 +468,7 @@ def run_retrain(
 def live_refs(policy: Policy, meta: Mapping[str, str], refs: Mapping[str, Mapping[str, str]]) -> list[Mapping[str, str]]:
     """The artifacts a challenger must beat: every live arm that has one, the champion first
     (best_on_holdout keeps the first of equals)."""
-    from gateway.allocation import live_arms  # allocation sits above the learning package
+    from gateway.decisions.allocation import live_arms  # allocation sits above the learning package
 
     live = [v for v in live_arms(policy, meta) if v in refs]
     champion = meta.get("champion")

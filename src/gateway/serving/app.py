@@ -9,7 +9,7 @@ from typing import Any
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
-from gateway.bootstrap import as_dict, resolve_artifacts
+from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.policy import load_policies
 from gateway.learning.registry import ModelRegistry
 from gateway.serving.challengers import ChallengerPool

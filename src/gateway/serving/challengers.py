@@ -10,7 +10,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from gateway.bootstrap import as_dict
+from gateway.learning.bootstrap import as_dict
 from gateway.learning.artifacts import ArtifactError
 from gateway.learning.registry import ModelRegistry
 from gateway.serving.variant import LoadedVariant

@@ -12,7 +12,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from gateway import allocation
+from gateway.decisions import allocation
 from gateway.learning.registry import ModelRegistry
 from gateway.learning.retrain import MIN_ROWS, LabelledData, live_refs, retrain_against_live
 from gateway.policy import Policy

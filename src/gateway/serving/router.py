@@ -25,7 +25,7 @@ from gateway.store.spool import Spool
 from gateway.telemetry.metrics import setup_metrics
 from gateway.telemetry.logs import QUIET, setup_logging
 from gateway.telemetry.tracing import setup_tracing, shutdown_tracing
-from gateway.tokens import RewardTokens
+from gateway.dataplane.tokens import RewardTokens
 
 log = logging.getLogger("gateway.router")
 

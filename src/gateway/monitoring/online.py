@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.learning import drift, kpis
+from gateway.monitoring import drift, kpis
 from gateway.learning.features import FeatureError
 from gateway.policy import Policy
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gateway import allocation
+from gateway.decisions import allocation
 from gateway.dataplane import DataPlane
 from gateway.dataplane.transitions import rollback_champion
 from gateway.errors import Conflict, NotFound, Unprocessable

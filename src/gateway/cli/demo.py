@@ -16,8 +16,8 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway.policy import load_policy_file
-from gateway.report import write_report
-from gateway.runtime import LocalGateway, quiet_ray_environment
+from gateway.cli.report import write_report
+from gateway.cli.local import LocalGateway, quiet_ray_environment
 from gateway.settings import load_settings
 from gateway.sim.churn import make_churn
 from gateway.sim.traffic import SimulatedUsers, TrafficStats, poll_state

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway import allocation
+from gateway.decisions import allocation
 from gateway.policy import Policy
 from gateway.store.experiments import ArmCounts, Snapshot
 

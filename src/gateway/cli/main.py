@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Optional
@@ -10,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from gateway import cli_admin
+from gateway.cli import admin as cli_admin
 from gateway.policy import PolicyError, load_policies
 from gateway.settings import SettingsError, load_settings
 
@@ -35,7 +34,7 @@ def serve(
     state_dir: Optional[Path] = typer.Option(None, help="Embedded Redis data, registry, logs [env GATEWAY_STATE_DIR]."),
 ) -> None:
     """Run the gateway until SIGINT or SIGTERM, then stop everything it started."""
-    from gateway.runtime import LocalGateway, quiet_ray_environment
+    from gateway.cli.local import LocalGateway, quiet_ray_environment
 
     try:
         settings = load_settings(policy=policy, http_port=port, state_dir=state_dir)
@@ -132,7 +131,7 @@ def demo(
 ) -> None:
     """Run the whole system with simulated users, show the bandit learn and promote, and
     leave an HTML report."""
-    from gateway.demo import DemoError, run_demo
+    from gateway.cli.demo import DemoError, run_demo
 
     try:
         summary = run_demo(quick=quick, seed=seed, state_dir=state_dir, policy=policy, port=port, console=console)
@@ -143,7 +142,3 @@ def demo(
 
         summary_json.write_text(json.dumps(summary, indent=2))
         console.print(f"summary written to {summary_json}", highlight=False)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

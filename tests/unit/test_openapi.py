@@ -257,6 +257,17 @@ def test_experiment_state_matches(doc):
     assert any(v["prob_best"] is None for v in fresh["variants"])  # the holdout
 
 
+def test_a_state_while_a_challenger_burns_in_matches(doc):
+    """Every allocation mode the router reports is in the document: here a newer arm (xgb, no
+    rewards yet) burns in beside arms past their burn-in."""
+    burn_in = POLICY.burn_in_rewards
+    arms = {"logreg": ArmCounts(rewards=burn_in, reward_sum=burn_in / 2, requests=burn_in),
+            "base": ArmCounts(rewards=burn_in, reward_sum=burn_in / 3, requests=burn_in)}
+    state = served(experiment_state(POLICY, Snapshot(arms=arms, meta={"started_at": "1.0"}), []))
+    assert state["allocation"] == "burn_in_challenger"
+    check(doc, "ExperimentState", state)
+
+
 def served(state: dict[str, Any], kpis: Any = None, drift: Any = None) -> dict[str, Any]:
     """The state as GET /v1/experiments/{e} answers it: DataPlane.state adds these."""
     return {**state, "srm": {"expected": {}, "observed": {}, "p_value": None, "mismatch": False},

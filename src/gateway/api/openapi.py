@@ -357,9 +357,11 @@ def _schemas() -> dict[str, Any]:
                 },
                 "allocation": {
                     "type": "string",
-                    "enum": ["burn_in", "thompson", "top_two_thompson", "discounted_thompson", "promoted", "paused"],
+                    "enum": ["burn_in", "burn_in_challenger", "thompson", "top_two_thompson", "discounted_thompson",
+                             "promoted", "paused"],
                     "description": "How traffic is split now: uniformly until every arm has its burn-in rewards, "
-                    "then by the policy's algorithm; all to the champion once promoted; frozen while paused.",
+                    "then by the policy's algorithm (burn_in_challenger: a newer arm still burns in with the "
+                    "uniform share beside the others); all to the champion once promoted; frozen while paused.",
                 },
                 "started_at": {"type": "number", "nullable": True},
                 "promotion_rule": _ref("PromotionRule"),

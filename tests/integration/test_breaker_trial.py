@@ -4,13 +4,11 @@ A real DataPlane, the embedded redis-server, a real model and a real incompatibl
 call fails), both loaded in-process; the clock is the one fake."""
 from __future__ import annotations
 
-import asyncio
 
 import numpy as np
 import pytest
 import yaml
 
-from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.errors import Unavailable
 from gateway.decisions.guardrails import BREAKER_COOLDOWN_S, BREAKER_FAILURES
@@ -22,6 +20,7 @@ from gateway.store.experiments import ExperimentStore
 from gateway.dataplane.tokens import RewardTokens
 from tests.integration.conftest import write_incompatible_model
 from tests.integration.test_feedback_rules import BASE, Clock, run
+from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +46,7 @@ def trial_plane(tmp_path, clock: Clock) -> tuple[DataPlane, AtCapacity, Embedded
         {"name": "ok", "model": "models/trial-ok.skops", "train": "logistic_regression"},
         {"name": "broken", "model": "models/trial-broken.skops"}]}))
     policy = load_policy_file(path)
-    refs = resolve_artifacts(policy, path, tmp_path / "state")
-    variants = {n: LoadedVariant(as_dict(r)) for n, r in refs.items()}
+    variants = loaded_variants(policy, path, tmp_path / "state")
     queue = variants["broken"] = AtCapacity(variants["broken"])
     redis = EmbeddedRedis(tmp_path / "redis").start()
     plane = DataPlane({"trial": policy}, ExperimentStore.from_url(redis.url), {"trial": variants},

@@ -18,7 +18,6 @@ import pytest
 import yaml
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.errors import NotFound, TooManyRequests
 from gateway.policy import load_policy_file
@@ -27,6 +26,7 @@ from gateway.sim import churn
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.dataplane.tokens import RewardTokens
+from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +71,7 @@ class Env:
         path.write_text(yaml.safe_dump({**BASE, "experiment": name, **policy_fields}))
         policy = load_policy_file(path)
         if self.variants is None:
-            refs = resolve_artifacts(policy, path, self.tmp / "state")
-            self.variants = {n: LoadedVariant(as_dict(r)) for n, r in refs.items()}
+            self.variants = loaded_variants(policy, path, self.tmp / "state")
         store = ExperimentStore.from_url(self.redis.url)
         return DataPlane(
             {name: policy}, store, {name: self.variants}, RewardTokens("k" * 32), clock=clock,

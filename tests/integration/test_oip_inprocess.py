@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from gateway.api.app import create_app
-from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.learning.features import FeatureEncoder
 from gateway.policy import load_policy_file
@@ -23,6 +22,7 @@ from gateway.serving.variant import LoadedVariant
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.dataplane.tokens import RewardTokens
+from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +58,7 @@ def served(tmp_path_factory) -> Iterator[Served]:
     redis = EmbeddedRedis(state_dir).start()
     try:
         policy = load_policy_file(POLICY)
-        refs = resolve_artifacts(policy, POLICY, state_dir)
-        variants = {name: LoadedVariant(as_dict(ref)) for name, ref in refs.items()}
+        variants = loaded_variants(policy, POLICY, state_dir)
         store = ExperimentStore.from_url(redis.url)
         plane = DataPlane(
             {policy.experiment: policy}, store, {policy.experiment: variants}, RewardTokens("x" * 32)

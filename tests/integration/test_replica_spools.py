@@ -16,11 +16,9 @@ import pytest
 import redis
 import yaml
 
-from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.errors import NotFound
 from gateway.policy import load_policy_file
-from gateway.serving.variant import LoadedVariant
 from gateway.sim import churn
 from gateway.store import keys
 from gateway.store.embedded import EmbeddedRedis
@@ -28,6 +26,7 @@ from gateway.store.experiments import ExperimentStore, RewardItem
 from gateway.store.spool import Spool
 from gateway.dataplane.tokens import RewardTokens, TokenClaims
 from tests.integration.test_feedback_rules import BASE, run
+from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +55,7 @@ class Node:
         path.write_text(yaml.safe_dump({**BASE, "experiment": EXPERIMENT,
                                         "reward": {"type": "bernoulli", "default": 0.0, "window_s": WINDOW_S}}))
         self.policy = load_policy_file(path)
-        refs = resolve_artifacts(self.policy, path, tmp / "state")
-        self.variants = {n: LoadedVariant(as_dict(r)) for n, r in refs.items()}
+        self.variants = loaded_variants(self.policy, path, tmp / "state")
 
     def replica(self, seed: int) -> DataPlane:
         return DataPlane(

@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import yaml
 
-from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.policy import load_policy_file
-from gateway.serving.variant import LoadedVariant
 from gateway.sim import churn
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from gateway.dataplane.tokens import RewardTokens
 from tests.integration.test_feedback_rules import BASE
+from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +28,7 @@ def make_plane(tmp_path: Path, redis: EmbeddedRedis, spool_dir: Path, name: str 
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**BASE, "experiment": name}))
     policy = load_policy_file(path)
-    refs = resolve_artifacts(policy, path, tmp_path / "state")
-    variants = {n: LoadedVariant(as_dict(r)) for n, r in refs.items()}
+    variants = loaded_variants(policy, path, tmp_path / "state")
     return DataPlane(
         {name: policy}, ExperimentStore.from_url(redis.url), {name: variants}, RewardTokens("s" * 32),
         rng=np.random.default_rng(3), spool=Spool(spool_dir),

@@ -18,14 +18,13 @@ import pytest
 
 from gateway.api.app import create_app
 from gateway.api.http import DEFAULT_MAX_BODY_BYTES
-from gateway.learning.bootstrap import as_dict, resolve_artifacts
 from gateway.dataplane import DataPlane
 from gateway.policy import load_policy_file
-from gateway.serving.variant import LoadedVariant
 from gateway.settings import Settings
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.dataplane.tokens import RewardTokens
+from tests.models import loaded_variants
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "churn.yaml"
 ADMIN_TOKEN = "edges-admin-token-0123"
@@ -64,8 +63,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
     redis = EmbeddedRedis(state_dir).start()
     try:
         policy = load_policy_file(POLICY)
-        refs = resolve_artifacts(policy, POLICY, state_dir)
-        variants = {name: LoadedVariant(as_dict(ref)) for name, ref in refs.items()}
+        variants = loaded_variants(policy, POLICY, state_dir)
         plane = DataPlane(
             {policy.experiment: policy}, ExperimentStore.from_url(redis.url), {policy.experiment: variants},
             RewardTokens("x" * 32),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import redis
 
 from gateway.cli.local import LocalGateway
 from gateway.settings import Settings
@@ -75,3 +76,50 @@ def test_embedded_redis_data_is_private(umask, tmp_path):
         with EmbeddedRedis(folder) as server:
             assert server.url.startswith("unix://")
         assert mode(folder) == mode(folder / "redis") == 0o700
+
+
+def deep_state_dir(tmp_path):
+    """A state dir too deep for an AF_UNIX socket path: Redis's socket goes to the temp folder."""
+    return tmp_path / ("d" * 60) / ("e" * 60) / "state"
+
+
+def test_a_deep_state_dirs_redis_socket_sits_in_a_private_folder_of_its_own(umask, tmp_path):
+    umask(0o022)
+    server = EmbeddedRedis(deep_state_dir(tmp_path))
+    folder = server.socket.parent
+    assert folder != server.data_dir and len(str(server.socket)) < 100
+    try:
+        server.start()
+        assert mode(folder) == 0o700 and folder.stat().st_uid == os.getuid()
+        assert redis.Redis.from_url(server.url).ping()
+    finally:
+        server.stop()
+    assert not folder.exists()  # removed with the server
+
+
+def test_a_redis_socket_folder_made_by_another_user_is_refused(tmp_path):
+    """Someone who made the predictable folder first could serve a fake Redis in it (and hand
+    the routers a reward secret of their choosing): refused, nothing started."""
+    server = EmbeddedRedis(deep_state_dir(tmp_path))
+    folder = server.socket.parent
+    folder.mkdir(mode=0o777)
+    os.chown(folder, 65534, 65534)
+    try:
+        with pytest.raises(RuntimeError, match="belongs to uid 65534"):
+            server.start()
+        assert server.process is None
+    finally:
+        folder.rmdir()
+
+
+def test_a_redis_socket_folder_that_is_a_symlink_is_refused(tmp_path):
+    server = EmbeddedRedis(deep_state_dir(tmp_path))
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    server.socket.parent.symlink_to(target)
+    try:
+        with pytest.raises(RuntimeError, match="symlink"):
+            server.start()
+        assert server.process is None
+    finally:
+        server.socket.parent.unlink()

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gateway.store.embedded import own_private_dir
+
 log = logging.getLogger("gateway.ingress")
 
 
@@ -51,30 +53,6 @@ def haproxy_dir(state_dir: Path) -> Path:
     adds a 56-character node id to the path, and HAProxy takes socket paths of at most 97."""
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
     return Path(tempfile.gettempdir()) / f"gwh-{digest}"
-
-
-def _private_run_dir(path: Path) -> Path:
-    """Create `path` or take it if it is this user's, and make it 0o700. It sits in the shared
-    temp folder under a predictable name and holds HAProxy's config and admin socket (which
-    Serve opens mode 666), so a folder another user made, or a symlink, is refused."""
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    try:
-        # By descriptor: what is checked is what gets the chmod.
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise RuntimeError(f"HAProxy folder {path} is a symlink or not a folder; refusing to use it") from e
-    try:
-        owner = os.fstat(fd).st_uid
-        if owner != os.getuid():
-            raise RuntimeError(
-                f"HAProxy folder {path} belongs to uid {owner}, not to this user (uid {os.getuid()}); "
-                "refusing to use it: remove it or use another --state-dir"
-            )
-        os.fchmod(fd, 0o700)  # umask may have stripped bits; an older folder may be wider
-    finally:
-        os.close(fd)
-    return path
 
 
 def _is_own_folder(path: Path) -> bool:
@@ -221,7 +199,7 @@ def prepare_ingress_files(env: dict[str, str], host: str, state_dir: Path) -> No
     removed since (stop_haproxy clears a stale one)."""
     if not env:
         return
-    _private_run_dir(haproxy_dir(state_dir))
+    own_private_dir(haproxy_dir(state_dir), "HAProxy folder")
     wrapper = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
     # A value that is not one of our wrappers is the user's own binary, used as it is.
     if _is_our_wrapper(os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", wrapper)):

@@ -2,6 +2,7 @@
 child process with its data (AOF on) under the state directory."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -49,12 +50,38 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def own_private_dir(path: Path, what: str) -> Path:
+    """Create `path` or take it if it is this user's, and make it 0o700. For folders under a
+    predictable name in the shared temp folder: one another user made (who could then swap
+    what is inside), or a symlink, is refused with an error naming `what` and the path."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    try:
+        # By descriptor: what is checked is what gets the chmod.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise RuntimeError(f"{what} {path} is a symlink or not a folder; refusing to use it") from e
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner != os.getuid():
+            raise RuntimeError(
+                f"{what} {path} belongs to uid {owner}, not to this user (uid {os.getuid()}); "
+                "refusing to use it: remove it or use another --state-dir"
+            )
+        os.fchmod(fd, 0o700)  # umask may have stripped bits; an older folder may be wider
+    finally:
+        os.close(fd)
+    return path
+
+
 def _socket_path(data_dir: Path) -> Path:
     preferred = data_dir / "redis.sock"
     if len(str(preferred)) <= _MAX_SOCKET_PATH:
         return preferred
+    # Too deep for AF_UNIX: a short folder of our own in the temp folder (start() makes it
+    # private), never a bare predictable socket path that another user could bind first.
     digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"gateway-redis-{digest}.sock"
+    return Path(tempfile.gettempdir()) / f"gateway-redis-{digest}" / "redis.sock"
 
 
 class EmbeddedRedis:
@@ -87,6 +114,8 @@ class EmbeddedRedis:
     def start(self, timeout_s: float = 20.0) -> EmbeddedRedis:
         private_dir(self.data_dir.parent)  # the state dir
         private_dir(self.data_dir)
+        if self.socket.parent != self.data_dir:
+            own_private_dir(self.socket.parent, "Redis socket folder")
         if self.socket.exists():
             if self._ping():
                 raise EmbeddedRedisError(
@@ -137,6 +166,9 @@ class EmbeddedRedis:
                 os.unlink(self.socket)
             except FileNotFoundError:
                 pass
+        if self.socket.parent != self.data_dir:
+            with contextlib.suppress(OSError):  # still holds another file: left as it is
+                self.socket.parent.rmdir()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

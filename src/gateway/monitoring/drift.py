@@ -15,7 +15,7 @@ The usual reading (industry rule of thumb, e.g. credit-risk scorecard monitoring
 
 PSI measures movement in inputs (covariate shift) or outputs (prediction drift). It cannot see
 concept drift where the inputs keep their distribution but the labelling rule changes: that only
-shows in labelled metrics (see kpis.py and retrain.py).
+shows in labelled metrics (see kpis.py and learning/model_metrics.py).
 
 Examples
 --------

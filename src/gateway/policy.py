@@ -152,6 +152,32 @@ class Variant(_Strict):
     model: str
     # How to build the artifact when it is missing (the default policy trains on first start).
     train: Literal["logistic_regression", "xgboost", "hist_gradient_boosting"] | None = None
+    # shadow: gets a copy of live requests (shadow.fraction of them) off the request path; its
+    # answers are logged and scored against labels but never returned, and it takes no traffic.
+    role: Literal["live", "shadow"] = "live"
+
+
+class Shadow(_Strict):
+    """How live requests are mirrored to the experiment's shadow variants."""
+
+    # Share of live requests copied to each shadow variant, chosen by a hash of the request id
+    # (the same requests whichever replica serves them).
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    # Copies waiting for a shadow answer; beyond this, new ones are dropped (and counted) so that
+    # a slow shadow model never holds live requests or memory.
+    queue: int = Field(default=1000, ge=1)
+    # Shadow calls in flight at once, per router replica and experiment.
+    concurrency: int = Field(default=4, ge=1, le=64)
+    # Seconds a shadow call may take before it is abandoned (counted as failed).
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ShadowFirst(_Strict):
+    """A new challenger starts in shadow and goes live only once it beats the best live model."""
+
+    # Labelled requests answered by both the challenger (in shadow) and the best live model
+    # before the paired test decides.
+    labels: int = Field(default=500, ge=20)
 
 
 class Bootstrap(_Strict):
@@ -178,6 +204,8 @@ class Retrain(_Strict):
     max_variants: int = Field(default=4, ge=2)
     # A feature's (or the predictions') PSI above this triggers a retrain; null turns it off.
     drift_psi: float | None = Field(default=0.25, gt=0)
+    # null: a new challenger takes live traffic at once (burning in beside the bandit).
+    shadow_first: ShadowFirst | None = None
 
 
 class Policy(_Strict):
@@ -204,6 +232,7 @@ class Policy(_Strict):
     variants: tuple[Variant, ...] = Field(min_length=1)
     bootstrap: Bootstrap | None = None
     retrain: Retrain = Retrain()
+    shadow: Shadow = Shadow()
 
     @field_validator("features")
     @classmethod
@@ -223,6 +252,10 @@ class Policy(_Strict):
                 raise ValueError(f"holdout.variant {self.holdout.variant!r} is not one of the variants {names}")
             if len(names) < 2:
                 raise ValueError("variants: a holdout needs at least one other variant")
+            if self.holdout.variant in self.shadow_variants:
+                raise ValueError(f"holdout.variant {self.holdout.variant!r} cannot be a shadow variant")
+        if not self.bandit_arms:
+            raise ValueError("variants: at least one variant must be live (not the holdout, not role: shadow)")
         if self.min_weight * len(self.bandit_arms) > 1:
             raise ValueError(f"min_weight {self.min_weight} times {len(self.bandit_arms)} variants exceeds 1")
         return self
@@ -233,9 +266,14 @@ class Policy(_Strict):
 
     @property
     def bandit_arms(self) -> list[str]:
-        """The variants the bandit chooses among: all but the holdout."""
+        """The variants the bandit chooses among: all but the holdout and the shadow ones (as
+        the file says; an operator may move a variant in or out of shadow at run time)."""
         held = self.holdout.variant if self.holdout else None
-        return [v.name for v in self.variants if v.name != held]
+        return [v.name for v in self.variants if v.name != held and v.role == "live"]
+
+    @property
+    def shadow_variants(self) -> list[str]:
+        return [v.name for v in self.variants if v.role == "shadow"]
 
     @property
     def burn_in_rewards(self) -> int:

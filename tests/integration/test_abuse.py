@@ -12,7 +12,7 @@ import pytest
 from gateway.errors import Unprocessable
 from gateway.sim import churn
 from gateway.store import experiments, keys
-from tests.integration.test_feedback_rules import Clock, env, run, serve, totals  # noqa: F401 - fixture
+from tests.planes import Clock, env, run, serve, totals  # noqa: F401 - env is a fixture
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.dataplane.tokens import RewardTokens
 from tests.integration.conftest import write_incompatible_model
-from tests.integration.test_feedback_rules import BASE, Clock, run
+from tests.planes import BASE, Clock, run
 from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration

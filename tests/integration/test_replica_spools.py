@@ -25,7 +25,7 @@ from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore, RewardItem
 from gateway.store.spool import Spool
 from gateway.dataplane.tokens import RewardTokens, TokenClaims
-from tests.integration.test_feedback_rules import BASE, run
+from tests.planes import BASE, run
 from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration

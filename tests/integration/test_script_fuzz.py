@@ -37,6 +37,7 @@ from gateway.store.experiments import (
     RewardItem,
     RewardRules,
 )
+from gateway.store.limits import SHADOW_LOG_BYTES, SHADOW_LOG_MAXLEN
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,8 @@ SEED_REQUESTS = [
     ("r5", "b", None, None),
 ]
 REQUEST_IDS = [rid for rid, *_ in SEED_REQUESTS] + ["n0", "n1"]  # n*: never served
-SCRIPTS = ["record", "reward", "expire", "series", "claim_retrain", "retrain_lock", "transition", "annotate", "add_variant"]
+SCRIPTS = ["record", "reward", "expire", "series", "claim_retrain", "retrain_lock", "transition", "annotate", "add_variant",
+           "shadow", "set_role"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +144,7 @@ async def _seed(store: ExperimentStore) -> None:
         EXP, expected_status="exploring", new_status="exploring", champion="a", entry={"kind": "champion"}, now=T0
     )
     assert await store.add_variant(EXP, "c", {"path": "/m/c.skops", "sha256": "0" * 64}, {"kind": "challenger"}, T0)
+    assert await store.record_shadow(EXP, "r0", "s", "[1]", "[0.75]", T0 + 2) == "scored"
     assert await store.append_series(EXP, {"t": T0, "share": {"a": 0.5, "b": 0.5}}, interval_s=3600)
     assert await store.claim_retrain(EXP, 0, 3600, "owner-1")
 
@@ -341,7 +344,8 @@ def valid_call(draw) -> tuple[str, list[str], list]:
         rid = draw(st.one_of(st.sampled_from(REQUEST_IDS), st.sampled_from(["r2", "r4"])))
         default = draw(st.sampled_from([None, 0.0, 1.0]))
         quota = draw(st.sampled_from([None, 5, 5]))
-        ks = [keys.request(EXP, rid), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP)]
+        ks = [keys.request(EXP, rid), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
+              keys.paired(EXP)]
         argv = [
             draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))), now,
             draw(st.sampled_from(["", "1", "[0]", '"x"'])), str(FEEDBACK_MAXLEN),
@@ -377,6 +381,18 @@ def valid_call(draw) -> tuple[str, list[str], list]:
         ks = [keys.meta(EXP), keys.history(EXP)]
         argv = [draw(st.sampled_from(["note", "drift"])), draw(st.sampled_from(["seeded", "x"])), _json({"kind": "note"}),
                 draw(st.sampled_from(["", "1"])), str(HISTORY_MAXLEN)]
+    elif script == "shadow":
+        # A request with a label (scored at once), one without, and one never served.
+        rid = draw(st.sampled_from(["r0", "r2", "n1"]))
+        ks = [keys.request(EXP, rid), keys.kpis(EXP), keys.paired(EXP), keys.shadow_log(EXP), keys.feedback(EXP)]
+        argv = [draw(st.sampled_from(["s", "t"])), draw(st.sampled_from(["[1]", "[0]", '"x"'])),
+                draw(st.sampled_from(["", "[0.5]"])), now, str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
+                str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES)]
+    elif script == "set_role":
+        ks = [keys.meta(EXP), keys.history(EXP)]
+        argv = [draw(st.sampled_from(["s", "c"])), draw(st.sampled_from(["live", "shadow"])),
+                draw(st.sampled_from(["live", "shadow"])), draw(st.sampled_from(["live", "shadow"])),
+                _json({"action": "live"}), now, str(HISTORY_MAXLEN), draw(st.sampled_from(["0", "1"]))]
     else:  # add_variant
         ks = [keys.dynamic_variants(EXP), keys.meta(EXP), keys.history(EXP)]
         argv = [draw(st.sampled_from(["c", "d"])), _json({"path": "/m/d.skops"}), _json({"kind": "challenger"}), now,
@@ -389,6 +405,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
 NUMERIC_ARGS = {
     "record": [1, 2, 3, 5, 6, 7], "reward": [1, 2, 4, 5, 6, 8, 9], "expire": [0, 1, 2], "series": [0, 1],
     "claim_retrain": [0, 1], "retrain_lock": [1], "transition": [4, 7], "annotate": [4], "add_variant": [3, 4],
+    "shadow": [3, 4, 5, 6, 7], "set_role": [5, 6],
 }
 
 
@@ -444,7 +461,8 @@ def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES),
 
 
 REC_KEYS = [keys.request(EXP, "n0"), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP)]
-REW_KEYS = [keys.request(EXP, "r2"), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP)]
+REW_KEYS = [keys.request(EXP, "r2"), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
+              keys.paired(EXP)]
 HIST = [keys.meta(EXP), keys.history(EXP)]
 
 FOUND = [

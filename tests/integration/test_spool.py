@@ -18,7 +18,7 @@ from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from gateway.dataplane.tokens import RewardTokens
-from tests.integration.test_feedback_rules import BASE
+from tests.planes import BASE
 from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration

@@ -61,7 +61,7 @@ def status_table(state: dict[str, Any]) -> Table:
     for col in columns:
         table.add_column(col, justify="left" if col == "variant" else "right")
     for v in state["variants"]:
-        name = v["name"] + (" (holdout)" if v.get("role") == "holdout" else "")
+        name = v["name"] + (f" ({v['role']})" if v.get("role") in ("holdout", "shadow") else "")
         if v["name"] == state.get("champion"):
             name = f"[bold]{name}[/bold] *"
         lo, hi = v["credible_interval"]

@@ -102,6 +102,36 @@ class Control:
         return await self._done(experiment)
 
 
+    async def set_role(self, experiment: str, variant: Any, role: str, reason: str | None = None) -> dict[str, Any]:
+        """Put a variant in shadow (it answers copies of live requests, takes no traffic) or take
+        it out (it joins the bandit as a new challenger does)."""
+        meta = await self._meta(experiment)
+        policy = self.plane.runtime(experiment).policy
+        if not isinstance(variant, str) or variant not in policy.variant_names:
+            raise NotFound(f"experiment {experiment!r} has no variant {variant!r}", code="variant_not_found")
+        if policy.holdout is not None and variant == policy.holdout.variant:
+            raise Conflict(f"variant {variant!r} is the holdout; its role is fixed by the policy", code="variant_is_holdout")
+        if variant in allocation.retired(meta):
+            raise Conflict(f"variant {variant!r} is retired", code="variant_not_live")
+        if meta.get("status") == "paused":
+            raise Conflict(f"experiment {experiment!r} is paused: resume it first", code="experiment_paused")
+        current = "shadow" if variant in allocation.shadow_arms(policy, meta) else "live"
+        if current == role:
+            raise Conflict(f"variant {variant!r} is already {role}", code=f"already_{role}")
+        if role == "shadow":
+            if len(allocation.live_arms(policy, meta)) <= 1:
+                raise Conflict("the last live variant cannot go into shadow", code="last_variant")
+            if meta.get("champion") == variant and meta.get("status") == "promoted":
+                raise Conflict(f"{variant!r} is the champion: promote another or roll back first", code="variant_is_champion")
+        policy_role = next(v.role for v in policy.variants if v.name == variant)
+        entry = self._entry(role, reason, variant=variant)
+        if not await self.plane.store.set_role(
+            experiment, variant, role, expected=current, policy_role=policy_role, entry=entry, now=entry["at"]
+        ):
+            raise Conflict(f"the role of {variant!r} changed meanwhile; read the state and retry", code="role_changed")
+        return await self._done(experiment)
+
+
 async def add_variant(control: Control, experiment: str, body: Any) -> dict[str, Any]:
     """Add a challenger from a model artifact on the gateway's file system: it is loaded (sha256
     and skops types checked, nothing unpickled), copied into the registry and served at once."""

@@ -20,6 +20,7 @@ from gateway.decisions import allocation
 from gateway.bandit.selection import unit_uniform
 from gateway.dataplane.feedback import MAX_ID_LEN, Feedback
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
+from gateway.dataplane.shadow import ShadowMirror
 from gateway.dataplane.upkeep import RETRAIN_LOCK_S, Upkeep
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
 from gateway.decisions.guardrails import VariantHealth, renormalise
@@ -83,6 +84,7 @@ class DataPlane:
             expire_every_s=expire_every_s, challenger_client=challenger_client, retrainer=retrainer,
             retrain_lock_s=retrain_lock_s,
         )
+        self.shadow = ShadowMirror(self.experiments, store, self.metrics, clock)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -93,6 +95,7 @@ class DataPlane:
         await self.upkeep.start()
 
     async def stop(self) -> None:
+        await self.shadow.stop()
         await self.upkeep.stop()
 
     @property
@@ -200,6 +203,8 @@ class DataPlane:
             )
         if not fresh:
             raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
+        # After the record exists, so that the shadows' answers can be put on it.
+        self.shadow.offer(rt, request_id, matrix, carrier)
         token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + keep_s))
         self.metrics.requests.add(1, labels)
         return {

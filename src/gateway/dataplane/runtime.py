@@ -39,6 +39,8 @@ class ExperimentRuntime:
     drift: dict[str, Any] | None = None
     # discounted_thompson: this replica's discounted counters, folded in at every refresh.
     discount: allocation.DiscountState | None = None
+    # The variants in shadow now (by the policy and the run-time roles), as of the last refresh.
+    shadows: tuple[str, ...] = ()
 
     @property
     def reward_rules(self) -> RewardRules:

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.decisions import allocation
+from gateway.decisions import allocation, shadow_first
 from gateway import monitoring
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
 from gateway.dataplane.transitions import rollback_champion
@@ -114,6 +114,7 @@ class Upkeep:
             rt.snapshot = snap
             rt.discount = allocation.discount(rt.policy, snap.arms, snap.meta, rt.discount)
             self._sync_challengers(name, rt, snap)
+            rt.shadows = tuple(v for v in allocation.shadow_arms(rt.policy, snap.meta) if v in rt.variants)
             self._maybe_retrain(name, rt, snap)
             key = (
                 tuple(sorted((v, c.rewards, c.reward_sum) for v, c in snap.arms.items())),
@@ -189,6 +190,27 @@ class Upkeep:
         live = await self.store.recent_decisions(name, window)
         rt.drift = await asyncio.to_thread(monitoring.drift_report, rt.policy, reference, live, kind)
         await self._drift_alarm(name, rt, snap)
+        await self._shadow_first(name, rt, snap)
+
+    async def _shadow_first(self, name: str, rt: ExperimentRuntime, snap: Snapshot) -> None:
+        """Challengers in shadow that have been compared enough go live or are retired, once
+        (the store's steps are conditional, so replicas that decide together act once)."""
+        found = shadow_first.verdicts(rt.policy, snap.arms, snap.meta, snap.dynamic,
+                                      await self.store.paired_counts(name) if rt.shadows else {})
+        for verdict in found:
+            if verdict.outcome == "wait":
+                continue
+            entry = {"action": verdict.outcome, "variant": verdict.variant, "at": self.clock(), "by": "shadow_first",
+                     "reason": verdict.reason, "evidence": verdict.evidence}
+            if verdict.outcome == "graduate":
+                done = await self.store.set_role(name, verdict.variant, "live", expected="shadow", policy_role="shadow",
+                                                 entry=entry, now=entry["at"])
+            else:
+                gone = sorted(allocation.retired(snap.meta) | {verdict.variant})
+                done = await self.store.annotate(name, "retired", json.dumps(gone), entry, only_if_changed=True)
+            if done:
+                log.info("shadow first in %s: %s %s: %s", name, verdict.outcome, verdict.variant, verdict.reason)
+                rt.evaluated_counts = None
 
     async def _drift_alarm(self, name: str, rt: ExperimentRuntime, snap: Snapshot) -> None:
         spec = rt.base_policy.retrain

@@ -159,7 +159,7 @@ def effective_policy(policy: Policy, dynamic: Mapping[str, Mapping]) -> Policy:
         return policy
     known = set(policy.variant_names)
     added = sorted((v for k, v in dynamic.items() if k not in known), key=lambda v: (v.get("added_at", 0), v["name"]))
-    extra = tuple(Variant(name=v["name"], model=v["path"]) for v in added)
+    extra = tuple(Variant(name=v["name"], model=v["path"], role=v.get("role", "live")) for v in added)
     return policy.model_copy(update={"variants": policy.variants + extra})
 
 
@@ -182,10 +182,23 @@ def arms_to_retire(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[
     return [v for _, v in candidates[:extra]]
 
 
+def role_overrides(meta: Mapping[str, str]) -> dict[str, str]:
+    """Roles set at run time (an operator, or shadow-first graduation): variant -> live | shadow."""
+    return json.loads(meta["roles"]) if meta.get("roles") else {}
+
+
+def shadow_arms(policy: Policy, meta: Mapping[str, str]) -> list[str]:
+    """The variants in shadow now: by the policy (or the challenger's entry) unless a run-time
+    role says otherwise; never a retired one."""
+    gone, roles = retired(meta), role_overrides(meta)
+    return [v.name for v in policy.variants if roles.get(v.name, v.role) == "shadow" and v.name not in gone]
+
+
 def live_arms(policy: Policy, meta: Mapping[str, str]) -> list[str]:
-    """The bandit's arms minus those an operator retired."""
-    gone = retired(meta)
-    return [v for v in policy.bandit_arms if v not in gone]
+    """The bandit's arms: every variant but the holdout, the retired and the shadow ones."""
+    held = policy.holdout.variant if policy.holdout else None
+    out = set(shadow_arms(policy, meta)) | retired(meta) | {held}
+    return [v for v in policy.variant_names if v not in out]
 
 
 def _with_holdout(policy: Policy, bandit_shares: Mapping[str, float]) -> dict[str, float]:

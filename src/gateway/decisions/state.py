@@ -49,7 +49,11 @@ def experiment_state(
     """`discounted`: the replica's discounted counters (discounted_thompson), so the traffic
     shares shown are the ones it routes with."""
     names = policy.variant_names
-    live = policy.bandit_arms
+    # P(best) and expected loss compare the bandit's arms (retired ones too, as they stood);
+    # a shadow variant takes no traffic, so it has neither.
+    shadows = set(allocation.shadow_arms(policy, snap.meta))
+    held = policy.holdout.variant if policy.holdout else None
+    live = [v for v in names if v != held and v not in shadows]
     post = allocation.arm_posteriors(policy, snap.arms, names)
     means = post.mean()
     lo, hi = post.credible_interval(0.95)
@@ -66,7 +70,7 @@ def experiment_state(
         variants.append(
             {
                 "name": v,
-                "role": "holdout" if v == holdout else "arm",
+                "role": "holdout" if v == holdout else "shadow" if v in shadows else "arm",
                 "posterior": post.fields(i),
                 "mean": float(means[i]),
                 "credible_interval": [float(lo[i]), float(hi[i])],

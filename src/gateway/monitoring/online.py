@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from gateway.monitoring import drift, kpis
@@ -40,11 +40,24 @@ def _decode(value: str | None) -> Any:
         return None
 
 
+def with_shadow_answers(feedback: Sequence[Mapping[str, str]]) -> Iterator[Mapping[str, str]]:
+    """Each feedback entry, followed by one entry per shadow answer it carries ('sh:<variant>'
+    and 'shs:<variant>' fields, written by the reward script): a shadow is scored on the same
+    label, in the same order, as the served variant."""
+    for entry in feedback:
+        yield entry
+        for field, pred in entry.items():
+            if field.startswith("sh:"):
+                variant = field[3:]
+                yield {"variant": variant, "label": entry.get("label", ""), "pred": pred,
+                       "scores": entry.get(f"shs:{variant}", "")}
+
+
 def window_kpis(feedback: Sequence[Mapping[str, str]], window: int) -> dict[str, dict[str, Any]]:
     """Per variant, the KPIs of its newest `window` labelled feedback items (entries oldest
     first, as the feedback stream holds them: variant, label, pred and scores as JSON)."""
     online = kpis.OnlineKPIs(window=window)
-    for entry in feedback:
+    for entry in with_shadow_answers(feedback):
         labels, preds = _decode(entry.get("label")), _decode(entry.get("pred"))
         if labels is None or preds is None:
             continue

@@ -95,7 +95,11 @@ class Retrainer:
             return {"outcome": "rejected", "reason": result.get("reason"), "rows": len(data), "result": result}
         new = out["entry"]
         variant = {**new, "added_at": now, "parent": champion["variant"], "window": data.window()}
+        if base.retrain.shadow_first is not None:
+            # It answers copies of live requests until it beats the best live model on them.
+            variant |= {"role": "shadow", "shadow_first": True}
         entry = {**base_entry, "action": "challenger_added", "variant": new["name"], "outcome": "admitted",
+                 "role": variant.get("role", "live"),
                  "reason": result.get("reason"), "window": data.window(), "compared_against": champion["variant"],
                  "metrics": {k: v.get("metrics") for k, v in result.get("candidates", {}).items()}
                  | {"champion": result.get("champion")}}

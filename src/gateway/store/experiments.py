@@ -13,23 +13,26 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
+from gateway.store.limits import (
+    DECISION_LOG_BYTES,
+    DECISION_LOG_MAXLEN,
+    FEEDBACK_BYTES,
+    FEEDBACK_MAXLEN,
+    HISTORY_MAXLEN,
+    SERIES_MAXLEN,
+)
+from gateway.store.shadow import ShadowRecords
 
-# Bounded so the log cannot eat the server's memory; the retrainer reads recent windows. Each
-# stream keeps at most this many entries and, with entries the size of the newest, at most
-# budget / size of them: about twice the byte budget at worst (1000-row requests trim it sooner).
-DECISION_LOG_MAXLEN = 200_000
-DECISION_LOG_BYTES = 256 * 2**20
-FEEDBACK_MAXLEN = 200_000
-FEEDBACK_BYTES = 128 * 2**20
-# About 5.5 hours of dashboard history at one point every 2 s.
-SERIES_MAXLEN = 10_000
-# Decisions (promotions, rollbacks, challengers, retrains, drift alarms) kept per experiment; the
-# oldest are trimmed, so the state read every few seconds stays small.
-HISTORY_MAXLEN = 1_000
+
+
+# Scripts that score labelled predictions start with the shared scoring functions.
+_WITH_SCORING = {"reward.lua", "shadow.lua"}
 
 
 def _lua(name: str) -> str:
-    return resources.files("gateway.store").joinpath("lua", name).read_text()
+    folder = resources.files("gateway.store").joinpath("lua")
+    source = folder.joinpath(name).read_text()
+    return folder.joinpath("lib", "scoring.lua").read_text() + source if name in _WITH_SCORING else source
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,12 @@ def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
     }
 
 
-class ExperimentStore:
+class ExperimentStore(ShadowRecords):
     def __init__(self, client: aioredis.Redis):
         self.client = client
         self._sources = {name: _lua(f"{name}.lua") for name in (
             "record", "reward", "expire", "transition", "annotate", "series", "add_variant", "claim_retrain",
-            "retrain_lock",
+            "retrain_lock", "shadow", "set_role",
         )}
         self._shas: dict[str, str] = {}
 
@@ -202,10 +205,10 @@ class ExperimentStore:
             for it in items:
                 r = rules.get(it.experiment) or RewardRules()
                 pipe.evalsha(
-                    self._shas["reward"], 6,
+                    self._shas["reward"], 7,
                     keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
                     keys.feedback(it.experiment), keys.meta(it.experiment), keys.pending(it.experiment),
-                    keys.kpis(it.experiment),
+                    keys.kpis(it.experiment), keys.paired(it.experiment),
                     it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
                     "" if r.default is None else repr(float(r.default)),
                     "" if r.max_per_unit is None else str(r.max_per_unit),
@@ -395,9 +398,10 @@ class ExperimentStore:
         return [fields for _, fields in reversed(raw)]
 
     async def recent_feedback(self, experiment: str, count: int) -> dict[str, dict[str, str]]:
-        """Feedback by request id, from the newest `count` entries of the feedback stream."""
+        """Feedback by request id, from the newest `count` entries of the feedback stream (the
+        served variant's: a shadow's late-scored entry carries the same label)."""
         raw = await self.client.xrevrange(keys.feedback(experiment), count=count)
-        return {fields["rid"]: fields for _, fields in raw}
+        return {fields["rid"]: fields for _, fields in raw if fields.get("role") != "shadow"}
 
     async def set_meta(self, experiment: str, field_name: str, value: str) -> None:
         await self.client.hset(keys.meta(experiment), field_name, value)

@@ -46,6 +46,18 @@ def kpis(experiment: str) -> str:
     return f"gw:{{{experiment}}}:kpi"
 
 
+def paired(experiment: str) -> str:
+    """Hash of a shadow variant's outcomes paired with the served variant's on the same labelled
+    rows: '<shadow>|<served>:sw' (only the shadow right), ':lw' (only the served one), ':n'."""
+    return f"gw:{{{experiment}}}:paired"
+
+
+def shadow_log(experiment: str) -> str:
+    """Stream of shadow variants' answers to live requests (request id, variant, prediction),
+    the decision log's companion: the decision log holds what was served."""
+    return f"gw:{{{experiment}}}:shadow"
+
+
 def quota_prefix(experiment: str) -> str:
     """Prefix of the per-unit reward counters (the unit id follows), expiring with the window."""
     return f"gw:{{{experiment}}}:quota:"

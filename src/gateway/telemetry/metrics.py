@@ -78,6 +78,11 @@ class GatewayMetrics:
         self.rewards = meter.create_counter(
             "gateway.rewards", unit="1", description="Feedback items by outcome (accepted, duplicate, rejected)"
         )
+        self.shadow = meter.create_counter(
+            "gateway.shadow.requests", unit="1",
+            description="Copies of live requests for shadow variants, by outcome (recorded, scored, "
+            "dropped: the queue was full, failed, gone: the request's record had expired, store_unavailable)",
+        )
         self.reward_sum = meter.create_counter(
             "gateway.reward.sum", unit="1", description="Sum of accepted rewards, by experiment and variant"
         )
@@ -147,15 +152,16 @@ class GatewayMetrics:
     def _kpi_gauge(self, key: str):
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             for state in self._states():
+                # A shadow variant's series carry role="shadow" (live ones keep the labels they had).
+                shadows = {v["name"] for v in state["variants"] if v.get("role") == "shadow"}
                 for variant, scopes in (state.get("kpis") or {}).items():
                     for scope in KPI_SCOPES:
                         # None while undefined (no labels yet, no scores for the AUC): no sample
                         # rather than a made-up 0.
                         value = (scopes.get(scope) or {}).get(key)
                         if value is not None:
-                            yield Observation(
-                                float(value), {"experiment": state["name"], "variant": variant, "scope": scope}
-                            )
+                            labels = {"experiment": state["name"], "variant": variant, "scope": scope}
+                            yield Observation(float(value), {**labels, "role": "shadow"} if variant in shadows else labels)
 
         return callback
 

@@ -11,6 +11,14 @@ end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
   return 0
 end
+-- A challenger that starts in shadow competes for nothing yet: exploration reopens when it
+-- goes live (set_role.lua).
+local ok, variant = pcall(cjson.decode, ARGV[2])
+if ok and type(variant) == 'table' and variant.role == 'shadow' then
+  redis.call('RPUSH', KEYS[3], ARGV[3])
+  redis.call('LTRIM', KEYS[3], string.format('%d', -keep), -1)
+  return 1
+end
 local status = redis.call('HGET', KEYS[2], 'status') or 'exploring'
 if status == 'promoted' then
   redis.call('HSET', KEYS[2], 'status', 'exploring', 'changed_at', ARGV[4])

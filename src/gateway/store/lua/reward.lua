@@ -3,7 +3,7 @@
 -- the feedback stream, which the retrainer joins with the decision log, and into the variant's
 -- confusion counts (online KPIs).
 -- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] feedback stream, KEYS[4] meta hash,
--- KEYS[5] pending zset, KEYS[6] KPI counters hash
+-- KEYS[5] pending zset, KEYS[6] KPI counters hash, KEYS[7] shadow-vs-served paired counts hash
 -- ARGV[1] variant, ARGV[2] reward, ARGV[3] now (unix seconds), ARGV[4] label JSON ('' for none),
 -- ARGV[5] feedback stream max length, ARGV[6] default reward ('' for none),
 -- ARGV[7] rewards allowed per unit in the window ('' for no quota), ARGV[8] quota key prefix,
@@ -104,33 +104,41 @@ if quota_key then
   end
 end
 local pred = redis.call('HGET', KEYS[1], 'pred') or ''
+-- Shadow answers already on the record: {variant, prediction JSON}, and their fields as stored.
+local shadow_answers, shadow_fields = {}, {}
+local record = redis.call('HGETALL', KEYS[1])
+for i = 1, #record, 2 do
+  local name = record[i]
+  if string.sub(name, 1, 3) == 'sh:' then
+    table.insert(shadow_answers, {string.sub(name, 4), record[i + 1]})
+    table.insert(shadow_fields, {name, record[i + 1]})
+  elseif string.sub(name, 1, 4) == 'shs:' then
+    table.insert(shadow_fields, {name, record[i + 1]})
+  end
+end
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'label', ARGV[4])
   redis.call('HINCRBY', KEYS[4], 'labels_since_retrain', 1)
-  -- Confusion counts for the variant's lifetime KPIs; class 1 is the positive class.
-  local ok_l, labels = pcall(cjson.decode, ARGV[4])
-  local ok_p, preds = pcall(cjson.decode, pred)
-  if ok_l and ok_p and type(preds) == 'table' then
-    if type(labels) ~= 'table' then labels = {labels} end
-    if #labels == #preds then
-      local function positive(v) return v == 1 or v == true end
-      -- As the router compares them: numbers by value, anything else as text.
-      local function same(a, b)
-        if type(a) == 'number' and type(b) == 'number' then return a == b end
-        return tostring(a) == tostring(b)
-      end
-      for i = 1, #labels do
-        local p, l = positive(preds[i]), positive(labels[i])
-        local cell = (p and l and 'tp') or (p and 'fp') or (l and 'fn') or 'tn'
-        redis.call('HINCRBY', KEYS[6], served .. ':' .. cell, 1)
-        if same(labels[i], preds[i]) then
-          redis.call('HINCRBY', KEYS[6], served .. ':correct', 1)
-        end
-      end
+  -- Confusion counts for the variant's lifetime KPIs (lib/scoring.lua), and the same for every
+  -- shadow variant that answered this request, paired with the served one.
+  local rows = score_rows(ARGV[4], pred)
+  local served_correct = rows and score_count(KEYS[6], served, rows)
+  for _, kv in ipairs(shadow_answers) do
+    local shadow_rows = score_rows(ARGV[4], kv[2])
+    if shadow_rows and served_correct then
+      score_pair(KEYS[7], kv[1], served, score_count(KEYS[6], kv[1], shadow_rows), served_correct)
+    elseif shadow_rows then
+      score_count(KEYS[6], kv[1], shadow_rows)
     end
   end
 end
 local scores = redis.call('HGET', KEYS[1], 'scores') or ''
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', feedback_maxlen(rid, ARGV[2], ARGV[4], pred, scores), '*',
-  'rid', rid, 't', ARGV[3], 'variant', served, 'reward', ARGV[2], 'label', ARGV[4], 'pred', pred, 'scores', scores)
+-- The shadows' answers ride along ('sh:<variant>' and 'shs:<variant>' as on the record), so the
+-- monitor scores their windows from the same entries.
+local entry = {'rid', rid, 't', ARGV[3], 'variant', served, 'reward', ARGV[2], 'label', ARGV[4], 'pred', pred, 'scores', scores}
+local sizes = {rid, ARGV[2], ARGV[4], pred, scores}
+for _, kv in ipairs(shadow_fields) do
+  table.insert(entry, kv[1]); table.insert(entry, kv[2]); table.insert(sizes, kv[2])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', feedback_maxlen(unpack(sizes)), '*', unpack(entry))
 return {'accepted', redis.call('HGET', KEYS[1], 'tp') or ''}

@@ -1,0 +1,120 @@
+"""Shadow traffic: copies of live requests answered by the experiment's shadow variants off the
+request path. A request is mirrored when a hash of its id falls below `shadow.fraction` (the same
+requests on every replica, and again on a replay); copies wait in a bounded queue per experiment
+and are dropped, and counted, when it is full, so a slow shadow model never delays a client or
+grows memory. Each answer is recorded once on the request's record and in the shadow log; the
+label, whenever it comes, scores it exactly as it scores the served variant (the store's scripts)."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.dataplane.runtime import ExperimentRuntime, Experiments
+from gateway.store.experiments import ExperimentStore
+from gateway.store.writer import STORE_DOWN
+from gateway.telemetry.metrics import GatewayMetrics
+
+log = logging.getLogger("gateway.shadow")
+
+
+def mirrored(request_id: str, fraction: float) -> bool:
+    """Whether this request is copied to the shadow variants: reproducible from its id alone."""
+    if fraction >= 1.0:
+        return True
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8, person=b"gw-shadow").digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
+@dataclass(frozen=True)
+class ShadowCopy:
+    experiment: str
+    request_id: str
+    variants: tuple[str, ...]
+    matrix: np.ndarray
+    carrier: dict[str, str]
+
+
+class ShadowMirror:
+    def __init__(self, experiments: Experiments, store: ExperimentStore, metrics: GatewayMetrics,
+                 clock: Callable[[], float]):
+        self.experiments = experiments
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self._queues: dict[str, asyncio.Queue[ShadowCopy]] = {}
+        self._workers: list[asyncio.Task] = []
+
+    def offer(self, rt: ExperimentRuntime, request_id: str, matrix: np.ndarray, carrier: dict[str, str]) -> bool:
+        """Queue a copy of a served request for the shadow variants, if it is sampled; never waits."""
+        shadows = rt.shadows
+        spec = rt.policy.shadow
+        if not shadows or not mirrored(request_id, spec.fraction):
+            return False
+        name = rt.policy.experiment
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._start(name, spec.queue, spec.concurrency)
+        try:
+            queue.put_nowait(ShadowCopy(name, request_id, shadows, matrix, carrier))
+        except asyncio.QueueFull:
+            for v in shadows:
+                self.metrics.shadow.add(1, {"experiment": name, "variant": v, "outcome": "dropped"})
+            return False
+        return True
+
+    def _start(self, name: str, size: int, concurrency: int) -> asyncio.Queue[ShadowCopy]:
+        queue: asyncio.Queue[ShadowCopy] = asyncio.Queue(maxsize=size)
+        self._queues[name] = queue
+        loop = asyncio.get_running_loop()
+        self._workers += [loop.create_task(self._work(queue)) for _ in range(concurrency)]
+        return queue
+
+    async def drain(self) -> None:
+        """Wait until every queued copy has been answered (tests, and a graceful stop)."""
+        for queue in list(self._queues.values()):
+            await queue.join()
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=5)
+        self._workers, self._queues = [], {}
+
+    async def _work(self, queue: asyncio.Queue[ShadowCopy]) -> None:
+        while True:
+            copy = await queue.get()
+            try:
+                for variant in copy.variants:
+                    outcome = await self._answer(copy, variant)
+                    self.metrics.shadow.add(1, {"experiment": copy.experiment, "variant": variant, "outcome": outcome})
+            finally:
+                queue.task_done()
+
+    async def _answer(self, copy: ShadowCopy, variant: str) -> str:
+        rt = self.experiments.get(copy.experiment)
+        client = rt.variants.get(variant) if rt else None
+        if client is None:
+            return "failed"
+        try:
+            result = await asyncio.wait_for(client.predict(copy.matrix, copy.carrier), rt.policy.shadow.timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # A shadow's failure is its own: it never reaches the client or the live variants' breakers.
+            log.warning("shadow %s of %s failed: %s", variant, copy.experiment, type(err).__name__)
+            return "failed"
+        scores = result.get("scores")
+        try:
+            return await self.store.record_shadow(
+                copy.experiment, copy.request_id, variant, json.dumps(result["predictions"]),
+                None if scores is None else json.dumps(scores), self.clock(),
+            )
+        except STORE_DOWN:
+            return "store_unavailable"

@@ -1,0 +1,54 @@
+-- Scoring a labelled prediction, shared by reward.lua (the served variant and its shadows) and
+-- shadow.lua (a shadow answer that arrives after the label): prepended to both when loaded, so
+-- a shadow variant is scored by exactly the rule that scores the served one.
+-- Class 1 (or true) is the positive class; labels and predictions compare as the router
+-- compares them: numbers by value, anything else as text.
+local function score_positive(v) return v == 1 or v == true end
+local function score_same(a, b)
+  if type(a) == 'number' and type(b) == 'number' then return a == b end
+  return tostring(a) == tostring(b)
+end
+
+-- {labels, preds} decoded from JSON when they line up row for row, else nil.
+local function score_rows(label_json, pred_json)
+  local ok_l, labels = pcall(cjson.decode, label_json)
+  local ok_p, preds = pcall(cjson.decode, pred_json)
+  if not (ok_l and ok_p and type(preds) == 'table') then return nil end
+  if type(labels) ~= 'table' then labels = {labels} end
+  if #labels ~= #preds then return nil end
+  return {labels, preds}
+end
+
+-- Add the rows to the variant's confusion counts (lifetime KPIs); returns each row's correctness.
+local function score_count(kpi_key, variant, rows)
+  local labels, preds, correct = rows[1], rows[2], {}
+  for i = 1, #labels do
+    local p, l = score_positive(preds[i]), score_positive(labels[i])
+    local cell = (p and l and 'tp') or (p and 'fp') or (l and 'fn') or 'tn'
+    redis.call('HINCRBY', kpi_key, variant .. ':' .. cell, 1)
+    correct[i] = score_same(labels[i], preds[i])
+    if correct[i] then redis.call('HINCRBY', kpi_key, variant .. ':correct', 1) end
+  end
+  return correct
+end
+
+local function score_correct(rows)
+  local labels, preds, correct = rows[1], rows[2], {}
+  for i = 1, #labels do correct[i] = score_same(labels[i], preds[i]) end
+  return correct
+end
+
+-- Paired outcomes of a shadow variant and the served one on the same rows, for shadow-first's
+-- exact McNemar test: '<shadow>|<served>:sw' rows only the shadow got right, ':lw' rows only the
+-- served one got right, ':n' rows compared.
+local function score_pair(pair_key, shadow, served, shadow_correct, served_correct)
+  local field = shadow .. '|' .. served .. ':'
+  for i = 1, #shadow_correct do
+    if shadow_correct[i] and not served_correct[i] then
+      redis.call('HINCRBY', pair_key, field .. 'sw', 1)
+    elseif served_correct[i] and not shadow_correct[i] then
+      redis.call('HINCRBY', pair_key, field .. 'lw', 1)
+    end
+  end
+  redis.call('HINCRBY', pair_key, field .. 'n', #shadow_correct)
+end

@@ -1,0 +1,66 @@
+"""The store's part for shadow variants: their answers recorded once on the live request (and
+scored against its label), run-time roles, and the paired outcomes shadow-first decides on."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.store import keys
+from gateway.store.limits import (
+    FEEDBACK_BYTES,
+    FEEDBACK_MAXLEN,
+    HISTORY_MAXLEN,
+    SHADOW_LOG_BYTES,
+    SHADOW_LOG_MAXLEN,
+)
+
+
+class ShadowRecords:
+    """Mixed into ExperimentStore: uses its client and scripts."""
+
+    async def record_shadow(
+        self, experiment: str, request_id: str, variant: str, predictions: str, scores: str | None, now: float
+    ) -> str:
+        """A shadow's answer (predictions and scores as JSON): recorded | scored (the label came
+        first) | duplicate | gone (the request's record expired)."""
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["shadow"], 5,
+                keys.request(experiment, request_id), keys.kpis(experiment), keys.paired(experiment),
+                keys.shadow_log(experiment), keys.feedback(experiment),
+                variant, predictions, scores or "", repr(now), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
+                str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES),
+            )
+
+        (outcome,) = await self._run_scripted(build)
+        return outcome
+
+    async def set_role(
+        self, experiment: str, variant: str, role: str, *, expected: str, policy_role: str, entry: dict[str, Any],
+        now: float, reopen: bool = True,
+    ) -> bool:
+        """Move `variant` to `role` if its role is still `expected` (`policy_role` when no run-time
+        role is set), recording `entry`; going live reopens exploration when `reopen`."""
+        def build(pipe):
+            pipe.evalsha(
+                self._shas["set_role"], 2, keys.meta(experiment), keys.history(experiment),
+                variant, role, expected, policy_role, json.dumps(entry), repr(now), str(HISTORY_MAXLEN),
+                "1" if reopen else "0",
+            )
+
+        (done,) = await self._run_scripted(build)
+        return bool(done)
+
+    async def paired_counts(self, experiment: str) -> dict[tuple[str, str], dict[str, int]]:
+        """(shadow, served) -> {sw: only the shadow right, lw: only the served one, n: rows}."""
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for key, value in (await self.client.hgetall(keys.paired(experiment))).items():
+            pair, _, cell = key.rpartition(":")
+            shadow, _, served = pair.partition("|")
+            out.setdefault((shadow, served), {"sw": 0, "lw": 0, "n": 0})[cell] = int(value)
+        return out
+
+    async def shadow_answers(self, experiment: str, count: int) -> list[dict[str, str]]:
+        """The newest `count` shadow answers, oldest first."""
+        raw = await self.client.xrevrange(keys.shadow_log(experiment), count=count)
+        return [fields for _, fields in reversed(raw)]

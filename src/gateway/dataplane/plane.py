@@ -19,6 +19,7 @@ from ulid import ULID
 from gateway.decisions import allocation
 from gateway.bandit.selection import unit_uniform
 from gateway.dataplane.feedback import MAX_ID_LEN, Feedback
+from gateway.dataplane import evaluation
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
 from gateway.dataplane.shadow import ShadowMirror
 from gateway.dataplane.upkeep import RETRAIN_LOCK_S, Upkeep
@@ -296,10 +297,7 @@ class DataPlane:
         rt = self.runtime(experiment)
         snap = (await self.store.snapshots([experiment]))[experiment]
         history = await self.store.history(experiment)
-        state = experiment_state(rt.policy, snap, history, rt.discount)
-        state["srm"] = rt.srm.result()
-        state["kpis"], state["drift"] = rt.kpis, rt.drift
-        return state
+        return rt.as_served(experiment_state(rt.policy, snap, history, rt.discount))
 
     async def series(self, experiment: str, since: float | None = None) -> dict[str, Any]:
         self.runtime(experiment)
@@ -308,6 +306,10 @@ class DataPlane:
             "points": await self.store.series(experiment, since),
             "history": await self.store.history(experiment),
         }
+
+    async def off_policy(self, experiment: str, target: str | None, rows: int = evaluation.DEFAULT_ROWS) -> dict[str, Any]:
+        """The estimated value of a target policy from this experiment's log (IPS, SNIPS, DR)."""
+        return await evaluation.evaluate(self.store, self.runtime(experiment), target, rows, self.clock())
 
     async def states(self) -> list[dict[str, Any]]:
         return [await self.state(name) for name in self.experiments]

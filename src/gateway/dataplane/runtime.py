@@ -41,6 +41,20 @@ class ExperimentRuntime:
     discount: allocation.DiscountState | None = None
     # The variants in shadow now (by the policy and the run-time roles), as of the last refresh.
     shadows: tuple[str, ...] = ()
+    # Each variant's IPS-corrected mean reward (off-policy, from the logged propensities), by the monitor.
+    corrected: dict[str, Any] | None = None
+
+    def as_served(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The state as the API serves it: with this replica's sample-ratio check, the monitor's
+        KPIs and drift, and beside each variant's posterior mean its IPS-corrected mean (the
+        plain mean of adaptively allocated rewards is biased; this one is not)."""
+        state["srm"] = self.srm.result()
+        state["kpis"], state["drift"] = self.kpis, self.drift
+        for v in state["variants"]:
+            c = (self.corrected or {}).get(v["name"]) or {}
+            v["ips_mean"] = c.get("mean")
+            v["ips_interval"] = [c["ci_low"], c["ci_high"]] if c.get("ci_low") is not None else None
+        return state
 
     @property
     def reward_rules(self) -> RewardRules:

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.decisions import allocation, shadow_first
 from gateway import monitoring
+from gateway.dataplane import evaluation
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
 from gateway.dataplane.transitions import rollback_champion
 from gateway.errors import Conflict, Unavailable
@@ -25,6 +26,9 @@ from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import tracer
 
 log = logging.getLogger("gateway.upkeep")
+
+# The IPS-corrected means read this many monitoring windows of the newest served requests.
+CORRECTED_ROWS_PER_WINDOW = 5
 
 # How long a retraining run may hold its experiment's lock without renewing it.
 RETRAIN_LOCK_S = 600.0
@@ -177,6 +181,7 @@ class Upkeep:
         feedback = await self.store.newest_feedback(name, names, window, max_entries=window * 20)
         windowed = monitoring.window_kpis(feedback, window)
         rt.kpis = monitoring.variant_kpis(names, counts, windowed)
+        rt.corrected = await evaluation.corrected_means(self.store, rt, CORRECTED_ROWS_PER_WINDOW * window, self.clock())
 
         champion = snap.meta.get("champion")
         trained = (snap.dynamic.get(champion) or {}).get("window") if champion else None
@@ -240,9 +245,7 @@ class Upkeep:
         for name, rt in self.experiments.items():
             state = experiment_state(rt.policy, rt.snapshot, await self.store.history(name), rt.discount)
             rt.srm.update(rt.allocation.shares if rt.allocation else {}, {v["name"]: v["requests"] for v in state["variants"]})
-            state["srm"] = rt.srm.result()
-            state["kpis"], state["drift"] = rt.kpis, rt.drift
-            rt.state = state
+            rt.state = state = rt.as_served(state)
             point = {
                 "t": now,
                 "status": state["status"],

@@ -1,0 +1,1 @@
+"""Off-policy evaluation from the gateway's own logged propensities."""

@@ -30,6 +30,7 @@ GOALS = {
     "store_vs_redis_benchmark": (">=", 0.5),
     "tracing_p50_ratio": ("<=", 1.1),
     "rss_mib": ("<=", 3072.0),
+    "shadow_ratio_0.1": (">=", 0.95),
 }
 
 
@@ -117,6 +118,9 @@ def summarize(run) -> dict:
         "router1_variant1_after_redeploys_rps": get("scaling_back_to_1_1_c16", "rps"),
         "gateway_4_variants_rps": get("gateway4_c16", "rps"),
     }
+    sh = r.get("shadow", {})
+    out["shadow_ratio_0.1"] = (sh.get("fraction_0.1") or {}).get("median_ratio")
+    out["shadow_ratio_1.0"] = (sh.get("fraction_1.0") or {}).get("median_ratio")
     out["goals"] = {}
     for key, (op, goal) in GOALS.items():
         value = out.get(key)
@@ -139,6 +143,13 @@ def _f(x, fmt="{:,.0f}", none="n/a") -> str:
 def _met(s: dict, key: str) -> str:
     m = s["goals"].get(key, {}).get("met")
     return "n/a" if m is None else ("yes" if m else "**no**")
+
+
+def _ratio_range(s: dict, label: str) -> str:
+    fig = (s["details"].get("shadow") or {}).get(label) or {}
+    if fig.get("median_ratio") is None:
+        return "n/a"
+    return f"{fig['median_ratio']:.2f} [{fig['min_ratio']:.2f}, {fig['max_ratio']:.2f}]"
 
 
 def render_table(s: dict) -> str:
@@ -204,6 +215,10 @@ def render_table(s: dict) -> str:
         f"redeploys: {_f(sc.get('router1_variant1_after_redeploys_rps'))}) | (report) | |"),
         (f"| Scaling at 16 connections: variant replicas 1 -> 2 (placement deployment) | "
         f"{_f(sc.get('deployment_variant1_rps'))} -> {_f(sc['router1_variant2_rps'])} req/s | (report) | |"),
+        (f"| Shadow traffic: throughput at 16 connections with XGBoost in shadow / without, median of "
+        f"{len((s['details'].get('shadow') or {}).get('rounds', []))} alternating rounds [min, max] | "
+        f"10% of requests: {_ratio_range(s, 'fraction_0.1')}; 100%: {_ratio_range(s, 'fraction_1.0')} | "
+        f">= 0.95 at 10% | {_met(s, 'shadow_ratio_0.1')} |"),
         "",
         "| Load point | Connections | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
         "| --- | --- | --- | --- | --- | --- | --- |",

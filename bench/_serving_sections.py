@@ -36,6 +36,20 @@ from _systems import (
 )
 
 
+def shadow_summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    """Per shadow fraction, the median over rounds of its throughput / the same round's 'none',
+    with the smallest and largest ratio."""
+    import statistics
+
+    out: dict[str, Any] = {"rounds": rounds}
+    for label in ("fraction_0.1", "fraction_1.0"):
+        ratios = [r[label] / r["none"] for r in rounds if r.get(label) and r.get("none")]
+        out[label] = {"median_ratio": round(statistics.median(ratios), 3) if ratios else None,
+                      "min_ratio": round(min(ratios), 3) if ratios else None,
+                      "max_ratio": round(max(ratios), 3) if ratios else None}
+    return out
+
+
 class Sections:
     """The systems and their load points; `Run` (serving.py) orders them."""
 
@@ -274,6 +288,27 @@ class Sections:
         wait_http(lambda: http("GET", f"{info['url']}/v2/health/ready")[0] == 200, proc.name, 120, proc)
         check_answer(f"{info['url']}/v2/models/{EXPERIMENT}/infer", self.body_file.read_bytes(), self.expected_label)
         log(f"  redeployed in {time.perf_counter() - t0:.1f}s")
+
+    def section_shadow(self) -> None:
+        """Throughput at 16 connections with XGBoost in shadow on 10% and on 100% of the requests,
+        against none, in alternating rounds (none, 10%, 100%, none, ...): each round's ratio to
+        the round's own 'none', so that drift of the machine's speed cancels."""
+        configs = (("none", "one"), ("fraction_0.1", "shadow10"), ("fraction_1.0", "shadow100"))
+        rounds: list[dict[str, float]] = []
+        for r in range(self.args.shadow_rounds):
+            figures = {}
+            for label, policy in configs:
+                proc, info = self.gateway(f"gateway-shadow-{label}-{r}", self.models[policy]["policy"])
+                try:
+                    url = f"{info['url']}/v2/models/{EXPERIMENT}/infer"
+                    point = self.loader.run(url, self.body_file, 16, proc=proc)
+                    self.points[f"shadow_{label}_round{r}_c16"] = point
+                    figures[label] = point["rps"]
+                finally:
+                    self.stop(proc)
+            rounds.append(figures)
+            log(f"  round {r}: " + ", ".join(f"{k} {v:,.0f} req/s" for k, v in figures.items()))
+        self.results["shadow"] = shadow_summary(rounds)
 
     def section_memory(self) -> None:
         proc, info = self.gateway("gateway-4variants", self.models["four"]["policy"])

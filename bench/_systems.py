@@ -308,7 +308,12 @@ def prepare_models(work: Path, cache: Path) -> dict:
             {"name": "logreg2", "model": "models/churn-logreg2.skops", "train": "logistic_regression"},
         ],
     }
-    texts = {name: yaml.safe_dump(doc, sort_keys=False) for name, doc in (("one", one), ("four", four))}
+    # One live variant and XGBoost in shadow, copied 10% or 100% of the requests (section shadow).
+    shadowed = [*one["variants"], {**four["variants"][1], "role": "shadow"}]
+    shadow10 = {**one, "variants": shadowed, "shadow": {"fraction": 0.1}}
+    shadow100 = {**one, "variants": shadowed, "shadow": {"fraction": 1.0}}
+    texts = {name: yaml.safe_dump(doc, sort_keys=False)
+             for name, doc in (("one", one), ("four", four), ("shadow10", shadow10), ("shadow100", shadow100))}
     # What the trained artifacts depend on: the features, the data recipe and the variants.
     recipe = [base.get("features"), base.get("bootstrap"), one["variants"], four["variants"]]
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]

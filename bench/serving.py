@@ -52,6 +52,9 @@ scaling   The gateway redeployed (serve.run on its running Serve instance) with 
           replicas; then with placement `deployment` (the variant in a deployment of its own:
           the bare chain's shape) at 1 and 16 connections, and with 2 replicas of the variant;
           then 1/1 with the default placement again. 1/1 is the `gateway` section's figure.
+shadow    The gateway with XGBoost as a shadow variant of the logistic regression, copied 10% and
+          100% of the requests, against none: throughput at 16 connections, alternating rounds
+          (--shadow-rounds, default 3), each round's ratio to its own 'none', median and range.
 memory    The gateway with a 4-variant policy (logistic regression, XGBoost, histogram
           gradient boosting, a second logistic regression; all trained by the bootstrap
           recipe): RSS (and PSS) summed over every process of the system (the driver, Ray's
@@ -95,7 +98,7 @@ from _serving_report import README, machine, render_table, summarize, write_read
 from _serving_sections import Sections
 from _systems import encoded_row, ensure_tools, log, prepare_models
 
-SECTIONS = ("gateway", "traced", "bare", "mlserver", "scaling", "memory")
+SECTIONS = ("gateway", "traced", "bare", "mlserver", "scaling", "memory", "shadow")
 
 
 class Run(Sections):
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure", type=float, default=8.0, help="seconds measured per load point")
     p.add_argument("--reward-records", type=int, default=120_000, help="served requests prepared for rewards")
     p.add_argument("--store-calls", type=int, default=60_000, help="rewards for the store / redis-benchmark run")
+    p.add_argument("--shadow-rounds", type=int, default=3, help="alternating rounds of the shadow section")
     p.add_argument("--profile", help="record py-spy stacks of the router, variant and proxy into this folder")
     p.add_argument("--cache-dir", default=os.environ.get("GATEWAY_BENCH_CACHE", "/tmp/gateway-bench-cache"),
                    help="where the MLServer venv is kept")

@@ -136,6 +136,18 @@ $summary
       <tbody id="kpi-body"></tbody>
     </table></div>
   </section>
+  <section id="ope" class="panel" aria-labelledby="ope-heading" hidden>
+    <div class="panel-head"><h2 id="ope-heading">Off-policy evaluation</h2>
+      <span class="hint">what another policy would have earned, estimated from the logged traffic and the
+        propensities it was served with (IPS, self-normalised IPS, doubly robust), with 95% intervals</span></div>
+    <form id="ope-form" class="ope-form">
+      <label for="ope-target">Target</label>
+      <input id="ope-target" name="target" value="uniform" size="32" spellcheck="false"
+        title="uniform, a variant's name, or shares such as a=0.3,b=0.7">
+      <button type="submit">Estimate</button>
+    </form>
+    <div id="ope-result" class="table-wrap" data-target="" data-status=""></div>
+  </section>
   <div id="legend" class="legend"></div>
   <section class="grid" aria-label="Charts">
     <div class="panel"><h2 id="posterior-title">Posterior reward rate</h2>

@@ -58,6 +58,10 @@ def status_table(state: dict[str, Any]) -> Table:
     with_kpis = bool(state.get("kpis"))
     if with_kpis:
         columns.append("accuracy (window)")
+    # Once the monitor has computed them from the log: the mean that adaptive allocation does not bias.
+    with_ips = any(v.get("ips_mean") is not None for v in state["variants"])
+    if with_ips:
+        columns.insert(3, "IPS mean")
     for col in columns:
         table.add_column(col, justify="left" if col == "variant" else "right")
     for v in state["variants"]:
@@ -69,6 +73,7 @@ def status_table(state: dict[str, Any]) -> Table:
             name,
             posterior_text(v["posterior"]),
             f"{v['mean']:.4f}",
+            *([_fmt(v.get("ips_mean"))] if with_ips else []),
             f"[{lo:.4f}, {hi:.4f}]",
             "-" if v["prob_best"] is None else f"{v['prob_best']:.3f}",
             "-" if v["expected_loss"] is None else f"{v['expected_loss']:.4f}",
@@ -80,6 +85,24 @@ def status_table(state: dict[str, Any]) -> Table:
             cells.append(window_accuracy(state, v["name"]))
         table.add_row(*cells)
     return table
+
+
+def off_policy_table(result: dict[str, Any]) -> Table:
+    target = result["target"] if isinstance(result["target"], str) else ", ".join(
+        f"{k}={v:g}" for k, v in result["target"].items())
+    table = Table(title=f"{result['experiment']}: value of {target} ({result['n']} logged rewards, "
+                        f"largest weight {result['max_weight']:.3g})")
+    for col in ("estimator", "value", "95% interval", "std. error", "effective n"):
+        table.add_column(col, justify="left" if col == "estimator" else "right")
+    for e in result["estimates"].values():
+        cells = [e["estimator"].upper(), _fmt(e["value"]), f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}]",
+                 _fmt(e["stderr"]), _fmt(e["ess"], ".1f")]
+        table.add_row(*cells)
+    return table
+
+
+def _fmt(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
 
 
 def register(app: typer.Typer) -> None:
@@ -119,6 +142,25 @@ def register(app: typer.Typer) -> None:
     def retire(experiment: str, variant: str, url: str = URL) -> None:
         """Take VARIANT out of rotation for good."""
         decided(_call(url, lambda c: c.retire(experiment, variant)))
+
+    @app.command()
+    def shadow(
+        experiment: str, variant: str,
+        off: bool = typer.Option(False, "--off", help="Take it out of shadow: it joins the bandit."),
+        url: str = URL,
+    ) -> None:
+        """Put VARIANT in shadow: it answers copies of live requests, scored on their labels, and serves no one."""
+        decided(_call(url, lambda c: c.shadow(experiment, variant, on=not off)))
+
+    @app.command()
+    def ope(
+        experiment: str,
+        target: str = typer.Option("uniform", help="'uniform', a variant's name, or shares like 'a=0.3,b=0.7'."),
+        url: str = URL,
+    ) -> None:
+        """Estimate what TARGET would have earned, from the logged traffic (IPS, SNIPS, doubly robust)."""
+        result = _call(url, lambda c: c.off_policy(experiment, target))
+        console.print(off_policy_table(result))
 
     @app.command("add-variant")
     def add_variant(

@@ -74,5 +74,11 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
     async def retire(self, experiment: str, variant: str) -> Any:
         return await self._send(Routes.retire(experiment, variant))
 
+    async def shadow(self, experiment: str, variant: str, on: bool = True) -> Any:
+        return await self._send(Routes.set_role(experiment, variant, "shadow" if on else "live"))
+
+    async def off_policy(self, experiment: str, target: str | None = None) -> dict[str, Any]:
+        return await self._send(Routes.off_policy(experiment, target))
+
     async def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None) -> Any:
         return await self._send(Routes.add_variant(experiment, name, model, sha256))

@@ -90,5 +90,14 @@ class Routes:
         return Routes.action(experiment, "variants", body)
 
     @staticmethod
+    def off_policy(experiment: str, target: str | None) -> Call:
+        query = f"?target={quote(target, safe='')}" if target is not None else ""
+        return Call("GET", f"/v1/experiments/{_segment(experiment)}/ope{query}")
+
+    @staticmethod
+    def set_role(experiment: str, variant: str, role: str) -> Call:
+        return Routes.action(experiment, f"variants/{_segment(variant)}/{role}")
+
+    @staticmethod
     def retire(experiment: str, variant: str) -> Call:
         return Call("DELETE", f"/v1/experiments/{_segment(experiment)}/variants/{_segment(variant)}", admin=True)

@@ -76,6 +76,14 @@ class Client(ClientBase[httpx.BaseTransport]):
     def retire(self, experiment: str, variant: str) -> Any:
         return self._send(Routes.retire(experiment, variant))
 
+    def shadow(self, experiment: str, variant: str, on: bool = True) -> Any:
+        """Put a variant in shadow (copies of live requests, no traffic), or take it out (`on=False`)."""
+        return self._send(Routes.set_role(experiment, variant, "shadow" if on else "live"))
+
+    def off_policy(self, experiment: str, target: str | None = None) -> dict[str, Any]:
+        """A target policy's estimated value from the log: 'uniform', a variant, or 'a=0.3,b=0.7'."""
+        return self._send(Routes.off_policy(experiment, target))
+
     def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None) -> Any:
         """A challenger from an artifact on the gateway's file system (checked against sha256)."""
         return self._send(Routes.add_variant(experiment, name, model, sha256))

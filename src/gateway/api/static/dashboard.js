@@ -298,12 +298,14 @@
       var tags = "";
       if (st.champion === v.name) tags += ' <span class="tag champion">champion</span>';
       if (v.role === "holdout") tags += ' <span class="tag holdout">holdout</span>';
+      if (v.role === "shadow") tags += ' <span class="tag shadow">shadow</span>';
       if (v.retired || v.role === "retired" || v.status === "retired") tags += ' <span class="tag retired">retired</span>';
       var ci = v.credible_interval || [];
       var post = v.posterior || {};
       return '<tr class="' + (st.champion === v.name ? "is-champion" : "") + '" data-variant="' + esc(v.name) + '">' +
         '<td><span class="vname"><span class="swatch" style="background:' + c + '"></span>' + esc(v.name) + "</span>" + tags + "</td>" +
-        "<td>" + fixed(v.mean, 4) + '<span class="ci">[' + fixed(ci[0], 3) + ", " + fixed(ci[1], 3) + "]</span></td>" +
+        "<td>" + fixed(v.mean, 4) + '<span class="ci">[' + fixed(ci[0], 3) + ", " + fixed(ci[1], 3) + "]</span>" +
+          (num(v.ips_mean) ? '<span class="ips" title="IPS-corrected mean: unbiased under adaptive allocation">IPS ' + fixed(v.ips_mean, 4) + "</span>" : "") + "</td>" +
         '<td class="muted">' + posteriorText(post) + "</td>" +
         "<td>" + bar(v.prob_best, c) + "</td>" +
         "<td>" + loss(v.expected_loss) + "</td>" +
@@ -858,12 +860,48 @@
       S.current = choose(requestedExperiment());
       fillSelector();
       switchTo(S.current);
+      startOffPolicy();
     }).catch(function (err) {
       document.body.setAttribute("data-state", "error");
       setLive("error", "Disconnected · retrying");
       banner("Cannot reach the gateway: " + (err.message || err), true);
       setTimeout(startLive, REFRESH_MS * 2);
     });
+  }
+
+  // ---- off-policy evaluation (live mode, on demand) ---------------------------------------
+
+  function renderOffPolicy(target, body, error) {
+    var out = $("ope-result");
+    out.setAttribute("data-target", target);
+    out.setAttribute("data-status", error ? "refused" : "ok");
+    if (error) { out.innerHTML = '<p class="muted">' + esc(error) + "</p>"; return; }
+    var rows = Object.keys(body.estimates || {}).map(function (k) {
+      var e = body.estimates[k];
+      return '<tr data-estimator="' + esc(k) + '" data-value="' + (num(e.value) ? e.value : "") + '"><td>' + esc(k.toUpperCase()) + "</td><td>" +
+        fixed(e.value, 4) + '<span class="ci">[' + fixed(e.ci_low, 3) + ", " + fixed(e.ci_high, 3) + "]</span></td><td>" +
+        fixed(e.stderr, 4) + "</td><td>" + fixed(e.ess, 1) + "</td></tr>";
+    });
+    out.innerHTML = '<table class="variants"><thead><tr><th>Estimator</th><th>Value [95% interval]</th><th>Std. error</th>' +
+      "<th>Effective n</th></tr></thead><tbody>" + rows.join("") + '</tbody></table><p class="hint">' + count(body.n) +
+      " logged rewards · largest importance weight " + fixed(body.max_weight, 2) + "</p>";
+  }
+
+  function estimate(target) {
+    var name = S.current;
+    return fetchJSON("/v1/experiments/" + encodeURIComponent(name) + "/ope?target=" + encodeURIComponent(target)).then(function (body) {
+      if (name === S.current) renderOffPolicy(target, body, null);
+    }).catch(function (err) {
+      if (name === S.current) renderOffPolicy(target, null, String(err.message || err));
+    });
+  }
+
+  function startOffPolicy() {
+    $("ope").hidden = false;
+    $("ope-form").addEventListener("submit", function (ev) { ev.preventDefault(); estimate($("ope-target").value.trim() || "uniform"); });
+    var asked = null;
+    try { asked = new URL(window.location.href).searchParams.get("ope"); } catch (err) { /* file:// */ }
+    if (asked) { $("ope-target").value = asked; estimate(asked); }
   }
 
   // ---- static mode ------------------------------------------------------------------------

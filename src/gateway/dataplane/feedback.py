@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -72,13 +71,8 @@ class Feedback:
         claim = RewardClaim.parse(sent)
         claims = self.tokens.verify(claim.request_id, claim.token, now)
         rt = self.experiments.runtime(claims.experiment)
-        item = RewardItem.parse(sent)
-        if item.reward is None:
-            return item, claims, None
-        lo, hi = rt.policy.reward.bounds
-        if not _within(item.reward, lo, hi):
-            raise Unprocessable(f"reward: {item.reward!r} is outside the policy's range [{lo}, {hi}]", code="invalid_reward")
-        return item, claims, float(item.reward)
+        item = RewardItem.parse(sent, context={"reward_bounds": rt.policy.reward.bounds})
+        return item, claims, None if item.reward is None else float(item.reward)
 
     async def apply(self, items: list[Any], now: float | None = None, replaying: bool = False) -> list[dict[str, Any]]:
         """Each item's result. Replaying a spooled item, a request not (yet) in Redis comes back
@@ -201,13 +195,6 @@ class Feedback:
                 matches = sum(_same(a, b) for a, b in zip(labels, predictions))
                 pending[k] = (i, rid, claims, matches / len(predictions), label)
         return unknown
-
-
-def _within(value: float, lo: float, hi: float) -> bool:
-    try:
-        return math.isfinite(value) and lo <= value <= hi
-    except OverflowError:  # an integer too large for a float
-        return False
 
 
 def _same(label: Any, prediction: Any) -> bool:

@@ -64,14 +64,15 @@ class Body(BaseModel):
     not_an_object: ClassVar[Refusal | None] = None
 
     @classmethod
-    def parse(cls, body: Any) -> Self:
-        """The body (parsed JSON) as this model; a GatewayError for the first thing wrong."""
+    def parse(cls, body: Any, context: dict[str, Any] | None = None) -> Self:
+        """The body (parsed JSON) as this model; a GatewayError for the first thing wrong.
+        `context`: what a rule needs from the data plane (e.g. the policy's reward range)."""
         if not isinstance(body, dict):
             if cls.not_an_object is None:
                 return cls.model_validate({})
             raise cls.not_an_object()
         try:
-            return cls.model_validate(body)
+            return cls.model_validate(body, context=context)
         except ValidationError as err:
             raise cls.refusal(err) from None
 

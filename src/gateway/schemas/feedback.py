@@ -7,10 +7,11 @@ alone, so the batch parses its items no further than "a list"; the data plane pa
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, WithJsonSchema, field_validator
-from pydantic import model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, ValidationInfo, WithJsonSchema
+from pydantic import field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unprocessable
@@ -41,10 +42,12 @@ class RewardClaim(Body):
 class RewardItem(RewardClaim):
     """Feedback for one prediction: `reward`, `label`, or both."""
 
+    # Parsed with context {"reward_bounds": (lo, hi)}, the policy's range, by the data plane once
+    # the token has named the experiment: a reward is judged whole before the label is.
+
     model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["reward"]}, {"required": ["label"]}]})
 
-    # Absent or a number: null is refused (None is only "not sent"); the range is the policy's,
-    # checked by the data plane once the token names the experiment.
+    # Absent or a number: null is refused (None is only "not sent").
     reward: Number = Field(default=None, description="Within the policy's range ([0, 1] for a bernoulli reward).")
     label: Label = Field(
         default=None,
@@ -59,6 +62,14 @@ class RewardItem(RewardClaim):
         "": Refusal(Unprocessable, "invalid_feedback", "a feedback item needs 'reward' or 'label'"),
     }
 
+    @field_validator("reward")
+    @classmethod
+    def _in_range(cls, reward: int | float, info: ValidationInfo) -> int | float:
+        bounds = (info.context or {}).get("reward_bounds")
+        if bounds is not None and not _within(reward, *bounds):
+            raise ValueError(f"reward: {reward!r} is outside the policy's range [{bounds[0]}, {bounds[1]}]")
+        return reward
+
     @field_validator("label")
     @classmethod
     def _bounded(cls, label: Label) -> Label:
@@ -71,6 +82,13 @@ class RewardItem(RewardClaim):
         if not {"reward", "label"} & self.model_fields_set:
             raise ValueError("a feedback item needs 'reward' or 'label'")
         return self
+
+
+def _within(value: float, lo: float, hi: float) -> bool:
+    try:
+        return math.isfinite(value) and lo <= value <= hi
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _batch_refusal(detail: ErrorDetails) -> GatewayError:

@@ -192,7 +192,8 @@ def _rewards(alias: bool) -> dict[str, Any]:
 
 
 def _admin(operation_id: str, summary: str, request: type[BaseModel] | None, conflicts: str, *,
-           variant: bool = False, method: str = "post", unprocessable: str | None = "A bad `reason` (`invalid_reason`).",
+           variant: bool = False, method: str = "post",
+           unprocessable: str | None = "A bad `reason` (`invalid_reason`).",
            answers: type[BaseModel] = ExperimentState, extra: dict[str, str] | None = None) -> dict[str, Any]:
     """An operator verb; `request` None: a body that is ignored (may be empty)."""
     not_found = "No such experiment (`experiment_not_found`)"

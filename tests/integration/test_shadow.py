@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 from gateway.dataplane.control import Control
 from gateway.dataplane.shadow import mirrored
 from gateway.errors import Conflict
+from gateway.schemas import AdminRequest
 from gateway.sim import churn
 from gateway.store import keys
 from tests.planes import BASE, Clock, env, run, serve  # noqa: F401 - env is a fixture
@@ -173,13 +174,13 @@ def test_an_operator_moves_a_variant_in_and_out_of_shadow(env):
     async def scenario():
         await plane.start()
         try:
-            shadowed = await control.set_role(name, "xgb", "shadow", "watch it first")
+            shadowed = await control.set_role(name, "xgb", "shadow", AdminRequest(reason="watch it first"))
             served = await serve(plane, churn.make_churn(30, seed=14)[0])
             with pytest.raises(Conflict) as last:
-                await control.set_role(name, "logreg", "shadow")
+                await control.set_role(name, "logreg", "shadow", AdminRequest())
             with pytest.raises(Conflict) as again:
-                await control.set_role(name, "xgb", "shadow")
-            live = await control.set_role(name, "xgb", "live")
+                await control.set_role(name, "xgb", "shadow", AdminRequest())
+            live = await control.set_role(name, "xgb", "live", AdminRequest())
             return shadowed, served, last.value, again.value, live
         finally:
             await plane.stop()

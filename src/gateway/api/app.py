@@ -21,11 +21,12 @@ from gateway.api.dashboard import dashboard_routes
 from gateway.api.http import DEFAULT_MAX_BODY_BYTES, error_response, read_json
 from gateway.api.oip import oip_routes
 from gateway.api.openapi import openapi_routes
-from gateway.dataplane.control import Control, add_variant, reason_of
+from gateway.dataplane.control import Control
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unavailable, Unprocessable
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unavailable
+from gateway.schemas import AddVariantRequest, AdminRequest, PredictRequest, PromoteRequest, parse_feedback
 from gateway.telemetry.metrics import prometheus_text
 from gateway.telemetry.tracing import incoming_context, tracer
 
@@ -123,12 +124,20 @@ def create_app(
         finally:
             await plane.stop()
 
+    # Each handler parses its body into the request's model (gateway.schemas), whose refusals are
+    # the contract's errors, and hands the typed request to the data plane. What the contract
+    # judges before a body (an unknown experiment, a bad request id) is judged first, as before.
+
     async def predict(request: Request, request_id: str) -> tuple[int, Any]:
         body = await read_json(request, max_body_bytes)
-        return 200, await plane.predict(request.path_params["experiment"], body, request_id)
+        experiment = request.path_params["experiment"]
+        plane.admit(experiment, request_id)
+        return 200, await plane.predict(experiment, PredictRequest.parse(body), request_id)
 
     async def rewards(request: Request, request_id: str) -> tuple[int, Any]:
-        return await plane.rewards(await read_json(request, max_body_bytes))
+        # A batch is parsed down to its list: each item is judged alone, and a bad one does not
+        # fail the others (its token is verified before its reward or label is judged).
+        return await plane.rewards(parse_feedback(await read_json(request, max_body_bytes)))
 
     async def list_experiments(request: Request, request_id: str) -> tuple[int, Any]:
         return 200, {"experiments": await plane.states()}
@@ -163,28 +172,26 @@ def create_app(
         return handler
 
     async def do_promote(body: Any, experiment: str) -> Any:
-        variant = body.get("variant") if isinstance(body, dict) else None
-        if variant is None:
-            raise Unprocessable("variant: this field is required", code="invalid_variant")
-        return await control.promote(experiment, variant, reason_of(body))
+        return await control.promote(experiment, PromoteRequest.parse(body))
 
     async def do_rollback(body: Any, experiment: str) -> Any:
-        return await control.rollback(experiment, reason_of(body))
+        return await control.rollback(experiment, AdminRequest.parse(body))
 
     async def do_pause(body: Any, experiment: str) -> Any:
-        return await control.pause(experiment, reason_of(body))
+        return await control.pause(experiment, AdminRequest.parse(body))
 
     async def do_resume(body: Any, experiment: str) -> Any:
-        return await control.resume(experiment, reason_of(body))
+        return await control.resume(experiment, AdminRequest.parse(body))
 
     async def do_add_variant(body: Any, experiment: str) -> Any:
-        return await add_variant(control, experiment, body)
+        control.can_add_variants(experiment)
+        return await control.add_variant(experiment, AddVariantRequest.parse(body))
 
     async def do_retrain(body: Any, experiment: str) -> Any:
         return await plane.retrain_now(experiment)
 
     async def do_retire(body: Any, experiment: str, variant: str) -> Any:
-        return await control.retire(experiment, variant, reason_of(body))
+        return await control.retire(experiment, variant, AdminRequest.parse(body))
 
     routes = [
         ("/v1/experiments/{experiment}/predict", predict, ["POST"]),

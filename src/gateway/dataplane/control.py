@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from gateway.decisions import allocation
 from gateway.dataplane import DataPlane
+from gateway.dataplane.runtime import ExperimentRuntime
 from gateway.dataplane.transitions import rollback_champion
 from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.schemas import AddVariantRequest, AdminRequest, PromoteRequest
 
 
 class Control:
@@ -38,10 +39,10 @@ class Control:
             raise Conflict(f"variant {variant!r} is the holdout or retired; it cannot be champion", code="variant_not_live")
         return variant
 
-    async def promote(self, experiment: str, variant: Any, reason: str | None = None) -> dict[str, Any]:
+    async def promote(self, experiment: str, request: PromoteRequest) -> dict[str, Any]:
         meta = await self._meta(experiment)
-        variant = self._live_variant(experiment, meta, variant)
-        entry = self._entry("promote", reason, variant=variant, previous=meta.get("champion"))
+        variant = self._live_variant(experiment, meta, request.variant)
+        entry = self._entry("promote", request.reason, variant=variant, previous=meta.get("champion"))
         await self.plane.store.transition(
             experiment, expected_status="*", new_status="promoted", champion=variant, entry=entry, now=entry["at"]
         )
@@ -51,16 +52,16 @@ class Control:
 
         return await self._done(experiment)
 
-    async def rollback(self, experiment: str, reason: str | None = None) -> dict[str, Any]:
+    async def rollback(self, experiment: str, request: AdminRequest) -> dict[str, Any]:
         """Back to the previous champion if there is a live one, else back to exploring."""
         meta = await self._meta(experiment)
         if meta.get("status") != "promoted":
             raise Conflict(f"experiment {experiment!r} has no promoted champion to roll back", code="not_promoted")
         policy = self.plane.runtime(experiment).policy
-        await rollback_champion(self.plane.store, policy, experiment, meta, self._entry("rollback", reason))
+        await rollback_champion(self.plane.store, policy, experiment, meta, self._entry("rollback", request.reason))
         return await self._done(experiment)
 
-    async def pause(self, experiment: str, reason: str | None = None) -> dict[str, Any]:
+    async def pause(self, experiment: str, request: AdminRequest) -> dict[str, Any]:
         """Freeze the traffic split as it stands; rewards still count, nothing is decided."""
         meta = await self._meta(experiment)
         if meta.get("status") == "paused":
@@ -69,45 +70,30 @@ class Control:
         snap = (await self.plane.store.snapshots([experiment]))[experiment]
         shares = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount).shares
         frozen = {v: shares.get(v, 0.0) for v in rt.policy.variant_names}
-        entry = self._entry("pause", reason, weights=frozen, resume_to=meta.get("status", "exploring"))
+        entry = self._entry("pause", request.reason, weights=frozen, resume_to=meta.get("status", "exploring"))
         await self.plane.store.transition(
             experiment, expected_status=meta.get("status", "exploring"), new_status="paused", champion="",
             entry=entry, now=entry["at"], frozen_weights=frozen,
         )
         return await self._done(experiment)
 
-    async def resume(self, experiment: str, reason: str | None = None) -> dict[str, Any]:
+    async def resume(self, experiment: str, request: AdminRequest) -> dict[str, Any]:
         meta = await self._meta(experiment)
         if meta.get("status") != "paused":
             raise Conflict(f"experiment {experiment!r} is not paused", code="not_paused")
         status = "promoted" if meta.get("champion") else "exploring"
-        entry = self._entry("resume", reason, resume_to=status)
+        entry = self._entry("resume", request.reason, resume_to=status)
         await self.plane.store.transition(
             experiment, expected_status="paused", new_status=status, champion="", entry=entry, now=entry["at"]
         )
         return await self._done(experiment)
 
-    async def retire(self, experiment: str, variant: Any, reason: str | None = None) -> dict[str, Any]:
-        """Take a variant out of rotation for good (its replica keeps serving named calls)."""
-        meta = await self._meta(experiment)
-        variant = self._live_variant(experiment, meta, variant)
-        policy = self.plane.runtime(experiment).policy
-        live = allocation.live_arms(policy, meta)
-        if len(live) <= 1:
-            raise Conflict("the last live variant cannot be retired", code="last_variant")
-        if meta.get("champion") == variant and meta.get("status") in ("promoted", "paused"):
-            raise Conflict(f"{variant!r} is the champion: promote another or roll back first", code="variant_is_champion")
-        gone = sorted(allocation.retired(meta) | {variant})
-        await self.plane.store.annotate(experiment, "retired", json.dumps(gone), self._entry("retire", reason, variant=variant))
-        return await self._done(experiment)
-
-
-    async def set_role(self, experiment: str, variant: Any, role: str, reason: str | None = None) -> dict[str, Any]:
+    async def set_role(self, experiment: str, variant: str, role: str, request: AdminRequest) -> dict[str, Any]:
         """Put a variant in shadow (it answers copies of live requests, takes no traffic) or take
         it out (it joins the bandit as a new challenger does)."""
         meta = await self._meta(experiment)
         policy = self.plane.runtime(experiment).policy
-        if not isinstance(variant, str) or variant not in policy.variant_names:
+        if variant not in policy.variant_names:
             raise NotFound(f"experiment {experiment!r} has no variant {variant!r}", code="variant_not_found")
         if policy.holdout is not None and variant == policy.holdout.variant:
             raise Conflict(f"variant {variant!r} is the holdout; its role is fixed by the policy", code="variant_is_holdout")
@@ -124,62 +110,65 @@ class Control:
             if meta.get("champion") == variant and meta.get("status") == "promoted":
                 raise Conflict(f"{variant!r} is the champion: promote another or roll back first", code="variant_is_champion")
         policy_role = next(v.role for v in policy.variants if v.name == variant)
-        entry = self._entry(role, reason, variant=variant)
+        entry = self._entry(role, request.reason, variant=variant)
         if not await self.plane.store.set_role(
             experiment, variant, role, expected=current, policy_role=policy_role, entry=entry, now=entry["at"]
         ):
             raise Conflict(f"the role of {variant!r} changed meanwhile; read the state and retry", code="role_changed")
         return await self._done(experiment)
 
+    def can_add_variants(self, experiment: str) -> ExperimentRuntime:
+        """What adding a variant is judged by before its body: the experiment (404) and a registry
+        to keep the artifact in (409)."""
+        rt = self.plane.runtime(experiment)
+        if self.registry_root is None or self.plane.challenger_client is None:
+            raise Conflict("this gateway cannot add variants at run time (no registry)", code="no_registry")
+        return rt
 
-async def add_variant(control: Control, experiment: str, body: Any) -> dict[str, Any]:
-    """Add a challenger from a model artifact on the gateway's file system: it is loaded (sha256
-    and skops types checked, nothing unpickled), copied into the registry and served at once."""
-    from gateway.learning.artifacts import ArtifactError, load_model
-    from gateway.learning.registry import ModelRegistry, RegistryError
-    from gateway.policy import NAME_PATTERN
+    async def add_variant(self, experiment: str, request: AddVariantRequest) -> dict[str, Any]:
+        """Add a challenger from a model artifact on the gateway's file system: it is loaded (sha256
+        and skops types checked, nothing unpickled), copied into the registry and served at once."""
+        from gateway.learning.artifacts import ArtifactError, load_model
+        from gateway.learning.registry import ModelRegistry, RegistryError
 
-    plane = control.plane
-    rt = plane.runtime(experiment)
-    if control.registry_root is None or plane.challenger_client is None:
-        raise Conflict("this gateway cannot add variants at run time (no registry)", code="no_registry")
-    if not isinstance(body, dict):
-        raise Unprocessable("the body must be {'name': ..., 'model': <artifact path>, 'sha256': ...}", code="invalid_variant")
-    name, path, sha256 = body.get("name"), body.get("model"), body.get("sha256")
-    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
-        raise Unprocessable(f"name: must match {NAME_PATTERN}", code="invalid_variant")
-    if not isinstance(path, str) or not path:
-        raise Unprocessable("model: the path of a .skops, .ubj or .json artifact", code="invalid_variant")
-    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
-        raise Unprocessable("sha256: 64 lowercase hex digits", code="invalid_variant")
-    if name in rt.variants:
-        raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
-    registry = ModelRegistry(Path(control.registry_root))
+        plane = self.plane
+        rt = self.can_add_variants(experiment)
+        assert self.registry_root is not None
+        name, path = request.name, request.model
+        if name in rt.variants:
+            raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
+        registry = ModelRegistry(Path(self.registry_root))
 
-    def load_and_register():
-        model = load_model(path, expected_sha256=sha256)
-        return registry.register(experiment, name, model, {"source": path, "added_by": "admin"})
+        def load_and_register():
+            model = load_model(path, expected_sha256=request.sha256)
+            return registry.register(experiment, name, model, {"source": path, "added_by": "admin"})
 
-    try:
-        entry = await asyncio.to_thread(load_and_register)
-    except (ArtifactError, FileNotFoundError) as err:
-        raise Unprocessable(f"model: {err}", code="invalid_artifact") from None
-    except RegistryError as err:
-        raise Conflict(str(err), code="variant_exists") from None
-    now = plane.clock()
-    variant = {"name": name, "algorithm": entry.algorithm, "path": str(entry.path), "sha256": entry.sha256,
-               "added_at": now, "source": path}
-    reason = reason_of(body) or f"added from {path}"
-    history = {"action": "challenger_added", "variant": name, "at": now, "by": "admin", "reason": reason,
-               "sha256": entry.sha256}
-    if not await plane.store.add_variant(experiment, name, variant, history, now):
-        raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
-    return await control._done(experiment)
+        try:
+            entry = await asyncio.to_thread(load_and_register)
+        except (ArtifactError, FileNotFoundError) as err:
+            raise Unprocessable(f"model: {err}", code="invalid_artifact") from None
+        except RegistryError as err:
+            raise Conflict(str(err), code="variant_exists") from None
+        now = plane.clock()
+        variant = {"name": name, "algorithm": entry.algorithm, "path": str(entry.path), "sha256": entry.sha256,
+                   "added_at": now, "source": path}
+        history = {"action": "challenger_added", "variant": name, "at": now, "by": "admin",
+                   "reason": request.reason or f"added from {path}", "sha256": entry.sha256}
+        if not await plane.store.add_variant(experiment, name, variant, history, now):
+            raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
+        return await self._done(experiment)
 
-
-def reason_of(body: Any) -> str | None:
-    if isinstance(body, dict) and body.get("reason") is not None:
-        if not isinstance(body["reason"], str) or len(body["reason"]) > 500:
-            raise Unprocessable("reason: a string of at most 500 characters", code="invalid_reason")
-        return body["reason"]
-    return None
+    async def retire(self, experiment: str, variant: str, request: AdminRequest) -> dict[str, Any]:
+        """Take a variant out of rotation for good (its replica keeps serving named calls)."""
+        meta = await self._meta(experiment)
+        variant = self._live_variant(experiment, meta, variant)
+        policy = self.plane.runtime(experiment).policy
+        live = allocation.live_arms(policy, meta)
+        if len(live) <= 1:
+            raise Conflict("the last live variant cannot be retired", code="last_variant")
+        if meta.get("champion") == variant and meta.get("status") in ("promoted", "paused"):
+            raise Conflict(f"{variant!r} is the champion: promote another or roll back first", code="variant_is_champion")
+        gone = sorted(allocation.retired(meta) | {variant})
+        await self.plane.store.annotate(experiment, "retired", json.dumps(gone),
+                                        self._entry("retire", request.reason, variant=variant))
+        return await self._done(experiment)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
 
 from gateway.dataplane.runtime import Experiments
-from gateway.errors import BadRequest, Forbidden, GatewayError, NotFound, TooManyRequests, Unprocessable
-from gateway.store.experiments import ExperimentStore, RewardItem
+from gateway.errors import Forbidden, GatewayError, NotFound, TooManyRequests, Unprocessable
+from gateway.schemas import MAX_ID_LEN, MAX_LABEL_BYTES, MAX_REWARDS_PER_BATCH, RewardBatch, RewardClaim, RewardItem
+from gateway.schemas import parse_feedback
+from gateway.schemas.feedback import SentItem
+from gateway.store.experiments import ExperimentStore
+from gateway.store.experiments import RewardItem as StoredReward
 from gateway.store.writer import STORE_DOWN, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import context_from_carrier, tracer
@@ -20,10 +23,7 @@ from gateway.dataplane.tokens import RewardTokens, TokenClaims
 
 log = logging.getLogger("gateway.feedback")
 
-MAX_REWARDS_PER_BATCH = 1000
-MAX_ID_LEN = 128
-# A label is kept in the request's record and the feedback stream: bounded like an id is.
-MAX_LABEL_BYTES = 64 * 1024
+__all__ = ["MAX_ID_LEN", "MAX_LABEL_BYTES", "MAX_REWARDS_PER_BATCH", "Feedback"]
 
 # One validated item: (index in the request, request id, token claims, reward or None, label).
 Pending = tuple[int, str, TokenClaims, float | None, Any]
@@ -39,26 +39,20 @@ class Feedback:
         self.metrics = metrics
         self.clock = clock
 
-    async def rewards(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """One item answers with its own status; a batch answers 200 with a result per item."""
-        if isinstance(body, dict) and "rewards" in body:
-            items = body["rewards"]
-            if not isinstance(items, list) or not items:
-                raise Unprocessable("rewards: a non-empty list of feedback items", code="invalid_rewards")
-            if len(items) > MAX_REWARDS_PER_BATCH:
-                raise Unprocessable(
-                    f"rewards: at most {MAX_REWARDS_PER_BATCH} items per batch, got {len(items)}", code="too_many_rewards"
-                )
-            results = await self.apply(items)
+    async def rewards(self, feedback: RewardBatch | SentItem | Any) -> tuple[int, dict[str, Any]]:
+        """One item answers with its own status; a batch answers 200 with a result per item.
+        `feedback` as the HTTP edge parsed it, or the JSON body (parsed here by the same rules)."""
+        if not isinstance(feedback, RewardBatch):
+            feedback = parse_feedback(feedback)
+        if isinstance(feedback, RewardBatch):
+            results = await self.apply(feedback.rewards)
             for r in results:
                 r.pop("_error", None)
             summary = {
                 s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "late", "queued", "rejected")
             }
             return 200, {"results": results, **summary}
-        if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object: one feedback item or {'rewards': [...]}", code="invalid_body")
-        (result,) = await self.apply([body])
+        (result,) = await self.apply([feedback])
         if result["status"] == "rejected":
             err = result.pop("_error")
             raise err
@@ -71,32 +65,14 @@ class Feedback:
             log.error("spooled feedback for %s refused on replay: %s", result["request_id"], result["error"]["message"])
         return "unknown" if result["status"] == "unknown" else "done"
 
-    def _validate_item(self, item: Any, now: float) -> tuple[str, TokenClaims, float | None, Any]:
-        if not isinstance(item, dict):
-            raise Unprocessable("each feedback item must be an object", code="invalid_feedback")
-        rid = item.get("request_id")
-        if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_LEN:
-            raise Unprocessable(f"request_id: a string of 1 to {MAX_ID_LEN} characters", code="invalid_request_id")
-        claims = self.tokens.verify(rid, item.get("token"), now)
+    def _validate_item(self, sent: Any, now: float) -> tuple[RewardItem, TokenClaims, float | None]:
+        """An item as sent, judged in the order the contract's errors have always come in: who
+        sends it (request id 422, token 403 or 404), then what it says (reward, label: 422)."""
+        claim = RewardClaim.parse(sent)
+        claims = self.tokens.verify(claim.request_id, claim.token, now)
         rt = self.experiments.runtime(claims.experiment)
-        has_reward, has_label = "reward" in item, "label" in item
-        if not has_reward and not has_label:
-            raise Unprocessable("a feedback item needs 'reward' or 'label'", code="invalid_feedback")
-        reward = None
-        if has_reward:
-            value = item["reward"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise Unprocessable("reward: must be a number", code="invalid_reward")
-            lo, hi = rt.policy.reward.bounds
-            if not math.isfinite(value) or not lo <= value <= hi:
-                raise Unprocessable(f"reward: {value!r} is outside the policy's range [{lo}, {hi}]", code="invalid_reward")
-            reward = float(value)
-        label = item.get("label")
-        if has_label and (label is None or isinstance(label, (dict,))):
-            raise Unprocessable("label: a value or a list of values, one per instance", code="invalid_label")
-        if has_label and len(json.dumps(label)) > MAX_LABEL_BYTES:
-            raise Unprocessable(f"label: at most {MAX_LABEL_BYTES} bytes as JSON", code="invalid_label")
-        return rid, claims, reward, label
+        item = RewardItem.parse(sent, context={"reward_bounds": rt.policy.reward.bounds})
+        return item, claims, None if item.reward is None else float(item.reward)
 
     async def apply(self, items: list[Any], now: float | None = None, replaying: bool = False) -> list[dict[str, Any]]:
         """Each item's result. Replaying a spooled item, a request not (yet) in Redis comes back
@@ -107,7 +83,8 @@ class Feedback:
         for i, item in enumerate(items):
             rid = item.get("request_id") if isinstance(item, dict) else None
             try:
-                pending.append((i, *self._validate_item(item, now)))
+                parsed, claims, reward = self._validate_item(item, now)
+                pending.append((i, parsed.request_id, claims, reward, parsed.label))
             except GatewayError as err:
                 results[i] = _rejected(rid, err)
         if self.writer.spooling and not replaying:
@@ -121,7 +98,7 @@ class Feedback:
                 span.set_attributes({"db.system": "redis", "gateway.reward_items": len(ready)})
                 outcomes = await self.store.apply_rewards(
                     [
-                        RewardItem(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label))
+                        StoredReward(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label))
                         for _, rid, c, r, label in ready
                     ],
                     now,

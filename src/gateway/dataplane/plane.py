@@ -18,8 +18,8 @@ from ulid import ULID
 
 from gateway.decisions import allocation
 from gateway.bandit.selection import unit_uniform
-from gateway.dataplane.feedback import MAX_ID_LEN, Feedback
 from gateway.dataplane import evaluation
+from gateway.dataplane.feedback import Feedback
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
 from gateway.dataplane.shadow import ShadowMirror
 from gateway.dataplane.upkeep import RETRAIN_LOCK_S, Upkeep
@@ -28,6 +28,8 @@ from gateway.decisions.guardrails import VariantHealth, renormalise
 from gateway.learning.features import FeatureError
 from gateway.policy import Policy
 from gateway.decisions.state import experiment_state
+from gateway.schemas import PredictRequest, RewardBatch
+from gateway.schemas.feedback import SentItem
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from gateway.store.writer import StoreWriter
@@ -130,8 +132,8 @@ class DataPlane:
     async def retrain_now(self, experiment: str) -> dict[str, Any]:
         return await self.upkeep.retrain_now(experiment)
 
-    async def rewards(self, body: Any) -> tuple[int, dict[str, Any]]:
-        return await self.feedback.rewards(body)
+    async def rewards(self, feedback: RewardBatch | SentItem | Any) -> tuple[int, dict[str, Any]]:
+        return await self.feedback.rewards(feedback)
 
     def runtime(self, experiment: str) -> ExperimentRuntime:
         """The experiment's runtime; 404 for one this gateway does not serve."""
@@ -149,25 +151,31 @@ class DataPlane:
         except FeatureError as err:
             raise Unprocessable(str(err), code="invalid_instances") from None
 
-    async def predict(self, experiment: str, body: Any, request_id: str) -> dict[str, Any]:
+    def admit(self, experiment: str, request_id: str) -> ExperimentRuntime:
+        """What a prediction is judged by before its body: the experiment (404) and the request id
+        (400)."""
         rt = self.runtime(experiment)
         if not REQUEST_ID.fullmatch(request_id):
             raise BadRequest(
                 "x-request-id: 1 to 128 characters from letters, digits and . _ : -", code="invalid_request_id"
             )
-        if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object with 'instances'", code="invalid_body")
-        if "instances" not in body:
-            raise Unprocessable("instances: this field is required", code="invalid_instances")
-        unit_id = body.get("unit_id")
-        if unit_id is not None and (not isinstance(unit_id, str) or not 0 < len(unit_id) <= MAX_ID_LEN):
-            raise Unprocessable(f"unit_id: a string of 1 to {MAX_ID_LEN} characters", code="invalid_unit_id")
+        return rt
+
+    async def predict(
+        self, experiment: str, request: PredictRequest | Mapping[str, Any], request_id: str
+    ) -> dict[str, Any]:
+        """`request` as the HTTP edge parsed it; callers inside the process (the V2 routes, scripts)
+        may hand the JSON body instead, parsed here by the same model after the same checks."""
+        rt = self.admit(experiment, request_id)
+        if not isinstance(request, PredictRequest):
+            request = PredictRequest.parse(request)
+        unit_id = request.unit_id
         if unit_id is None and rt.policy.reward.max_per_unit is not None:
             # The per-unit reward quota counts by unit: without one, a client could bypass it.
             raise Unprocessable(
                 f"unit_id: required, since experiment {experiment!r} limits rewards per unit "
                 f"(reward.max_per_unit = {rt.policy.reward.max_per_unit})", code="invalid_unit_id")
-        matrix = self.encode(rt, body["instances"])
+        matrix = self.encode(rt, request.instances)
         variant, propensity = self._select(experiment, rt, unit_id)
         started = time.perf_counter()
         result = await self._call_variant(rt, variant, matrix)
@@ -192,7 +200,7 @@ class DataPlane:
             "t": repr(now),
             "variant": variant,
             "prop": repr(propensity),
-            "x": json.dumps(body["instances"]),
+            "x": json.dumps(request.instances),
             "pred": json.dumps(predictions),
             "traceparent": carrier.get("traceparent", ""),
         }
@@ -208,6 +216,8 @@ class DataPlane:
         self.shadow.offer(rt, request_id, matrix, carrier)
         token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + keep_s))
         self.metrics.requests.add(1, labels)
+        # A plain dict, not a PredictResponse: every field is the gateway's own and already of its
+        # type, and this is the hot path; the model documents the body (and a test holds the two).
         return {
             "request_id": request_id,
             "experiment": experiment,

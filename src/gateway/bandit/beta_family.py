@@ -126,17 +126,19 @@ class BetaFamily(PosteriorFamily):
         s_arr = np.clip(s_arr, 0.0, n_arr)
         ni, nj = n_arr[..., :, None], n_arr[..., None, :]
         si, sj = s_arr[..., :, None], s_arr[..., None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # Counts near the float range (only from corrupt counters) overflow here: computed without
+        # raising, and a non-finite e-value counts as no evidence at all.
+        with np.errstate(all="ignore"):
             both = (ni > 0) & (nj > 0)
             d = np.where(both, si / np.where(ni > 0, ni, 1.0) - sj / np.where(nj > 0, nj, 1.0), 0.0)
             pooled = (si + sj + 0.5) / (ni + nj + 1.0)
             sigma2 = pooled * (1.0 - pooled)
             m = np.where(both, ni * nj / np.where(both, ni + nj, 1.0), 0.0)
             z = d * np.sqrt(m / sigma2)
-        r = t2 * m
-        log_e = LOG2 - 0.5 * np.log1p(r) + r * z * z / (2.0 * (1.0 + r)) + log_ndtr(z * np.sqrt(r / (1.0 + r)))
+            r = t2 * m
+            log_e = LOG2 - 0.5 * np.log1p(r) + r * z * z / (2.0 * (1.0 + r)) + log_ndtr(z * np.sqrt(r / (1.0 + r)))
         eye = np.eye(n_arr.shape[-1], dtype=bool)
-        return np.where(eye, -np.inf, log_e), np.where(eye, 0.0, z)
+        return np.where(eye | ~np.isfinite(log_e), -np.inf, log_e), np.where(eye, 0.0, z)
 
 
 BETA = BetaFamily()

@@ -38,3 +38,16 @@ def test_admin_verbs_need_the_token_and_then_work(gateway, client):
     assert client.get("/v1/experiments/ops").json()["champion"] != "c"
     missing = run(gateway, "status", "nope")
     assert missing.returncode == 1 and "404" in missing.stderr
+
+
+def test_ope_estimates_a_policy_from_the_logged_traffic(gateway, client):
+    # Rewarded traffic of its own, so the log has something to evaluate whatever ran before.
+    for i in range(40):
+        p = client.post("/v1/experiments/churn/predict", json={"instances": [[12.0, 80.5, float(i % 5), "pro"]]}).json()
+        client.post("/v1/rewards", json={"request_id": p["request_id"], "reward": i % 2, "token": p["reward_token"]})
+    out = run(gateway, "ope", "churn", "--target", "uniform")
+    assert out.returncode == 0, out.stderr
+    for name in ("IPS", "SNIPS", "DR", "value of uniform"):
+        assert name in out.stdout, out.stdout
+    refused = run(gateway, "ope", "churn", "--target", "no-such-variant")
+    assert refused.returncode == 1 and "422 invalid_target" in refused.stderr

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from gateway import monitoring
 from gateway.api.app import create_app
+from gateway.evaluation import ope
 from gateway.api.oip import encode_response, model_metadata, server_metadata
 from gateway.api.openapi import OPENAPI_PATH, openapi_document, openapi_routes
 from gateway.dataplane import DataPlane
@@ -151,6 +152,8 @@ ADMIN = {
     ("/v1/experiments/{experiment}/variants/{variant}", "DELETE"),
     ("/v1/experiments/{experiment}/retrain", "POST"),
     ("/v1/experiments/{experiment}/variants", "POST"),
+    ("/v1/experiments/{experiment}/variants/{variant}/shadow", "POST"),
+    ("/v1/experiments/{experiment}/variants/{variant}/live", "POST"),
 }
 
 
@@ -343,6 +346,22 @@ def test_kpis_drift_and_drift_alarm_match(doc):
 
 
 SERIES_FIELDS = ("traffic_share", "prob_best", "mean", "credible_interval", "requests", "rewards")
+
+
+def test_a_state_with_a_shadow_variant_and_corrected_means_matches(doc):
+    meta = {"status": "exploring", "roles": json.dumps({"logreg": "shadow"})}
+    state = served(experiment_state(POLICY, Snapshot(arms={"base": ArmCounts(rewards=3, reward_sum=1.0)}, meta=meta), []))
+    assert {v["name"]: v["role"] for v in state["variants"]}["logreg"] == "shadow"
+    state["variants"][0] |= {"ips_mean": 0.31, "ips_interval": [0.2, 0.42]}
+    check(doc, "ExperimentState", state)
+
+
+def test_an_off_policy_evaluation_matches(doc):
+    rng = np.random.default_rng(0)
+    data = ope.LoggedData(("base", "logreg"), rng.normal(size=(200, 2)), rng.integers(0, 2, 200),
+                          np.full(200, 0.5), rng.integers(0, 2, 200).astype(float))
+    for target in ("uniform", "logreg", {"base": 0.25, "logreg": 0.75}):
+        check(doc, "OffPolicyEvaluation", {"experiment": "churn", **ope.evaluate(data, target)})
 
 
 def test_retrain_results_match(doc):

@@ -193,6 +193,15 @@ def create_app(
     async def do_retire(body: Any, experiment: str, variant: str) -> Any:
         return await control.retire(experiment, variant, AdminRequest.parse(body))
 
+    async def do_shadow(body: Any, experiment: str, variant: str) -> Any:
+        return await control.set_role(experiment, variant, "shadow", AdminRequest.parse(body))
+
+    async def do_live(body: Any, experiment: str, variant: str) -> Any:
+        return await control.set_role(experiment, variant, "live", AdminRequest.parse(body))
+
+    async def get_off_policy(request: Request, request_id: str) -> tuple[int, Any]:
+        return 200, await plane.off_policy(request.path_params["experiment"], request.query_params.get("target"))
+
     routes = [
         ("/v1/experiments/{experiment}/predict", predict, ["POST"]),
         ("/v1/rewards", rewards, ["POST"]),
@@ -200,6 +209,7 @@ def create_app(
         ("/v1/experiments", list_experiments, ["GET"]),
         ("/v1/experiments/{experiment}", get_experiment, ["GET"]),
         ("/v1/experiments/{experiment}/series", get_series, ["GET"]),
+        ("/v1/experiments/{experiment}/ope", get_off_policy, ["GET"]),
         ("/healthz", healthz, ["GET"]),
         ("/v1/experiments/{experiment}/promote", admin(do_promote), ["POST"]),
         ("/v1/experiments/{experiment}/rollback", admin(do_rollback), ["POST"]),
@@ -208,6 +218,8 @@ def create_app(
         ("/v1/experiments/{experiment}/variants/{variant}", admin(do_retire), ["DELETE"]),
         ("/v1/experiments/{experiment}/retrain", admin(do_retrain), ["POST"]),
         ("/v1/experiments/{experiment}/variants", admin(do_add_variant), ["POST"]),
+        ("/v1/experiments/{experiment}/variants/{variant}/shadow", admin(do_shadow), ["POST"]),
+        ("/v1/experiments/{experiment}/variants/{variant}/live", admin(do_live), ["POST"]),
         *oip_routes(plane, max_body_bytes),
     ]
 

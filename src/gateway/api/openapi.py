@@ -38,6 +38,7 @@ from gateway.schemas import (
     ExperimentList,
     ExperimentState,
     Health,
+    OffPolicyEvaluation,
     PredictRequest,
     PredictResponse,
     PromoteRequest,
@@ -111,7 +112,7 @@ def components(experiments: Sequence[str] | None) -> dict[str, Any]:
         experiment_schema["enum"] = list(experiments)
     models = (Error, PredictRequest, PredictResponse, RewardItem, RewardBatch, RewardResult, RewardResponse,
               ExperimentState, ExperimentList, Series, Health, AdminRequest, AddVariantRequest, PromoteRequest,
-              RetrainResult, OpenAPIDocument)
+              RetrainResult, OffPolicyEvaluation, OpenAPIDocument)
     return {
         "schemas": {**_model_schemas(models), **OIP["schemas"]},
         "parameters": {
@@ -237,6 +238,9 @@ def openapi_document(experiments: list[str] | None = None) -> dict[str, Any]:
     parameter is constrained to them."""
     since = {"name": "since", "in": "query", "required": False,
              "description": "Only points after this unix time, in seconds.", "schema": {"type": "number"}}
+    target = {"name": "target", "in": "query", "required": False,
+              "description": "`uniform` (the default), a variant's name (always serve it), or shares such as "
+              "`a=0.3,b=0.7`.", "schema": {"type": "string"}}
     paths: dict[str, Any] = {
         "/v1/experiments/{experiment}/predict": _predict(),
         "/v1/rewards": _rewards(alias=False),
@@ -251,6 +255,14 @@ def openapi_document(experiments: list[str] | None = None) -> dict[str, Any]:
             {"200": ok(Series), "400": error("`since` is not a finite number (`invalid_since`)."),
              "404": error(NO_EXPERIMENT)},
             parameters=[EXPERIMENT, since]),
+        "/v1/experiments/{experiment}/ope": _get(
+            "experiments", "offPolicyEvaluation",
+            "What a target policy would have earned on the logged traffic (IPS, self-normalised IPS, doubly robust)",
+            {"200": ok(OffPolicyEvaluation), "404": error(NO_EXPERIMENT),
+             "422": error("A target that is none of `uniform`, a variant or shares (`invalid_target`), or one the log "
+                          "cannot support: no rewards yet, a variant never served, or an importance weight beyond "
+                          "100 (`poor_overlap`).")},
+            parameters=[EXPERIMENT, target]),
         "/v1/experiments/{experiment}/promote": _admin(
             "promote", "Make a variant the champion", PromoteRequest,
             "The variant is the holdout or retired (`variant_not_live`).",
@@ -271,6 +283,17 @@ def openapi_document(experiments: list[str] | None = None) -> dict[str, Any]:
             "A retraining of the experiment is already running (`retrain_running`).", unprocessable=None,
             answers=RetrainResult, extra={"503": "The gateway runs without a retrainer (`no_retrainer`), or the "
                                                  "run failed (`retrain_failed`)."}),
+        "/v1/experiments/{experiment}/variants/{variant}/shadow": _admin(
+            "shadowVariant", "Put a variant in shadow: it answers copies of live requests and serves no one",
+            AdminRequest, "The variant is the holdout (`variant_is_holdout`), retired (`variant_not_live`), already in "
+            "shadow (`already_shadow`), the last live one (`last_variant`) or the champion (`variant_is_champion`); "
+            "the experiment is paused (`experiment_paused`); or its role changed meanwhile (`role_changed`).",
+            variant=True),
+        "/v1/experiments/{experiment}/variants/{variant}/live": _admin(
+            "liveVariant", "Take a variant out of shadow: it joins the bandit, and exploration reopens", AdminRequest,
+            "The variant is the holdout (`variant_is_holdout`), retired (`variant_not_live`) or already live "
+            "(`already_live`); the experiment is paused (`experiment_paused`); or its role changed meanwhile "
+            "(`role_changed`).", variant=True),
         "/v1/experiments/{experiment}/variants": _admin(
             "addVariant", "Add a challenger from a model artifact; it is served at once", AddVariantRequest,
             "A variant of that name exists (`variant_exists`), or the gateway has no registry (`no_registry`).",

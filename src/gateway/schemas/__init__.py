@@ -14,6 +14,7 @@ from gateway.schemas.base import (
     ErrorDetail,
     Refusal,
 )
+from gateway.schemas.evaluation import OffPolicyEvaluation
 from gateway.schemas.experiments import ExperimentList, ExperimentState, Health, Series, SeriesPoint, VariantState
 from gateway.schemas.feedback import (
     BatchRewardResponse,
@@ -30,7 +31,7 @@ from gateway.schemas.predict import PredictRequest, PredictResponse
 __all__ = [
     "AddVariantRequest", "AdminRequest", "BatchRewardResponse", "Body", "Error", "ErrorDetail", "ExperimentList",
     "ExperimentState", "Health", "MAX_ID_LEN", "MAX_LABEL_BYTES", "MAX_REASON_LEN", "MAX_REWARDS_PER_BATCH",
-    "PredictRequest", "PredictResponse", "PromoteRequest", "Refusal", "RejectedReward", "RetrainResult",
+    "OffPolicyEvaluation", "PredictRequest", "PredictResponse", "PromoteRequest", "Refusal", "RejectedReward", "RetrainResult",
     "RewardBatch", "RewardClaim", "RewardItem", "RewardResponse", "RewardResult", "Series", "SeriesPoint",
     "VariantState", "parse_feedback",
 ]

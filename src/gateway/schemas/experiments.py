@@ -41,7 +41,9 @@ class NormalInverseGammaPosterior(BaseModel):
 
 class VariantState(BaseModel):
     name: str
-    role: Literal["arm", "holdout"]
+    role: Literal["arm", "holdout", "shadow"] = Field(
+        description="arm: in the bandit; holdout: the fixed control group; shadow: answers copies of live requests, "
+        "scored on their labels, serves no one.")
     posterior: BetaPosterior | NormalInverseGammaPosterior = Field(
         description="Beta(alpha, beta) of the reward rate for a bernoulli reward; Normal-Inverse-Gamma(mu, kappa, "
         "alpha, beta) for a gaussian one (see `reward_type`).",
@@ -49,12 +51,16 @@ class VariantState(BaseModel):
     )
     mean: float = Field(description="Posterior mean reward.")
     credible_interval: Interval = Field(description="The 95% credible interval of the mean reward.")
-    prob_best: Share | None = Field(description="Probability to be the best arm; null for the holdout.")
-    expected_loss: float | None = Field(description="Null for the holdout.")
+    prob_best: Share | None = Field(description="Probability to be the best arm; null for the holdout and a shadow.")
+    expected_loss: float | None = Field(description="Null for the holdout and a shadow.")
     traffic_share: Share
     requests: Count
     rewards: Count
     reward_sum: float
+    ips_mean: float | None = Field(default=None, description="The IPS-corrected mean reward (self-normalised "
+                                   "estimate of always serving this variant, from the logged propensities): unbiased "
+                                   "under adaptive allocation, where the plain average is not. Null until computed.")
+    ips_interval: Interval | None = Field(default=None, description="Its 95% interval (normal approximation).")
 
 
 class HistoryEntry(BaseModel):

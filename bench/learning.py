@@ -3,7 +3,7 @@
 
 Usage::
 
-    python bench/learning.py [--json PATH] [--seeds N] [--jobs J] [--no-readme]
+    python bench/learning.py [--json PATH] [--seeds N] [--jobs J] [--shadow-labels N] [--no-shadow-first] [--no-readme]
 
 An offline, seeded simulation of the gateway's learning loop on the churn simulator (no Ray
 Serve, no Redis). Every step runs the gateway's own code:
@@ -28,6 +28,16 @@ Serve, no Redis). Every step runs the gateway's own code:
 Compared on the same stream: (a) this system, (b) the static champion (the better bootstrap
 model on the pre-drift rows, never retrained), (c) an oracle: XGBoost retrained on the previous
 ``window_labels`` true labels every ``every_labels`` rows and always served.
+
+Shadow first (issue 15): the same system with ``retrain.shadow_first: {labels: N}`` (N from
+``--shadow-labels``, else the policy's, else the gateway's default), on the same models, stream
+and random numbers. An admitted challenger is added with role shadow and leaves exploration
+closed (the retrainer's entry, ``add_variant.lua``); every served row is also answered by the
+variants then in shadow, and its label updates the paired counts (shadow, served) -> {sw, lw, n}
+as ``reward.lua`` does; every ``MONITOR_ROWS`` rows (the monitor's 10 s) ``shadow_first.verdicts``
+graduates (``set_role.lua``: live, exploration reopens) or retires. Both arms get an exposure
+regret: the post-drift rows served by a model less accurate than the best model available at
+that row (added, live or in shadow, not yet retired), accuracy measured on fresh concept-1 rows.
 
 Simplifications (said so in the README too): a retraining is instantaneous (the real one runs
 in a Ray task while traffic goes on); no unit ids (the router then draws u at random); no
@@ -60,19 +70,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from _report import cpu_seconds, machine, write_readme  # noqa: E402 (bench/ is on sys.path when run)
 
-from gateway.decisions import allocation
+from gateway.dataplane.shadow import mirrored
+from gateway.decisions import allocation, shadow_first
 from gateway.learning.bootstrap import resolve_artifacts
 from gateway.learning import artifacts
 from gateway.learning.features import FeatureEncoder
 from gateway.learning.registry import ModelRegistry
 from gateway.learning.retrain import MIN_ROWS, LabelledData, live_refs, retrain_against_live
-from gateway.policy import Policy, load_policy_file
+from gateway.policy import Policy, ShadowFirst, load_policy_file
 
 # The retrainer's champion choice and minimum window live in the Ray Serve module (importing
 # it loads Ray, ~5 s, but starts nothing).
@@ -87,6 +99,13 @@ T0 = 1_800_000_000.0  # serving time of row 0 (unix s); rows are 10 ms apart (10
 DT = 0.01
 WINDOW = 500  # rows per windowed-accuracy point
 PRE_ROWS = 2000  # pre-drift accuracy: the system's last this many rows before the drift
+# The monitor pass (DataPlane._monitor, which judges shadow-first challengers) runs every 10 s:
+# at 100 req/s, every 1000 rows.
+MONITOR_ROWS = 1000
+# Rows of concept 1 drawn apart from the stream on which every model's post-drift accuracy is
+# measured for exposure regret (no model trained on them).
+EVAL_ROWS = 10_000
+EXPOSURE_GOAL = 0.5  # shadow first: at most half the plain system's exposure regret
 RECOVER_SHARE = 0.90
 RECOVER_CYCLES = 3
 BEAT_STATIC = 0.15
@@ -155,7 +174,17 @@ class System:
     labels_since_retrain: int = 0
     events: list[dict] = field(default_factory=list)
     retrain_rows: list[int] = field(default_factory=list)
-    added_at_row: dict[str, int] = field(default_factory=dict)  # challenger -> row it went live
+    added_at_row: dict[str, int] = field(default_factory=dict)  # challenger -> row it was trained and added
+    live_at_row: dict[str, int] = field(default_factory=dict)  # challenger -> row it took traffic (or graduated)
+    retired_at_row: dict[str, int] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)  # every variant's model, to score it apart
+    served: list[str] = field(default_factory=list)  # the variant that served each row
+    # Shadow first: the shadows as of the last refresh (DataPlane's rt.shadows), the ones that
+    # answered each row still waiting for its label, and the paired counts (shadow, served) ->
+    # {sw, lw, n} as reward.lua keeps them.
+    shadows: tuple[str, ...] = ()
+    shadow_answers: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    paired: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
@@ -171,6 +200,7 @@ class System:
             self.labels_since_retrain = 0  # claim_retrain.lua resets the counter
             self.retrain(i)
         policy = self.policy
+        self.shadows = tuple(allocation.shadow_arms(policy, self.meta))
         decision = allocation.promotion_decision(policy, self.arms, self.meta, self.now(i))
         if decision is not None and decision.outcome == "promote":
             self._transition("promoted", decision.variant)
@@ -226,22 +256,69 @@ class System:
         event["variant"] = name
         # A challenger replica loads the registered artifact, sha256 checked.
         model = artifacts.load_model(entry["path"], expected_sha256=entry["sha256"])
+        self.models[name] = model
         self.preds[name] = predictions(model, self.stream.X)
         self.added_at_row[name] = i
         self.refs[name] = {"experiment": self.base.experiment, "variant": name, "path": entry["path"], "sha256": entry["sha256"]}
         self.dynamic[name] = {"name": name, "path": entry["path"], "sha256": entry["sha256"], "added_at": now,
                               "parent": champion["variant"], "window": data.window()}
-        # add_variant.lua: a fresh prior (no counters yet) and exploration reopens; the champion
-        # keeps its title until the rule promotes again.
+        if self.base.retrain.shadow_first is not None:
+            # The retrainer's entry: it answers copies of live requests until it beats the best
+            # live model on them; add_variant.lua then leaves exploration closed.
+            self.dynamic[name] |= {"role": "shadow", "shadow_first": True}
+            event["role"] = "shadow"
+        else:
+            # add_variant.lua: a fresh prior (no counters yet) and exploration reopens; the
+            # champion keeps its title until the rule promotes again.
+            self._reopen(now)
+            self.live_at_row[name] = i
+        event["retired"] = self._retire_extra(i)
+
+    def _reopen(self, now: float) -> None:
+        # add_variant.lua and set_role.lua (going live): promoted -> exploring, and the promotion
+        # rule's min_duration_s counts from now.
         if self.meta.get("status", "exploring") == "promoted":
             self.meta["status"] = "exploring"
-        event["retired"] = self._retire_extra()
+        self.meta["challenger_at"] = repr(now)
 
-    def _retire_extra(self) -> list[str]:
+    def _retire_extra(self, i: int) -> list[str]:
         """As the retrainer does: the pure decision, then the meta it writes."""
         gone = allocation.arms_to_retire(self.policy, self.arms, self.meta, self.base.retrain.max_variants)
-        self.meta["retired"] = json.dumps(sorted(allocation.retired(self.meta) | set(gone)))
+        self._retire(gone, i)
         return gone
+
+    def _retire(self, gone: list[str], i: int) -> None:
+        self.meta["retired"] = json.dumps(sorted(allocation.retired(self.meta) | set(gone)))
+        self.retired_at_row.update({v: i for v in gone})
+
+    # -- shadow first (reward.lua's paired scoring, the monitor's verdicts) -------------------
+
+    def _score_shadows(self, j: int, served: str, served_right: bool) -> None:
+        """reward.lua with a label: every shadow that answered row j, paired with the served one
+        (whatever its role is now: the answer is on the request's record)."""
+        label = self.stream.y[j]
+        for v in self.shadow_answers.pop(j, ()):
+            shadow_right = bool(self.preds[v][j] == label)
+            c = self.paired.setdefault((v, served), {"sw": 0, "lw": 0, "n": 0})
+            c["sw"] += shadow_right and not served_right
+            c["lw"] += served_right and not shadow_right
+            c["n"] += 1
+
+    def _shadow_first(self, i: int) -> None:
+        """Upkeep._shadow_first: graduate (set_role.lua: live, exploration reopens) or retire."""
+        found = shadow_first.verdicts(self.policy, self.arms, self.meta, self.dynamic, self.paired)
+        for verdict in found:
+            if verdict.outcome == "wait":
+                continue
+            if verdict.outcome == "graduate":
+                roles = allocation.role_overrides(self.meta) | {verdict.variant: "live"}
+                self.meta["roles"] = json.dumps(roles)
+                self._reopen(self.now(i))
+                self.live_at_row[verdict.variant] = i
+            else:
+                self._retire([verdict.variant], i)
+            self.events.append({"row": i, "action": verdict.outcome, "variant": verdict.variant,
+                                "reason": verdict.reason, "evidence": verdict.evidence})
 
     # -- traffic --------------------------------------------------------------------------
 
@@ -257,6 +334,7 @@ class System:
         st = self.stream
         n = len(st.y)
         self.meta.update({"status": "exploring", "started_at": repr(self.now(0))})
+        self.models.update(models)
         for name, m in models.items():
             self.preds[name] = predictions(m, st.X)
         correct = np.zeros(n, dtype=bool)
@@ -270,8 +348,13 @@ class System:
                 _, j, variant, pred = heapq.heappop(due)
                 label = int(st.y[j])
                 self._reward(variant, float(pred == label))  # from_label: match
+                self._score_shadows(j, variant, pred == label)
                 self.feedback[str(j)] = {"label": label, "reward": float(pred == label)}
                 self.labels_since_retrain += 1
+            if i % MONITOR_ROWS == 0:
+                # Before this row's refresh (MONITOR_ROWS is a multiple of REFRESH_ROWS), which
+                # then routes by the new roles.
+                self._shadow_first(i)
             if alloc is None or i % REFRESH_ROWS == 0:
                 alloc = self.refresh(i)
             variant, _ = alloc.pick(float(self.rng.random()))
@@ -281,6 +364,10 @@ class System:
             correct[i] = pred == st.y[i]
             burn_in[i] = alloc.mode == "burn_in"
             stale[i] = self.added_at_row.get(variant, -1) < st.drift_at
+            self.served.append(variant)
+            if self.shadows and mirrored(str(i), self.base.shadow.fraction):
+                # Shadow answers arrive off the request path, long before the label (20+ rows).
+                self.shadow_answers[i] = self.shadows
             self.decisions.append({"rid": str(i), "t": self.now(i), "x": [st.rows[i]], "pred": [pred]})
             heapq.heappush(due, (i + int(self.rng.integers(lo, hi + 1)), i, variant, pred))
         return correct, burn_in, stale
@@ -306,7 +393,7 @@ def oracle_correct(policy: Policy, stream: Stream, first_model: Any, seed: int) 
     return correct, cycles
 
 
-# --------------------------------------------------------------------------- one seed
+# --------------------------------------------------------------------------- windows and recovery
 
 
 def windowed(correct: np.ndarray) -> list[float]:
@@ -323,15 +410,112 @@ def recovery(win: list[float], drift_at: int, retrains: list[int], pre: float) -
     return None, None
 
 
-def run_seed(seed: int, rows: int, drift_at: int, policy_file: Path = POLICY_FILE) -> dict[str, Any]:
+# --------------------------------------------------------------------------- exposure regret
+
+
+def with_shadow_first(policy: Policy, labels: int | None) -> Policy:
+    """The policy with retrain.shadow_first at `labels` paired labels (None: removed)."""
+    spec = None if labels is None else ShadowFirst(labels=labels)
+    return policy.model_copy(update={"retrain": policy.retrain.model_copy(update={"shadow_first": spec})})
+
+
+def make_eval(policy: Policy, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh rows of concept 1 (a seed the stream and the bootstrap never use): every model's
+    post-drift accuracy is measured here, since scoring a challenger on the stream's rows would
+    count the rows it was trained on."""
+    s_eval = int(np.random.SeedSequence([seed, 9]).generate_state(1)[0])
+    rows, y = make_churn(EVAL_ROWS, s_eval, concept=1)
+    return FeatureEncoder(policy.features).encode(rows), y
+
+
+def best_available(n: int, quality: dict[str, float], available: dict[str, tuple[int, int]]) -> list[str]:
+    """Per row, the most accurate model that exists then. `available`: model -> [first row,
+    end row) during which it existed, live or in shadow."""
+    best, top = [""] * n, np.full(n, -np.inf)
+    for v, (lo, hi) in available.items():
+        better = np.flatnonzero(quality[v] > top[lo:hi]) + lo
+        top[better] = quality[v]
+        for i in better:
+            best[i] = v
+    return best
+
+
+def exposure_regret(served: list[str], quality: dict[str, float], best: list[str], start: int) -> tuple[np.ndarray, float]:
+    """(whether each row from `start` on was served by a model less accurate than the best one
+    available at that row, the sum over those rows of the accuracy shortfall: the expected extra
+    errors)."""
+    gap = np.array([quality[b] - quality[v] for b, v in zip(best[start:], served[start:])])
+    return gap > 0, float(np.sum(gap))
+
+
+def exposure(system: System, X_eval: np.ndarray, y_eval: np.ndarray) -> dict[str, Any]:
+    """The system's exposure regret after the drift; each model's quality on the fresh rows."""
+    quality = {v: float(np.mean(predictions(m, X_eval) == y_eval)) for v, m in system.models.items()}
+    n, start = len(system.served), system.stream.drift_at
+    # Bootstrap models exist (and are live) from row 0; a challenger exists from the row it was
+    # added (live or in shadow) until the row it was retired.
+    bootstrap = {v.name: 0 for v in system.base.variants}
+    available = {v: (system.added_at_row.get(v, 0), system.retired_at_row.get(v, n)) for v in system.models}
+    best = best_available(n, quality, available)
+    worse, weighted = exposure_regret(system.served, quality, best, start)
+    # Of those rows, the ones whose best model took no traffic yet (shadow first's wait, as
+    # against the bandit's slowness once it is live).
+    live_from = {v: system.live_at_row.get(v, n) for v in system.models} | bootstrap
+    waiting = np.array([live_from[b] > i for i, b in enumerate(best[start:], start)])
+    rows = int(worse.sum())
+    return {"rows": rows, "share": rows / (n - start), "weighted": weighted,
+            "rows_best_in_shadow": int(np.sum(worse & waiting)), "quality": quality}
+
+
+def shadow_arm(system: System, ok: np.ndarray, regret: dict[str, Any]) -> dict[str, Any]:
+    """The shadow-first arm's figures, measured as the plain system's."""
+    drift_at = system.stream.drift_at
+    pre = float(ok[drift_at - PRE_ROWS:drift_at].mean())
+    win = windowed(ok)
+    rec_row, cycles = recovery(win, drift_at, system.retrain_rows, pre)
+    return {
+        "labels": system.base.retrain.shadow_first.labels,
+        "pre_drift_accuracy": pre,
+        "post_drift_accuracy": float(ok[drift_at:].mean()),
+        "recovery_row": rec_row,
+        "cycles_to_recover": cycles,
+        "exposure": regret,
+        "windowed_accuracy": win,
+        "retrain_rows": system.retrain_rows,
+        "challengers_added": [e["variant"] for e in system.events if e.get("outcome") == "admitted"],
+        "graduated": [e["variant"] for e in system.events if e["action"] == "graduate"],
+        "retired_in_shadow": [e["variant"] for e in system.events if e["action"] == "retire"],
+        "events": system.events,
+    }
+
+
+# --------------------------------------------------------------------------- one seed
+
+
+def run_seed(
+    seed: int, rows: int, drift_at: int, policy_file: Path = POLICY_FILE, shadow_labels: int | None = None
+) -> dict[str, Any]:
+    """Both arms on one stream: the system as before (shadow first off) and, when
+    `shadow_labels` is given, the same system with retrain.shadow_first."""
     t0 = time.perf_counter()
     base = load_policy_file(policy_file)
     work = Path(tempfile.mkdtemp(prefix=f"bench-learning-{seed}-"))
     try:
         policy, refs, models = bootstrap_models(base, seed, work)
         stream = make_stream(policy, seed, rows, drift_at)
-        system = System(policy, dict(refs), stream, work / "registry", np.random.default_rng([seed, 1]))
+        # Shadow first off: the simulation ignored it before, so these figures stay as they were.
+        system = System(with_shadow_first(policy, None), dict(refs), stream, work / "registry",
+                        np.random.default_rng([seed, 1]))
         sys_ok, burn_in, stale = system.run(models)
+        X_eval, y_eval = make_eval(policy, seed)
+        regret = exposure(system, X_eval, y_eval)
+        shadow = None
+        if shadow_labels is not None:
+            # Same models, stream and random numbers: the arms differ only once a challenger is added.
+            sf = System(with_shadow_first(policy, shadow_labels), dict(refs), stream, work / "registry-shadow-first",
+                        np.random.default_rng([seed, 1]))
+            sf_ok, _, _ = sf.run(models)
+            shadow = shadow_arm(sf, sf_ok, exposure(sf, X_eval, y_eval))
         # The static champion: whichever bootstrap model is more accurate before the drift.
         pre_acc = {v: float((predictions(m, stream.X[:drift_at]) == stream.y[:drift_at]).mean()) for v, m in models.items()}
         static_name = max(pre_acc, key=pre_acc.get)
@@ -375,6 +559,8 @@ def run_seed(seed: int, rows: int, drift_at: int, policy_file: Path = POLICY_FIL
         "events": system.events,
         "final_status": system.meta.get("status"),
         "final_champion": system.meta.get("champion"),
+        "exposure": regret,
+        "shadow_first": shadow,
     }
 
 
@@ -394,6 +580,51 @@ def mean(xs: list[float]) -> float:
 
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def spread(xs: list[float]) -> dict[str, float]:
+    return {"mean": mean(xs), "sd": float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0, "min": min(xs), "max": max(xs)}
+
+
+def slower(cycles: int | None, reference: int | None) -> bool:
+    """Whether a recovery after `cycles` retrain cycles (None: never) is slower than `reference`."""
+    if cycles is None:
+        return reference is not None
+    return reference is not None and cycles > reference
+
+
+def summarise_shadow(results: list[dict]) -> dict[str, Any] | None:
+    """Exposure regret and recovery of both arms, seed by seed, and the issue's goal."""
+    if any(r["shadow_first"] is None for r in results):
+        return None
+    plain = [r["exposure"] for r in results]
+    sf = [r["shadow_first"]["exposure"] for r in results]
+    plain_rows, sf_rows = [e["rows"] for e in plain], [e["rows"] for e in sf]
+    ratio = mean(sf_rows) / mean(plain_rows) if mean(plain_rows) > 0 else None
+    plain_cycles = [r["cycles_to_recover"] for r in results]
+    sf_cycles = [r["shadow_first"]["cycles_to_recover"] for r in results]
+    slow = [slower(c, ref) for c, ref in zip(sf_cycles, plain_cycles)]
+    finite = sorted(c for c in sf_cycles if c is not None)
+    return {
+        "labels": results[0]["shadow_first"]["labels"],
+        "exposure_rows": {"plain": spread(plain_rows), "shadow_first": spread(sf_rows)},
+        "exposure_share": {"plain": mean([e["share"] for e in plain]), "shadow_first": mean([e["share"] for e in sf])},
+        "exposure_rows_best_in_shadow": {"plain": mean([e["rows_best_in_shadow"] for e in plain]),
+                                         "shadow_first": mean([e["rows_best_in_shadow"] for e in sf])},
+        "exposure_weighted": {"plain": spread([e["weighted"] for e in plain]),
+                              "shadow_first": spread([e["weighted"] for e in sf])},
+        # Ratio of the means over seeds (shadow first / plain).
+        "exposure_ratio": ratio,
+        "exposure_weighted_ratio": mean([e["weighted"] for e in sf]) / max(mean([e["weighted"] for e in plain]), 1e-12),
+        "post_drift_accuracy": {"plain": mean([r["system_post_drift_accuracy"] for r in results]),
+                                "shadow_first": mean([r["shadow_first"]["post_drift_accuracy"] for r in results])},
+        "cycles_to_recover": {"plain": plain_cycles, "shadow_first": sf_cycles},
+        "cycles_to_recover_median": {"shadow_first": float(np.median(finite)) if len(finite) * 2 > len(sf_cycles) else None},
+        "recovery_row": {"plain": [r["recovery_row"] for r in results],
+                         "shadow_first": [r["shadow_first"]["recovery_row"] for r in results]},
+        "goal": {"met": ratio is not None and ratio <= EXPOSURE_GOAL and not any(slow),
+                 "exposure_halved": ratio is not None and ratio <= EXPOSURE_GOAL, "seeds_slower": sum(slow)},
+    }
 
 
 def summarise(results: list[dict], rows: int, drift_at: int) -> dict[str, Any]:
@@ -439,7 +670,121 @@ def summarise(results: list[dict], rows: int, drift_at: int) -> dict[str, Any]:
                 "seeds_met": sum(x >= BEAT_STATIC for x in margins),
             },
         },
+        "shadow_first": summarise_shadow(results),
     }
+
+
+def event_rows(events: list[dict]) -> list[str]:
+    lines = []
+    for e in events:
+        if e["action"] == "promote":
+            lines.append(f"| {e['row']:,} | promoted {e['variant']} |")
+        elif e["action"] in ("graduate", "retire"):
+            # Shadow first's verdict, with its reason (the paired counts and McNemar p).
+            lines.append(f"| {e['row']:,} | shadow first: {e['action']} {e['variant']}: {e['reason']} |")
+        elif e.get("outcome") == "skipped":
+            lines.append(f"| {e['row']:,} | retrain skipped ({e['rows']} rows) |")
+        else:
+            what = f"added {e['variant']}" if e["outcome"] == "admitted" else "rejected"
+            what += " in shadow" if e.get("role") == "shadow" else ""
+            retired = f"; retired {', '.join(e['retired'])}" if e.get("retired") else ""
+            lines.append(
+                f"| {e['row']:,} | retrain on {e['rows']:,} rows ({e['post_drift_rows']:,} post-drift) vs "
+                f"{e['champion']} (holdout {pct(e['champion_holdout_accuracy'])}, best candidate "
+                f"{pct(e['best_candidate_holdout_accuracy'])}): {what}{retired} |"
+            )
+    return lines
+
+
+def per_seed(xs: list) -> str:
+    return ", ".join("never" if x is None else f"{x:,}" for x in xs)
+
+
+def shadow_reading(sf: dict, arms: list[dict]) -> list[str]:
+    """Said only when the goal is missed: what the figures show drives it."""
+    if sf["goal"]["met"]:
+        return []
+    waited = sf["exposure_rows_best_in_shadow"]["shadow_first"] / max(sf["exposure_rows"]["shadow_first"]["mean"], 1)
+    return [
+        (f"Reading: shadow first saves exposure only when it keeps out a challenger worse than the live models; "
+         f"here, challengers retired in shadow: {sum(len(a['retired_in_shadow']) for a in arms)} of "
+         f"{sum(len(a['challengers_added']) for a in arms)} admitted (all seeds), and {pct(waited)} of its exposure "
+         f"regret fell while the best "
+         f"model waited in shadow ({sf['labels']} paired labels, then the next monitor pass); once live, a graduate "
+         "burns in and gains traffic as a plain challenger does."),
+        "",
+    ]
+
+
+def render_shadow(s: dict, results: list[dict]) -> list[str]:
+    """The shadow-first comparison (issue 15): exposure regret and recovery of both arms."""
+    sf = s["shadow_first"]
+    if sf is None:
+        return []
+    n = len(results)
+    rows, w, goal = sf["exposure_rows"], sf["exposure_weighted"], sf["goal"]
+    waiting = sf["exposure_rows_best_in_shadow"]
+    arms = [r["shadow_first"] for r in results]
+    ratio = "–" if sf["exposure_ratio"] is None else f"{sf['exposure_ratio']:.2f}"
+    cycles, med = sf["cycles_to_recover"], s["cycles_to_recover"]
+    sf_med = sf["cycles_to_recover_median"]["shadow_first"]
+
+    def rows_cell(x: dict) -> str:
+        return f"{x['mean']:,.0f} ± {x['sd']:,.0f} ({x['min']:,.0f}–{x['max']:,.0f})"
+
+    lines = [
+        (f"**Shadow first** (issue 15; mean over the same {n} seeds, models, streams and random numbers). The second "
+         f"arm runs the policy with `retrain.shadow_first: {{labels: {sf['labels']}}}`"
+         f"{' (the gateway default)' if sf['labels'] == ShadowFirst().labels else ''}: an admitted challenger is added "
+         "in shadow (exploration stays closed) and answers every served request; when the label comes, reward.lua's "
+         "paired counts against the served model are updated; every monitor pass (every "
+         f"{MONITOR_ROWS:,} rows: 10 s at 100 req/s) runs `shadow_first.verdicts`: graduate (live, exploration "
+         "reopens) or retire. The first arm, plain, is the system above."),
+        "",
+        (f"Exposure regret: the post-drift rows served by a model less accurate than the best model available at "
+         "that row (a bootstrap model, or a challenger from the row it was added, live or in shadow, until the row "
+         f"it was retired); a model's accuracy is measured on {EVAL_ROWS:,} fresh rows of concept 1 that no model "
+         "trained on. Accuracy-weighted: the sum over the post-drift rows of (best available − served accuracy), "
+         "the expected extra errors."),
+        "",
+        "| measure | plain | shadow first | shadow first / plain | goal | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+        (f"| exposure regret, rows (mean ± sd; min–max) | {rows_cell(rows['plain'])} | "
+         f"{rows_cell(rows['shadow_first'])} | {ratio} | ≤ {EXPOSURE_GOAL:.2f} | "
+         f"{'yes' if goal['exposure_halved'] else '**no**'} |"),
+        (f"| exposure regret, share of post-drift rows | {pct(sf['exposure_share']['plain'])} | "
+         f"{pct(sf['exposure_share']['shadow_first'])} | | | |"),
+        (f"| of which the best available model was still in shadow (rows, mean) | "
+         f"{waiting['plain']:,.0f} | {waiting['shadow_first']:,.0f} | | | |"),
+        (f"| exposure regret, accuracy-weighted (mean ± sd) | {w['plain']['mean']:.1f} ± {w['plain']['sd']:.1f} | "
+         f"{w['shadow_first']['mean']:.1f} ± {w['shadow_first']['sd']:.1f} | {sf['exposure_weighted_ratio']:.2f} | | |"),
+        (f"| post-drift accuracy | {pct(sf['post_drift_accuracy']['plain'])} | "
+         f"{pct(sf['post_drift_accuracy']['shadow_first'])} | | | |"),
+        (f"| retrain cycles to recover (median; per seed) | {med if med is not None else 'never'}; "
+         f"{per_seed(cycles['plain'])} | {sf_med if sf_med is not None else 'never'}; {per_seed(cycles['shadow_first'])} "
+         f"| | not slower on any seed | {'yes' if goal['seeds_slower'] == 0 else '**no**'} "
+         f"({goal['seeds_slower']}/{n} seeds slower) |"),
+        (f"| recovery window starts, rows after the drift (per seed) | "
+         f"{per_seed([None if r is None else r - s['drift_at'] for r in sf['recovery_row']['plain']])} | "
+         f"{per_seed([None if r is None else r - s['drift_at'] for r in sf['recovery_row']['shadow_first']])} | | | |"),
+        "",
+        (f"Goal (≥ {1 - EXPOSURE_GOAL:.0%} less exposure regret, recovery not slower): "
+         f"{'**met**' if goal['met'] else '**not met**'}. Exposure regret per seed, plain: "
+         f"{per_seed([r['exposure']['rows'] for r in results])}; shadow first: "
+         f"{per_seed([r['shadow_first']['exposure']['rows'] for r in results])}. Challengers per seed (shadow first) "
+         f"added / graduated / retired in shadow: "
+         + ", ".join(f"{len(a['challengers_added'])}/{len(a['graduated'])}/{len(a['retired_in_shadow'])}"
+                     for a in arms) + "."),
+        "",
+        *shadow_reading(sf, arms),
+        "What shadow first did (seed 0):",
+        "",
+        "| row | event |",
+        "| --- | --- |",
+        *event_rows(results[0]["shadow_first"]["events"]),
+        "",
+    ]
+    return lines
 
 
 def render(
@@ -452,6 +797,10 @@ def render(
     drift_at, rows = s["drift_at"], s["rows"]
     n = len(results)
     retrains_post = [r for r in retrain_rows if r >= drift_at]
+    # The shadow-first arm's windowed accuracy (mean over seeds), a column of its own.
+    sf_win = None if s["shadow_first"] is None else [
+        mean(col) for col in zip(*(r["shadow_first"]["windowed_accuracy"] for r in results))
+    ]
     lines = [
         "## Continuous learning through a drift (`bench/learning.py`)",
         "",
@@ -517,12 +866,14 @@ def render(
             f"{pct(s['cumulative_accuracy']['oracle'])} | | |"
         ),
         "",
+        *render_shadow(s, results),
         (f"**Windowed accuracy** per {WINDOW} rows (mean over seeds); retrain cycles (seed 0) at rows "
         f"{', '.join(f'{r:,}' for r in retrain_rows)}; cycle k after the drift = the k-th of "
         f"{', '.join(f'{r:,}' for r in retrains_post[:4])}, ..."),
         "",
-        "| rows | system | static | oracle | system cumulative | system rows in burn-in | system rows on pre-drift models |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| rows | system | static | oracle | system cumulative | system rows in burn-in | system rows on pre-drift models |"
+        + (" shadow first |" if sf_win else ""),
+        "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if sf_win else ""),
     ]
     w, route = s["windowed_accuracy"], s["windowed_routing"]
     cum = 0.0
@@ -533,6 +884,7 @@ def render(
         lines.append(
             f"| {lo:,}–{hi:,}{mark} | {pct(a)} | {pct(b)} | {pct(c)} | {pct(cum / hi)} | "
             f"{pct(route['burn_in_share'][k])} | {pct(route['pre_drift_model_share'][k])} |"
+            + (f" {pct(sf_win[k])} |" if sf_win else "")
         )
     lines += [
         "",
@@ -540,20 +892,7 @@ def render(
         "holdout accuracies are the retrainer's, on the newest quarter)"),
         "",
     ]
-    lines += ["| row | event |", "| --- | --- |"]
-    for e in results[0]["events"]:
-        if e["action"] == "promote":
-            lines.append(f"| {e['row']:,} | promoted {e['variant']} |")
-        elif e.get("outcome") == "skipped":
-            lines.append(f"| {e['row']:,} | retrain skipped ({e['rows']} rows) |")
-        else:
-            what = f"added {e['variant']}" if e["outcome"] == "admitted" else "rejected"
-            retired = f"; retired {', '.join(e['retired'])}" if e.get("retired") else ""
-            lines.append(
-                f"| {e['row']:,} | retrain on {e['rows']:,} rows ({e['post_drift_rows']:,} post-drift) vs "
-                f"{e['champion']} (holdout {pct(e['champion_holdout_accuracy'])}, best candidate "
-                f"{pct(e['best_candidate_holdout_accuracy'])}): {what}{retired} |"
-            )
+    lines += ["| row | event |", "| --- | --- |", *event_rows(results[0]["events"])]
     pre_adds = [r["challengers_added_pre_drift"] for r in results]
     if s["post_drift_burn_in_share"] > 0.5:
         # Said only when the figures show it: the usual reason for a slow recovery.
@@ -580,6 +919,13 @@ def render(
 # --------------------------------------------------------------------------- main
 
 
+def shadow_labels(policy: Policy, asked: int | None) -> int:
+    """The shadow-first arm's labels: as asked, else the policy's, else ShadowFirst's default."""
+    if asked is not None:
+        return ShadowFirst(labels=asked).labels  # validated as a policy file would be
+    return (policy.retrain.shadow_first or ShadowFirst()).labels
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="write the figures as JSON here")
@@ -588,27 +934,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drift-at", type=int, default=6_000, help="first row of concept 1 (default 6,000)")
     ap.add_argument("--policy", type=Path, default=POLICY_FILE, help="policy file (default policies/default.yaml)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default 2)")
+    ap.add_argument("--shadow-labels", type=int, help="the shadow-first arm's retrain.shadow_first.labels "
+                    "(default: the policy's, else the gateway's default)")
+    ap.add_argument("--no-shadow-first", action="store_true", help="skip the shadow-first arm")
     ap.add_argument("--no-readme", action="store_true", help="do not update bench/README.md")
     ap.add_argument("--readme", type=Path, default=ROOT / "bench" / "README.md")
     args = ap.parse_args(argv)
     if not PRE_ROWS <= args.drift_at < args.rows:
         ap.error(f"--drift-at must be in [{PRE_ROWS}, --rows)")
+    policy = load_policy_file(args.policy)
+    try:
+        labels = None if args.no_shadow_first else shadow_labels(policy, args.shadow_labels)
+    except ValidationError as err:  # the same bounds as in a policy file
+        ap.error(f"--shadow-labels: {err.errors()[0]['msg']}")
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0]
     seeds = list(range(args.seeds))
     if args.jobs > 1 and len(seeds) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             k = len(seeds)
-            results = list(pool.map(run_seed, seeds, [args.rows] * k, [args.drift_at] * k, [args.policy] * k))
+            results = list(pool.map(run_seed, seeds, [args.rows] * k, [args.drift_at] * k, [args.policy] * k, [labels] * k))
     else:
-        results = [run_seed(s, args.rows, args.drift_at, args.policy) for s in seeds]
+        results = [run_seed(s, args.rows, args.drift_at, args.policy, labels) for s in seeds]
     for r in results:
         log(
             f"seed {r['seed']}: {r['seconds']:.0f} s, pre {r['pre_drift_accuracy']:.3f}, post system "
             f"{r['system_post_drift_accuracy']:.3f} static {r['static_post_drift_accuracy']:.3f} oracle "
             f"{r['oracle_post_drift_accuracy']:.3f}, cycles to recover {r['cycles_to_recover']}, "
-            f"challengers {r['challengers_added']}"
+            f"challengers {r['challengers_added']}, exposure regret {r['exposure']['rows']}"
         )
+        if r["shadow_first"]:
+            sf = r["shadow_first"]
+            log(f"  shadow first: post {sf['post_drift_accuracy']:.3f}, cycles to recover {sf['cycles_to_recover']}, "
+                f"exposure regret {sf['exposure']['rows']}, added {sf['challengers_added']}, graduated "
+                f"{sf['graduated']}, retired in shadow {sf['retired_in_shadow']}")
     elapsed = time.perf_counter() - t_start
     summary = summarise(results, args.rows, args.drift_at)
     summary["wall_seconds"] = elapsed

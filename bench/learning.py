@@ -34,7 +34,7 @@ Shadow first (issue 15): the same system with ``retrain.shadow_first: {labels: N
 and random numbers. An admitted challenger is added with role shadow and leaves exploration
 closed (the retrainer's entry, ``add_variant.lua``); every served row is also answered by the
 variants then in shadow, and its label updates the paired counts (shadow, served) -> {sw, lw, n}
-as ``reward.lua`` does; every ``MONITOR_ROWS`` rows (the monitor's 10 s) ``shadow_first.verdicts``
+as ``reward.lua`` does; every ``SHADOW_CHECK_ROWS`` rows (the router's check every second) ``shadow_first.verdicts``
 graduates (``set_role.lua``: live, exploration reopens) or retires. Both arms get an exposure
 regret: the post-drift rows served by a model less accurate than the best model available at
 that row (added, live or in shadow, not yet retired), accuracy measured on fresh concept-1 rows.
@@ -99,9 +99,9 @@ T0 = 1_800_000_000.0  # serving time of row 0 (unix s); rows are 10 ms apart (10
 DT = 0.01
 WINDOW = 500  # rows per windowed-accuracy point
 PRE_ROWS = 2000  # pre-drift accuracy: the system's last this many rows before the drift
-# The monitor pass (DataPlane._monitor, which judges shadow-first challengers) runs every 10 s:
-# at 100 req/s, every 1000 rows.
-MONITOR_ROWS = 1000
+# The router judges shadow-first challengers once a second (upkeep.SHADOW_FIRST_EVERY_S): at
+# 100 req/s, every 100 rows.
+SHADOW_CHECK_ROWS = 100
 # Rows of concept 1 drawn apart from the stream on which every model's post-drift accuracy is
 # measured for exposure regret (no model trained on them).
 EVAL_ROWS = 10_000
@@ -351,8 +351,8 @@ class System:
                 self._score_shadows(j, variant, pred == label)
                 self.feedback[str(j)] = {"label": label, "reward": float(pred == label)}
                 self.labels_since_retrain += 1
-            if i % MONITOR_ROWS == 0:
-                # Before this row's refresh (MONITOR_ROWS is a multiple of REFRESH_ROWS), which
+            if i % SHADOW_CHECK_ROWS == 0:
+                # Before this row's refresh (SHADOW_CHECK_ROWS is a multiple of REFRESH_ROWS), which
                 # then routes by the new roles.
                 self._shadow_first(i)
             if alloc is None or i % REFRESH_ROWS == 0:
@@ -710,7 +710,8 @@ def shadow_reading(sf: dict, arms: list[dict]) -> list[str]:
          f"here, challengers retired in shadow: {sum(len(a['retired_in_shadow']) for a in arms)} of "
          f"{sum(len(a['challengers_added']) for a in arms)} admitted (all seeds), and {pct(waited)} of its exposure "
          f"regret fell while the best "
-         f"model waited in shadow ({sf['labels']} paired labels, then the next monitor pass); once live, a graduate "
+         f"model waited in shadow (until its paired evidence reached the level, at most {sf['labels']} labels); once "
+         "live, a graduate "
          "burns in and gains traffic as a plain challenger does."),
         "",
     ]
@@ -737,8 +738,8 @@ def render_shadow(s: dict, results: list[dict]) -> list[str]:
          f"arm runs the policy with `retrain.shadow_first: {{labels: {sf['labels']}}}`"
          f"{' (the gateway default)' if sf['labels'] == ShadowFirst().labels else ''}: an admitted challenger is added "
          "in shadow (exploration stays closed) and answers every served request; when the label comes, reward.lua's "
-         "paired counts against the served model are updated; every monitor pass (every "
-         f"{MONITOR_ROWS:,} rows: 10 s at 100 req/s) runs `shadow_first.verdicts`: graduate (live, exploration "
+         "paired counts against the served model are updated; every second (every "
+         f"{SHADOW_CHECK_ROWS:,} rows at 100 req/s) the router runs `shadow_first.verdicts`: graduate (live, exploration "
          "reopens) or retire. The first arm, plain, is the system above."),
         "",
         (f"Exposure regret: the post-drift rows served by a model less accurate than the best model available at "

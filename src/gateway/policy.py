@@ -176,7 +176,8 @@ class ShadowFirst(_Strict):
     """A new challenger starts in shadow and goes live only once it beats the best live model."""
 
     # Labelled requests answered by both the challenger (in shadow) and the best live model
-    # before the paired test decides.
+    # within which it must show itself more accurate, or be retired; it goes live as soon as the
+    # evidence is in (an anytime-valid paired test at retrain.max_p_value).
     labels: int = Field(default=500, ge=20)
 
 

@@ -202,7 +202,8 @@ def _challenger(env):
 def test_shadow_first_graduates_a_better_challenger_and_retires_a_worse_one(env, better):
     """Labels are chosen so that one side is right on every row where the two disagree: the
     challenger (graduates) or the live model (retired)."""
-    plane = env.plane(Clock(), challenger_client=_challenger(env),
+    clock = Clock()
+    plane = env.plane(clock, challenger_client=_challenger(env),
                       retrain={"max_p_value": 0.05, "shadow_first": {"labels": 40}})
     name = plane.experiment_names()[0]
     rows, _ = churn.make_churn(300, seed=15)
@@ -225,8 +226,9 @@ def test_shadow_first_graduates_a_better_challenger_and_retires_a_worse_one(env,
             shadow_pred = env.variants["xgb"].predict_rows(matrix)[0]
             truth = shadow_pred if better else live_pred
             await label(plane, served, truth)
-            await plane.monitor_now()
+            clock.t += 2  # the router judges shadows once a second
             await plane.refresh()
+            await plane.refresh()  # and routes by the verdict
             return served, await plane.state(name), int(np.sum(live_pred != shadow_pred))
         finally:
             await plane.stop()
@@ -237,15 +239,16 @@ def test_shadow_first_graduates_a_better_challenger_and_retires_a_worse_one(env,
     decision = state["history"][-1]
     assert decision["by"] == "shadow_first" and decision["variant"] == "xgb2"
     evidence = decision["evidence"]
-    assert evidence["against"] == "logreg" and evidence["paired_rows"] == 300
+    assert evidence["against"] == "logreg" and evidence["paired_rows"] == 300 and evidence["level"] == 0.05
     roles = {v["name"]: v["role"] for v in state["variants"]}
     if better:
         assert decision["action"] == "graduate"
         assert evidence["only_challenger_right"] == disagreements and evidence["only_live_right"] == 0
-        assert evidence["p_value"] <= 0.05
+        assert evidence["e_value_better"] >= 20 and evidence["p_value"] <= 0.05
         assert roles["xgb2"] == "arm" and state["status"] == "exploring"  # competes for traffic now
     else:
         assert decision["action"] == "retire"
         assert evidence["only_live_right"] == disagreements and evidence["p_value"] == 1.0
+        assert evidence["e_value_worse"] >= 20  # retired as soon as it was shown worse
         assert state["status"] == "promoted" and state["champion"] == "logreg"
         assert [h["action"] for h in state["history"]].count("retire") == 1

@@ -41,6 +41,7 @@ class ExperimentRuntime:
     discount: allocation.DiscountState | None = None
     # The variants in shadow now (by the policy and the run-time roles), as of the last refresh.
     shadows: tuple[str, ...] = ()
+    shadow_checked_at: float = float("-inf")
     # Each variant's IPS-corrected mean reward (off-policy, from the logged propensities), by the monitor.
     corrected: dict[str, Any] | None = None
 

@@ -30,6 +30,10 @@ log = logging.getLogger("gateway.upkeep")
 # The IPS-corrected means read this many monitoring windows of the newest served requests.
 CORRECTED_ROWS_PER_WINDOW = 5
 
+# How often a challenger in shadow is judged (one read of its paired counts): its evidence is
+# anytime-valid, so a verdict may come with any label.
+SHADOW_FIRST_EVERY_S = 1.0
+
 # How long a retraining run may hold its experiment's lock without renewing it.
 RETRAIN_LOCK_S = 600.0
 
@@ -130,6 +134,9 @@ class Upkeep:
                 await self._maybe_promote(name, rt, snap, now)
             if await self.check_guardrails(rt):
                 rt.evaluated_counts = None  # the champion changed: recompute on the next refresh
+            if rt.shadows and now - rt.shadow_checked_at >= SHADOW_FIRST_EVERY_S:
+                rt.shadow_checked_at = now
+                await self._shadow_first(name, rt, snap)
         if now - self._expire_at >= self.expire_every_s:
             self._expire_at = now
             await self._expire_rewards(now)
@@ -195,13 +202,11 @@ class Upkeep:
         live = await self.store.recent_decisions(name, window)
         rt.drift = await asyncio.to_thread(monitoring.drift_report, rt.policy, reference, live, kind)
         await self._drift_alarm(name, rt, snap)
-        await self._shadow_first(name, rt, snap)
 
     async def _shadow_first(self, name: str, rt: ExperimentRuntime, snap: Snapshot) -> None:
         """Challengers in shadow that have been compared enough go live or are retired, once
         (the store's steps are conditional, so replicas that decide together act once)."""
-        found = shadow_first.verdicts(rt.policy, snap.arms, snap.meta, snap.dynamic,
-                                      await self.store.paired_counts(name) if rt.shadows else {})
+        found = shadow_first.verdicts(rt.policy, snap.arms, snap.meta, snap.dynamic, await self.store.paired_counts(name))
         for verdict in found:
             if verdict.outcome == "wait":
                 continue

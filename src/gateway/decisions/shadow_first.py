@@ -1,18 +1,26 @@
-"""Shadow first: a new challenger answers copies of live requests in shadow until it has been
-compared with the best live model on `retrain.shadow_first.labels` labelled requests, then goes
-live if it is significantly more accurate on those same requests (one-sided exact McNemar test
-at `retrain.max_p_value`), and is retired otherwise. Pure: snapshot and paired counts in,
-verdicts out."""
+"""Shadow first: a new challenger answers copies of live requests in shadow, and is compared
+with the best live model on the same labelled requests. It goes live as soon as the evidence
+that it is more accurate is significant at `retrain.max_p_value`, and is retired as soon as the
+evidence that it is less accurate is, or once `retrain.shadow_first.labels` paired labels have
+not shown it better. The evidence is an anytime-valid e-value on the rows where exactly one of
+the two is right (gateway.bandit.paired), so checking after every label keeps the error rate
+(the exact McNemar p-value is reported beside it, for reading). Pure: snapshot and paired
+counts in, verdicts out."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.bandit.paired import mcnemar_p_value
+from gateway.bandit.paired import log_e_values, mcnemar_p_value
 from gateway.decisions import allocation
 from gateway.policy import Policy
 from gateway.store.experiments import ArmCounts
+
+
+# The level when the policy turns retrain.max_p_value off: shadow first still needs evidence.
+DEFAULT_LEVEL = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,21 +56,31 @@ def verdicts(
     in_shadow = set(allocation.shadow_arms(policy, meta))
     waiting = [v for v, d in dynamic.items() if d.get("shadow_first") and v in in_shadow]
     reference = best_live(policy, arms, meta)
+    level = policy.retrain.max_p_value or DEFAULT_LEVEL
     out = []
     for v in sorted(waiting):
         counts = paired.get((v, reference), {}) if reference else {}
         n, wins, losses = counts.get("n", 0), counts.get("sw", 0), counts.get("lw", 0)
+        better, worse = log_e_values(wins, losses)
         evidence = {"against": reference, "paired_rows": n, "only_challenger_right": wins,
-                    "only_live_right": losses, "labels_needed": spec.labels}
-        if n < spec.labels:
-            out.append(ShadowVerdict(v, "wait", f"{n} of {spec.labels} paired labels", evidence))
-            continue
-        p = mcnemar_p_value(wins, losses)
-        level = policy.retrain.max_p_value
-        evidence |= {"p_value": p, "max_p_value": level}
+                    "only_live_right": losses, "labels_needed": spec.labels, "level": level,
+                    "e_value_better": _e(better), "e_value_worse": _e(worse),
+                    "p_value": mcnemar_p_value(wins, losses)}
         line = f"on {n} live requests beside {reference}: {wins} right only by {v}, {losses} only by {reference}"
-        if wins > losses and (level is None or p <= level):
-            out.append(ShadowVerdict(v, "graduate", f"more accurate in shadow {line}, McNemar p={p:.3g}", evidence))
+        threshold = math.log(1.0 / level)
+        if better >= threshold:
+            out.append(ShadowVerdict(v, "graduate", f"more accurate in shadow {line}, e-value {_e(better):.3g} "
+                                     f">= {1 / level:g}", evidence))
+        elif worse >= threshold:
+            out.append(ShadowVerdict(v, "retire", f"less accurate in shadow {line}, e-value {_e(worse):.3g} "
+                                     f">= {1 / level:g}", evidence))
+        elif n >= spec.labels:
+            out.append(ShadowVerdict(v, "retire", f"not shown better in shadow within {spec.labels} labels {line}",
+                                     evidence))
         else:
-            out.append(ShadowVerdict(v, "retire", f"not better in shadow {line}, McNemar p={p:.3g}", evidence))
+            out.append(ShadowVerdict(v, "wait", f"{n} of {spec.labels} paired labels", evidence))
     return out
+
+
+def _e(log_e: float) -> float:
+    return math.exp(min(log_e, 700.0))

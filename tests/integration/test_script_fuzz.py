@@ -127,6 +127,8 @@ async def _seed(store: ExperimentStore) -> None:
     await store.reward_secret()
     for i, (rid, variant, deadline, unit) in enumerate(SEED_REQUESTS):
         record = {"pred": "1", "tp": f"00-{i + 1:032x}-{i + 1:016x}-01", "scores": "[0.25, 0.75]"}
+        if i % 2:
+            record["seg"] = "plan=pro"  # routed by its context segment: rewards count there too
         if unit:
             record["unit"] = unit
         assert await store.record_prediction(
@@ -345,7 +347,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
         default = draw(st.sampled_from([None, 0.0, 1.0]))
         quota = draw(st.sampled_from([None, 5, 5]))
         ks = [keys.request(EXP, rid), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
-              keys.paired(EXP)]
+              keys.paired(EXP), keys.segments(EXP)]
         argv = [
             draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))), now,
             draw(st.sampled_from(["", "1", "[0]", '"x"'])), str(FEEDBACK_MAXLEN),
@@ -353,7 +355,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
             keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES),
         ]
     elif script == "expire":
-        ks = [keys.pending(EXP), keys.arms(EXP)]
+        ks = [keys.pending(EXP), keys.arms(EXP), keys.segments(EXP)]
         argv = [now, repr(draw(st.sampled_from([0.0, 1.0, -0.5]))), str(draw(st.sampled_from([1, 10, 1000]))),
                 keys.request_prefix(EXP)]
     elif script == "series":
@@ -462,7 +464,7 @@ def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES),
 
 REC_KEYS = [keys.request(EXP, "n0"), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP)]
 REW_KEYS = [keys.request(EXP, "r2"), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
-              keys.paired(EXP)]
+              keys.paired(EXP), keys.segments(EXP)]
 HIST = [keys.meta(EXP), keys.history(EXP)]
 
 FOUND = [

@@ -48,6 +48,8 @@ class Snapshot:
     arms: dict[str, ArmCounts]
     meta: dict[str, str]
     dynamic: dict[str, dict] = field(default_factory=dict)  # challengers added at run time
+    # Contextual routing: each segment's counters per variant (segment -> variant -> counts).
+    segments: dict[str, dict[str, ArmCounts]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,20 +70,30 @@ class RewardRules:
     window_s: float = 86_400.0
 
 
+def _parse_segments(raw: dict[str, str]) -> dict[str, dict[str, ArmCounts]]:
+    """'<segment>|<variant>:<counter>' fields by segment (a variant's name has no '|')."""
+    cells: dict[str, dict[str, str]] = {}
+    for key, value in raw.items():
+        cell, _, counter = key.rpartition(":")
+        cells.setdefault(cell, {})[counter] = value
+    out: dict[str, dict[str, ArmCounts]] = {}
+    for cell, fields in cells.items():
+        segment, _, variant = cell.rpartition("|")
+        out.setdefault(segment, {})[variant] = _counts(fields)
+    return out
+
+
+def _counts(f: dict[str, str]) -> ArmCounts:
+    return ArmCounts(rewards=int(f.get("n", 0)), reward_sum=float(f.get("s", 0.0)),
+                     reward_sq_sum=float(f.get("ss", 0.0)), requests=int(f.get("req", 0)))
+
+
 def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
     fields: dict[str, dict[str, str]] = {}
     for key, value in raw.items():
         variant, _, counter = key.rpartition(":")
         fields.setdefault(variant, {})[counter] = value
-    return {
-        v: ArmCounts(
-            rewards=int(f.get("n", 0)),
-            reward_sum=float(f.get("s", 0.0)),
-            reward_sq_sum=float(f.get("ss", 0.0)),
-            requests=int(f.get("req", 0)),
-        )
-        for v, f in fields.items()
-    }
+    return {v: _counts(f) for v, f in fields.items()}
 
 
 class ExperimentStore(ShadowRecords):
@@ -205,10 +217,10 @@ class ExperimentStore(ShadowRecords):
             for it in items:
                 r = rules.get(it.experiment) or RewardRules()
                 pipe.evalsha(
-                    self._shas["reward"], 7,
+                    self._shas["reward"], 8,
                     keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
                     keys.feedback(it.experiment), keys.meta(it.experiment), keys.pending(it.experiment),
-                    keys.kpis(it.experiment), keys.paired(it.experiment),
+                    keys.kpis(it.experiment), keys.paired(it.experiment), keys.segments(it.experiment),
                     it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
                     "" if r.default is None else repr(float(r.default)),
                     "" if r.max_per_unit is None else str(r.max_per_unit),
@@ -223,7 +235,7 @@ class ExperimentStore(ShadowRecords):
 
         def build(pipe):
             pipe.evalsha(
-                self._shas["expire"], 2, keys.pending(experiment), keys.arms(experiment),
+                self._shas["expire"], 3, keys.pending(experiment), keys.arms(experiment), keys.segments(experiment),
                 repr(now), repr(float(default)), str(limit), keys.request_prefix(experiment),
             )
 
@@ -281,12 +293,14 @@ class ExperimentStore(ShadowRecords):
             pipe.hgetall(keys.arms(e))
             pipe.hgetall(keys.meta(e))
             pipe.hgetall(keys.dynamic_variants(e))
+            pipe.hgetall(keys.segments(e))
         raw = await pipe.execute()
         return {
             e: Snapshot(
-                arms=_parse_arms(raw[3 * i]),
-                meta=raw[3 * i + 1],
-                dynamic={k: json.loads(v) for k, v in raw[3 * i + 2].items()},
+                arms=_parse_arms(raw[4 * i]),
+                meta=raw[4 * i + 1],
+                dynamic={k: json.loads(v) for k, v in raw[4 * i + 2].items()},
+                segments=_parse_segments(raw[4 * i + 3]),
             )
             for i, e in enumerate(experiments)
         }

@@ -46,6 +46,12 @@ def kpis(experiment: str) -> str:
     return f"gw:{{{experiment}}}:kpi"
 
 
+def segments(experiment: str) -> str:
+    """Hash of per-segment reward counters (contextual routing): '<segment>|<variant>:n', ':s',
+    ':ss', as in the arms hash but for the requests of one context segment."""
+    return f"gw:{{{experiment}}}:segments"
+
+
 def paired(experiment: str) -> str:
     """Hash of a shadow variant's outcomes paired with the served variant's on the same labelled
     rows: '<shadow>|<served>:sw' (only the shadow right), ':lw' (only the served one), ':n'."""

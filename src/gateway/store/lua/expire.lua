@@ -1,6 +1,7 @@
 -- Apply the policy's default reward to served requests whose feedback window passed without
 -- feedback. Idempotent with reward.lua: both claim the request record's 'reward' field.
--- KEYS[1] pending zset, KEYS[2] arms hash
+-- KEYS[1] pending zset, KEYS[2] arms hash, KEYS[3] per-segment counters hash (a request routed by
+-- its segment, 'seg' on its record, also counts there)
 -- ARGV[1] now, ARGV[2] default reward, ARGV[3] at most this many requests per call,
 -- ARGV[4] request record key prefix
 -- Returns the number of requests that took the default. Everything is checked before the first
@@ -36,6 +37,13 @@ for _, rid in ipairs(due) do
     redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
     redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', value)
     redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', square)
+    local segment = redis.call('HGET', ARGV[4] .. rid, 'seg')
+    if segment and KEYS[3] then
+      local cell = segment .. '|' .. served
+      redis.call('HINCRBY', KEYS[3], cell .. ':n', 1)
+      redis.call('HINCRBYFLOAT', KEYS[3], cell .. ':s', value)
+      redis.call('HINCRBYFLOAT', KEYS[3], cell .. ':ss', square)
+    end
     applied = applied + 1
   end
   redis.call('ZREM', KEYS[1], rid)

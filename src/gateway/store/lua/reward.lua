@@ -3,7 +3,8 @@
 -- the feedback stream, which the retrainer joins with the decision log, and into the variant's
 -- confusion counts (online KPIs).
 -- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] feedback stream, KEYS[4] meta hash,
--- KEYS[5] pending zset, KEYS[6] KPI counters hash, KEYS[7] shadow-vs-served paired counts hash
+-- KEYS[5] pending zset, KEYS[6] KPI counters hash, KEYS[7] shadow-vs-served paired counts hash,
+-- KEYS[8] per-segment counters hash (contextual routing: the request's 'seg')
 -- ARGV[1] variant, ARGV[2] reward, ARGV[3] now (unix seconds), ARGV[4] label JSON ('' for none),
 -- ARGV[5] feedback stream max length, ARGV[6] default reward ('' for none),
 -- ARGV[7] rewards allowed per unit in the window ('' for no quota), ARGV[8] quota key prefix,
@@ -50,11 +51,19 @@ local function feedback_maxlen(...)
   return string.format('%d', math.max(1, math.min(maxlen, math.floor(budget / math.max(bytes, 1)))))
 end
 
+-- A request routed by its segment also counts in that segment's posterior of the variant.
+local segment = redis.call('HGET', KEYS[1], 'seg')
 local function add_reward(value)
   local r = tonumber(value)
   redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
   redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', string.format('%.17g', r))
   redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', string.format('%.17g', r * r))
+  if segment and KEYS[8] then
+    local cell = segment .. '|' .. served
+    redis.call('HINCRBY', KEYS[8], cell .. ':n', 1)
+    redis.call('HINCRBYFLOAT', KEYS[8], cell .. ':s', string.format('%.17g', r))
+    redis.call('HINCRBYFLOAT', KEYS[8], cell .. ':ss', string.format('%.17g', r * r))
+  end
 end
 
 -- Past its deadline a request takes the default reward (as the sweeper would), so the outcome

@@ -53,8 +53,9 @@ def test_the_log_estimates_each_policy_and_the_state_shows_corrected_means(env):
     assert out["xgb"]["estimates"]["ips"]["ess"] == pytest.approx(sum(1 for v, _ in rewards.values() if v == "xgb"))
     for v in state["variants"]:
         mine = [r for (variant, r) in rewards.values() if variant == v["name"]]
-        assert v["ips_mean"] == pytest.approx(np.mean(mine))
-        assert v["ips_interval"][0] < v["ips_mean"] < v["ips_interval"][1]
+        corrected = state["corrected_means"][v["name"]]
+        assert corrected["mean"] == pytest.approx(np.mean(mine)) and corrected["n_served"] == len(mine)
+        assert corrected["ci_low"] < corrected["mean"] < corrected["ci_high"]
 
 
 def test_targets_the_log_cannot_support_are_refused(env):

@@ -352,7 +352,8 @@ def test_a_state_with_a_shadow_variant_and_corrected_means_matches(doc):
     meta = {"status": "exploring", "roles": json.dumps({"logreg": "shadow"})}
     state = served(experiment_state(POLICY, Snapshot(arms={"base": ArmCounts(rewards=3, reward_sum=1.0)}, meta=meta), []))
     assert {v["name"]: v["role"] for v in state["variants"]}["logreg"] == "shadow"
-    state["variants"][0] |= {"ips_mean": 0.31, "ips_interval": [0.2, 0.42]}
+    state["corrected_means"] = {"base": {"mean": 0.31, "ci_low": 0.2, "ci_high": 0.42, "n_served": 3, "ess": 3.0},
+                                "logreg": {"mean": None, "ci_low": None, "ci_high": None, "n_served": 0, "ess": 0.0}}
     check(doc, "ExperimentState", state)
 
 

@@ -195,8 +195,13 @@ def feedback() -> Feedback:
                     time.time)  # type: ignore[arg-type]
 
 
+# The clock the items are judged at: fixed, since the parameters are built when the tests are
+# collected, which may be minutes before they run.
+NOW = 1_800_000_000.0
+
+
 def token(rid: str, experiment: str = "churn", expires_in: float = 60.0) -> str:
-    return RewardTokens(SECRET).sign(rid, TokenClaims(experiment, "xgb", time.time() + expires_in))
+    return RewardTokens(SECRET).sign(rid, TokenClaims(experiment, "xgb", NOW + expires_in))
 
 
 @pytest.mark.parametrize("item,expected", [
@@ -209,12 +214,12 @@ def token(rid: str, experiment: str = "churn", expires_in: float = 60.0) -> str:
 ])
 def test_an_items_token_is_verified_before_its_reward_and_label_are_judged(feedback, item, expected):
     with pytest.raises(GatewayError) as err:
-        feedback._validate_item(item, time.time())
+        feedback._validate_item(item, NOW)
     assert (err.value.status, err.value.code) == expected
 
 
 def test_a_valid_item_comes_out_typed(feedback):
-    item, claims, reward = feedback._validate_item({"request_id": "r", "token": token("r"), "reward": 1}, time.time())
+    item, claims, reward = feedback._validate_item({"request_id": "r", "token": token("r"), "reward": 1}, NOW)
     assert isinstance(item, RewardItem) and (claims.experiment, claims.variant, reward) == ("churn", "xgb", 1.0)
 
 

@@ -59,7 +59,8 @@ def status_table(state: dict[str, Any]) -> Table:
     if with_kpis:
         columns.append("accuracy (window)")
     # Once the monitor has computed them from the log: the mean that adaptive allocation does not bias.
-    with_ips = any(v.get("ips_mean") is not None for v in state["variants"])
+    corrected = state.get("corrected_means") or {}
+    with_ips = any((c or {}).get("mean") is not None for c in corrected.values())
     if with_ips:
         columns.insert(3, "IPS mean")
     for col in columns:
@@ -73,7 +74,7 @@ def status_table(state: dict[str, Any]) -> Table:
             name,
             posterior_text(v["posterior"]),
             f"{v['mean']:.4f}",
-            *([_fmt(v.get("ips_mean"))] if with_ips else []),
+            *([_fmt((corrected.get(v["name"]) or {}).get("mean"))] if with_ips else []),
             f"[{lo:.4f}, {hi:.4f}]",
             "-" if v["prob_best"] is None else f"{v['prob_best']:.3f}",
             "-" if v["expected_loss"] is None else f"{v['expected_loss']:.4f}",

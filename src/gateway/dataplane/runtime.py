@@ -51,10 +51,7 @@ class ExperimentRuntime:
         plain mean of adaptively allocated rewards is biased; this one is not)."""
         state["srm"] = self.srm.result()
         state["kpis"], state["drift"] = self.kpis, self.drift
-        for v in state["variants"]:
-            c = (self.corrected or {}).get(v["name"]) or {}
-            v["ips_mean"] = c.get("mean")
-            v["ips_interval"] = [c["ci_low"], c["ci_high"]] if c.get("ci_low") is not None else None
+        state["corrected_means"] = self.corrected
         return state
 
     @property

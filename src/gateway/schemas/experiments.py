@@ -57,10 +57,6 @@ class VariantState(BaseModel):
     requests: Count
     rewards: Count
     reward_sum: float
-    ips_mean: float | None = Field(default=None, description="The IPS-corrected mean reward (self-normalised "
-                                   "estimate of always serving this variant, from the logged propensities): unbiased "
-                                   "under adaptive allocation, where the plain average is not. Null until computed.")
-    ips_interval: Interval | None = Field(default=None, description="Its 95% interval (normal approximation).")
 
 
 class HistoryEntry(BaseModel):
@@ -170,6 +166,15 @@ class DriftReport(BaseModel):
         "given then.")
 
 
+class CorrectedMean(BaseModel):
+    mean: float | None = Field(description="Null for a variant never served.")
+    ci_low: float | None = Field(description="The 95% interval (normal approximation; it undercovers for a "
+                                 "variant the bandit starves).")
+    ci_high: float | None
+    n_served: Count
+    ess: float | None = Field(description="Effective sample size of its importance weights.")
+
+
 class ExperimentState(BaseModel):
     name: str
     experiment: str = Field(description="The same as `name`.")
@@ -196,6 +201,11 @@ class ExperimentState(BaseModel):
         "counts) and over its newest `monitoring.window` labels. Null until this router replica's first "
         "monitoring pass (every 10 s).")
     drift: DriftReport | None
+    corrected_means: dict[str, CorrectedMean] | None = Field(
+        default=None, description="Per variant, beside its posterior `mean`: the IPS-corrected mean reward (the "
+        "self-normalised estimate of always serving it, from the logged propensities of the newest requests), "
+        "unbiased under adaptive allocation where the plain average is not. Null until this replica's first "
+        "monitoring pass.")
 
 
 class ExperimentList(BaseModel):

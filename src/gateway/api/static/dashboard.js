@@ -305,7 +305,7 @@
       return '<tr class="' + (st.champion === v.name ? "is-champion" : "") + '" data-variant="' + esc(v.name) + '">' +
         '<td><span class="vname"><span class="swatch" style="background:' + c + '"></span>' + esc(v.name) + "</span>" + tags + "</td>" +
         "<td>" + fixed(v.mean, 4) + '<span class="ci">[' + fixed(ci[0], 3) + ", " + fixed(ci[1], 3) + "]</span>" +
-          (num(v.ips_mean) ? '<span class="ips" title="IPS-corrected mean: unbiased under adaptive allocation">IPS ' + fixed(v.ips_mean, 4) + "</span>" : "") + "</td>" +
+          (ips(st, v.name) !== null ? '<span class="ips" title="IPS-corrected mean: unbiased under adaptive allocation">IPS ' + fixed(ips(st, v.name), 4) + "</span>" : "") + "</td>" +
         '<td class="muted">' + posteriorText(post) + "</td>" +
         "<td>" + bar(v.prob_best, c) + "</td>" +
         "<td>" + loss(v.expected_loss) + "</td>" +
@@ -314,6 +314,12 @@
         "<td>" + count(v.rewards) + "</td></tr>";
     });
     $("variants-body").innerHTML = rows.join("") || '<tr><td colspan="8" class="muted">No variants.</td></tr>';
+  }
+
+  /** The variant's IPS-corrected mean from the state's corrected_means, or null. */
+  function ips(st, name) {
+    var c = st.corrected_means && st.corrected_means[name];
+    return c && num(c.mean) ? c.mean : null;
   }
 
   /** Beta: α · β (pseudo-counts); NIG: μ · κ · α · β. */

@@ -32,8 +32,12 @@ Simulates the gateway's allocation and promotion loop for many seeds at once
 
 Fidelity to the gateway (src/gateway/decisions/allocation.py): uniform burn-in until
 every arm has ``burn_in`` rewards, then probability-matching Thompson weights
-(prob_best of the Beta(1+s, 1+n-s) posteriors) lifted to ``min_weight`` by the
-same floor as gateway.bandit.selection.apply_floor. Weights are refreshed and
+(prob_best of the Beta(1+s, 1+n-s) posteriors) lifted to the floor by the same
+rule as gateway.bandit.selection.apply_floor; the floor itself is
+gateway.bandit.selection.floor_schedule, imported (``min_weight`` until every arm
+has ``min_samples`` rewards, then decaying with the evidence down to
+``min_weight / 10``), so the benchmark routes by the gateway's own schedule.
+Weights are refreshed and
 the promotion rule checked once per batch of 10 rewards (the router refreshes
 every 100 ms, i.e. every 10 requests at 100 req/s); within a batch requests
 are routed by a multinomial draw from the weights. Simulation shortcuts: the
@@ -46,7 +50,10 @@ random posteriors, worst when one posterior is much wider than another). The
 ``evaluate_sequential`` (20,000-draw Monte-Carlo gates) for every seed whose
 vectorised mSPRT statistic rejects. MABWiser's Thompson sampling is run per
 seed with predict/partial_fit batched by 20 requests, on fewer seeds (it costs
-~0.3 ms per call).
+~0.3 ms per call). It and the gateway's rule are compared on the same seeds: each
+seed fixes a reward table (the j-th reward of arm a, ``reward_table``) that both
+read from, so the paired difference of their regrets is free of the luck of the
+rewards, the larger part of either's spread.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ from _report import cpu_seconds, machine, write_readme  # noqa: E402 (bench/ is 
 from gateway.bandit import gaussian
 from gateway.bandit.beta import posterior
 from gateway.bandit.promotion import PromotionRule
+from gateway.bandit.selection import floor_schedule
 from gateway.bandit.sequential import (
     DEFAULT_ALPHA,
     DEFAULT_TAU2,
@@ -84,6 +92,8 @@ from gateway.bandit.sequential import (
 )
 
 START, END = "<!-- bandit:start -->", "<!-- bandit:end -->"
+FLOOR_NOTE = ("gateway.bandit.selection.floor_schedule: min_weight 0.01 until every arm has min_samples rewards, "
+              "then 0.01 · √(k · min_samples / rewards), at least 0.001")
 BATCH = 10
 PROB_BEST = 0.95
 MAX_LOSS = 0.0025
@@ -179,9 +189,10 @@ def loss_two(m: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.stack([plus(-d), plus(d)], axis=1)
 
 
-def apply_floor(w: np.ndarray, floor: float) -> np.ndarray:
-    """Row-wise gateway.bandit.selection.apply_floor."""
-    if floor <= 0:
+def apply_floor(w: np.ndarray, floor: float | np.ndarray) -> np.ndarray:
+    """Row-wise gateway.bandit.selection.apply_floor; `floor` is one value or one per row."""
+    floor = np.broadcast_to(np.asarray(floor, dtype=float).reshape(-1, 1), (w.shape[0], 1))
+    if np.all(floor <= 0):
         return w / w.sum(axis=1, keepdims=True)
     w = w / w.sum(axis=1, keepdims=True)
     k = w.shape[1]
@@ -222,6 +233,14 @@ class Run:
     rules: dict[str, Rule]
     arm_share: np.ndarray
     seconds: float
+    # Regret accumulated until every arm had burn_in rewards (the uniform burn-in's part).
+    burn_in_regret: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+
+def reward_table(mu, horizon: int, seed: int, i: int) -> np.ndarray:
+    """Seed i's rewards, shape (k, horizon): entry [a, j] is the j-th reward arm a gives."""
+    rng = np.random.default_rng([seed, i])
+    return rng.random((len(mu), horizon)) < np.asarray(mu, dtype=float)[:, None]
 
 
 def simulate(
@@ -239,9 +258,18 @@ def simulate(
     stop_when_decided: bool = False,
     reward: str = "bernoulli",
     sd: float = 1.0,
+    min_samples: int | None = None,
+    floor_final: float | None = None,
+    tables: int | None = None,
 ) -> Run:
     """`reward="gaussian"`: rewards N(mu, sd^2), NIG posteriors (gaussian.DEFAULT_PRIOR), and
-    the sequential rule is gaussian.evaluate_sequential."""
+    the sequential rule is gaussian.evaluate_sequential.
+
+    The floor is gateway.bandit.selection.floor_schedule(min_weight, n, min_samples,
+    floor_final), min_samples defaulting to burn_in (as a policy's burn-in defaults to its
+    promotion.min_samples); floor_final = min_weight: the constant floor the gateway had before.
+    `tables` (bernoulli only): rewards come from reward_table(mu, horizon, tables, i) for seed
+    i, the tables mabwiser_regret reads, instead of fresh draws."""
     t0 = time.perf_counter()
     mu = np.asarray(mu, dtype=float)
     k = mu.size
@@ -263,6 +291,17 @@ def simulate(
         r.regret_at = np.full(S, np.nan)
     names = [f"arm{i}" for i in range(k)]
     uniform = np.full((S, k), 1.0 / k)
+    floor_samples = burn_in if min_samples is None else min_samples
+    burn_regret = np.zeros(S)
+    cum = None
+    if tables is not None:
+        if gauss:
+            raise ValueError("reward tables are for bernoulli rewards")
+        # Successes among each arm's first j rewards, so a batch's are two look-ups.
+        cum = np.zeros((S, k, horizon + 1), dtype=np.int32)
+        for i in range(S):
+            np.cumsum(reward_table(mu, horizon, tables, i), axis=1, out=cum[i, :, 1:])
+        rows_, cols_ = np.arange(S)[:, None], np.arange(k)[None, :]
     steps = horizon // batch
     for step in range(steps):
         pb_all = None
@@ -271,7 +310,7 @@ def simulate(
         elif policy in ("thompson", "top_two"):
             pb_all = prob_best_m(*moments())
             pb = top_two_weights(pb_all, 0.5) if policy == "top_two" else pb_all
-            w = apply_floor(pb, min_weight)
+            w = apply_floor(pb, floor_schedule(min_weight, n, floor_samples, floor_final))
             burning = n.min(axis=1) < burn_in
             if burning.any():
                 w = np.where(burning[:, None], uniform, w)
@@ -291,6 +330,7 @@ def simulate(
             w[np.arange(S), choice] = 1.0
         else:
             raise ValueError(policy)
+        was_burning = n.min(axis=1) < burn_in
         if k == 2:
             c1 = rng.binomial(batch, np.clip(w[:, 1], 0.0, 1.0))
             counts = np.stack([batch - c1, c1], axis=1)
@@ -306,11 +346,16 @@ def simulate(
             n += c
             s += np.where(some, c * xbar, 0.0)
             ss += np.where(some, m2 + c * xbar * xbar, 0.0)
+        elif cum is not None:
+            at = n.astype(np.int64)
+            s += cum[rows_, cols_, at + counts] - cum[rows_, cols_, at]
+            n += counts
         else:
             succ = rng.binomial(counts, mu)
             n += counts
             s += succ
         regret += counts @ gap
+        burn_regret = np.where(was_burning, regret, burn_regret)
         total = (step + 1) * batch
         if not rules:
             continue
@@ -355,10 +400,13 @@ def simulate(
         if stop_when_decided and all((r.first >= 0).all() for r in rules):
             break
     share = n / n.sum(axis=1, keepdims=True)
-    return Run(mu, horizon, regret, {r.name: r for r in rules}, share.mean(axis=0), time.perf_counter() - t0)
+    return Run(mu, horizon, regret, {r.name: r for r in rules}, share.mean(axis=0), time.perf_counter() - t0,
+               burn_regret)
 
 
 def mabwiser_regret(mu, *, seeds: int, horizon: int, batch: int = 20, seed: int = 0) -> np.ndarray:
+    """MABWiser's Thompson sampling per seed; seed i's rewards come from reward_table(mu,
+    horizon, seed, i), the table simulate(..., tables=seed) reads too."""
     from mabwiser.mab import MAB, LearningPolicy
 
     mu = np.asarray(mu, dtype=float)
@@ -366,14 +414,20 @@ def mabwiser_regret(mu, *, seeds: int, horizon: int, batch: int = 20, seed: int 
     gap = mu.max() - mu
     out = np.zeros(seeds)
     for i in range(seeds):
-        rng = np.random.default_rng([seed, i])
+        table = reward_table(mu, horizon, seed, i)
+        used = np.zeros(mu.size, dtype=np.int64)
         mab = MAB(arms, LearningPolicy.ThompsonSampling(), seed=seed * 1_000_003 + i)
         mab.fit([], [])  # untrained arms, Beta(1, 1) priors
         ctx = np.zeros((batch, 1))
         reg = 0.0
         for _ in range(horizon // batch):
             dec = np.asarray(mab.predict(ctx), dtype=int)
-            rew = (rng.random(batch) < mu[dec]).astype(int)
+            rew = np.empty(batch, dtype=int)
+            for a in arms:
+                pick = dec == a
+                c = int(pick.sum())
+                rew[pick] = table[a, used[a]:used[a] + c]
+                used[a] += c
             mab.partial_fit(dec, rew)
             reg += gap[dec].sum()
         out[i] = reg
@@ -421,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=ROOT / "bench" / "README.md")
     args = ap.parse_args(argv)
     seeds = 60 if args.quick else args.seeds
-    mab_seeds = 4 if args.quick else max(10, min(40, seeds // 10))
+    # ~0.7 s of CPU per MABWiser seed, in the second process while the main one simulates.
+    mab_seeds = 4 if args.quick else max(10, min(200, seeds // 2))
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0]
     mu2 = np.array([0.10, 0.12])
@@ -464,6 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"  {ts.seconds:.0f}s")
     ts_small = simulate(mu2, seeds=seeds, horizon=T, burn_in=100, rules=rules(100), seed=5)
     ts_classic = simulate(mu2, seeds=seeds, horizon=T, burn_in=0, min_weight=0.0, seed=6)
+    # What each part of the gateway's rule costs, on ts's seed: the constant floor it had before
+    # (floor_final = min_weight) and no floor at all (the burn-in alone).
+    ts_const = simulate(mu2, seeds=seeds, horizon=T, seed=4, floor_final=0.01)
+    ts_nofloor = simulate(mu2, seeds=seeds, horizon=T, min_weight=0.0, seed=4)
     # The headline median gets twice the seeds: its standard error is ~290
     # rewards at 500 seeds, ~200 at 1000 (the stopping-time density is flat).
     id_seeds = 2 * seeds
@@ -517,10 +576,19 @@ def main(argv: list[str] | None = None) -> int:
     tt4 = simulate(mu4, seeds=s4, horizon=T, policy="top_two", rules=rules(k=4), seed=14, stop_when_decided=True, batch=2 * BATCH)
     uni4 = simulate(mu4, seeds=s4, horizon=T, policy="uniform", rules=rules(k=4), seed=15, stop_when_decided=True, batch=2 * BATCH)
     log(f"  {aa4.seconds + ts4.seconds + tt4.seconds + uni4.seconds:.0f}s")
+    # The gateway's rule on MABWiser's seeds: the same reward tables (seed 11), so paired.
+    same = simulate(mu2, seeds=mab_seeds, horizon=T, seed=20, tables=11)
+    same_const = simulate(mu2, seeds=mab_seeds, horizon=T, seed=20, tables=11, floor_final=0.01)
     mab = mab_future.result()
     pool.shutdown()
     out["regret_mabwiser_thompson"] = float(mab.mean())
     out["mabwiser_seeds"] = mab_seeds
+    out["regret_thompson_same_seeds"] = float(same.regret.mean())
+    out["regret_minus_mabwiser_same_seeds"] = float((same.regret - mab).mean())
+    out["regret_minus_mabwiser_same_seeds_se"] = float((same.regret - mab).std(ddof=1) / math.sqrt(mab_seeds))
+    out["regret_thompson_constant_floor"] = float(ts_const.regret.mean())
+    out["regret_thompson_no_floor"] = float(ts_nofloor.regret.mean())
+    out["regret_thompson_burn_in_part"] = float(ts.burn_in_regret.mean())
     lr4 = lai_robbins(mu4, T)
     # Reference: equal split over 4 arms, 12% vs 11% at alpha/3 two-sided (Bonferroni), power 0.8.
     fh4 = fixed_horizon_total(0.11, 0.12, alpha=0.05 / 3) * 2
@@ -643,10 +711,16 @@ def main(argv: list[str] | None = None) -> int:
     rows.append("| policy | regret | ÷ Lai-Robbins | traffic on 12% arm |")
     rows.append("| --- | --- | --- | --- |")
     reg_rows = [
-        ("Thompson (gateway: burn-in 500, floor 0.01)", ts.regret, ts.arm_share[1]),
-        ("Thompson (burn-in 100, floor 0.01)", ts_small.regret, ts_small.arm_share[1]),
+        ("Thompson (gateway: burn-in 500, floor 0.01 decaying to 0.001)", ts.regret, ts.arm_share[1]),
+        ("… of which during the burn-in (uniform until each arm has 500)", ts.burn_in_regret, float("nan")),
+        ("Thompson (burn-in 500, constant floor 0.01: the gateway before)", ts_const.regret, ts_const.arm_share[1]),
+        ("Thompson (burn-in 500, no floor)", ts_nofloor.regret, ts_nofloor.arm_share[1]),
+        ("Thompson (burn-in 100, floor 0.01 decaying to 0.001)", ts_small.regret, ts_small.arm_share[1]),
         ("Thompson (classic: no burn-in, no floor)", ts_classic.regret, ts_classic.arm_share[1]),
         (f"MABWiser ThompsonSampling ({mab_seeds} seeds, batches of 20)", mab, float("nan")),
+        (f"gateway's rule on MABWiser's {mab_seeds} seeds (same rewards)", same.regret, same.arm_share[1]),
+        (f"constant floor 0.01 on MABWiser's {mab_seeds} seeds (same rewards)", same_const.regret,
+         same_const.arm_share[1]),
         ("ε-greedy (ε = 0.1)", eg.regret, eg.arm_share[1]),
         ("UCB1", ucb.regret, ucb.arm_share[1]),
         ("uniform 50/50", uni.regret, uni.arm_share[1]),
@@ -656,6 +730,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, x, share in reg_rows:
         sh = "–" if not math.isfinite(share) else f"{100 * share:.1f}%"
         rows.append(f"| {label} | {mean_se(x)} | {x.mean() / lr2:.2f} | {sh} |")
+    rows.append("")
+    rows.append(f"Floor: {FLOOR_NOTE}. Same seeds: seed i's rewards are one table (the j-th reward of each "
+                f"arm) that MABWiser and the gateway's rule both read, so their difference is paired; "
+                f"gateway − MABWiser = **{mean_se(same.regret - mab)}** conversions "
+                f"(constant floor 0.01 − MABWiser: {mean_se(same_const.regret - mab)}).")
     rows.append("")
     rows.append(f"**4. Four variants (10, 10.5, 11, 12%)**, {s4} seeds, T = {T:,}, refresh every {2 * BATCH} "
                 f"rewards; Lai-Robbins bound "
@@ -695,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(f"| policy (gaussian, T = {T:,}) | regret (reward units, mean ± s.e.) | ÷ Lai-Robbins | traffic on the better arm |")
     rows.append("| --- | --- | --- | --- |")
     for label, x, share in (
-        ("Thompson (gateway: burn-in 500, floor 0.01)", g_ts.regret, g_ts.arm_share[1]),
+        ("Thompson (gateway: burn-in 500, floor 0.01 decaying to 0.001)", g_ts.regret, g_ts.arm_share[1]),
         ("uniform 50/50", g_uni.regret, g_uni.arm_share[1]),
         (f"Thompson + sequential promotion ({g_seq})", with_promotion(g_ts, g_seq), float("nan")),
         (f"top-two (β=0.5) + sequential promotion ({g_seq})", with_promotion(g_tt, g_seq), float("nan")),
@@ -712,8 +791,12 @@ def main(argv: list[str] | None = None) -> int:
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
+    diff = same.regret - mab
+    diff_hi = float(diff.mean() + 1.96 * diff.std(ddof=1) / math.sqrt(diff.size))
     targets = [
         ("A/A false promotions (Thompson, seq), ≤ 5%", f"{100 * aa_rate:.1f}%", aa_rate <= 0.05),
+        (f"Thompson regret ≤ MABWiser's on the same {mab_seeds} seeds (gateway − MABWiser ≤ 0)",
+         f"{diff.mean():.1f} (95% CI up to {diff_hi:.1f})", float(diff.mean()) <= 0),
         ("median rewards to correct promotion, top-two, ≤ fixed horizon " + f"{fh:,}",
          fmt_stop(med_tt, T), med_tt <= fh),
         ("median rewards to correct promotion, Thompson, ≤ " + f"{fh:,}", fmt_stop(med_ts, T), med_ts <= fh),
@@ -770,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         (
             f"- simulation: all seeds vectorised; weights refreshed and rules checked every {BATCH} "
             f"rewards ({2 * BATCH} for 4 arms); uniform burn-in then probability-matching Thompson weights with the gateway's "
-            "floor (min_weight 0.01); prob_best by normal approximation in the loop, sequential "
+            f"floor ({FLOOR_NOTE}); prob_best by normal approximation in the loop, sequential "
             "decisions by the real `evaluate_sequential`. Regret is pseudo-regret Σ(μ* − μ_chosen)."
         ),
         "",

@@ -223,6 +223,10 @@ class Policy(_Strict):
     # The Beta prior of bernoulli rewards (gaussian rewards: reward.prior).
     prior: Prior = Prior()
     min_weight: float = Field(default=0.01, ge=0, lt=0.5)
+    # The floor is min_weight until every live variant has promotion.min_samples rewards, then
+    # decays with the evidence (min_weight * sqrt(k * min_samples / total rewards)) down to this
+    # share, never to 0 (null: min_weight / 10; at most min_weight; min_weight: a constant floor).
+    min_weight_final: float | None = Field(default=None, ge=0, lt=0.5)
     # Traffic stays uniform until every variant has this many rewards (defaults to min_samples),
     # so that the promotion rule's per-variant minimum is reached without starving an arm.
     burn_in: int | None = Field(default=None, ge=0)

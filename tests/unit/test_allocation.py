@@ -19,7 +19,8 @@ from gateway.decisions.allocation import (
     posteriors,
     promotion_decision,
 )
-from gateway.policy import parse_policy
+from gateway.bandit.selection import floor_schedule
+from gateway.policy import PolicyError, parse_policy
 from gateway.store.experiments import ArmCounts
 
 NOW = 1_700_000_000.0
@@ -109,7 +110,8 @@ def test_burn_in_counts_rewards_not_requests():
 
 
 def test_after_burn_in_the_clearly_better_arm_gets_most_traffic():
-    policy = make_policy(min_weight=0.05, min_samples=100)
+    # A constant floor (min_weight_final = min_weight); the decaying default is tested below.
+    policy = make_policy(min_weight=0.05, min_samples=100, min_weight_final=0.05)
     arms = {"a": arm(400, 0.45), "b": arm(400, 0.80), "c": arm(400, 0.40)}
     alloc = allocate(policy, arms, {})
     assert alloc.mode == "thompson"
@@ -120,7 +122,7 @@ def test_after_burn_in_the_clearly_better_arm_gets_most_traffic():
 
 
 def test_losing_arms_are_held_at_the_min_weight_floor():
-    policy = make_policy(min_weight=0.05, min_samples=100)
+    policy = make_policy(min_weight=0.05, min_samples=100, min_weight_final=0.05)
     arms = {"a": arm(1000, 0.2), "b": arm(1000, 0.9), "c": arm(1000, 0.2)}
     shares = allocate(policy, arms, {}).shares
     assert shares["a"] == pytest.approx(0.05, abs=1e-12)
@@ -373,7 +375,7 @@ def test_gaussian_posteriors_come_from_the_sums_and_squares():
 
 
 def test_gaussian_rewards_route_to_the_higher_mean_after_burn_in():
-    policy = gaussian_policy(min_weight=0.05, min_samples=100)
+    policy = gaussian_policy(min_weight=0.05, min_samples=100, min_weight_final=0.05)
     arms = {"a": garm(99, 5.0), "b": garm(400, 1.0), "c": garm(400, 1.1)}
     young = allocate(policy, arms, {})
     assert young.mode == "burn_in_challenger" and young.shares["a"] == pytest.approx(1 / 3)
@@ -502,6 +504,61 @@ def test_discount_state_adds_a_challenger_from_zero():
     assert state2.stats.decayed[2, 0] == pytest.approx(2 * (1 + 0.99) / 2)
 
 
+# --------------------------------------------------------------------------- floor schedule (issue 16)
+
+
+def test_the_floor_is_full_until_every_arm_has_min_samples_then_decays():
+    # burn_in 20 < min_samples 1000: the bandit runs while c still lacks the rule's minimum, and
+    # the losers keep the full floor until it has it.
+    policy = make_policy(min_weight=0.05, min_samples=1000, burn_in=20)
+    arms = {"a": arm(1000, 0.2), "b": arm(1000, 0.9), "c": arm(999, 0.2)}
+    shares = allocate(policy, arms, {}).shares
+    assert shares["a"] == pytest.approx(0.05, abs=1e-12) and shares["c"] == pytest.approx(0.05, abs=1e-12)
+    # Every arm at exactly min_samples: the rule can first decide, the floor is still full.
+    arms["c"] = arm(1000, 0.2)
+    assert allocate(policy, arms, {}).shares["c"] == pytest.approx(0.05, abs=1e-12)
+    # 4x the evidence halves it: 0.05 * sqrt(3 * 1000 / 12_000).
+    arms = {"a": arm(4000, 0.2), "b": arm(4000, 0.9), "c": arm(4000, 0.2)}
+    shares = allocate(policy, arms, {}).shares
+    assert shares["a"] == pytest.approx(0.025, abs=1e-12) and shares["c"] == pytest.approx(0.025, abs=1e-12)
+    assert shares["b"] == pytest.approx(0.95, abs=1e-12)
+    assert shares["a"] == pytest.approx(floor_schedule(0.05, [4000, 4000, 4000], 1000), abs=1e-12)
+
+
+def test_the_floor_decays_to_min_weight_final_and_no_lower():
+    arms = {"a": arm(10**6, 0.2), "b": arm(10**6, 0.9), "c": arm(10**6, 0.2)}
+    # Default bound: min_weight / 10.
+    shares = allocate(make_policy(min_weight=0.05, min_samples=100), arms, {}).shares
+    assert shares["a"] == pytest.approx(0.005, abs=1e-12) and shares["c"] == pytest.approx(0.005, abs=1e-12)
+    shares = allocate(make_policy(min_weight=0.05, min_samples=100, min_weight_final=0.02), arms, {}).shares
+    assert shares["a"] == pytest.approx(0.02, abs=1e-12)
+    # min_weight_final = min_weight: the constant floor of before.
+    shares = allocate(make_policy(min_weight=0.05, min_samples=100, min_weight_final=0.05), arms, {}).shares
+    assert shares["a"] == pytest.approx(0.05, abs=1e-12) and shares["b"] == pytest.approx(0.90, abs=1e-12)
+
+
+def test_a_late_challenger_brings_back_the_full_floor_until_it_has_min_samples():
+    policy = make_policy(min_weight=0.05, min_samples=100)
+    arms = {"a": arm(100_000, 0.9), "b": arm(100_000, 0.2), "c": arm(0, 0.5)}
+    young = allocate(policy, arms, {})
+    assert young.mode == "burn_in_challenger"
+    assert young.shares["b"] == pytest.approx(0.05, abs=1e-12)
+    # Once c has min_samples the rule can judge it: the floor falls back to what the evidence
+    # (200,100 rewards against 3 * 100) allows, here the bound.
+    arms["c"] = arm(100, 0.0)
+    shares = allocate(policy, arms, {}).shares
+    assert shares["b"] == pytest.approx(0.005, abs=1e-12) and shares["c"] == pytest.approx(0.005, abs=1e-12)
+    assert_sums_to_one(shares)
+
+
+def test_min_weight_final_is_optional_and_checked():
+    assert make_policy().min_weight_final is None
+    assert make_policy(min_weight_final=0.002).min_weight_final == 0.002
+    for bad in (-0.001, 0.5):
+        with pytest.raises(PolicyError, match="min_weight_final"):
+            make_policy(min_weight_final=bad)
+
+
 # --------------------------------------------------------------------------- properties
 
 
@@ -527,7 +584,39 @@ def test_shares_sum_to_one_and_respect_the_floor(counts, reward, algorithm, min_
     assert_sums_to_one(alloc.shares)
     bandit = [v for v in "abc" if not (holdout and v == "c")]
     scale = 1 - fraction if holdout else 1.0
+    # The floor the schedule gives for these counters (min_weight until every arm has min_samples).
+    floor = floor_schedule(min_weight, [arms[v].rewards for v in bandit], 50, None)
     for v in bandit:
-        assert alloc.shares[v] >= scale * min_weight - 1e-12
+        assert alloc.shares[v] >= scale * floor - 1e-12
     if holdout:
         assert alloc.shares["c"] == fraction
+
+
+@settings(deadline=None, max_examples=60, derandomize=True, database=None)
+@given(
+    counts=st.lists(count_st, min_size=3, max_size=3),
+    reward=st.sampled_from(["bernoulli", "gaussian"]),
+    algorithm=st.sampled_from(["thompson", "top_two_thompson", "discounted_thompson"]),
+    min_weight=st.floats(0, 0.3),
+    final=st.one_of(st.none(), st.floats(0, 0.3)),
+    burn_in=st.one_of(st.none(), st.integers(0, 100)),
+    holdout=st.booleans(),
+)
+def test_shares_respect_the_scheduled_floor(counts, reward, algorithm, min_weight, final, burn_in, holdout):
+    fraction = 0.2
+    policy = make_policy(
+        min_weight=min_weight, min_samples=50, algorithm=algorithm, discount=0.99, reward={"type": reward},
+        holdout=("c", fraction) if holdout else None, min_weight_final=final, burn_in=burn_in,
+    )
+    arms = {v: (arm(n, p) if reward == "bernoulli" else garm(n, 10 * p, sd)) for v, (n, p, sd) in zip("abc", counts)}
+    alloc = allocate(policy, arms, {})
+    assert_sums_to_one(alloc.shares)
+    bandit = [v for v in "abc" if not (holdout and v == "c")]
+    scale = 1 - fraction if holdout else 1.0
+    floor = floor_schedule(min_weight, [arms[v].rewards for v in bandit], 50, final)
+    lowest = min(min_weight / 10 if final is None else final, min_weight)
+    for v in bandit:
+        assert alloc.shares[v] >= scale * floor - 1e-12
+        assert alloc.shares[v] >= scale * lowest - 1e-12
+        if min(arms[u].rewards for u in bandit) < 50:
+            assert alloc.shares[v] >= scale * min_weight - 1e-12

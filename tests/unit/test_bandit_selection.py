@@ -23,6 +23,7 @@ from gateway.bandit import (
     uniform_weights,
     unit_uniform,
 )
+from gateway.bandit.selection import FLOOR_FINAL_FRACTION, floor_schedule
 
 PROPERTY = settings(deadline=None, max_examples=60, derandomize=True, database=None)
 FLOAT_TOL = 1e-12
@@ -124,6 +125,104 @@ def test_property_floor_is_idempotent(case):
     w, m = case
     once = apply_floor(w, m)
     assert np.allclose(apply_floor(once, m), once, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- floor_schedule
+
+
+def test_floor_schedule_is_full_until_every_arm_has_min_samples():
+    # However much evidence the others have, one arm short of min_samples keeps the full floor:
+    # the promotion rule cannot decide yet, so no arm may starve.
+    assert floor_schedule(0.01, [499, 10**6], 500) == 0.01
+    assert floor_schedule(0.01, [10**6, 10**6, 0], 500) == 0.01
+    assert floor_schedule(0.05, [99, 99], 100) == 0.05
+    # At the first moment the rule can decide (every arm exactly min_samples) it is still full.
+    assert floor_schedule(0.01, [500, 500], 500) == 0.01
+    assert floor_schedule(0.01, [500, 500, 500, 500], 500) == 0.01
+
+
+def test_floor_schedule_decays_with_the_square_root_of_the_evidence():
+    # min_weight * sqrt(k * min_samples / total): 4x the evidence halves the floor.
+    assert floor_schedule(0.01, [1000, 3000], 500) == pytest.approx(0.005, abs=FLOAT_TOL)
+    assert floor_schedule(0.01, [500, 1500], 500) == pytest.approx(0.01 / math.sqrt(2), abs=FLOAT_TOL)
+    assert floor_schedule(0.02, [800, 800, 800], 200) == pytest.approx(0.01, abs=FLOAT_TOL)
+    # The total counts, not how it is split between the arms.
+    assert floor_schedule(0.01, [500, 7500], 500) == floor_schedule(0.01, [4000, 4000], 500)
+
+
+def test_floor_schedule_bounds():
+    # The default bound is min_weight * FLOOR_FINAL_FRACTION (0.001 for 0.01), reached at
+    # 100 * k * min_samples rewards, and held there for good: never 0.
+    assert FLOOR_FINAL_FRACTION == 0.1
+    assert floor_schedule(0.01, [50_000, 50_000], 500) == pytest.approx(0.001, abs=FLOAT_TOL)
+    assert floor_schedule(0.01, [10**9, 10**9], 500) == pytest.approx(0.001, abs=FLOAT_TOL)
+    # An explicit bound; one above min_weight is capped at min_weight (a constant floor).
+    assert floor_schedule(0.01, [10**9, 10**9], 500, final=0.002) == pytest.approx(0.002)
+    assert floor_schedule(0.01, [10**9, 10**9], 500, final=0.0) == pytest.approx(0.01 * math.sqrt(1e3 / 2e9))
+    assert floor_schedule(0.01, [10**9, 10**9], 500, final=0.01) == 0.01
+    assert floor_schedule(0.01, [10**9, 10**9], 500, final=0.3) == 0.01
+    # No floor stays no floor.
+    assert floor_schedule(0.0, [10**6, 10], 5) == 0.0
+    assert floor_schedule(0.0, [1, 1], 5) == 0.0
+
+
+def test_floor_schedule_is_vectorised_over_leading_axes():
+    n = np.array([[[499, 10**6], [500, 500]], [[1000, 3000], [10**8, 10**8]]])
+    out = floor_schedule(0.01, n, 500)
+    assert out.shape == (2, 2)
+    expected = [[floor_schedule(0.01, row, 500) for row in block] for block in n]
+    assert out.tolist() == expected
+    assert isinstance(floor_schedule(0.01, [600, 600], 500), float)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (-0.01, [10, 10], 5),
+        (float("nan"), [10, 10], 5),
+        (0.01, [10, -1], 5),
+        (0.01, [10, float("nan")], 5),
+        (0.01, [], 5),
+        (0.01, 7, 5),
+        (0.01, [10, 10], -1),
+        (0.01, [10, 10], float("inf")),
+        (0.01, [10, 10], 5, -0.001),
+        (0.01, [10, 10], 5, float("nan")),
+    ],
+)
+def test_floor_schedule_rejects_invalid(args):
+    with pytest.raises(ValueError):
+        floor_schedule(*args)
+
+
+@st.composite
+def schedule_case(draw):
+    k = draw(st.integers(1, 5))
+    n = draw(st.lists(st.integers(0, 10**7), min_size=k, max_size=k))
+    arm = draw(st.integers(0, k - 1))
+    more = draw(st.integers(1, 10**7))
+    m = draw(st.floats(0.0, 0.49))
+    ms = draw(st.integers(0, 5000))
+    final = draw(st.one_of(st.none(), st.floats(0.0, 0.49)))
+    return n, arm, more, m, ms, final
+
+
+@PROPERTY
+@given(schedule_case())
+def test_property_floor_schedule_is_bounded_and_never_rises_with_evidence(case):
+    n, arm, more, m, ms, final = case
+    lo = min(m * FLOOR_FINAL_FRACTION if final is None else final, m)
+    before = floor_schedule(m, n, ms, final)
+    grown = list(n)
+    grown[arm] += more
+    after = floor_schedule(m, grown, ms, final)
+    assert lo - FLOAT_TOL <= after <= before + FLOAT_TOL
+    assert before <= m + FLOAT_TOL
+    if min(n) < ms:
+        assert before == m
+    # A feasible floor stays feasible: apply_floor accepts it wherever it accepts min_weight.
+    if m * len(n) <= 1:
+        assert apply_floor(np.ones(len(n)), after).sum() == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- thompson / uniform

@@ -27,6 +27,7 @@ from .beta import DEFAULT_DRAWS, prob_best
 __all__ = [
     "apply_floor",
     "choose",
+    "floor_schedule",
     "mix_holdout",
     "thompson_weights",
     "uniform_weights",
@@ -35,6 +36,8 @@ __all__ = [
 
 # Slack for "min_weight * k > 1" so that e.g. 1/3 * 3 is not rejected by round-off.
 _FLOOR_SLACK = 1e-12
+# The floor's lower bound, as a fraction of min_weight, when the policy does not set one.
+FLOOR_FINAL_FRACTION = 0.1
 
 
 def uniform_weights(k: int) -> np.ndarray:
@@ -115,6 +118,82 @@ def apply_floor(weights: ArrayLike, min_weight: float) -> np.ndarray:
             break
         fixed |= newly
     return out
+
+
+def floor_schedule(
+    min_weight: float,
+    rewards: ArrayLike,
+    min_samples: float,
+    final: float | None = None,
+) -> float | np.ndarray:
+    """The share floor of the live arms after ``rewards``: full until the promotion rule can
+    decide, then decaying with the evidence down to a bound.
+
+    ``floor = min_weight`` while any arm has fewer than ``min_samples`` rewards (the promotion
+    rule needs that many from every arm, so none may starve before it can decide); from then on
+    ``floor = max(final, min_weight * sqrt(n0 / n))``, with ``n`` the arms' rewards in total and
+    ``n0 = k * min_samples`` the total at which the rule can first decide. ``final`` (default
+    ``min_weight * FLOOR_FINAL_FRACTION``, capped at ``min_weight``) stays above 0, so every arm
+    keeps some traffic for good: its posterior and the rule's evidence keep growing and a
+    change in its reward rate is still seen. ``final = min_weight`` gives a constant floor.
+
+    The forced exploration this costs up to a total of ``n`` rewards is about
+    ``2 * min_weight * sqrt(n0 * n)`` rewards (in place of ``min_weight * n`` for a constant
+    floor), then ``final`` per reward once the bound is reached, at ``n = n0 * (min_weight /
+    final) ** 2`` (100 * n0 for the default bound).
+
+    Parameters
+    ----------
+    min_weight : float
+        The full floor, ``>= 0``.
+    rewards : array_like, shape (..., k)
+        Rewards per live arm (cumulative counts); leading axes are independent experiments.
+    min_samples : float
+        The promotion rule's per-arm minimum, ``>= 0``.
+    final : float, optional
+        The lower bound the floor decays to, ``>= 0``; None: ``min_weight * FLOOR_FINAL_FRACTION``.
+
+    Returns
+    -------
+    float or ndarray, shape (...)
+        A float for a 1-D ``rewards``. Never above ``min_weight``, never below
+        ``min(final, min_weight)``, and never rising as any arm's rewards grow.
+
+    Examples
+    --------
+    >>> floor_schedule(0.01, [499, 10_000], 500)
+    0.01
+    >>> floor_schedule(0.01, [500, 500], 500)
+    0.01
+    >>> round(floor_schedule(0.01, [1_000, 3_000], 500), 6)
+    0.005
+    >>> floor_schedule(0.01, [1_000, 10**6], 500)
+    0.001
+    >>> floor_schedule(0.01, [[500, 1_500], [100, 100]], 500).round(6).tolist()
+    [0.007071, 0.01]
+    """
+    m = float(min_weight)
+    if not math.isfinite(m) or m < 0:
+        raise ValueError(f"min_weight must be finite and >= 0, got {min_weight}")
+    ms = float(min_samples)
+    if not math.isfinite(ms) or ms < 0:
+        raise ValueError(f"min_samples must be finite and >= 0, got {min_samples}")
+    lo = m * FLOOR_FINAL_FRACTION if final is None else float(final)
+    if not math.isfinite(lo) or lo < 0:
+        raise ValueError(f"final must be finite and >= 0, got {final}")
+    lo = min(lo, m)
+    n = np.asarray(rewards, dtype=float)
+    if n.ndim == 0 or n.shape[-1] == 0:
+        raise ValueError(f"rewards must have one entry per arm, got shape {n.shape}")
+    if not np.all(np.isfinite(n)) or np.any(n < 0):
+        raise ValueError("rewards must be finite and non-negative")
+    total = n.sum(axis=-1)
+    n0 = n.shape[-1] * ms
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(total > 0, n0 / np.where(total > 0, total, 1.0), 1.0)
+    decayed = np.clip(m * np.sqrt(np.minimum(ratio, 1.0)), lo, m)
+    out = np.where(n.min(axis=-1) < ms, m, decayed)
+    return float(out) if out.ndim == 0 else out
 
 
 def thompson_weights(

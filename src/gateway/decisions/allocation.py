@@ -247,7 +247,9 @@ def allocate(
     uniform = 1.0 / len(live)
     rest = 1.0 - uniform * sum(young)
     # The floor applies to the final shares: rest >= (mature arms) * min_weight since k * min_weight <= 1.
-    floor = min(policy.min_weight / rest, 1.0 / len(mature))
+    # Full until every live arm has min_samples rewards, then decaying with the evidence (issue 16).
+    full = selection.floor_schedule(policy.min_weight, counts, policy.promotion.min_samples, policy.min_weight_final)
+    floor = min(full / rest, 1.0 / len(mature))
     mature_weights = dict(zip(mature, selection.apply_floor(pb, floor))) if len(mature) > 1 else {mature[0]: 1.0}
     shares = {v: uniform if y else rest * float(mature_weights[v]) for v, y in zip(live, young)}
     return Allocation(_with_holdout(policy, shares), policy.algorithm if not any(young) else "burn_in_challenger")

@@ -223,6 +223,26 @@ def test_dashboard_shows_live_experiment_data(gateway, traffic, chromium, tmp_pa
         shutil.copyfile(shot, target)
 
 
+def test_the_off_policy_panel_estimates_the_target_it_is_given(gateway, traffic, chromium, tmp_path):
+    """The panel asks the gateway (GET .../ope) for the target in ?ope= and shows each estimator
+    with the value the API gives for the same log."""
+    url = f"{gateway.url}/dashboard?experiment={EXPERIMENT}&ope=uniform"
+    dom = parse(dump_dom(chromium, tmp_path / "profile-ope", url))
+    if dom.by_id.get("ope-result", {}).get("data-status") != "ok":
+        dom = parse(dump_dom(chromium, tmp_path / "profile-ope-2", url, budget_ms=20000))
+    result = dom.by_id["ope-result"]
+    assert result["data-target"] == "uniform" and result["data-status"] == "ok", "".join(dom.text.get("ope-result", []))
+    shown = "".join(dom.text["ope-result"])
+    for estimator in ("IPS", "SNIPS", "DR"):
+        assert estimator in shown
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        api = client.get(f"/v1/experiments/{EXPERIMENT}/ope", params={"target": "uniform"}).json()
+    # Traffic may have gone on between the two reads: the same estimate within its own error.
+    snips = api["estimates"]["snips"]
+    assert re.search(r"\d\.\d{4}", shown)
+    assert abs(float(re.search(r"SNIPS(\d\.\d{4})", shown).group(1)) - snips["value"]) < 4 * snips["stderr"] + 1e-3
+
+
 def test_beta_density_in_the_browser_matches_scipy(chromium, tmp_path):
     """The page computes Beta densities itself (log-gamma by Lanczos): check them in Chromium."""
     cases = [(0.5, 2, 2), (0.3, 355, 169), (0.93, 819, 58), (0.0, 1, 3), (0.999, 5, 1), (0.9, 50_000, 5_000), (0.2, 0.5, 0.5)]

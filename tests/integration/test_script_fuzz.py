@@ -129,6 +129,8 @@ async def _seed(store: ExperimentStore) -> None:
         record = {"pred": "1", "tp": f"00-{i + 1:032x}-{i + 1:016x}-01", "scores": "[0.25, 0.75]"}
         if i % 2:
             record["seg"] = "plan=pro"  # routed by its context segment: rewards count there too
+        else:
+            record["cx"] = "12.5"  # a covariate (variance reduction): summed with the reward
         if unit:
             record["unit"] = unit
         assert await store.record_prediction(
@@ -382,7 +384,8 @@ def valid_call(draw) -> tuple[str, list[str], list]:
     elif script == "annotate":
         ks = [keys.meta(EXP), keys.history(EXP)]
         argv = [draw(st.sampled_from(["note", "drift"])), draw(st.sampled_from(["seeded", "x"])), _json({"kind": "note"}),
-                draw(st.sampled_from(["", "1"])), str(HISTORY_MAXLEN)]
+                draw(st.sampled_from(["", "1"])), str(HISTORY_MAXLEN),
+                *draw(st.sampled_from([[], ["", ""], ["1", "seeded"], ["1", ""]]))]
     elif script == "shadow":
         # A request with a label (scored at once), one without, and one never served.
         rid = draw(st.sampled_from(["r0", "r2", "n1"]))

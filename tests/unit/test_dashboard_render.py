@@ -438,3 +438,30 @@ def test_kpi_table_drift_summary_and_drift_alarm_in_the_timeline(tmp_path):
     # ... and on the time charts, as a decision marker.
     assert any(t["name"] == "decisions" for t in page["drawn"]["chart-traffic"])
     assert "Uplift vs holdout" in els["overview"]["html"]
+
+
+@needs_node
+def test_routing_by_segment_shadow_tags_and_corrected_means(tmp_path):
+    policy = parse_policy({
+        "experiment": "churn",
+        "features": [{"name": "plan", "type": "categorical", "values": ["basic", "pro"]}],
+        "algorithm": "contextual_thompson", "context": ["plan"], "promotion": {"min_samples": 50}, "burn_in": 10,
+        "variants": [{"name": "logreg", "model": "a.m"}, {"name": "xgb", "model": "b.m"},
+                     {"name": "hgb", "model": "c.m", "role": "shadow"}],
+    })
+    segments = {"plan=basic": {"logreg": ArmCounts(rewards=300, reward_sum=240.0), "xgb": ArmCounts(rewards=30, reward_sum=12.0)},
+                "plan=pro": {"logreg": ArmCounts(rewards=40, reward_sum=16.0), "xgb": ArmCounts(rewards=45, reward_sum=30.0)}}
+    arms = {"logreg": ArmCounts(rewards=340, reward_sum=256.0, requests=340),
+            "xgb": ArmCounts(rewards=75, reward_sum=42.0, requests=75)}
+    meta = {"status": "exploring", "segment_champions": json.dumps({"plan=basic": "logreg"})}
+    state = experiment_state(policy, Snapshot(arms=arms, meta=meta, segments=segments), [])
+    state["corrected_means"] = {"logreg": {"mean": 0.7321, "ci_low": 0.7, "ci_high": 0.76, "n_served": 340, "ess": 340.0}}
+    els = run_page(tmp_path, static_config(state))["elements"]
+    assert els["segments"]["hidden"] is False and els["segments-table"]["attrs"]["data-segments"] == "2"
+    body = els["segments-body"]["html"]
+    assert 'data-segment="plan=basic" data-champion="logreg"' in body
+    assert 'data-segment="plan=pro" data-champion=""' in body and "contextual_thompson" in body
+    assert "logreg 100.0%" in body  # the promoted segment sends everything to its champion
+    variants = els["variants-body"]["html"]
+    assert '<span class="tag shadow">shadow</span>' in variants.split('data-variant="hgb"')[1]
+    assert "IPS 0.7321" in variants

@@ -136,6 +136,15 @@ $summary
       <tbody id="kpi-body"></tbody>
     </table></div>
   </section>
+  <section id="segments" class="panel" aria-labelledby="segments-heading" hidden>
+    <div class="panel-head"><h2 id="segments-heading">Routing by segment</h2>
+      <span class="hint">contextual routing: each segment's champion once its own evidence promoted one, else
+        the shares it routes by (mean reward and rewards per variant in the segment)</span></div>
+    <div class="table-wrap"><table id="segments-table" class="variants" data-segments="0">
+      <thead><tr><th>Segment</th><th>Champion</th><th>Shares · mean (rewards)</th></tr></thead>
+      <tbody id="segments-body"></tbody>
+    </table></div>
+  </section>
   <section id="ope" class="panel" aria-labelledby="ope-heading" hidden>
     <div class="panel-head"><h2 id="ope-heading">Off-policy evaluation</h2>
       <span class="hint">what another policy would have earned, estimated from the logged traffic and the

@@ -88,6 +88,24 @@ def status_table(state: dict[str, Any]) -> Table:
     return table
 
 
+def segments_table(state: dict[str, Any]) -> Table | None:
+    """contextual_thompson: each segment's champion, or the shares it routes by."""
+    segments = state.get("segments")
+    if not segments:
+        return None
+    names = [v["name"] for v in state["variants"] if v.get("role") == "arm"]
+    table = Table(title=f"{state['name']}: routing by segment")
+    for col in ("segment", "champion", "mode", *(f"{v} share (mean, rewards)" for v in names)):
+        table.add_column(col, justify="left" if col in ("segment", "champion", "mode") else "right")
+    for key, seg in segments.items():
+        cells = [key, seg.get("champion") or "-", seg["mode"]]
+        for v in names:
+            mean = (seg.get("means") or {}).get(v)
+            cells.append(f"{seg['shares'].get(v, 0.0):.1%} ({_fmt(mean, '.3f')}, {seg['rewards'].get(v, 0)})")
+        table.add_row(*cells)
+    return table
+
+
 def off_policy_table(result: dict[str, Any]) -> Table:
     target = result["target"] if isinstance(result["target"], str) else ", ".join(
         f"{k}={v:g}" for k, v in result["target"].items())
@@ -113,6 +131,9 @@ def register(app: typer.Typer) -> None:
         states = _call(url, lambda c: [c.experiment(experiment)] if experiment else c.experiments())
         for state in states:
             console.print(status_table(state))
+            routing = segments_table(state)
+            if routing is not None:
+                console.print(routing)
             for entry in state.get("history", [])[-5:]:
                 console.print(f"  {entry['action']} {entry.get('variant') or ''}: {entry.get('reason', '')}", highlight=False)
 

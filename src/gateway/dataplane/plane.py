@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from ulid import ULID
 
-from gateway.decisions import allocation
+from gateway.decisions import allocation, segments
 from gateway.bandit.selection import unit_uniform
 from gateway.dataplane import evaluation
 from gateway.dataplane.feedback import Feedback
@@ -45,6 +45,18 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 def new_request_id() -> str:
     return str(ULID())
+
+
+def covariate_of(policy: Policy, instances: list) -> float | None:
+    """variance_reduction: the request's covariate, the mean of its rows' values of the feature
+    (validated numbers already); None without one, or beyond +-1e100 (its square must stay finite)."""
+    spec = policy.variance_reduction
+    if spec is None:
+        return None
+    index = [f.name for f in policy.features].index(spec.covariate)
+    values = [float(row[spec.covariate] if isinstance(row, Mapping) else row[index]) for row in instances]
+    x = sum(values) / len(values)
+    return x if abs(x) <= 1e100 else None
 
 
 class DataPlane:
@@ -176,7 +188,9 @@ class DataPlane:
                 f"unit_id: required, since experiment {experiment!r} limits rewards per unit "
                 f"(reward.max_per_unit = {rt.policy.reward.max_per_unit})", code="invalid_unit_id")
         matrix = self.encode(rt, request.instances)
-        variant, propensity = self._select(experiment, rt, unit_id)
+        # Contextual routing: the request's segment (its first row's context values) picks the shares.
+        segment = segments.segment_of(rt.policy, request.instances[0]) if segments.is_contextual(rt.policy) else None
+        variant, propensity = self._select(experiment, rt, unit_id, segment)
         started = time.perf_counter()
         result = await self._call_variant(rt, variant, matrix)
         labels = {"experiment": experiment, "variant": variant}
@@ -195,6 +209,11 @@ class DataPlane:
             record["scores"] = json.dumps(result["scores"])
         if unit_id:
             record["unit"] = unit_id
+        if segment is not None:
+            record["seg"] = segment  # the reward counts in the segment's posterior too
+        covariate = covariate_of(rt.policy, request.instances)
+        if covariate is not None:
+            record["cx"] = repr(covariate)  # summed with the reward for the adjusted promotion test
         log_entry = {
             "rid": request_id,
             "t": repr(now),
@@ -203,6 +222,7 @@ class DataPlane:
             "x": json.dumps(request.instances),
             "pred": json.dumps(predictions),
             "traceparent": carrier.get("traceparent", ""),
+            **({"seg": segment} if segment is not None else {}),
         }
         with tracer().start_as_current_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
@@ -230,11 +250,16 @@ class DataPlane:
     def _health(self, experiment: str, variant: str) -> VariantHealth:
         return self.health.setdefault((experiment, variant), VariantHealth())
 
-    def _select(self, experiment: str, rt: ExperimentRuntime, unit_id: str | None) -> tuple[str, float]:
+    def _select(self, experiment: str, rt: ExperimentRuntime, unit_id: str | None,
+                segment: str | None = None) -> tuple[str, float]:
         with tracer().start_as_current_span("bandit.select") as span:
             alloc = rt.allocation
             if alloc is None:
                 raise Unavailable("the experiment's state is not loaded yet", code="not_ready")
+            if segment is not None and rt.segments is not None:
+                mode = rt.segments.modes.get(segment, rt.segments.default_mode)
+                alloc = allocation.Allocation(rt.segments.for_segment(segment), mode)
+                span.set_attribute("gateway.segment", segment)
             u = unit_uniform(experiment, unit_id) if unit_id else float(self.rng.random())
             now = self.clock()
             usable = {v for v in alloc.shares if self._health(experiment, v).available(now)}

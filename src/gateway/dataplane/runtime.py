@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from gateway.bandit.contextual import SegmentAllocation
 from gateway.decisions import allocation
 from gateway.bandit.srm import SrmTracker
 from gateway.errors import NotFound
@@ -42,6 +43,8 @@ class ExperimentRuntime:
     # The variants in shadow now (by the policy and the run-time roles), as of the last refresh.
     shadows: tuple[str, ...] = ()
     shadow_checked_at: float = float("-inf")
+    # contextual_thompson: each context segment's traffic shares, as of the last refresh.
+    segments: SegmentAllocation | None = None
     # Each variant's IPS-corrected mean reward (off-policy, from the logged propensities), by the monitor.
     corrected: dict[str, Any] | None = None
 

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.decisions import allocation, shadow_first
+from gateway.decisions import allocation, segments, shadow_first
 from gateway import monitoring
 from gateway.dataplane import evaluation
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
@@ -127,10 +127,14 @@ class Upkeep:
             key = (
                 tuple(sorted((v, c.rewards, c.reward_sum) for v, c in snap.arms.items())),
                 tuple(sorted(snap.meta.items())),
+                tuple(sorted((s, v, c.rewards, c.reward_sum) for s, per in snap.segments.items() for v, c in per.items())),
             )
             if key != rt.evaluated_counts:
                 rt.evaluated_counts = key
                 rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount)
+                if segments.is_contextual(rt.policy):
+                    rt.segments = segments.routing(rt.policy, snap)
+                    await self._maybe_promote_segments(name, rt, snap, now)
                 await self._maybe_promote(name, rt, snap, now)
             if await self.check_guardrails(rt):
                 rt.evaluated_counts = None  # the champion changed: recompute on the next refresh
@@ -324,6 +328,24 @@ class Upkeep:
             raise Conflict(f"a retraining of {experiment!r} is already running", code="retrain_running")
         await self.refresh()
         return outcome
+
+    async def _maybe_promote_segments(self, name: str, rt: ExperimentRuntime, snap: Snapshot, now: float) -> None:
+        """Contextual routing: each segment whose own evidence passes the rule gets its champion,
+        once (the store's step is conditional on the champions it was computed from)."""
+        raw = snap.meta.get("segment_champions", "")
+        for segment, decision in segments.promotions(rt.policy, snap, now).items():
+            if decision.outcome != "promote":
+                continue
+            after = json.dumps({**segments.champions({"segment_champions": raw}), segment: decision.variant},
+                               sort_keys=True)
+            entry = {"action": "promote_segment", "variant": decision.variant, "segment": segment, "at": now,
+                     "by": "rule", "reason": decision.reason, "evidence": decision.evidence}
+            # Only over the champions this was computed from: another replica's promotion is kept.
+            if not await self.store.annotate(name, "segment_champions", after, entry, expected=raw):
+                return
+            log.info("promoted %s in segment %s of %s: %s", decision.variant, segment, name, decision.reason)
+            raw = after
+            rt.evaluated_counts = None  # route the segment to its champion from the next refresh
 
     async def _maybe_promote(self, name: str, rt: ExperimentRuntime, snap: Snapshot, now: float) -> None:
         decision = allocation.promotion_decision(rt.policy, snap.arms, snap.meta, now)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.bandit import beta, discounted, gaussian, promotion, selection, sequential
+from gateway.bandit import beta, cuped, discounted, gaussian, promotion, selection, sequential
 from gateway.policy import Policy, Variant
 from gateway.store.experiments import ArmCounts
 
@@ -258,8 +258,9 @@ def allocate(
 def promotion_decision(
     policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str], now: float
 ) -> promotion.Decision | None:
-    """The rule's verdict while exploring; None when the experiment is not exploring."""
-    if meta.get("status", "exploring") != "exploring":
+    """The rule's verdict while exploring; None when the experiment is not exploring, or routes
+    by context (each segment is promoted on its own: gateway.decisions.segments)."""
+    if meta.get("status", "exploring") != "exploring" or policy.algorithm == "contextual_thompson":
         return None
     live = live_arms(policy, meta)
     # Promotion always judges the cumulative counters: the anytime-valid test needs them raw
@@ -276,7 +277,14 @@ def promotion_decision(
         min_duration_s=policy.promotion.min_duration_s,
     )
     level, tau2 = policy.promotion.alpha, policy.promotion.tau2
-    if post.reward == "gaussian":
+    if policy.variance_reduction is not None:
+        # CUPED: the same test on rewards adjusted by the covariate (gateway.bandit.cuped).
+        x = np.array([[a.x_sum, a.xx_sum, a.xy_sum] for a in (arms.get(v, ArmCounts()) for v in live)]).reshape(-1, 3)
+        decision = cuped.evaluate_sequential_cuped(
+            live, n, c[:, _S], c[:, _SS], x[:, 0], x[:, 1], x[:, 2], rule, elapsed_s=now - started, alpha=level,
+            tau2=tau2, prior=(policy.prior.alpha, policy.prior.beta),
+        )
+    elif post.reward == "gaussian":
         decision = gaussian.evaluate_sequential(
             live, tuple(post.params.values()), n, c[:, _S], c[:, _SS], rule, elapsed_s=now - started,
             alpha=level, tau2=tau2,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.decisions import allocation
+from gateway.decisions import allocation, segments
 from gateway.policy import Policy
 from gateway.store.experiments import ArmCounts, Snapshot
 
@@ -104,6 +104,8 @@ def experiment_state(
         "holdout_uplift": uplift,
         "discount": None if disc is None else {"gamma": disc.gamma, "effective_rewards": disc.effective_rewards()},
         "history": history,
+        # contextual_thompson: the routing table (segment -> champion, or its shares).
+        "segments": segments.table(policy, snap, None) if segments.is_contextual(policy) else None,
         "totals": {
             "requests": int(np.sum([c.requests for c in snap.arms.values()])) if snap.arms else 0,
             "rewards": int(np.sum([c.rewards for c in snap.arms.values()])) if snap.arms else 0,

@@ -166,6 +166,14 @@ class DriftReport(BaseModel):
         "given then.")
 
 
+class SegmentRoute(BaseModel):
+    champion: str | None = Field(description="The segment's champion, once its own evidence promoted one.")
+    mode: str = Field(description="burn_in, burn_in_challenger, contextual_thompson or promoted.")
+    shares: dict[str, float] = Field(description="The traffic share of each live variant in this segment.")
+    rewards: dict[str, int] = Field(description="Rewards per variant in this segment.")
+    means: dict[str, float | None] = Field(description="Plain mean reward per variant in this segment.")
+
+
 class CorrectedMean(BaseModel):
     mean: float | None = Field(description="Null for a variant never served.")
     ci_low: float | None = Field(description="The 95% interval (normal approximation; it undercovers for a "
@@ -184,7 +192,7 @@ class ExperimentState(BaseModel):
         description="bernoulli: rewards in [0, 1], Beta posteriors; gaussian: real rewards, Normal-Inverse-Gamma "
         "posteriors.")
     allocation: Literal["burn_in", "burn_in_challenger", "thompson", "top_two_thompson", "discounted_thompson",
-                        "promoted", "paused"] = Field(
+                        "contextual_thompson", "promoted", "paused"] = Field(
         description="How traffic is split now: uniformly until every arm has its burn-in rewards, then by the "
         "policy's algorithm (burn_in_challenger: a newer arm still burns in with the uniform share beside the "
         "others); all to the champion once promoted; frozen while paused.")
@@ -201,6 +209,9 @@ class ExperimentState(BaseModel):
         "counts) and over its newest `monitoring.window` labels. Null until this router replica's first "
         "monitoring pass (every 10 s).")
     drift: DriftReport | None
+    segments: dict[str, SegmentRoute] | None = Field(
+        default=None, description="contextual_thompson: the routing table, per context segment (e.g. `plan=pro`): "
+        "its champion once promoted, else the shares it routes by; null for other algorithms.")
     corrected_means: dict[str, CorrectedMean] | None = Field(
         default=None, description="Per variant, beside its posterior `mean`: the IPS-corrected mean reward (the "
         "self-normalised estimate of always serving it, from the logged propensities of the newest requests), "

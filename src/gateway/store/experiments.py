@@ -41,6 +41,10 @@ class ArmCounts:
     reward_sum: float = 0.0
     reward_sq_sum: float = 0.0
     requests: int = 0
+    # variance_reduction: sums of the covariate, its square and its product with the reward.
+    x_sum: float = 0.0
+    xx_sum: float = 0.0
+    xy_sum: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ def _parse_segments(raw: dict[str, str]) -> dict[str, dict[str, ArmCounts]]:
 
 def _counts(f: dict[str, str]) -> ArmCounts:
     return ArmCounts(rewards=int(f.get("n", 0)), reward_sum=float(f.get("s", 0.0)),
-                     reward_sq_sum=float(f.get("ss", 0.0)), requests=int(f.get("req", 0)))
+                     reward_sq_sum=float(f.get("ss", 0.0)), requests=int(f.get("req", 0)),
+                     x_sum=float(f.get("x", 0.0)), xx_sum=float(f.get("xx", 0.0)), xy_sum=float(f.get("xy", 0.0)))
 
 
 def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
@@ -335,14 +340,17 @@ class ExperimentStore(ShadowRecords):
         (done,) = await self._run_scripted(build)
         return bool(done)
 
-    async def annotate(self, experiment: str, field: str, value: str, entry: dict, *, only_if_changed: bool = False) -> bool:
+    async def annotate(self, experiment: str, field: str, value: str, entry: dict, *, only_if_changed: bool = False,
+                       expected: str | None = None) -> bool:
         """Set a meta field and append its history entry atomically; with `only_if_changed`,
-        nothing happens when the field already holds `value`. True if it was set."""
+        nothing happens when the field already holds `value`; with `expected`, unless it holds
+        that now ('' for absent). True if it was set."""
 
         def build(pipe):
             pipe.evalsha(
                 self._shas["annotate"], 2, keys.meta(experiment), keys.history(experiment),
                 field, value, json.dumps(entry, sort_keys=True), "1" if only_if_changed else "", str(HISTORY_MAXLEN),
+                "" if expected is None else "1", expected or "",
             )
 
         (done,) = await self._run_scripted(build)

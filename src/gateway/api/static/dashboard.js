@@ -742,10 +742,31 @@
     }).join("");
   }
 
+  function renderSegments() {
+    var panel = $("segments");
+    if (!panel) return;
+    var segs = (S.state && S.state.segments) || null;
+    var keys = segs ? Object.keys(segs) : [];
+    panel.hidden = !keys.length;
+    $("segments-table").setAttribute("data-segments", String(keys.length));
+    $("segments-body").innerHTML = keys.map(function (k) {
+      var s = segs[k];
+      var cells = Object.keys(s.shares || {}).map(function (v) {
+        var m = s.means && num(s.means[v]) ? fixed(s.means[v], 3) : "–";
+        return '<span class="seg-share" style="color:' + colorOf(v) + '">' + esc(v) + " " + pct(s.shares[v], 1) +
+          "</span> · " + m + " (" + count((s.rewards || {})[v] || 0) + ")";
+      }).join("<br>");
+      return '<tr data-segment="' + esc(k) + '" data-champion="' + esc(s.champion || "") + '"><td>' + esc(k) + "</td><td>" +
+        (s.champion ? '<span class="tag champion">' + esc(s.champion) + "</span>" : '<span class="muted">' + esc(s.mode) + "</span>") +
+        "</td><td>" + cells + "</td></tr>";
+    }).join("");
+  }
+
   function renderAll() {
     variantOrder(); // colours follow the policy's variant order, whatever is drawn first
     renderOverview();
     renderTable();
+    renderSegments();
     renderMonitoring();
     renderCharts();
     renderTimeline();

@@ -4,12 +4,17 @@
 -- many replicas notice it at once)
 -- Returns 1 when it was set, 0 when it was already so.
 -- ARGV[5] the history's length cap: older entries are trimmed (checked before any write).
+-- ARGV[6] '1': do nothing unless the field holds ARGV[7] now (an absent field holds ''): a
+-- change computed from a value another replica has changed since is not applied over it.
 local function int_arg(s, lo, hi) if type(s) ~= 'string' or #s > 15 or not string.match(s, '^%d+$') then return nil end local x = tonumber(s) if x < lo or x > hi then return nil end return x end
 local keep = int_arg(ARGV[5], 1, 2^31)
 if not keep then
   return redis.error_reply('ERR annotate: bad history cap')
 end
 if ARGV[4] == '1' and redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return 0
+end
+if ARGV[6] == '1' and (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= (ARGV[7] or '') then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])

@@ -37,6 +37,12 @@ for _, rid in ipairs(due) do
     redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
     redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', value)
     redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', square)
+    local covariate = num(redis.call('HGET', ARGV[4] .. rid, 'cx') or '')
+    if covariate and math.abs(covariate) <= 1e100 then
+      redis.call('HINCRBYFLOAT', KEYS[2], served .. ':x', string.format('%.17g', covariate))
+      redis.call('HINCRBYFLOAT', KEYS[2], served .. ':xx', string.format('%.17g', covariate * covariate))
+      redis.call('HINCRBYFLOAT', KEYS[2], served .. ':xy', string.format('%.17g', covariate * r))
+    end
     local segment = redis.call('HGET', ARGV[4] .. rid, 'seg')
     if segment and KEYS[3] then
       local cell = segment .. '|' .. served

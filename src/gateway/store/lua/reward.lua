@@ -53,11 +53,19 @@ end
 
 -- A request routed by its segment also counts in that segment's posterior of the variant.
 local segment = redis.call('HGET', KEYS[1], 'seg')
+-- variance_reduction: the request's covariate ('cx'), summed with the reward for the adjusted test.
+local covariate = num(redis.call('HGET', KEYS[1], 'cx') or '')
+if covariate and math.abs(covariate) > 1e100 then covariate = nil end  -- its square must stay finite
 local function add_reward(value)
   local r = tonumber(value)
   redis.call('HINCRBY', KEYS[2], served .. ':n', 1)
   redis.call('HINCRBYFLOAT', KEYS[2], served .. ':s', string.format('%.17g', r))
   redis.call('HINCRBYFLOAT', KEYS[2], served .. ':ss', string.format('%.17g', r * r))
+  if covariate then
+    redis.call('HINCRBYFLOAT', KEYS[2], served .. ':x', string.format('%.17g', covariate))
+    redis.call('HINCRBYFLOAT', KEYS[2], served .. ':xx', string.format('%.17g', covariate * covariate))
+    redis.call('HINCRBYFLOAT', KEYS[2], served .. ':xy', string.format('%.17g', covariate * r))
+  end
   if segment and KEYS[8] then
     local cell = segment .. '|' .. served
     redis.call('HINCRBY', KEYS[8], cell .. ':n', 1)

@@ -22,6 +22,9 @@ from gateway.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.shadow")
 
+# Copies answered by one model call at most.
+BATCH_MAX = 64
+
 
 def mirrored(request_id: str, fraction: float) -> bool:
     """Whether this request is copied to the shadow variants: reproducible from its id alone."""
@@ -89,32 +92,46 @@ class ShadowMirror:
 
     async def _work(self, queue: asyncio.Queue[ShadowCopy]) -> None:
         while True:
-            copy = await queue.get()
+            # The copies waiting now are answered together: one model call on their stacked rows
+            # and one round trip to record them cost much less than one each (a model's cost per
+            # call dwarfs its cost per row).
+            batch = [await queue.get()]
+            while len(batch) < BATCH_MAX and not queue.empty():
+                batch.append(queue.get_nowait())
             try:
-                for variant in copy.variants:
-                    outcome = await self._answer(copy, variant)
-                    self.metrics.shadow.add(1, {"experiment": copy.experiment, "variant": variant, "outcome": outcome})
+                for variant in dict.fromkeys(v for copy in batch for v in copy.variants):
+                    copies = [c for c in batch if variant in c.variants]
+                    for outcome in await self._answer(copies, variant):
+                        self.metrics.shadow.add(1, {"experiment": copies[0].experiment, "variant": variant,
+                                                    "outcome": outcome})
             finally:
-                queue.task_done()
+                for _ in batch:
+                    queue.task_done()
 
-    async def _answer(self, copy: ShadowCopy, variant: str) -> str:
-        rt = self.experiments.get(copy.experiment)
+    async def _answer(self, copies: list[ShadowCopy], variant: str) -> list[str]:
+        """The variant's answer to each copy (all of one experiment), recorded: an outcome each."""
+        name = copies[0].experiment
+        rt = self.experiments.get(name)
         client = rt.variants.get(variant) if rt else None
         if client is None:
-            return "failed"
+            return ["failed"] * len(copies)
         try:
-            result = await asyncio.wait_for(client.predict(copy.matrix, copy.carrier), rt.policy.shadow.timeout_s)
+            result = await asyncio.wait_for(client.predict(np.vstack([c.matrix for c in copies]), copies[0].carrier),
+                                            rt.policy.shadow.timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as err:
             # A shadow's failure is its own: it never reaches the client or the live variants' breakers.
-            log.warning("shadow %s of %s failed: %s", variant, copy.experiment, type(err).__name__)
-            return "failed"
+            log.warning("shadow %s of %s failed: %s", variant, name, type(err).__name__)
+            return ["failed"] * len(copies)
+        answers, start = [], 0
         scores = result.get("scores")
+        for c in copies:
+            rows = slice(start, start + len(c.matrix))
+            start = rows.stop
+            answers.append((c.request_id, variant, json.dumps(result["predictions"][rows]),
+                            None if scores is None else json.dumps(scores[rows])))
         try:
-            return await self.store.record_shadow(
-                copy.experiment, copy.request_id, variant, json.dumps(result["predictions"]),
-                None if scores is None else json.dumps(scores), self.clock(),
-            )
+            return await self.store.record_shadows(name, answers, self.clock())
         except STORE_DOWN:
-            return "store_unavailable"
+            return ["store_unavailable"] * len(copies)

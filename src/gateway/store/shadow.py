@@ -23,17 +23,26 @@ class ShadowRecords:
     ) -> str:
         """A shadow's answer (predictions and scores as JSON): recorded | scored (the label came
         first) | duplicate | gone (the request's record expired)."""
-        def build(pipe):
-            pipe.evalsha(
-                self._shas["shadow"], 5,
-                keys.request(experiment, request_id), keys.kpis(experiment), keys.paired(experiment),
-                keys.shadow_log(experiment), keys.feedback(experiment),
-                variant, predictions, scores or "", repr(now), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
-                str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES),
-            )
-
-        (outcome,) = await self._run_scripted(build)
+        (outcome,) = await self.record_shadows(experiment, [(request_id, variant, predictions, scores)], now)
         return outcome
+
+    async def record_shadows(
+        self, experiment: str, answers: list[tuple[str, str, str, str | None]], now: float
+    ) -> list[str]:
+        """Several shadow answers (request id, variant, predictions, scores) in one round trip,
+        each its own script call: an outcome per answer, as record_shadow gives."""
+
+        def build(pipe):
+            for request_id, variant, predictions, scores in answers:
+                pipe.evalsha(
+                    self._shas["shadow"], 5,
+                    keys.request(experiment, request_id), keys.kpis(experiment), keys.paired(experiment),
+                    keys.shadow_log(experiment), keys.feedback(experiment),
+                    variant, predictions, scores or "", repr(now), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
+                    str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES),
+                )
+
+        return list(await self._run_scripted(build)) if answers else []
 
     async def set_role(
         self, experiment: str, variant: str, role: str, *, expected: str, policy_role: str, entry: dict[str, Any],
@@ -41,6 +50,7 @@ class ShadowRecords:
     ) -> bool:
         """Move `variant` to `role` if its role is still `expected` (`policy_role` when no run-time
         role is set), recording `entry`; going live reopens exploration when `reopen`."""
+
         def build(pipe):
             pipe.evalsha(
                 self._shas["set_role"], 2, keys.meta(experiment), keys.history(experiment),

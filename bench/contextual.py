@@ -84,12 +84,12 @@ from gateway.bandit.beta import posterior  # noqa: E402
 from gateway.bandit.contextual import (  # noqa: E402
     DEFAULT_STRENGTH,
     empirical_strength,
-    segment_decisions,
     segment_shares,
     shrunk_beta,
 )
 from gateway.bandit.linear_ts import LinearPrior, LinearStats, linear_posterior, linear_shares, predictive  # noqa: E402
 from gateway.bandit.promotion import PromotionRule  # noqa: E402
+from gateway.bandit.segment_promotion import segment_decisions  # noqa: E402
 from gateway.bandit.sequential import DEFAULT_ALPHA, DEFAULT_TAU2, evaluate_sequential, sequential_evidence  # noqa: E402
 
 START, END = "<!-- contextual:start -->", "<!-- contextual:end -->"

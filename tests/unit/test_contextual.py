@@ -12,18 +12,17 @@ import pytest
 from scipy import integrate
 from scipy import stats as sps
 
-from gateway.bandit import contextual, linear_ts
+from gateway.bandit import contextual, linear_ts, segment_keys, segment_promotion
 from gateway.bandit.beta import posterior, prob_best
 from gateway.bandit.contextual import (
     DEFAULT_STRENGTH,
     empirical_strength,
     parse_segment,
-    segment_decisions,
-    segment_level,
     segment_of,
     segment_shares,
     shrunk_beta,
 )
+from gateway.bandit.segment_promotion import segment_decisions, segment_level
 from gateway.bandit.linear_ts import (
     LinearPrior,
     LinearStats,
@@ -48,6 +47,7 @@ RULE = PromotionRule(prob_best=0.95, max_expected_loss=0.0025, min_samples=200)
 
 def test_doctests():
     assert doctest.testmod(contextual).failed == 0
+    assert doctest.testmod(segment_keys).failed == 0 and doctest.testmod(segment_promotion).failed == 0
     assert doctest.testmod(linear_ts).failed == 0
 
 

@@ -6,7 +6,8 @@ its own Beta posterior, shrunk toward the variant's overall posterior while the 
 little data, and each segment's traffic shares are computed exactly as
 :func:`gateway.decisions.allocation.allocate` computes the experiment's (uniform burn-in,
 then probability matching, floored at ``min_weight``). Promotion becomes per segment
-(:func:`segment_decisions`). Numeric context: :mod:`.linear_ts`.
+(:func:`.segment_promotion.segment_decisions`). Numeric context: :mod:`.linear_ts`. Segment
+keys: :mod:`.segment_keys`.
 
 Everything here is pure (numpy/scipy, no I/O) and takes plain counters, so the router and
 ``bench/contextual.py`` call the same functions.
@@ -50,7 +51,7 @@ probabilities, so the logged propensity (the share the request was drawn with) i
 their Monte-Carlo error (at most ``0.5 / sqrt(draws)`` per share) only says how closely they
 follow the posterior's P(best), not how well they are logged.
 
-Promotion (:func:`segment_decisions`)
+Promotion (:func:`.segment_promotion.segment_decisions`)
 -------------------------------------
 Each segment is judged on its own raw counters (no shrinkage: a segment's verdict rests on
 its own evidence) by :func:`gateway.bandit.sequential.evaluate_sequential` at level
@@ -74,115 +75,28 @@ Examples
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import beta as _beta
-from .family import DEFAULT_DRAWS, check_level
-from .promotion import Decision, PromotionRule
+from .family import DEFAULT_DRAWS
 from .selection import apply_floor, choose
-from .sequential import DEFAULT_ALPHA, DEFAULT_TAU2, evaluate_sequential
+from .segment_keys import parse_segment, segment_of
 
 __all__ = [
     "DEFAULT_STRENGTH",
     "SegmentAllocation",
     "empirical_strength",
     "parse_segment",
-    "segment_decisions",
-    "segment_level",
     "segment_of",
     "segment_shares",
     "shrunk_beta",
 ]
 
 DEFAULT_STRENGTH = 20.0
-_ESCAPES = (("%", "%25"), ("|", "%7C"), ("=", "%3D"))
-
-
-# --------------------------------------------------------------------------- segment keys
-
-
-def _escape(text: str) -> str:
-    for raw, esc in _ESCAPES:  # '%' first, so escapes are never escaped twice
-        text = text.replace(raw, esc)
-    return text
-
-
-def _unescape(text: str) -> str:
-    for raw, esc in reversed(_ESCAPES):  # '%' last
-        text = text.replace(esc, raw)
-    return text
-
-
-def _render(value: Any, name: str) -> str:
-    if value is None:
-        raise ValueError(f"context feature {name!r} has no value")
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, numbers.Real):
-        return repr(float(value))
-    return str(value)
-
-
-def segment_of(row: Mapping[str, Any] | Sequence[Any], feature_names: Sequence[str], context: Sequence[str]) -> str:
-    """The segment key of ``row``: ``name=value`` for each of ``context``, joined by ``|``.
-
-    ``row`` is a mapping by feature name or a sequence in ``feature_names`` order. Values:
-    ``str()``, real numbers as ``repr(float(x))`` (booleans as ``True``/``False``); ``%``,
-    ``|`` and ``=`` are percent-escaped in names and values. Stable across processes.
-
-    Raises
-    ------
-    ValueError
-        Empty ``context``, a duplicate or unknown context name, a row of the wrong length,
-        a missing feature or a ``None`` value.
-
-    Examples
-    --------
-    >>> segment_of(["pro", 2], ["plan", "seats"], ["plan", "seats"])
-    'plan=pro|seats=2.0'
-    >>> segment_of({"a=b": "x"}, ["a=b"], ["a=b"])
-    'a%3Db=x'
-    """
-    ctx = [str(c) for c in context]
-    if not ctx:
-        raise ValueError("context must name at least one feature")
-    if len(set(ctx)) != len(ctx):
-        raise ValueError(f"context names must be unique, got {ctx}")
-    names = [str(f) for f in feature_names]
-    unknown = [c for c in ctx if c not in names]
-    if unknown:
-        raise ValueError(f"context features {unknown} are not among the features {names}")
-    if isinstance(row, Mapping):
-        missing = [c for c in ctx if c not in row]
-        if missing:
-            raise ValueError(f"row lacks context features {missing}")
-        values = [row[c] for c in ctx]
-    else:
-        if isinstance(row, (str, bytes)) or len(row) != len(names):
-            raise ValueError(f"row must be a mapping or a sequence of {len(names)} values")
-        values = [row[names.index(c)] for c in ctx]
-    return "|".join(f"{_escape(c)}={_escape(_render(v, c))}" for c, v in zip(ctx, values))
-
-
-def parse_segment(key: str) -> dict[str, str]:
-    """The ``{name: value}`` (values as rendered strings) of a key from :func:`segment_of`.
-
-    >>> parse_segment("plan=pro|region=eu")
-    {'plan': 'pro', 'region': 'eu'}
-    """
-    out: dict[str, str] = {}
-    for part in str(key).split("|"):
-        name, sep, value = part.partition("=")
-        if not sep or "=" in value:
-            raise ValueError(f"not a segment key: {key!r}")
-        out[_unescape(name)] = _unescape(value)
-    return out
 
 
 # --------------------------------------------------------------------------- posteriors
@@ -444,90 +358,3 @@ def segment_shares(
         modes[key] = mode
     return SegmentAllocation(names, shares, modes, dict(zip(names, map(float, default))), default_mode)
 
-
-# --------------------------------------------------------------------------- promotion
-
-
-def segment_level(alpha: float, n_segments: int) -> float:
-    """Each segment's test level for a family-wise level ``alpha`` over ``n_segments``: Bonferroni.
-
-    >>> segment_level(0.05, 3)
-    0.016666666666666666
-    """
-    a = check_level(alpha)
-    m = int(n_segments)
-    if m < 1 or m != n_segments:
-        raise ValueError(f"n_segments must be a positive integer, got {n_segments}")
-    return a / m
-
-
-def segment_decisions(
-    names: Sequence[str],
-    segments: Mapping[str, tuple[ArrayLike, ArrayLike]],
-    rule: PromotionRule,
-    elapsed_s: float,
-    *,
-    prior_alpha: float = 1.0,
-    prior_beta: float = 1.0,
-    alpha: float = DEFAULT_ALPHA,
-    tau2: float = DEFAULT_TAU2,
-    n_segments: int | None = None,
-    draws: int = DEFAULT_DRAWS,
-    rng: np.random.Generator | None = None,
-) -> dict[str, Decision]:
-    """Per segment, the promotion decision of :func:`~gateway.bandit.sequential.evaluate_sequential`.
-
-    Each segment is judged on its own raw counters ``(n, s)`` (Beta posteriors from the prior
-    and those counters only, no shrinkage) by the anytime-valid mSPRT *and* the Bayesian gates
-    of ``rule``, at level ``alpha / n_segments``: a Bonferroni correction, so the family-wise
-    error, the probability that any segment ever promotes a variant that is not that
-    segment's best, stays ``<= alpha``. ``n_segments`` is the number of segments the
-    correction covers; it defaults to ``len(segments)``, but the guarantee needs it fixed in
-    advance (e.g. the product of the context features' declared values): counting only the
-    segments seen so far makes early looks too lenient if more segments appear later. A
-    segment already promoted should not be passed again (promotion is absorbing).
-
-    Each decision's evidence gains ``"segment": {key, family_alpha, n_segments, level,
-    correction}``.
-
-    Raises
-    ------
-    ValueError
-        ``n_segments`` smaller than the number of segments given, or the programming errors
-        of ``evaluate_sequential`` (mismatched lengths, duplicate names, alpha/tau2 range).
-
-    Examples
-    --------
-    >>> rule = PromotionRule(prob_best=0.95, max_expected_loss=0.0025, min_samples=200)
-    >>> d = segment_decisions(["a", "b"], {"plan=x": ([6000, 6000], [5400, 5100]),
-    ...                                    "plan=y": ([300, 300], [150, 150])}, rule, 0.0)
-    >>> d["plan=x"].variant, d["plan=y"].outcome, round(d["plan=x"].evidence["segment"]["level"], 4)
-    ('a', 'inconclusive', 0.025)
-    """
-    pa, pb = _check_prior(prior_alpha, prior_beta)
-    if not segments:
-        return {}
-    m = len(segments) if n_segments is None else int(n_segments)
-    if n_segments is not None and m != n_segments:
-        raise ValueError(f"n_segments must be an integer, got {n_segments}")
-    if m < max(1, len(segments)):
-        raise ValueError(f"n_segments ({m}) is smaller than the {len(segments)} segments given")
-    level = segment_level(alpha, m)
-    out: dict[str, Decision] = {}
-    for key in sorted(segments):
-        n, s = segments[key]
-        n_arr = np.asarray(n, dtype=float)
-        s_arr = np.asarray(s, dtype=float)
-        try:
-            a, b = _beta.posterior(pa, pb, n_arr, np.clip(s_arr, 0.0, np.maximum(n_arr, 0.0)))
-        except ValueError:
-            # Bad counters: evaluate_sequential answers inconclusive with the reason.
-            a, b = np.full(n_arr.shape, np.nan), np.full(n_arr.shape, np.nan)
-        d = evaluate_sequential(names, a, b, n_arr, s_arr, rule, elapsed_s, alpha=level, tau2=tau2,
-                                draws=draws, rng=rng)
-        evidence = dict(d.evidence)
-        evidence["segment"] = {
-            "key": key, "family_alpha": float(alpha), "n_segments": m, "level": level, "correction": "bonferroni",
-        }
-        out[key] = Decision(d.outcome, d.variant, d.reason, evidence)
-    return out

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.bandit import contextual
+from gateway.bandit import contextual, segment_promotion
 from gateway.bandit.promotion import Decision, PromotionRule
 from gateway.decisions import allocation
 from gateway.policy import Policy
@@ -73,7 +73,7 @@ def promotions(policy: Policy, snap: Snapshot, now: float) -> dict[str, Decision
     p = policy.promotion
     rule = PromotionRule(prob_best=p.prob_best, max_expected_loss=p.max_expected_loss, min_samples=p.min_samples,
                          min_duration_s=p.min_duration_s)
-    return contextual.segment_decisions(
+    return segment_promotion.segment_decisions(
         live, open_segments, rule, now - started, prior_alpha=policy.prior.alpha, prior_beta=policy.prior.beta,
         alpha=p.alpha, tau2=p.tau2, n_segments=max(possible_segments(policy), len(snap.segments)),
     )

@@ -287,10 +287,12 @@ class Policy(_Strict):
             raise ValueError("context: contextual_thompson needs the categorical features that make a segment")
         if self.context and not contextual:
             raise ValueError("context: only for algorithm contextual_thompson")
-        kinds = {f.name: f.type for f in self.features}
+        by_name = {f.name: f for f in self.features}
         for name in self.context:
-            if kinds.get(name) != "categorical":
-                raise ValueError(f"context: {name!r} is not a categorical feature of this policy")
+            f = by_name.get(name)
+            if f is None or f.type != "categorical" or f.missing != "error":
+                # missing: error keeps the segments to the declared values (the Bonferroni divisor).
+                raise ValueError(f"context: {name!r} is not a categorical feature of this policy with missing: error")
         if contextual and self.reward.type != "bernoulli":
             raise ValueError("contextual_thompson takes bernoulli rewards")
         if contextual and self.holdout is not None:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from gateway.api.app import create_app
+from gateway.dataplane.control import Control
+from gateway.schemas import PromoteRequest
 from gateway.sim import churn
 from tests.planes import Clock, env, run  # noqa: F401 - env is a fixture
 
@@ -50,11 +52,16 @@ def test_each_segment_promotes_its_own_champion(env):
                 for row in rows[-200:]:
                     p = (await c.post(f"/v1/experiments/{name}/predict", json={"instances": [row]})).json()
                     after.append((row["plan"] if isinstance(row, dict) else row[3], p["variant"], p["propensity"]))
-                return served, final, after
+                # An operator's promotion governs every segment.
+                await Control(plane).promote(name, PromoteRequest(variant="xgb"))
+                overruled = [(await c.post(f"/v1/experiments/{name}/predict", json={"instances": [row]})).json()
+                             for row in rows[-50:]]
+                return served, final, after, overruled
         finally:
             await plane.stop()
 
-    served, state, after = run(scenario())
+    served, state, after, overruled = run(scenario())
+    assert {(p["variant"], p["propensity"]) for p in overruled} == {("xgb", 1.0)}
     table = state["segments"]
     assert table["plan=basic"]["champion"] == "logreg"
     assert table["plan=pro"]["champion"] == "xgb"

@@ -74,11 +74,14 @@ def test_targets_the_log_cannot_support_are_refused(env):
             unknown = await _refusal(plane.off_policy(name, "nope"))
             bad_shares = await _refusal(plane.off_policy(name, "logreg=0.5,xgb=0.2"))
             fine = await plane.off_policy(name, "logreg")
-            return empty, never, unknown, bad_shares, fine
+            # Uniform means uniform over the live variants: the shadow, never served, is not in it.
+            uniform = await plane.off_policy(name, "uniform")
+            return empty, never, unknown, bad_shares, fine, uniform
         finally:
             await plane.stop()
 
-    empty, never, unknown, bad_shares, fine = run(scenario())
+    empty, never, unknown, bad_shares, fine, uniform = run(scenario())
+    assert uniform["target"] == "uniform" and uniform["estimates"]["snips"]["value"] == 1.0
     assert empty.code == "poor_overlap" and "no logged rewards" in empty.message
     assert never.code == "poor_overlap" and "'xgb'" in never.message and "never served" in never.message
     assert unknown.code == "invalid_target" and "nope" in unknown.message
@@ -90,3 +93,30 @@ async def _refusal(coro) -> Unprocessable:
     with pytest.raises(Unprocessable) as err:
         await coro
     return err.value
+
+
+def test_with_a_default_reward_only_requests_whose_window_ended_count(env):
+    """Conversions send feedback, silence takes the default 0 after the window: while the window
+    is open, keeping the converted requests and dropping the silent ones would read ~1."""
+    clock = Clock()
+    plane = env.plane(clock, reward={"type": "bernoulli", "window_s": 60, "default": 0}, burn_in=10_000)
+    name = plane.experiment_names()[0]
+    rows, _ = churn.make_churn(40, seed=23)
+
+    async def scenario():
+        await plane.start()
+        try:
+            served = await serve(plane, rows)
+            for p in served[:10]:  # a quarter convert
+                await plane.rewards({"request_id": p["request_id"], "reward": 1, "token": p["reward_token"]})
+            early = await _refusal(plane.off_policy(name, "uniform"))
+            clock.t += 61
+            await plane.refresh()  # the sweeper gives the silent 30 their default
+            return served, early, await plane.off_policy(name, "uniform")
+        finally:
+            await plane.stop()
+
+    served, early, final = run(scenario())
+    assert early.code == "poor_overlap" and "no logged rewards" in early.message  # nothing final yet
+    assert final["n"] == 40
+    assert final["estimates"]["snips"]["value"] == pytest.approx(10 / 40)

@@ -361,3 +361,24 @@ def test_parsed_policy_is_immutable():
     policy = parse_policy(MINIMAL)
     with pytest.raises(ValidationError):
         policy.min_weight = 0.3  # type: ignore[misc]
+
+
+CONTEXT_FEATURES = [{"name": "x"}, {"name": "plan", "type": "categorical", "values": ["basic", "pro"]}]
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"context": ["plan"]}, "only for algorithm contextual_thompson"),
+    ({"algorithm": "contextual_thompson"}, "needs the categorical features"),
+    ({"algorithm": "contextual_thompson", "context": ["x"]}, "'x' is not a categorical feature"),
+    # An imputed context value would make segments of values nobody declared.
+    ({"algorithm": "contextual_thompson", "context": ["plan"],
+      "features": [{"name": "plan", "type": "categorical", "values": ["basic"], "missing": "impute"}]},
+     "with missing: error"),
+    ({"variance_reduction": {"covariate": "plan"}}, "variance_reduction.covariate"),
+    ({"variance_reduction": {"covariate": "x"}, "algorithm": "contextual_thompson", "context": ["plan"]},
+     "non-contextual"),
+])
+def test_contextual_and_variance_reduction_fields_are_checked(changes, message):
+    data = {"features": CONTEXT_FEATURES, **changes}
+    with pytest.raises(PolicyError, match=message):
+        parse_policy(_policy(**data))

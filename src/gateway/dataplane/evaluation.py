@@ -2,10 +2,12 @@
 variant served and the propensity it was served with, all in the decision log) joined with the
 reward the bandit learned for it, as gateway.evaluation's estimators take them.
 
-Which reward: on-time feedback as given; with a default reward, a request whose window ended
-without feedback (or with late feedback) counts with the default, as the bandit counted it.
-Requests still inside their window without feedback are left out (their outcome is not known
-yet). A request of several rows contributes one row: the mean of its encoded features (the
+Which reward: without a default reward, the feedback given (a request without feedback never
+counts, as for the bandit). With a default, only requests whose window has ended count, each
+with the reward the bandit counted (its on-time feedback, else the default): a request still in
+its window is left out even when feedback came, or rows that did convert would be kept and rows
+that will take the default dropped, biasing every estimate upward. `uniform` is uniform over
+the live variants (a shadow, the holdout or a retired variant is never served by the bandit). A request of several rows contributes one row: the mean of its encoded features (the
 reward is the request's)."""
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gateway.dataplane.runtime import ExperimentRuntime
+from gateway.decisions import allocation
 from gateway.errors import Unprocessable
 from gateway.evaluation import ope
 from gateway.learning.features import FeatureError
@@ -51,11 +54,12 @@ def parse_target(raw: str | None, arms: tuple[str, ...]) -> str | dict[str, floa
 
 def _reward(decision: Mapping[str, str], feedback: Mapping[str, str] | None, default: float | None,
             window_s: float, now: float) -> float | None:
-    if feedback is not None and feedback.get("late") != "1":
-        return float(feedback["reward"])
-    if default is not None and (feedback is not None or now > float(decision["t"]) + window_s):
-        return default
-    return None
+    on_time = feedback is not None and feedback.get("late") != "1"
+    if default is None:
+        return float(feedback["reward"]) if on_time else None
+    if now <= float(decision["t"]) + window_s:
+        return None  # its outcome is not final yet
+    return float(feedback["reward"]) if on_time else default
 
 
 def join(rt: ExperimentRuntime, decisions: list[dict[str, str]], feedback: Mapping[str, Mapping[str, str]],
@@ -99,12 +103,17 @@ async def evaluate(store: ExperimentStore, rt: ExperimentRuntime, target: str | 
     cannot support it."""
     data = await logged(store, rt, rows, now)
     parsed = parse_target(target, data.arms)
+    if parsed == "uniform" and rt.snapshot is not None:
+        live = allocation.live_arms(rt.policy, rt.snapshot.meta)
+        parsed = {v: (1.0 / len(live) if v in live else 0.0) for v in data.arms}
     try:
         out = await asyncio.to_thread(ope.evaluate, data, parsed)
     except ope.PoorOverlap as err:
         raise Unprocessable(f"poor overlap: {err}", code="poor_overlap") from None
     except ValueError as err:  # a share vector that is not a distribution, an unknown name
         raise Unprocessable(f"target: {err}", code="invalid_target") from None
+    if parse_target(target, data.arms) == "uniform":
+        out["target"] = "uniform"  # as asked: the live variants' shares are its meaning here
     return {"experiment": rt.policy.experiment, **out}
 
 

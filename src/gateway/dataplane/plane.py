@@ -256,7 +256,8 @@ class DataPlane:
             alloc = rt.allocation
             if alloc is None:
                 raise Unavailable("the experiment's state is not loaded yet", code="not_ready")
-            if segment is not None and rt.segments is not None:
+            # An operator's promotion or pause governs all traffic, segments included.
+            if segment is not None and rt.segments is not None and alloc.mode not in ("promoted", "paused"):
                 mode = rt.segments.modes.get(segment, rt.segments.default_mode)
                 alloc = allocation.Allocation(rt.segments.for_segment(segment), mode)
                 span.set_attribute("gateway.segment", segment)
@@ -332,7 +333,7 @@ class DataPlane:
         rt = self.runtime(experiment)
         snap = (await self.store.snapshots([experiment]))[experiment]
         history = await self.store.history(experiment)
-        return rt.as_served(experiment_state(rt.policy, snap, history, rt.discount))
+        return rt.as_served(experiment_state(rt.policy, snap, history, rt.discount, rt.segments))
 
     async def series(self, experiment: str, since: float | None = None) -> dict[str, Any]:
         self.runtime(experiment)

@@ -52,12 +52,13 @@ class ShadowMirror:
         self.clock = clock
         self._queues: dict[str, asyncio.Queue[ShadowCopy]] = {}
         self._workers: list[asyncio.Task] = []
+        self._stopped = False
 
     def offer(self, rt: ExperimentRuntime, request_id: str, matrix: np.ndarray, carrier: dict[str, str]) -> bool:
         """Queue a copy of a served request for the shadow variants, if it is sampled; never waits."""
         shadows = rt.shadows
         spec = rt.policy.shadow
-        if not shadows or not mirrored(request_id, spec.fraction):
+        if self._stopped or not shadows or not mirrored(request_id, spec.fraction):
             return False
         name = rt.policy.experiment
         queue = self._queues.get(name)
@@ -84,6 +85,7 @@ class ShadowMirror:
             await queue.join()
 
     async def stop(self) -> None:
+        self._stopped = True  # a request finishing meanwhile must not start workers again
         for task in self._workers:
             task.cancel()
         if self._workers:
@@ -101,7 +103,14 @@ class ShadowMirror:
             try:
                 for variant in dict.fromkeys(v for copy in batch for v in copy.variants):
                     copies = [c for c in batch if variant in c.variants]
-                    for outcome in await self._answer(copies, variant):
+                    try:
+                        outcomes = await self._answer(copies, variant)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # the worker must outlive any one batch (a script error, a bad answer)
+                        log.exception("shadow %s of %s: answers not recorded", variant, copies[0].experiment)
+                        outcomes = ["failed"] * len(copies)
+                    for outcome in outcomes:
                         self.metrics.shadow.add(1, {"experiment": copies[0].experiment, "variant": variant,
                                                     "outcome": outcome})
             finally:

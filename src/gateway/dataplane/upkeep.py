@@ -133,7 +133,8 @@ class Upkeep:
                 rt.evaluated_counts = key
                 rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount)
                 if segments.is_contextual(rt.policy):
-                    rt.segments = segments.routing(rt.policy, snap)
+                    # Monte-Carlo per segment: off the event loop, which serves the requests.
+                    rt.segments = await asyncio.to_thread(segments.routing, rt.policy, snap)
                     await self._maybe_promote_segments(name, rt, snap, now)
                 await self._maybe_promote(name, rt, snap, now)
             if await self.check_guardrails(rt):
@@ -192,7 +193,11 @@ class Upkeep:
         feedback = await self.store.newest_feedback(name, names, window, max_entries=window * 20)
         windowed = monitoring.window_kpis(feedback, window)
         rt.kpis = monitoring.variant_kpis(names, counts, windowed)
-        rt.corrected = await evaluation.corrected_means(self.store, rt, CORRECTED_ROWS_PER_WINDOW * window, self.clock())
+        try:
+            rt.corrected = await evaluation.corrected_means(self.store, rt, CORRECTED_ROWS_PER_WINDOW * window,
+                                                            self.clock())
+        except Exception:  # drift and its alarm below must go on; the corrected means keep their last value
+            log.warning("corrected means of %s not computed", name, exc_info=True)
 
         champion = snap.meta.get("champion")
         trained = (snap.dynamic.get(champion) or {}).get("window") if champion else None
@@ -221,7 +226,9 @@ class Upkeep:
                                                  entry=entry, now=entry["at"])
             else:
                 gone = sorted(allocation.retired(snap.meta) | {verdict.variant})
-                done = await self.store.annotate(name, "retired", json.dumps(gone), entry, only_if_changed=True)
+                # Only over the list it was computed from: another retirement meanwhile is kept.
+                done = await self.store.annotate(name, "retired", json.dumps(gone), entry,
+                                                 expected=snap.meta.get("retired", ""))
             if done:
                 log.info("shadow first in %s: %s %s: %s", name, verdict.outcome, verdict.variant, verdict.reason)
                 rt.evaluated_counts = None
@@ -252,7 +259,7 @@ class Upkeep:
 
     async def _record_series(self, now: float) -> None:
         for name, rt in self.experiments.items():
-            state = experiment_state(rt.policy, rt.snapshot, await self.store.history(name), rt.discount)
+            state = experiment_state(rt.policy, rt.snapshot, await self.store.history(name), rt.discount, rt.segments)
             rt.srm.update(rt.allocation.shares if rt.allocation else {}, {v["name"]: v["requests"] for v in state["variants"]})
             rt.state = state = rt.as_served(state)
             point = {
@@ -333,7 +340,7 @@ class Upkeep:
         """Contextual routing: each segment whose own evidence passes the rule gets its champion,
         once (the store's step is conditional on the champions it was computed from)."""
         raw = snap.meta.get("segment_champions", "")
-        for segment, decision in segments.promotions(rt.policy, snap, now).items():
+        for segment, decision in (await asyncio.to_thread(segments.promotions, rt.policy, snap, now)).items():
             if decision.outcome != "promote":
                 continue
             after = json.dumps({**segments.champions({"segment_champions": raw}), segment: decision.variant},

@@ -67,19 +67,23 @@ def promotions(policy: Policy, snap: Snapshot, now: float) -> dict[str, Decision
     if snap.meta.get("status", "exploring") != "exploring":
         return {}
     live = allocation.live_arms(policy, snap.meta)
-    done = champions(snap.meta)
+    # A champion retired since no longer holds its segment (routing drops it too).
+    done = {s for s, v in champions(snap.meta).items() if v in live}
     open_segments = {s: _counts(per, live) for s, per in snap.segments.items() if s not in done}
     started = max(float(snap.meta.get("started_at", now)), float(snap.meta.get("challenger_at", "-inf")))
     p = policy.promotion
     rule = PromotionRule(prob_best=p.prob_best, max_expected_loss=p.max_expected_loss, min_samples=p.min_samples,
                          min_duration_s=p.min_duration_s)
-    return segment_promotion.segment_decisions(
+    decisions = segment_promotion.segment_decisions(
         live, open_segments, rule, now - started, prior_alpha=policy.prior.alpha, prior_beta=policy.prior.beta,
         alpha=p.alpha, tau2=p.tau2, n_segments=max(possible_segments(policy), len(snap.segments)),
     )
+    # As for the whole experiment: a variant a guardrail rolled back is promoted by an operator only.
+    blocked = allocation.guardrail_blocked(snap.meta)
+    return {s: d for s, d in decisions.items() if not (d.outcome == "promote" and d.variant in blocked)}
 
 
-def table(policy: Policy, snap: Snapshot, routed: contextual.SegmentAllocation | None) -> dict[str, Any]:
+def table(policy: Policy, snap: Snapshot, routed: contextual.SegmentAllocation | None = None) -> dict[str, Any]:
     """The routing table the state shows: per segment its champion (or none), how its shares were
     decided, the shares, and each variant's rewards and mean reward there."""
     routed = routed or routing(policy, snap)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.bandit import contextual
 from gateway.decisions import allocation, segments
 from gateway.policy import Policy
 from gateway.store.experiments import ArmCounts, Snapshot
@@ -45,6 +46,7 @@ def experiment_state(
     snap: Snapshot,
     history: list[dict],
     discounted: allocation.DiscountState | None = None,
+    routed: contextual.SegmentAllocation | None = None,
 ) -> dict[str, Any]:
     """`discounted`: the replica's discounted counters (discounted_thompson), so the traffic
     shares shown are the ones it routes with."""
@@ -105,7 +107,7 @@ def experiment_state(
         "discount": None if disc is None else {"gamma": disc.gamma, "effective_rewards": disc.effective_rewards()},
         "history": history,
         # contextual_thompson: the routing table (segment -> champion, or its shares).
-        "segments": segments.table(policy, snap, None) if segments.is_contextual(policy) else None,
+        "segments": segments.table(policy, snap, routed) if segments.is_contextual(policy) else None,
         "totals": {
             "requests": int(np.sum([c.requests for c in snap.arms.values()])) if snap.arms else 0,
             "rewards": int(np.sum([c.rewards for c in snap.arms.values()])) if snap.arms else 0,

@@ -28,6 +28,17 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def targets_table(title: str, targets: list[tuple[str, str, bool]]) -> list[str]:
+    """A benchmark's goals as Markdown lines: each (goal, measured value, met?)."""
+    rows = [title, "", "| target | value | verdict |", "| --- | --- | --- |"]
+    rows += [f"| {label} | {value} | {verdict(ok)} |" for label, value, ok in targets]
+    return [*rows, ""]
+
+
 def write_readme(path: Path, section: str, start: str, end: str) -> None:
     """Replace the text between `start` and `end` in `path` (appending the block if absent)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"

@@ -76,7 +76,7 @@ from scipy.special import ndtr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from _report import cpu_seconds, machine, write_readme  # noqa: E402 (bench/ is on sys.path when run)
+from _report import cpu_seconds, machine, targets_table, write_readme  # noqa: E402 (bench/ is on sys.path when run)
 
 from gateway.bandit import gaussian
 from gateway.bandit.beta import posterior
@@ -788,9 +788,6 @@ def main(argv: list[str] | None = None) -> int:
     reg_ts = float(ts.regret.mean())
     uni_reg = float(uni.regret.mean())
 
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
     diff = same.regret - mab
     diff_hi = float(diff.mean() + 1.96 * diff.std(ddof=1) / math.sqrt(diff.size))
     targets = [
@@ -832,13 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"gaussian: Thompson regret ≥ 4 × below 50/50 ({g_uni_reg:.0f})", f"{g_uni_reg / g_reg:.1f}×",
          g_uni_reg / g_reg >= 4),
     ]
-    rows.append("**Targets**")
-    rows.append("")
-    rows.append("| target | value | verdict |")
-    rows.append("| --- | --- | --- |")
-    for label, value, ok in targets:
-        rows.append(f"| {label} | {value} | {verdict(ok)} |")
-    rows.append("")
+    rows += targets_table("**Targets**", targets)
 
     cmd = "python bench/bandit.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = [

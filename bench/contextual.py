@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import cpu_seconds, machine, write_readme  # noqa: E402
+from _report import cpu_seconds, machine, targets_table, write_readme  # noqa: E402
 
 from gateway.bandit.beta import posterior  # noqa: E402
 from gateway.bandit.contextual import (  # noqa: E402
@@ -678,9 +678,6 @@ def main(argv: list[str] | None = None) -> int:
     aa_worst = max(v["bonferroni"] for v in aa_rates_out.values())
     wrong_worst = max(wrong_rates.values())
 
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
     best_ours = min(compare_keys, key=lambda k: runs[k].regret[:N].mean())
     targets = [
         (f"headline regret ≤ Vowpal Wabbit's (better of the two explorations), same {N} seeds",
@@ -696,13 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         ("wrong segment champions (any segment) ≤ 5%, worst of the promoting runs", f"{100 * wrong_worst:.1f}%",
          wrong_worst <= 0.05),
     ]
-    rows.append("**Targets**")
-    rows.append("")
-    rows.append("| target | value | verdict |")
-    rows.append("| --- | --- | --- |")
-    for label, value, ok in targets:
-        rows.append(f"| {label} | {value} | {verdict(ok)} |")
-    rows.append("")
+    rows += targets_table("**Targets**", targets)
 
     out.update({
         "regret": {k: float(v.regret.mean()) for k, v in runs.items()},
@@ -738,13 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     if not (args.quick or args.no_readme):
-        text = args.readme.read_text() if args.readme.exists() else ""
-        if START in text:
-            write_readme(args.readme, section, START, END)
-        else:
-            # Append only, in one write: other benchmarks may append their own sections.
-            with args.readme.open("a") as fh:
-                fh.write(("\n" if text.endswith("\n") else "\n\n") + f"{START}\n{section.rstrip()}\n{END}\n")
+        write_readme(args.readme, section, START, END)
     return 0
 
 

@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _report import cpu_seconds, machine, write_readme  # noqa: E402
+from _report import cpu_seconds, machine, targets_table, write_readme  # noqa: E402
 
 from gateway.bandit.anytime import verdict  # noqa: E402
 from gateway.bandit.beta import posterior  # noqa: E402
@@ -369,9 +369,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows.append("")
 
-    def verdict_(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
     aa_worst = max(out[f"aa_{k}_adjusted_false_rate"] for k in ("thompson", "top_two"))  # type: ignore[type-var]
     targets = [
         ("median rewards to correct promotion, adjusted ÷ unadjusted ≤ 0.70 (Thompson, as the gateway routes)",
@@ -379,13 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         ("same, top-two Thompson", f"{ratios['top_two'][0]:.2f}", ratios["top_two"][0] <= 0.70),
         ("A/A false promotions, adjusted, ≤ 5% (both allocations)", f"{100 * aa_worst:.1f}%", aa_worst <= 0.05),
     ]
-    rows.append("**Targets (issue 16)**")
-    rows.append("")
-    rows.append("| target | value | verdict |")
-    rows.append("| --- | --- | --- |")
-    for label, value, ok in targets:
-        rows.append(f"| {label} | {value} | {verdict_(ok)} |")
-    rows.append("")
+    rows += targets_table("**Targets (issue 16)**", targets)
 
     cmd = "python bench/cuped.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = [
@@ -408,14 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
     if not (args.quick or args.no_readme):
-        text = args.readme.read_text() if args.readme.exists() else "# Benchmarks\n"
-        start, end = "<!-- cuped:start -->", "<!-- cuped:end -->"
-        block = f"{start}\n{section.rstrip()}\n{end}\n"
-        if start in text and end in text:
-            write_readme(args.readme, section, start, end)  # re-runs replace their own section
-        else:
-            with args.readme.open("a") as fh:  # first run: one append at the end, nothing else touched
-                fh.write(("\n" if text.endswith("\n") else "\n\n") + block)
+        write_readme(args.readme, section, "<!-- cuped:start -->", "<!-- cuped:end -->")
     return 0
 
 

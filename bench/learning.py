@@ -3,7 +3,7 @@
 
 Usage::
 
-    python bench/learning.py [--json PATH] [--seeds N] [--jobs J] [--shadow-labels N] [--no-shadow-first] [--no-readme]
+    python bench/learning.py [--json PATH] [--seeds N] [--jobs J] [--shadow-labels N] [--on-graduation explore|promote] [--no-shadow-first] [--no-readme]
 
 An offline, seeded simulation of the gateway's learning loop on the churn simulator (no Ray
 Serve, no Redis). Every step runs the gateway's own code:
@@ -185,6 +185,7 @@ class System:
     shadows: tuple[str, ...] = ()
     shadow_answers: dict[int, tuple[str, ...]] = field(default_factory=dict)
     paired: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    shadow_rewards: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
@@ -303,6 +304,10 @@ class System:
             c["sw"] += shadow_right and not served_right
             c["lw"] += served_right and not shadow_right
             c["n"] += 1
+            # reward.lua: what the shadow would have earned ('match'), for when it goes live.
+            r = self.shadow_rewards.setdefault(v, [0, 0.0])
+            r[0] += 1
+            r[1] += float(shadow_right)
 
     def _shadow_first(self, i: int) -> None:
         """Upkeep._shadow_first: graduate (set_role.lua: live, exploration reopens) or retire."""
@@ -313,7 +318,14 @@ class System:
             if verdict.outcome == "graduate":
                 roles = allocation.role_overrides(self.meta) | {verdict.variant: "live"}
                 self.meta["roles"] = json.dumps(roles)
+                # set_role.lua: the rewards it earned in shadow (from the labels) join its posterior.
+                n, s = self.shadow_rewards.pop(verdict.variant, (0, 0.0))
+                if shadow_first.credits_shadow_rewards(self.policy):
+                    c = self.arms.get(verdict.variant, ArmCounts())
+                    self.arms[verdict.variant] = ArmCounts(c.rewards + n, c.reward_sum + s, c.reward_sq_sum + s, c.requests)
                 self._reopen(self.now(i))
+                if self.base.retrain.shadow_first.on_graduation == "promote":
+                    self._transition("promoted", verdict.variant)  # Upkeep._promote_graduate
                 self.live_at_row[verdict.variant] = i
             else:
                 self._retire([verdict.variant], i)
@@ -413,9 +425,8 @@ def recovery(win: list[float], drift_at: int, retrains: list[int], pre: float) -
 # --------------------------------------------------------------------------- exposure regret
 
 
-def with_shadow_first(policy: Policy, labels: int | None) -> Policy:
-    """The policy with retrain.shadow_first at `labels` paired labels (None: removed)."""
-    spec = None if labels is None else ShadowFirst(labels=labels)
+def with_shadow_first(policy: Policy, spec: ShadowFirst | None) -> Policy:
+    """The policy with retrain.shadow_first `spec` (None: removed)."""
     return policy.model_copy(update={"retrain": policy.retrain.model_copy(update={"shadow_first": spec})})
 
 
@@ -440,12 +451,14 @@ def best_available(n: int, quality: dict[str, float], available: dict[str, tuple
     return best
 
 
-def exposure_regret(served: list[str], quality: dict[str, float], best: list[str], start: int) -> tuple[np.ndarray, float]:
+def exposure_regret(
+    served: list[str], quality: dict[str, float], best: list[str], start: int
+) -> tuple[np.ndarray, float, np.ndarray]:
     """(whether each row from `start` on was served by a model less accurate than the best one
     available at that row, the sum over those rows of the accuracy shortfall: the expected extra
-    errors)."""
+    errors, and each row's shortfall)."""
     gap = np.array([quality[b] - quality[v] for b, v in zip(best[start:], served[start:])])
-    return gap > 0, float(np.sum(gap))
+    return gap > 0, float(np.sum(gap)), gap
 
 
 def exposure(system: System, X_eval: np.ndarray, y_eval: np.ndarray) -> dict[str, Any]:
@@ -457,13 +470,17 @@ def exposure(system: System, X_eval: np.ndarray, y_eval: np.ndarray) -> dict[str
     bootstrap = {v.name: 0 for v in system.base.variants}
     available = {v: (system.added_at_row.get(v, 0), system.retired_at_row.get(v, n)) for v in system.models}
     best = best_available(n, quality, available)
-    worse, weighted = exposure_regret(system.served, quality, best, start)
+    worse, weighted, gap = exposure_regret(system.served, quality, best, start)
     # Of those rows, the ones whose best model took no traffic yet (shadow first's wait, as
     # against the bandit's slowness once it is live).
     live_from = {v: system.live_at_row.get(v, n) for v in system.models} | bootstrap
     waiting = np.array([live_from[b] > i for i, b in enumerate(best[start:], start)])
     rows = int(worse.sum())
-    return {"rows": rows, "share": rows / (n - start), "weighted": weighted,
+    # Worse by more than retrain.margin: the smallest difference the gateway itself calls better
+    # (a 0.3-point gap on the fresh rows is within their noise, about ±0.5 points).
+    material = int(np.sum(gap > system.base.retrain.margin))
+    return {"rows": rows, "share": rows / (n - start), "weighted": weighted, "rows_material": material,
+            "margin": system.base.retrain.margin,
             "rows_best_in_shadow": int(np.sum(worse & waiting)), "quality": quality}
 
 
@@ -475,6 +492,7 @@ def shadow_arm(system: System, ok: np.ndarray, regret: dict[str, Any]) -> dict[s
     rec_row, cycles = recovery(win, drift_at, system.retrain_rows, pre)
     return {
         "labels": system.base.retrain.shadow_first.labels,
+        "on_graduation": system.base.retrain.shadow_first.on_graduation,
         "pre_drift_accuracy": pre,
         "post_drift_accuracy": float(ok[drift_at:].mean()),
         "recovery_row": rec_row,
@@ -493,10 +511,10 @@ def shadow_arm(system: System, ok: np.ndarray, regret: dict[str, Any]) -> dict[s
 
 
 def run_seed(
-    seed: int, rows: int, drift_at: int, policy_file: Path = POLICY_FILE, shadow_labels: int | None = None
+    seed: int, rows: int, drift_at: int, policy_file: Path = POLICY_FILE, shadow_spec: ShadowFirst | None = None
 ) -> dict[str, Any]:
     """Both arms on one stream: the system as before (shadow first off) and, when
-    `shadow_labels` is given, the same system with retrain.shadow_first."""
+    `shadow_spec` is given, the same system with it as retrain.shadow_first."""
     t0 = time.perf_counter()
     base = load_policy_file(policy_file)
     work = Path(tempfile.mkdtemp(prefix=f"bench-learning-{seed}-"))
@@ -510,9 +528,9 @@ def run_seed(
         X_eval, y_eval = make_eval(policy, seed)
         regret = exposure(system, X_eval, y_eval)
         shadow = None
-        if shadow_labels is not None:
+        if shadow_spec is not None:
             # Same models, stream and random numbers: the arms differ only once a challenger is added.
-            sf = System(with_shadow_first(policy, shadow_labels), dict(refs), stream, work / "registry-shadow-first",
+            sf = System(with_shadow_first(policy, shadow_spec), dict(refs), stream, work / "registry-shadow-first",
                         np.random.default_rng([seed, 1]))
             sf_ok, _, _ = sf.run(models)
             shadow = shadow_arm(sf, sf_ok, exposure(sf, X_eval, y_eval))
@@ -600,14 +618,21 @@ def summarise_shadow(results: list[dict]) -> dict[str, Any] | None:
     plain = [r["exposure"] for r in results]
     sf = [r["shadow_first"]["exposure"] for r in results]
     plain_rows, sf_rows = [e["rows"] for e in plain], [e["rows"] for e in sf]
-    ratio = mean(sf_rows) / mean(plain_rows) if mean(plain_rows) > 0 else None
+    plain_material, sf_material = [e["rows_material"] for e in plain], [e["rows_material"] for e in sf]
+    # The goal reads "worse" as the gateway does: by more than retrain.margin.
+    ratio = mean(sf_material) / mean(plain_material) if mean(plain_material) > 0 else None
+    any_gap_ratio = mean(sf_rows) / mean(plain_rows) if mean(plain_rows) > 0 else None
     plain_cycles = [r["cycles_to_recover"] for r in results]
     sf_cycles = [r["shadow_first"]["cycles_to_recover"] for r in results]
     slow = [slower(c, ref) for c, ref in zip(sf_cycles, plain_cycles)]
     finite = sorted(c for c in sf_cycles if c is not None)
     return {
         "labels": results[0]["shadow_first"]["labels"],
+        "on_graduation": results[0]["shadow_first"]["on_graduation"],
+        "margin": plain[0]["margin"],
         "exposure_rows": {"plain": spread(plain_rows), "shadow_first": spread(sf_rows)},
+        "exposure_rows_material": {"plain": spread(plain_material), "shadow_first": spread(sf_material)},
+        "exposure_any_gap_ratio": any_gap_ratio,
         "exposure_share": {"plain": mean([e["share"] for e in plain]), "shadow_first": mean([e["share"] for e in sf])},
         "exposure_rows_best_in_shadow": {"plain": mean([e["rows_best_in_shadow"] for e in plain]),
                                          "shadow_first": mean([e["rows_best_in_shadow"] for e in sf])},
@@ -724,6 +749,7 @@ def render_shadow(s: dict, results: list[dict]) -> list[str]:
         return []
     n = len(results)
     rows, w, goal = sf["exposure_rows"], sf["exposure_weighted"], sf["goal"]
+    material, margin = sf["exposure_rows_material"], sf["margin"]
     waiting = sf["exposure_rows_best_in_shadow"]
     arms = [r["shadow_first"] for r in results]
     ratio = "–" if sf["exposure_ratio"] is None else f"{sf['exposure_ratio']:.2f}"
@@ -735,12 +761,14 @@ def render_shadow(s: dict, results: list[dict]) -> list[str]:
 
     lines = [
         (f"**Shadow first** (issue 15; mean over the same {n} seeds, models, streams and random numbers). The second "
-         f"arm runs the policy with `retrain.shadow_first: {{labels: {sf['labels']}}}`"
-         f"{' (the gateway default)' if sf['labels'] == ShadowFirst().labels else ''}: an admitted challenger is added "
+         f"arm runs the policy with `retrain.shadow_first: {{labels: {sf['labels']}, on_graduation: {sf['on_graduation']}}}`"
+         f"{' (the gateway defaults)' if ShadowFirst(labels=sf['labels'], on_graduation=sf['on_graduation']) == ShadowFirst() else ''}: "
+         "an admitted challenger is added "
          "in shadow (exploration stays closed) and answers every served request; when the label comes, reward.lua's "
-         "paired counts against the served model are updated; every second (every "
-         f"{SHADOW_CHECK_ROWS:,} rows at 100 req/s) the router runs `shadow_first.verdicts`: graduate (live, exploration "
-         "reopens) or retire. The first arm, plain, is the system above."),
+         "paired counts against the served model and the shadow's own reward (`match`) are updated; every second (every "
+         f"{SHADOW_CHECK_ROWS:,} rows at 100 req/s) the router runs `shadow_first.verdicts`: graduate or retire. A graduate "
+         "goes live with the rewards it earned in shadow in its posterior (set_role.lua) and, with on_graduation "
+         "promote, becomes the champion; with explore it joins the bandit. The first arm, plain, is the system above."),
         "",
         (f"Exposure regret: the post-drift rows served by a model less accurate than the best model available at "
          "that row (a bootstrap model, or a challenger from the row it was added, live or in shadow, until the row "
@@ -750,9 +778,11 @@ def render_shadow(s: dict, results: list[dict]) -> list[str]:
         "",
         "| measure | plain | shadow first | shadow first / plain | goal | met |",
         "| --- | --- | --- | --- | --- | --- |",
-        (f"| exposure regret, rows (mean ± sd; min–max) | {rows_cell(rows['plain'])} | "
-         f"{rows_cell(rows['shadow_first'])} | {ratio} | ≤ {EXPOSURE_GOAL:.2f} | "
-         f"{'yes' if goal['exposure_halved'] else '**no**'} |"),
+        (f"| exposure regret: rows served by a model worse by more than retrain.margin ({margin:.0%}) (mean ± sd; "
+         f"min–max) | {rows_cell(material['plain'])} | {rows_cell(material['shadow_first'])} | {ratio} | "
+         f"≤ {EXPOSURE_GOAL:.2f} | {'yes' if goal['exposure_halved'] else '**no**'} |"),
+        (f"| rows served by a model worse by any amount (mean ± sd; min–max) | {rows_cell(rows['plain'])} | "
+         f"{rows_cell(rows['shadow_first'])} | {sf['exposure_any_gap_ratio']:.2f} | | |"),
         (f"| exposure regret, share of post-drift rows | {pct(sf['exposure_share']['plain'])} | "
          f"{pct(sf['exposure_share']['shadow_first'])} | | | |"),
         (f"| of which the best available model was still in shadow (rows, mean) | "
@@ -771,8 +801,8 @@ def render_shadow(s: dict, results: list[dict]) -> list[str]:
         "",
         (f"Goal (≥ {1 - EXPOSURE_GOAL:.0%} less exposure regret, recovery not slower): "
          f"{'**met**' if goal['met'] else '**not met**'}. Exposure regret per seed, plain: "
-         f"{per_seed([r['exposure']['rows'] for r in results])}; shadow first: "
-         f"{per_seed([r['shadow_first']['exposure']['rows'] for r in results])}. Challengers per seed (shadow first) "
+         f"{per_seed([r['exposure']['rows_material'] for r in results])}; shadow first: "
+         f"{per_seed([r['shadow_first']['exposure']['rows_material'] for r in results])}. Challengers per seed (shadow first) "
          f"added / graduated / retired in shadow: "
          + ", ".join(f"{len(a['challengers_added'])}/{len(a['graduated'])}/{len(a['retired_in_shadow'])}"
                      for a in arms) + "."),
@@ -920,11 +950,12 @@ def render(
 # --------------------------------------------------------------------------- main
 
 
-def shadow_labels(policy: Policy, asked: int | None) -> int:
-    """The shadow-first arm's labels: as asked, else the policy's, else ShadowFirst's default."""
-    if asked is not None:
-        return ShadowFirst(labels=asked).labels  # validated as a policy file would be
-    return (policy.retrain.shadow_first or ShadowFirst()).labels
+def shadow_spec(policy: Policy, labels: int | None, on_graduation: str | None) -> ShadowFirst:
+    """The shadow-first arm's settings: as asked, else the policy's, else ShadowFirst's defaults
+    (validated as a policy file would be)."""
+    spec = policy.retrain.shadow_first or ShadowFirst()
+    asked = {k: v for k, v in {"labels": labels, "on_graduation": on_graduation}.items() if v is not None}
+    return ShadowFirst.model_validate(spec.model_dump() | asked)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -937,6 +968,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default 2)")
     ap.add_argument("--shadow-labels", type=int, help="the shadow-first arm's retrain.shadow_first.labels "
                     "(default: the policy's, else the gateway's default)")
+    ap.add_argument("--on-graduation", choices=["explore", "promote"], help="the shadow-first arm's "
+                    "retrain.shadow_first.on_graduation (default: the policy's, else the gateway's default)")
     ap.add_argument("--no-shadow-first", action="store_true", help="skip the shadow-first arm")
     ap.add_argument("--no-readme", action="store_true", help="do not update bench/README.md")
     ap.add_argument("--readme", type=Path, default=ROOT / "bench" / "README.md")
@@ -945,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--drift-at must be in [{PRE_ROWS}, --rows)")
     policy = load_policy_file(args.policy)
     try:
-        labels = None if args.no_shadow_first else shadow_labels(policy, args.shadow_labels)
+        spec = None if args.no_shadow_first else shadow_spec(policy, args.shadow_labels, args.on_graduation)
     except ValidationError as err:  # the same bounds as in a policy file
         ap.error(f"--shadow-labels: {err.errors()[0]['msg']}")
     t_start = time.perf_counter()
@@ -954,9 +987,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs > 1 and len(seeds) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             k = len(seeds)
-            results = list(pool.map(run_seed, seeds, [args.rows] * k, [args.drift_at] * k, [args.policy] * k, [labels] * k))
+            results = list(pool.map(run_seed, seeds, [args.rows] * k, [args.drift_at] * k, [args.policy] * k, [spec] * k))
     else:
-        results = [run_seed(s, args.rows, args.drift_at, args.policy, labels) for s in seeds]
+        results = [run_seed(s, args.rows, args.drift_at, args.policy, spec) for s in seeds]
     for r in results:
         log(
             f"seed {r['seed']}: {r['seconds']:.0f} s, pre {r['pre_drift_accuracy']:.3f}, post system "

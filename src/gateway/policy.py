@@ -179,6 +179,13 @@ class ShadowFirst(_Strict):
     # within which it must show itself more accurate, or be retired; it goes live as soon as the
     # evidence is in (an anytime-valid paired test at retrain.max_p_value).
     labels: int = Field(default=500, ge=20)
+    # What graduating does: 'promote' (it becomes the champion: the paired evidence on the same
+    # live requests is an anytime-valid test at max_p_value, and a champion's posterior that
+    # predates a drift cannot outvote it; guardrails still roll it back) or 'explore' (it joins the
+    # bandit as a live challenger). Either way its posterior starts from the rewards it earned in
+    # shadow where rewards come from labels (thompson and top_two_thompson without
+    # variance_reduction). bench/learning.py measures both.
+    on_graduation: Literal["promote", "explore"] = "promote"
 
 
 class VarianceReduction(_Strict):

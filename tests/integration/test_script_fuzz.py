@@ -349,12 +349,12 @@ def valid_call(draw) -> tuple[str, list[str], list]:
         default = draw(st.sampled_from([None, 0.0, 1.0]))
         quota = draw(st.sampled_from([None, 5, 5]))
         ks = [keys.request(EXP, rid), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
-              keys.paired(EXP), keys.segments(EXP)]
+              keys.paired(EXP), keys.segments(EXP), keys.shadow_rewards(EXP)]
         argv = [
             draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))), now,
             draw(st.sampled_from(["", "1", "[0]", '"x"'])), str(FEEDBACK_MAXLEN),
             "" if default is None else repr(default), "" if quota is None else str(quota),
-            keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES),
+            keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES), draw(st.sampled_from(["0", "1"])),
         ]
     elif script == "expire":
         ks = [keys.pending(EXP), keys.arms(EXP), keys.segments(EXP)]
@@ -389,15 +389,17 @@ def valid_call(draw) -> tuple[str, list[str], list]:
     elif script == "shadow":
         # A request with a label (scored at once), one without, and one never served.
         rid = draw(st.sampled_from(["r0", "r2", "n1"]))
-        ks = [keys.request(EXP, rid), keys.kpis(EXP), keys.paired(EXP), keys.shadow_log(EXP), keys.feedback(EXP)]
+        ks = [keys.request(EXP, rid), keys.kpis(EXP), keys.paired(EXP), keys.shadow_log(EXP), keys.feedback(EXP),
+              keys.shadow_rewards(EXP)]
         argv = [draw(st.sampled_from(["s", "t"])), draw(st.sampled_from(["[1]", "[0]", '"x"'])),
                 draw(st.sampled_from(["", "[0.5]"])), now, str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
                 str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES)]
     elif script == "set_role":
-        ks = [keys.meta(EXP), keys.history(EXP)]
+        ks = [keys.meta(EXP), keys.history(EXP), keys.shadow_rewards(EXP), keys.arms(EXP)]
         argv = [draw(st.sampled_from(["s", "c"])), draw(st.sampled_from(["live", "shadow"])),
                 draw(st.sampled_from(["live", "shadow"])), draw(st.sampled_from(["live", "shadow"])),
-                _json({"action": "live"}), now, str(HISTORY_MAXLEN), draw(st.sampled_from(["0", "1"]))]
+                _json({"action": "live"}), now, str(HISTORY_MAXLEN), draw(st.sampled_from(["0", "1"])),
+                draw(st.sampled_from(["0", "1"]))]
     else:  # add_variant
         ks = [keys.dynamic_variants(EXP), keys.meta(EXP), keys.history(EXP)]
         argv = [draw(st.sampled_from(["c", "d"])), _json({"path": "/m/d.skops"}), _json({"kind": "challenger"}), now,
@@ -467,7 +469,7 @@ def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES),
 
 REC_KEYS = [keys.request(EXP, "n0"), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP)]
 REW_KEYS = [keys.request(EXP, "r2"), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
-              keys.paired(EXP), keys.segments(EXP)]
+              keys.paired(EXP), keys.segments(EXP), keys.shadow_rewards(EXP)]
 HIST = [keys.meta(EXP), keys.history(EXP)]
 
 FOUND = [

@@ -109,14 +109,19 @@ def test_labels_score_the_shadow_exactly_as_the_served_variant_even_when_they_co
             early = await label(plane, served[:20], y[:20])
             holder["gate"].open.set()
             await plane.shadow.drain()
-            late = await label(plane, served[20:], y[20:])
+            late = await label(plane, served[20:100], y[20:100])
+            # Rewards sent with their labels are the client's own measure: the shadow earns none.
+            explicit = [(await plane.rewards({"request_id": p["request_id"], "label": int(t), "reward": 1.0,
+                                              "token": p["reward_token"]}))[1]["status"]
+                        for p, t in zip(served[100:], y[100:])]
             await plane.monitor_now()
             await plane.refresh()
-            return early + late, await plane.state(name), await plane.store.paired_counts(name)
+            return (early + late + explicit, await plane.state(name), await plane.store.paired_counts(name),
+                    await plane.store.shadow_rewards(name))
         finally:
             await plane.stop()
 
-    statuses, state, paired = run(scenario())
+    statuses, state, paired, earned = run(scenario())
     assert statuses == ["accepted"] * 120
     rt_encode = plane.encode(plane.runtime(name), rows)
     live_pred = env.variants["logreg"].predict_rows(rt_encode)[0]
@@ -136,6 +141,9 @@ def test_labels_score_the_shadow_exactly_as_the_served_variant_even_when_they_co
     assert paired[("xgb", "logreg")] == {
         "sw": int(np.sum(shadow_ok & ~live_ok)), "lw": int(np.sum(live_ok & ~shadow_ok)), "n": 120,
     }
+    # What the shadow would have earned where the reward came from the label, labels first or not.
+    right = int(np.sum(shadow_ok[:100]))
+    assert earned == {"xgb": {"n": 100, "s": right, "ss": right}}
 
 
 def test_the_queue_is_bounded_and_the_sample_follows_the_request_id(env):
@@ -200,13 +208,15 @@ def _challenger(env):
     return lambda experiment, variant, sha256: env.variants["xgb"]
 
 
-@pytest.mark.parametrize("better", [True, False], ids=["graduates", "is-retired"])
-def test_shadow_first_graduates_a_better_challenger_and_retires_a_worse_one(env, better):
+@pytest.mark.parametrize("better, on_graduation", [(True, "promote"), (True, "explore"), (False, "promote")],
+                         ids=["graduates-and-is-promoted", "graduates-to-explore", "is-retired"])
+def test_shadow_first_graduates_a_better_challenger_and_retires_a_worse_one(env, better, on_graduation):
     """Labels are chosen so that one side is right on every row where the two disagree: the
-    challenger (graduates) or the live model (retired)."""
+    challenger (graduates) or the live model (retired). A graduate's posterior starts from the
+    rewards it earned in shadow, the labels' matches on the requests it answered."""
     clock = Clock()
     plane = env.plane(clock, challenger_client=_challenger(env),
-                      retrain={"max_p_value": 0.05, "shadow_first": {"labels": 40}})
+                      retrain={"max_p_value": 0.05, "shadow_first": {"labels": 40, "on_graduation": on_graduation}})
     name = plane.experiment_names()[0]
     rows, _ = churn.make_churn(300, seed=15)
 
@@ -231,14 +241,18 @@ def test_shadow_first_graduates_a_better_challenger_and_retires_a_worse_one(env,
             clock.t += 2  # the router judges shadows once a second
             await plane.refresh()
             await plane.refresh()  # and routes by the verdict
-            return served, await plane.state(name), int(np.sum(live_pred != shadow_pred))
+            arms = (await plane.store.snapshots([name]))[name].arms
+            earned = int(np.sum(shadow_pred == truth))
+            return served, await plane.state(name), int(np.sum(live_pred != shadow_pred)), arms, earned
         finally:
             await plane.stop()
 
-    served, state, disagreements = run(scenario())
+    served, state, disagreements, arms, earned = run(scenario())
     assert disagreements >= 10  # enough discordant rows for the test to decide at 5 %
     assert {p["variant"] for p in served} == {"logreg"}  # in shadow, it served no one
-    decision = state["history"][-1]
+    verdicts = [h for h in state["history"] if h["action"] in ("graduate", "retire")]
+    assert len(verdicts) == 1
+    decision = verdicts[0]
     assert decision["by"] == "shadow_first" and decision["variant"] == "xgb2"
     evidence = decision["evidence"]
     assert evidence["against"] == "logreg" and evidence["paired_rows"] == 300 and evidence["level"] == 0.05
@@ -247,10 +261,19 @@ def test_shadow_first_graduates_a_better_challenger_and_retires_a_worse_one(env,
         assert decision["action"] == "graduate"
         assert evidence["only_challenger_right"] == disagreements and evidence["only_live_right"] == 0
         assert evidence["e_value_better"] >= 20 and evidence["p_value"] <= 0.05
-        assert roles["xgb2"] == "arm" and state["status"] == "exploring"  # competes for traffic now
+        # Its 300 shadow answers' rewards (one request, one row each) are now its own.
+        assert arms["xgb2"].rewards == 300 and arms["xgb2"].reward_sum == earned
+        assert roles["xgb2"] == "arm"
+        if on_graduation == "promote":
+            assert state["status"] == "promoted" and state["champion"] == "xgb2"
+            assert state["history"][-1]["action"] == "promote" and state["history"][-1]["by"] == "shadow_first"
+        else:
+            assert state["status"] == "exploring" and state["champion"] == "logreg"  # competes for traffic now
+            assert state["history"][-1] is decision
     else:
         assert decision["action"] == "retire"
         assert evidence["only_live_right"] == disagreements and evidence["p_value"] == 1.0
         assert evidence["e_value_worse"] >= 20  # retired as soon as it was shown worse
         assert state["status"] == "promoted" and state["champion"] == "logreg"
         assert [h["action"] for h in state["history"]].count("retire") == 1
+        assert "xgb2" not in arms or arms["xgb2"].rewards == 0  # a retired shadow's rewards never count

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateway.decisions import allocation
+from gateway.decisions import allocation, shadow_first
 from gateway.dataplane import DataPlane
 from gateway.dataplane.runtime import ExperimentRuntime
 from gateway.dataplane.transitions import rollback_champion
@@ -112,7 +112,8 @@ class Control:
         policy_role = next(v.role for v in policy.variants if v.name == variant)
         entry = self._entry(role, request.reason, variant=variant)
         if not await self.plane.store.set_role(
-            experiment, variant, role, expected=current, policy_role=policy_role, entry=entry, now=entry["at"]
+            experiment, variant, role, expected=current, policy_role=policy_role, entry=entry, now=entry["at"],
+            credit=shadow_first.credits_shadow_rewards(policy),
         ):
             raise Conflict(f"the role of {variant!r} changed meanwhile; read the state and retry", code="role_changed")
         return await self._done(experiment)

@@ -91,6 +91,7 @@ class Feedback:
             return await self._queue(items, [p for p in pending if not results[p[0]]], results, now)
         unknown: list[Pending] = []
         try:
+            made_from_labels = {p[0] for p in pending if p[3] is None}
             unknown = await self._rewards_from_labels(pending, results)
             waiting = {p[0] for p in unknown}
             ready = [p for p in pending if not results[p[0]] and p[0] not in waiting]
@@ -98,8 +99,9 @@ class Feedback:
                 span.set_attributes({"db.system": "redis", "gateway.reward_items": len(ready)})
                 outcomes = await self.store.apply_rewards(
                     [
-                        StoredReward(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label))
-                        for _, rid, c, r, label in ready
+                        StoredReward(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label),
+                                     from_label=i in made_from_labels)
+                        for i, rid, c, r, label in ready
                     ],
                     now,
                     self.experiments.reward_rules(),

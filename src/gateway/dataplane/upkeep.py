@@ -223,7 +223,10 @@ class Upkeep:
                      "reason": verdict.reason, "evidence": verdict.evidence}
             if verdict.outcome == "graduate":
                 done = await self.store.set_role(name, verdict.variant, "live", expected="shadow", policy_role="shadow",
-                                                 entry=entry, now=entry["at"])
+                                                 entry=entry, now=entry["at"],
+                                                 credit=shadow_first.credits_shadow_rewards(rt.policy))
+                if done and rt.policy.retrain.shadow_first.on_graduation == "promote":
+                    await self._promote_graduate(name, verdict)
             else:
                 gone = sorted(allocation.retired(snap.meta) | {verdict.variant})
                 # Only over the list it was computed from: another retirement meanwhile is kept.
@@ -232,6 +235,15 @@ class Upkeep:
             if done:
                 log.info("shadow first in %s: %s %s: %s", name, verdict.outcome, verdict.variant, verdict.reason)
                 rt.evaluated_counts = None
+
+    async def _promote_graduate(self, name: str, verdict: shadow_first.ShadowVerdict) -> None:
+        """retrain.shadow_first.on_graduation 'promote': the graduate becomes the champion."""
+        entry = {"action": "promote", "variant": verdict.variant, "at": self.clock(), "by": "shadow_first",
+                 "reason": f"graduated from shadow: {verdict.reason}", "evidence": verdict.evidence}
+        # Going live reopened exploration (set_role.lua); a paused or rolled-back experiment stays so.
+        if await self.store.transition(name, expected_status="exploring", new_status="promoted",
+                                       champion=verdict.variant, entry=entry, now=entry["at"]):
+            log.info("promoted %s in %s on graduating from shadow", verdict.variant, name)
 
     async def _drift_alarm(self, name: str, rt: ExperimentRuntime, snap: Snapshot) -> None:
         spec = rt.base_policy.retrain

@@ -31,6 +31,13 @@ class ShadowVerdict:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+def credits_shadow_rewards(policy: Policy) -> bool:
+    """Whether a variant going live takes the rewards it earned in shadow into its posterior:
+    only where the posterior is the arm's plain counters (a contextual posterior is per segment,
+    a discounted one ages its rewards, CUPED also sums a covariate the shadow record lacks)."""
+    return policy.algorithm in ("thompson", "top_two_thompson") and policy.variance_reduction is None
+
+
 def best_live(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str]) -> str | None:
     """The champion while one is promoted, else the live arm with the highest posterior mean."""
     live = allocation.live_arms(policy, meta)

@@ -64,6 +64,7 @@ class RewardItem:
     variant: str
     reward: float
     label: str = ""  # JSON of the label(s) when the feedback carried them
+    from_label: bool = False  # the reward was made from the label ('match'), so shadows earn theirs
 
 
 @dataclass(frozen=True)
@@ -223,14 +224,16 @@ class ExperimentStore(ShadowRecords, LogReads):
             for it in items:
                 r = rules.get(it.experiment) or RewardRules()
                 pipe.evalsha(
-                    self._shas["reward"], 8,
+                    self._shas["reward"], 9,
                     keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
                     keys.feedback(it.experiment), keys.meta(it.experiment), keys.pending(it.experiment),
                     keys.kpis(it.experiment), keys.paired(it.experiment), keys.segments(it.experiment),
+                    keys.shadow_rewards(it.experiment),
                     it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
                     "" if r.default is None else repr(float(r.default)),
                     "" if r.max_per_unit is None else str(r.max_per_unit),
                     keys.quota_prefix(it.experiment), str(max(1, int(r.window_s))), str(FEEDBACK_BYTES),
+                    "1" if it.from_label else "0",
                 )
 
         return [(outcome, tp) for outcome, tp in await self._run_scripted(build)]

@@ -58,6 +58,13 @@ def paired(experiment: str) -> str:
     return f"gw:{{{experiment}}}:paired"
 
 
+def shadow_rewards(experiment: str) -> str:
+    """Hash of the rewards a shadow variant would have earned on the live requests it answered,
+    where the reward came from the label: '<shadow>:n', ':s', ':ss' (added to its arm when it
+    goes live)."""
+    return f"gw:{{{experiment}}}:shadow-rewards"
+
+
 def shadow_log(experiment: str) -> str:
     """Stream of shadow variants' answers to live requests (request id, variant, prediction),
     the decision log's companion: the decision log holds what was served."""

@@ -35,9 +35,9 @@ class ShadowRecords:
         def build(pipe):
             for request_id, variant, predictions, scores in answers:
                 pipe.evalsha(
-                    self._shas["shadow"], 5,
+                    self._shas["shadow"], 6,
                     keys.request(experiment, request_id), keys.kpis(experiment), keys.paired(experiment),
-                    keys.shadow_log(experiment), keys.feedback(experiment),
+                    keys.shadow_log(experiment), keys.feedback(experiment), keys.shadow_rewards(experiment),
                     variant, predictions, scores or "", repr(now), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
                     str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES),
                 )
@@ -46,16 +46,18 @@ class ShadowRecords:
 
     async def set_role(
         self, experiment: str, variant: str, role: str, *, expected: str, policy_role: str, entry: dict[str, Any],
-        now: float, reopen: bool = True,
+        now: float, reopen: bool = True, credit: bool = False,
     ) -> bool:
         """Move `variant` to `role` if its role is still `expected` (`policy_role` when no run-time
-        role is set), recording `entry`; going live reopens exploration when `reopen`."""
+        role is set), recording `entry`; going live reopens exploration when `reopen`, and with
+        `credit` its posterior takes the rewards it earned in shadow."""
 
         def build(pipe):
             pipe.evalsha(
-                self._shas["set_role"], 2, keys.meta(experiment), keys.history(experiment),
+                self._shas["set_role"], 4, keys.meta(experiment), keys.history(experiment),
+                keys.shadow_rewards(experiment), keys.arms(experiment),
                 variant, role, expected, policy_role, json.dumps(entry), repr(now), str(HISTORY_MAXLEN),
-                "1" if reopen else "0",
+                "1" if reopen else "0", "1" if credit else "0",
             )
 
         (done,) = await self._run_scripted(build)
@@ -68,6 +70,14 @@ class ShadowRecords:
             pair, _, cell = key.rpartition(":")
             shadow, _, served = pair.partition("|")
             out.setdefault((shadow, served), {"sw": 0, "lw": 0, "n": 0})[cell] = int(value)
+        return out
+
+    async def shadow_rewards(self, experiment: str) -> dict[str, dict[str, float]]:
+        """shadow -> {n, s, ss}: the rewards it earned in shadow, not yet added to its arm."""
+        out: dict[str, dict[str, float]] = {}
+        for key, value in (await self.client.hgetall(keys.shadow_rewards(experiment))).items():
+            variant, _, cell = key.rpartition(":")
+            out.setdefault(variant, {"n": 0, "s": 0.0, "ss": 0.0})[cell] = float(value)
         return out
 
     async def shadow_answers(self, experiment: str, count: int) -> list[dict[str, str]]:

@@ -4,11 +4,14 @@
 -- confusion counts (online KPIs).
 -- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] feedback stream, KEYS[4] meta hash,
 -- KEYS[5] pending zset, KEYS[6] KPI counters hash, KEYS[7] shadow-vs-served paired counts hash,
--- KEYS[8] per-segment counters hash (contextual routing: the request's 'seg')
+-- KEYS[8] per-segment counters hash (contextual routing: the request's 'seg'),
+-- KEYS[9] the shadows' own rewards hash (lib/scoring.lua's score_shadow_reward)
 -- ARGV[1] variant, ARGV[2] reward, ARGV[3] now (unix seconds), ARGV[4] label JSON ('' for none),
 -- ARGV[5] feedback stream max length, ARGV[6] default reward ('' for none),
 -- ARGV[7] rewards allowed per unit in the window ('' for no quota), ARGV[8] quota key prefix,
--- ARGV[9] quota window seconds, ARGV[10] the feedback stream's byte budget (as in record.lua)
+-- ARGV[9] quota window seconds, ARGV[10] the feedback stream's byte budget (as in record.lua),
+-- ARGV[11] '1' when the reward was made from the label ('match'): the shadows that answered the
+-- request then earn theirs by the same rule ('0' or '' otherwise)
 -- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
 -- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (a value
 -- that is not a finite number, or that would make the variant's sums overflow: nothing written).
@@ -20,7 +23,8 @@ local function num(s) local x = tonumber(s) if x ~= nil and x == x and x >= -1e3
 local maxlen, quota, window, budget = int_arg(ARGV[5], 0, 2^31), ARGV[7] == '' or int_arg(ARGV[7], 0, 2^50),
   int_arg(ARGV[9], 1, 2^31), int_arg(ARGV[10], 0, 2^50)
 if not num(ARGV[2]) or not num(ARGV[3]) or not maxlen or not quota or not window or not budget
-    or (ARGV[6] ~= '' and not num(ARGV[6])) or type(ARGV[4]) ~= 'string' or type(ARGV[8]) ~= 'string' then
+    or (ARGV[6] ~= '' and not num(ARGV[6])) or type(ARGV[4]) ~= 'string' or type(ARGV[8]) ~= 'string'
+    or not (ARGV[11] == nil or ARGV[11] == '' or ARGV[11] == '0' or ARGV[11] == '1') then
   return {'invalid', ''}
 end
 local served = redis.call('HGET', KEYS[1], 'variant')
@@ -136,16 +140,23 @@ end
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'label', ARGV[4])
   redis.call('HINCRBY', KEYS[4], 'labels_since_retrain', 1)
+  local from_label = ARGV[11] == '1' and KEYS[9]
+  if from_label then
+    -- A shadow answer that arrives after this label earns its reward by the same rule.
+    redis.call('HSET', KEYS[1], 'lr', '1')
+  end
   -- Confusion counts for the variant's lifetime KPIs (lib/scoring.lua), and the same for every
   -- shadow variant that answered this request, paired with the served one.
   local rows = score_rows(ARGV[4], pred)
   local served_correct = rows and score_count(KEYS[6], served, rows)
   for _, kv in ipairs(shadow_answers) do
     local shadow_rows = score_rows(ARGV[4], kv[2])
-    if shadow_rows and served_correct then
-      score_pair(KEYS[7], kv[1], served, score_count(KEYS[6], kv[1], shadow_rows), served_correct)
-    elseif shadow_rows then
-      score_count(KEYS[6], kv[1], shadow_rows)
+    local shadow_correct = shadow_rows and score_count(KEYS[6], kv[1], shadow_rows)
+    if shadow_correct and served_correct then
+      score_pair(KEYS[7], kv[1], served, shadow_correct, served_correct)
+    end
+    if shadow_correct and from_label then
+      score_shadow_reward(KEYS[9], kv[1], shadow_correct)
     end
   end
 end

@@ -52,3 +52,15 @@ local function score_pair(pair_key, shadow, served, shadow_correct, served_corre
   end
   redis.call('HINCRBY', pair_key, field .. 'n', #shadow_correct)
 end
+
+-- What a shadow variant would have earned on a request whose reward came from its label ('match':
+-- the share of rows right), kept per shadow ('<shadow>:n', ':s', ':ss'): when it goes live, these
+-- are rewards of its own on live requests, and its posterior starts from them.
+local function score_shadow_reward(reward_key, shadow, correct)
+  local right = 0
+  for i = 1, #correct do if correct[i] then right = right + 1 end end
+  local r = right / #correct
+  redis.call('HINCRBY', reward_key, shadow .. ':n', 1)
+  redis.call('HINCRBYFLOAT', reward_key, shadow .. ':s', string.format('%.17g', r))
+  redis.call('HINCRBYFLOAT', reward_key, shadow .. ':ss', string.format('%.17g', r * r))
+end

@@ -237,7 +237,12 @@ class Policy(_Strict):
     context: tuple[Name, ...] = ()
     # contextual_thompson: a variant's overall posterior mean, worth this many rewards, is the
     # prior of its posterior in each segment: a segment with little data borrows from the whole.
-    context_strength: float = Field(default=100.0, gt=0)
+    context_strength: float = Field(default=20.0, gt=0)
+    # contextual_thompson: rewards a variant needs in a segment before the segment's own
+    # posteriors route it (uniform there until then), and before the segment's promotion test
+    # may decide. Small, since each segment pays it again: 200 per segment cost ~187 of the
+    # 219 conversions of regret in bench/contextual.py; 20 keeps A/A promotions under 1%.
+    segment_burn_in: int = Field(default=20, ge=0)
     # discounted_thompson only: the weight of a reward falls by this factor with every later
     # reward, so the posteriors remember about 1 / (1 - discount) rewards (0.9999: 10,000).
     discount: float = Field(default=0.9999, gt=0, le=1)

@@ -58,7 +58,7 @@ def routing(policy: Policy, snap: Snapshot) -> contextual.SegmentAllocation:
     return contextual.segment_shares(
         live, _counts(snap.arms, live), {s: _counts(per, live) for s, per in snap.segments.items()},
         prior_alpha=policy.prior.alpha, prior_beta=policy.prior.beta, min_weight=policy.min_weight,
-        burn_in=policy.burn_in_rewards, strength=policy.context_strength, champions=won,
+        burn_in=policy.segment_burn_in, strength=policy.context_strength, champions=won,
     )
 
 
@@ -72,8 +72,8 @@ def promotions(policy: Policy, snap: Snapshot, now: float) -> dict[str, Decision
     open_segments = {s: _counts(per, live) for s, per in snap.segments.items() if s not in done}
     started = max(float(snap.meta.get("started_at", now)), float(snap.meta.get("challenger_at", "-inf")))
     p = policy.promotion
-    rule = PromotionRule(prob_best=p.prob_best, max_expected_loss=p.max_expected_loss, min_samples=p.min_samples,
-                         min_duration_s=p.min_duration_s)
+    rule = PromotionRule(prob_best=p.prob_best, max_expected_loss=p.max_expected_loss,
+                         min_samples=policy.segment_burn_in, min_duration_s=p.min_duration_s)
     decisions = segment_promotion.segment_decisions(
         live, open_segments, rule, now - started, prior_alpha=policy.prior.alpha, prior_beta=policy.prior.beta,
         alpha=p.alpha, tau2=p.tau2, n_segments=max(possible_segments(policy), len(snap.segments)),

@@ -90,6 +90,7 @@ from gateway.bandit.contextual import (  # noqa: E402
 from gateway.bandit.linear_ts import LinearPrior, LinearStats, linear_posterior, linear_shares, predictive  # noqa: E402
 from gateway.bandit.promotion import PromotionRule  # noqa: E402
 from gateway.bandit.segment_promotion import segment_decisions  # noqa: E402
+from gateway.policy import Policy  # noqa: E402
 from gateway.bandit.sequential import DEFAULT_ALPHA, DEFAULT_TAU2, evaluate_sequential, sequential_evidence  # noqa: E402
 
 START, END = "<!-- contextual:start -->", "<!-- contextual:end -->"
@@ -98,6 +99,10 @@ PLAN_P = np.array([0.45, 0.35, 0.20])  # gateway.sim.churn.make_churn's plan fre
 ARMS = ("logreg", "xgb")
 BATCH = 10
 BURN_IN = 200  # the default policy's promotion.min_samples, also its burn-in
+# Contextual routing's per-segment burn-in and promotion minimum, and the shrinkage strength: the
+# gateway's defaults (Policy.segment_burn_in, Policy.context_strength).
+SEGMENT_BURN_IN = Policy.model_fields["segment_burn_in"].default
+STRENGTH = Policy.model_fields["context_strength"].default
 MIN_WEIGHT = 0.01
 PROB_BEST, MAX_LOSS = 0.95, 0.0025
 PRESCREEN = 0.90
@@ -469,9 +474,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # key: (label, simulate() arguments); the first is the headline (the default policy's settings).
     specs: dict[str, tuple[str, dict]] = {
-        "ctx": ("**contextual Thompson**: burn-in 200 per segment, floor 0.01, strength 20, per-segment promotion "
-                "(min_samples 200)", dict(rules=seg_rules(), snap_steps=snap)),
-        "ctx_nopromo": ("contextual Thompson as above, no promotion", dict()),
+        "ctx": (f"**contextual Thompson** (the gateway's defaults): segment_burn_in {SEGMENT_BURN_IN}, floor 0.01, "
+                f"strength {STRENGTH:g}, per-segment promotion (min_samples {SEGMENT_BURN_IN})",
+                dict(burn_in=SEGMENT_BURN_IN, strength=STRENGTH, rules=seg_rules(SEGMENT_BURN_IN))),
+        "ctx_nopromo": ("contextual Thompson as above, no promotion", dict(burn_in=SEGMENT_BURN_IN, strength=STRENGTH)),
+        "ctx_b200": ("contextual Thompson, burn-in 200 per segment (the overall burn-in; the gateway before), floor "
+                     "0.01, strength 20, promotion (min_samples 200)", dict(rules=seg_rules(), snap_steps=snap)),
         "ctx_b50": ("contextual Thompson, burn-in 50, floor 0.01, strength 20, promotion with min_samples 50",
                     dict(burn_in=50, rules=seg_rules(50))),
         "ctx_b0": ("contextual Thompson, burn-in 0 (shrinkage alone), floor 0.01, strength 20, promotion "
@@ -512,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     del plans, rew
     aa_plans, aa_rew = streams(aa_rates, S, T)
     aa_specs = {
+        f"segment_burn_in {SEGMENT_BURN_IN} (the default)": dict(burn_in=SEGMENT_BURN_IN, strength=STRENGTH,
+                                                             rules=seg_rules(SEGMENT_BURN_IN, uncorrected=True)),
         "burn-in 200, min_samples 200": dict(rules=seg_rules(uncorrected=True)),
         "burn-in 50, min_samples 50": dict(burn_in=50, rules=seg_rules(50, uncorrected=True)),
         "burn-in 0, empirical-Bayes strength, min_samples 200": dict(burn_in=0, strength="auto",
@@ -523,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     del aa_plans, aa_rew
     log(f"  {sum(r.seconds for r in aa_runs.values()):.0f}s")
 
-    fid_ctx = fidelity(runs["ctx"], "contextual")
+    fid_ctx = fidelity(runs["ctx_b200"], "contextual")
     fid_ctx0 = fidelity(runs["ctx_b0"], "contextual", burn_in=0)
     fid_lin = fidelity(runs["linear"], "linear")
 
@@ -589,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(f"**Paired on the first {N} seeds** (same streams): each of our policies minus each library, "
                 "mean ± s.e. of the per-seed difference (negative: ours lower).")
     rows.append("")
-    compare_keys = ["ctx", "ctx_b50", "ctx_b0_auto", "ctx_b0_s1", "ctx_classic_s1", "linear_classic"]
+    compare_keys = ["ctx", "ctx_b200", "ctx_b50", "ctx_b0_auto", "ctx_b0_s1", "ctx_classic_s1", "linear_classic"]
     short_ext = {("vw", "--epsilon 0.05"): "VW ε-greedy 0.05", ("vw", "--squarecb"): "VW SquareCB",
                  ("mab", 1.0): "MABWiser LinTS α = 1", ("mab", 0.25): "MABWiser LinTS α = 0.25"}
     rows.append("| ours − | " + " | ".join(short_ext[k] for k in ext) + " |")
@@ -607,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(mean_se(diff))
         rows.append(f"| {ok_key}: {specs[ok_key][0].split(':')[0].replace('**', '')} | " + " | ".join(cells) + " |")
     rows.append("")
-    rows.append("Keys: ctx = the headline; ctx_b50 = burn-in 50; ctx_b0_auto = burn-in 0 with empirical-Bayes "
+    rows.append("Keys: ctx = the headline (the gateway's defaults); ctx_b200 = burn-in 200 per segment; ctx_b50 = burn-in 50; ctx_b0_auto = burn-in 0 with empirical-Bayes "
                 "strength (floor kept); ctx_b0_s1 = burn-in 0, strength 1 (floor kept); ctx_classic_s1 = no "
                 "burn-in, no floor, strength 1; linear_classic = our linear TS without burn-in or floor.")
     rows.append("")
@@ -615,8 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     burn_cost = BURN_IN * float((rates.max(axis=1) - rates.min(axis=1)).sum())
     rows.append(f"Reading: a uniform burn-in of {BURN_IN} rewards per variant *per segment* costs at least "
                 f"{BURN_IN} × Σ gaps = **{burn_cost:,.0f}** here (the worse model serves {BURN_IN} requests in each "
-                f"plan, {BURN_IN} × 0.47 in pro alone), most of the headline's {runs['ctx'].regret.mean():,.0f}; "
-                "the libraries pay nothing of the kind. Per-segment promotion then stops the floor's cost in pro "
+                f"plan, {BURN_IN} × 0.47 in pro alone), most of ctx_b200's {runs['ctx_b200'].regret.mean():,.0f}; "
+                f"hence the gateway's segment_burn_in of {SEGMENT_BURN_IN} "
+                f"({SEGMENT_BURN_IN * float((rates.max(axis=1) - rates.min(axis=1)).sum()):,.0f}). "
+                "Per-segment promotion then stops the floor's cost in pro "
                 f"and enterprise (without it: {runs['ctx_nopromo'].regret.mean():,.0f}).")
     rows.append("")
 
@@ -629,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append("| run | basic (logreg best) | pro (xgb best) | enterprise (xgb best) | any segment wrong |")
     rows.append("| --- | --- | --- | --- | --- |")
     wrong_rates: dict[str, float] = {}
-    for key in ("ctx", "ctx_b50", "ctx_b0", "ctx_b0_auto", "ctx_b0_s1"):
+    for key in ("ctx", "ctx_b200", "ctx_b50", "ctx_b0", "ctx_b0_auto", "ctx_b0_s1"):
         r = runs[key].rules["bonferroni"]
         cells = []
         wrong_any = np.zeros(S, dtype=bool)

@@ -23,7 +23,7 @@ RATES = {"basic": {"logreg": 0.8, "xgb": 0.4}, "pro": {"logreg": 0.4, "xgb": 0.8
 
 def test_each_segment_promotes_its_own_champion(env):
     clock = Clock()
-    plane = env.plane(clock, algorithm="contextual_thompson", context=["plan"], context_strength=20, burn_in=30,
+    plane = env.plane(clock, algorithm="contextual_thompson", context=["plan"], context_strength=20, segment_burn_in=30,
                       min_weight=0.05, promotion={"min_samples": 60, "prob_best": 0.95, "max_expected_loss": 0.01})
     name = plane.experiment_names()[0]
     app = create_app(plane)

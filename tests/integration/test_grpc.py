@@ -8,13 +8,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tritongrpc
+from tritonclient.utils import InferenceServerException
 
 from tests.integration.conftest import ROW
 
 pytestmark = pytest.mark.integration
-
-tritongrpc = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MODEL = "churn"
 VARIANTS = {"logreg", "xgb"}

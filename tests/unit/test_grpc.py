@@ -5,6 +5,9 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+import tritonclient.grpc as tritongrpc
+from tritonclient.grpc import service_pb2 as triton_pb
+from tritonclient.utils import serialize_byte_tensor
 
 from gateway.api.grpc import grpc_predict_v2_pb2 as pb
 from gateway.api.grpc.convert import request_body, response_message
@@ -12,10 +15,6 @@ from gateway.api.grpc.status import status_of
 from gateway.api.oip import decode_inputs, encode_response
 from gateway.errors import BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unavailable, Unprocessable
 from gateway.policy import parse_policy
-
-tritongrpc = pytest.importorskip("tritonclient.grpc")
-from tritonclient.grpc import service_pb2 as triton_pb  # noqa: E402
-from tritonclient.utils import serialize_byte_tensor  # noqa: E402
 
 CHURN = parse_policy(
     {

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,8 +29,18 @@ class Settings(BaseSettings):
         "loses nothing acknowledged, slowest), everysec (a power loss or kernel crash can lose the last second; a "
         "crash of redis-server alone loses nothing), no (the OS decides, typically up to 30 s).",
     )
-    http_host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds to.")
+    http_host: str = Field(
+        default="127.0.0.1", description="Address the HTTP proxy binds to (and the gRPC API, when grpc_port is set)."
+    )
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the Open Inference Protocol's gRPC API (KServe V2, as Triton and MLServer serve it; "
+        "8001 is their usual port). Unset: no gRPC. Each router replica listens on it itself (SO_REUSEPORT: "
+        "replicas on one node share the port, the kernel spreads connections among them).",
+    )
     admin_token: str | None = Field(
         default=None,
         description="Bearer token for the admin routes, 16+ characters (a short one is guessable); unset "
@@ -90,6 +100,14 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         default=None, description="Join this Ray cluster instead of starting a local one."
     )
+
+    @field_validator("grpc_port")
+    @classmethod
+    def _grpc_port_is_not_the_http_port(cls, port: int | None, info: ValidationInfo) -> int | None:
+        # http_port is declared first, so it is already in info.data (unless it was invalid).
+        if port is not None and port == info.data.get("http_port"):
+            raise ValueError("it is also the HTTP port (GATEWAY_HTTP_PORT); give gRPC a port of its own")
+        return port
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -42,6 +42,7 @@ class RunningGateway:
     state_dir: Path
     process: subprocess.Popen
     log: Path
+    grpc_address: str | None = None  # host:port of the OIP gRPC API, when GATEWAY_GRPC_PORT is set
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
@@ -81,7 +82,8 @@ def start_gateway(policy: Path, state_dir: Path, env: dict[str, str] | None = No
         env=full_env,
         start_new_session=True,
     )
-    gw = RunningGateway(f"http://127.0.0.1:{port}", state_dir, proc, log)
+    grpc_port = full_env.get("GATEWAY_GRPC_PORT")
+    gw = RunningGateway(f"http://127.0.0.1:{port}", state_dir, proc, log, f"127.0.0.1:{grpc_port}" if grpc_port else None)
     deadline = time.monotonic() + wait_s
     with httpx.Client(base_url=gw.url, timeout=5) as c:
         while time.monotonic() < deadline:
@@ -126,6 +128,8 @@ def gateway(tmp_path_factory, collector) -> Iterator[RunningGateway]:
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
+        # The OIP gRPC API beside REST (test_grpc.py).
+        "GATEWAY_GRPC_PORT": str(free_port()),
     }
     state_dir = tmp_path_factory.mktemp("gateway-state")
     write_incompatible_model(state_dir / "models" / "faults-broken.skops")

@@ -189,3 +189,17 @@ def test_bad_max_body_bytes_names_the_variable_and_the_value(clean_env, value):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "GATEWAY_MAX_BODY_BYTES" in str(info.value) and value in str(info.value)
+
+
+def test_grpc_is_off_unless_a_port_is_given(clean_env):
+    assert load_settings().grpc_port is None
+    clean_env.setenv("GATEWAY_GRPC_PORT", "8001")
+    assert load_settings().grpc_port == 8001
+
+
+@pytest.mark.parametrize("value", ["0", "70000", "grpc", "8000"])
+def test_bad_grpc_port_names_the_variable_and_the_value(clean_env, value):
+    clean_env.setenv("GATEWAY_GRPC_PORT", value)  # 8000 is the HTTP port's default
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert f"GATEWAY_GRPC_PORT={value!r}" in str(info.value)

@@ -4,8 +4,8 @@
 list. The protocol's error body is `{"error": "message"}`, so every handler here answers its
 errors itself instead of letting `traced` format them. The request tensors are read in
 oip_tensors.py (both input layouts, JSON or binary data); the answers are built in
-oip_responses.py. Their public names are re-exported here, where the rest of the gateway
-imports them from.
+oip_responses.py; the operations REST and gRPC share are in oip_ops.py. Their public names are
+re-exported here, where the rest of the gateway imports them from.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from opentelemetry import trace
 from starlette.requests import Request
 
 from gateway.api.http import byte_count, parse_json, read_body, read_json
+from gateway.api import oip_ops
+from gateway.api.oip_ops import check_model_ready, check_server_ready, model_runtime, model_version
 from gateway.api.oip_responses import (
     OUTPUT_NAME,
     PLATFORM,
@@ -33,10 +35,9 @@ from gateway.api.oip_tensors import (
     SUPPORTED_DATATYPES,
     decode_inputs,
     decode_tensor,
-    invalid_inputs,
 )
 from gateway.dataplane import DataPlane
-from gateway.errors import BadRequest, GatewayError, NotFound, Unavailable
+from gateway.errors import BadRequest, GatewayError
 
 __all__ = [
     "HEADER_LENGTH",
@@ -98,23 +99,12 @@ async def read_infer_body(request: Request, max_bytes: int) -> tuple[Any, bytes 
 
 
 def oip_routes(plane: DataPlane, max_body_bytes: int) -> list[tuple[str, Handler, list[str]]]:
-    """The V2 routes as (path, handler, methods), ready for create_app's route list."""
+    """The V2 routes as (path, handler, methods), ready for create_app's route list. The
+    operations themselves are oip_ops', shared with the gRPC service."""
 
     def runtime(request: Request):
         experiment = request.path_params["experiment"]
-        rt = plane.experiments.get(experiment)
-        if rt is None:
-            raise NotFound(f"no model named {experiment!r}", code="experiment_not_found")
-        return experiment, rt
-
-    def version(request: Request, rt: Any) -> str:
-        variant = request.path_params["variant"]
-        if variant not in rt.variants:
-            raise NotFound(
-                f"model {rt.policy.experiment!r} has no version {variant!r}; versions: {list(rt.variants)}",
-                code="variant_not_found",
-            )
-        return variant
+        return experiment, model_runtime(plane, experiment)
 
     async def metadata_server(request: Request, request_id: str) -> tuple[int, Any]:
         return 200, server_metadata()
@@ -123,9 +113,7 @@ def oip_routes(plane: DataPlane, max_body_bytes: int) -> list[tuple[str, Handler
         return 200, {"live": True}
 
     async def ready(request: Request, request_id: str) -> tuple[int, Any]:
-        waiting = [name for name, rt in plane.experiments.items() if rt.allocation is None]
-        if waiting:
-            raise Unavailable(f"models not ready yet: {waiting}", code="not_ready")
+        check_server_ready(plane)
         return 200, {"ready": True}
 
     async def metadata_model(request: Request, request_id: str) -> tuple[int, Any]:
@@ -134,62 +122,30 @@ def oip_routes(plane: DataPlane, max_body_bytes: int) -> list[tuple[str, Handler
 
     async def metadata_version(request: Request, request_id: str) -> tuple[int, Any]:
         _, rt = runtime(request)
-        variant = version(request, rt)
+        variant = model_version(rt, request.path_params["variant"])
         return 200, model_metadata(rt.policy, list(rt.variants), version=variant)
 
     async def ready_model(request: Request, request_id: str) -> tuple[int, Any]:
         name, rt = runtime(request)
-        if rt.allocation is None:
-            raise Unavailable(f"model {name!r} is not ready yet", code="not_ready")
+        check_model_ready(name, rt)
         return 200, {"name": name, "ready": True}
 
     async def ready_version(request: Request, request_id: str) -> tuple[int, Any]:
         name, rt = runtime(request)
-        version(request, rt)
-        if rt.allocation is None:
-            raise Unavailable(f"model {name!r} is not ready yet", code="not_ready")
+        model_version(rt, request.path_params["variant"])
+        check_model_ready(name, rt)
         return 200, {"name": name, "ready": True}
 
-    def client_id_and_unit(body: Any) -> tuple[str | None, str | None]:
-        client_id = body.get("id") if isinstance(body, dict) else None
-        if client_id is not None and not isinstance(client_id, str):
-            raise invalid_inputs("id: must be a string")
-        params = body.get("parameters") if isinstance(body, dict) else None
-        if params is not None and not isinstance(params, dict):
-            raise invalid_inputs("parameters: must be an object")
-        unit_id = (params or {}).get("unit_id")
-        return client_id, unit_id
-
     async def infer(request: Request, request_id: str) -> tuple[int, Any]:
-        name, rt = runtime(request)
+        name, _ = runtime(request)  # an unknown model is 404 before its body is read
         body, binary = await read_infer_body(request, max_body_bytes)
-        instances = decode_inputs(body, rt.policy, binary)
-        requested_outputs(body)
-        client_id, unit_id = client_id_and_unit(body)
-        payload: dict[str, Any] = {"instances": instances}
-        if unit_id is not None:
-            payload["unit_id"] = unit_id
-        result = await plane.predict(name, payload, request_id)
-        return 200, encode_response(
-            name,
-            result["variant"],
-            result["request_id"],
-            result["predictions"],
-            propensity=result["propensity"],
-            reward_token=result["reward_token"],
-            client_id=client_id,
-        )
+        return 200, await oip_ops.infer(plane, name, body, binary, request_id)
 
     async def infer_version(request: Request, request_id: str) -> tuple[int, Any]:
         name, rt = runtime(request)
-        variant = version(request, rt)
+        variant = model_version(rt, request.path_params["variant"])
         body, binary = await read_infer_body(request, max_body_bytes)
-        instances = decode_inputs(body, rt.policy, binary)
-        requested_outputs(body)
-        client_id, _ = client_id_and_unit(body)
-        matrix = plane.encode(rt, instances)
-        result = await plane.predict_variant(name, variant, matrix)
-        return 200, encode_response(name, variant, request_id, result["predictions"], client_id=client_id)
+        return 200, await oip_ops.infer(plane, name, body, binary, request_id, variant=variant)
 
     routes: list[tuple[str, Handler, list[str]]] = [
         ("/v2", metadata_server, ["GET"]),

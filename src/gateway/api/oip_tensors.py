@@ -101,6 +101,19 @@ def _from_binary(raw: bytes, datatype: str, where: str) -> list[Any]:
     return np.frombuffer(raw, dtype=dtype).tolist()
 
 
+def encode_binary(values: Sequence[Any], datatype: str) -> bytes:
+    """`values` in the protocol's binary layout, the inverse of the decoding above: little-endian
+    elements, and each BYTES element as a 4-byte length and its UTF-8 text (what gRPC's
+    raw_output_contents holds, and what tritonclient reads)."""
+    if datatype == "BYTES":
+        parts = []
+        for v in values:
+            raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            parts.append(struct.pack("<I", len(raw)) + raw)
+        return b"".join(parts)
+    return np.asarray(values, dtype=np.dtype(_NUMPY_DTYPES[datatype])).tobytes()
+
+
 def decode_tensor(tensor: Any, index: int, binary: memoryview | None = None) -> tuple[str, list[int], str, list[Any], int]:
     """One request input as (name, shape, datatype, row-major values, binary bytes consumed)."""
     where = f"inputs[{index}]"

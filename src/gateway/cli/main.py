@@ -63,7 +63,8 @@ def serve(
     except (PolicyError, ValueError) as err:
         _fail(str(err))
     starting.clear()
-    console.print(f"gateway serving {settings.policy} at {gw.url} (state in {settings.state_dir})", highlight=False)
+    grpc = f", OIP gRPC at {settings.http_host}:{settings.grpc_port}" if settings.grpc_port else ""
+    console.print(f"gateway serving {settings.policy} at {gw.url}{grpc} (state in {settings.state_dir})", highlight=False)
     try:
         stop.wait()
     finally:

@@ -54,6 +54,9 @@ def build_application(settings: Settings, redis_url: str) -> Application:
         "reward_secret_previous": settings.reward_secret_previous,
         "max_instances": settings.max_instances,
         "max_body_bytes": settings.max_body_bytes,
+        # The OIP gRPC API: each router replica serves it on this port (None: off).
+        "grpc_port": settings.grpc_port,
+        "grpc_host": settings.http_host,
         "posterior_refresh_s": settings.posterior_refresh_s,
         # Where a router spools writes while Redis is unreachable (local disk, per replica).
         "spool_dir": str(state_dir / "spool"),

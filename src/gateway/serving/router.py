@@ -13,6 +13,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from gateway.api.app import create_app
+from gateway.api.grpc.server import start_grpc_server, stop_grpc_server
 from gateway.api.http import DEFAULT_MAX_BODY_BYTES
 from gateway.dataplane import DataPlane, VariantClient
 from gateway.learning.registry import ModelRegistry
@@ -92,11 +93,18 @@ class Router:
             retrainer=lambda e, trigger: retrainer.retrain.remote(e, trigger),
             spool=Spool(Path(options["spool_dir"])) if options.get("spool_dir") else None,
         )
+        # The OIP gRPC API on this replica's event loop, beside the HTTP app, on the same plane.
+        self.grpc_server = None
+        if options.get("grpc_port"):
+            self.grpc_server = await start_grpc_server(
+                self.plane, options.get("grpc_host") or "127.0.0.1", options["grpc_port"], self.max_body_bytes
+            )
 
     def __serve_build_asgi_app__(self):
         return create_app(self.plane, admin_token=self.admin_token, max_body_bytes=self.max_body_bytes,
                           registry_root=self.registry_root)
 
     async def __del__(self):
+        await stop_grpc_server(getattr(self, "grpc_server", None))
         await self.store.close()
         shutdown_tracing()

@@ -12,17 +12,20 @@ These tests go through the gateway's own code paths without Ray: bootstrap.resol
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from gateway.learning import artifacts
 from gateway.learning.bootstrap import resolve_artifacts
@@ -51,8 +54,23 @@ def _server_binary() -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+@dataclass
+class MlflowServer:
+    url: str
+    process: subprocess.Popen
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server stopped (SIGSTOP) and resumed after: any request would hang meanwhile."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.process.pid, signal.SIGCONT)
+
+
 @pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory) -> Iterator[str]:
+def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
     pytest.importorskip("mlflow", reason=SKIP_REASON)
     binary = _server_binary()
     if binary is None:
@@ -60,12 +78,14 @@ def tracking_uri(tmp_path_factory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     log = work / "server.log"
-    # One worker, no job runners: the machine is shared. Its own session, so that stopping it
-    # stops everything it started.
+    # One worker and no job runners (seven huey consumers for GenAI jobs, not needed to track
+    # runs or register models): the machine is shared. Its own session, so that stopping it stops
+    # everything it started.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
         [str(binary), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", str(work / "artifacts")],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=work,
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=work, env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -84,7 +104,7 @@ def tracking_uri(tmp_path_factory) -> Iterator[str]:
         previous = os.environ.get("MLFLOW_TRACKING_URI")
         os.environ["MLFLOW_TRACKING_URI"] = url
         try:
-            yield url
+            yield MlflowServer(url, proc)
         finally:
             if previous is None:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -98,6 +118,11 @@ def tracking_uri(tmp_path_factory) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(mlflow_server) -> str:
+    return mlflow_server.url
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +234,7 @@ def test_a_policy_naming_mlflow_models_loads_them_into_the_registry(logged, data
     assert len(registry.entries("churn")) == 3  # loading them again copied nothing new
 
 
-def test_a_restart_reuses_pinned_copies_without_mlflow_and_follows_a_moved_alias(logged, data, tmp_path, tracking_uri):
+def test_a_restart_reuses_pinned_copies_without_mlflow_and_follows_a_moved_alias(logged, data, tmp_path, mlflow_server):
     import mlflow
     import mlflow.xgboost
 
@@ -218,13 +243,13 @@ def test_a_restart_reuses_pinned_copies_without_mlflow_and_follows_a_moved_alias
     state_dir = tmp_path / "state"
     first = resolve_artifacts(load_policy_file(pinned), pinned, state_dir)
 
-    # The tracking server is away (a closed port): a pinned version or run needs no question.
-    os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{free_port()}"
-    try:
+    # The tracking server does not answer: a pinned version or run needs no question (a request
+    # would hang for MLFLOW_HTTP_REQUEST_TIMEOUT, 30 s, and then fail).
+    with mlflow_server.frozen():
+        started = time.monotonic()
         again = resolve_artifacts(load_policy_file(pinned), pinned, state_dir)
-    finally:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    assert again == first
+        took = time.monotonic() - started
+    assert again == first and took < 10
 
     # An alias is asked again: moved to a new version, it gets that version.
     aliased = _write_policy(tmp_path / "aliased", {"xgb": "models:/churn-xgb@champion"})
@@ -266,13 +291,13 @@ def test_an_unknown_model_version_is_a_clear_error(logged, tmp_path, tracking_ur
 # -- retrain.mlflow -----------------------------------------------------------------------------
 
 
-def _retrain_setup(tmp_path: Path, mlflow_on: bool):
+def _retrain_setup(tmp_path: Path, mlflow_on: bool, candidates=("xgboost", "logistic_regression")):
     """A stale champion (concept 0) and labelled traffic after a drift (concept 1): the retrainer
     admits a challenger (tests/unit/test_retrain.py measures this setting)."""
     policy = parse_policy({
         "experiment": "churn", "features": FEATURES,
         "variants": [{"name": "xgb", "model": "xgb.ubj"}],
-        "retrain": {"enabled": True, "mlflow": mlflow_on, "candidates": ["xgboost", "logistic_regression"]},
+        "retrain": {"enabled": True, "mlflow": mlflow_on, "candidates": list(candidates)},
     })
     rows, y = make_churn(1000, seed=1)
     champion = artifacts.train("xgboost", FeatureEncoder(policy.features).encode(rows), y, seed=0)
@@ -284,13 +309,15 @@ def _retrain_setup(tmp_path: Path, mlflow_on: bool):
     return policy, data, live, ModelRegistry(tmp_path / "registry")
 
 
-def test_retrain_mlflow_logs_the_admitted_challenger(logged, tmp_path, tracking_uri):
+@pytest.mark.parametrize("algorithm", ["xgboost", "hist_gradient_boosting"])  # UBJSON and skops
+def test_retrain_mlflow_logs_the_admitted_challenger(logged, tmp_path, tracking_uri, algorithm):
     import mlflow
 
-    policy, data, live, registry = _retrain_setup(tmp_path, mlflow_on=True)
+    policy, data, live, registry = _retrain_setup(tmp_path, mlflow_on=True, candidates=[algorithm])
     out = retrain_against_live(policy, data, live, registry, seed=0)
 
     assert out["admitted"], out["result"]["reason"]
+    assert out["entry"]["algorithm"] == algorithm
     logged_to = out["mlflow"]
     assert "error" not in logged_to, logged_to
     client = mlflow.MlflowClient()
@@ -308,6 +335,13 @@ def test_retrain_mlflow_logs_the_admitted_challenger(logged, tmp_path, tracking_
 
     version = client.get_model_version("gateway-churn", logged_to["version"])
     assert version.run_id == run.info.run_id and logged_to["registered_model"] == "gateway-churn"
+    flavors = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/gateway-churn/{version.version}/MLmodel", dst_path=str(tmp_path / "mlmodel")
+    )).read_text())["flavors"]
+    if algorithm == "xgboost":
+        assert flavors["xgboost"]["model_format"] == "ubj"
+    else:
+        assert flavors["sklearn"]["serialization_format"] == "skops"
 
     # The logged version is in a format the gateway itself accepts, and is the same model.
     policy_path = _write_policy(tmp_path / "back", {"challenger": f"models:/gateway-churn/{version.version}"})

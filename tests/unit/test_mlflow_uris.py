@@ -139,3 +139,18 @@ def test_other_flavors_are_refused():
         choose_flavor({"artifact_path": "model"}, URI)
     with pytest.raises(MlflowModelError, match="no flavors"):
         choose_flavor("not a mapping", URI)
+
+
+
+def test_retrain_mlflow_says_what_is_missing_before_the_gateway_starts(monkeypatch):
+    import importlib.util
+
+    from gateway.learning.mlflow_logging import check_ready
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if importlib.util.find_spec("mlflow") is None:
+        assert "pip install 'ab-auto-promotion[mlflow]'" in check_ready()
+        return
+    assert "MLFLOW_TRACKING_URI" in check_ready()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert check_ready() is None

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +36,6 @@ def mlflow_name(experiment: str) -> str:
 def check_ready() -> str | None:
     """Why logging cannot work in this environment (None when it can): checked at start so a
     policy with retrain.mlflow fails at once rather than at its first challenger."""
-    import os
-
     try:
         import mlflow  # noqa: F401
     except ImportError:
@@ -89,8 +89,6 @@ def log_challenger(policy: Policy, entry: RegistryEntry, result: RetrainResult, 
 
 
 def _log(policy: Policy, entry: RegistryEntry, result: RetrainResult, window: Mapping[str, Any]) -> dict[str, Any]:
-    import os
-
     if (problem := check_ready()) is not None:
         raise RuntimeError(problem)
     import mlflow
@@ -136,21 +134,7 @@ def _log(policy: Policy, entry: RegistryEntry, result: RetrainResult, window: Ma
             {"window": dict(window), "train": result.train_window, "holdout": result.holdout_window},
             "data_window.json",
         )
-        model = best.model
-        common = {"name": "model", "registered_model_name": name, "run_id": run_id, "tags": tags}
-        # Both formats are the gateway's own safe ones: the gateway can load this model back.
-        if artifacts._is_xgboost(model):
-            import mlflow.xgboost
-
-            info = mlflow.xgboost.log_model(model, model_format="ubj", **common)
-        else:
-            import mlflow.sklearn
-
-            info = mlflow.sklearn.log_model(
-                model, serialization_format="skops",
-                # What skops needs beyond its defaults for our algorithms (HistGradientBoosting's trees).
-                skops_trusted_types=sorted(artifacts.TRUSTED_SKOPS_TYPES), **common,
-            )
+        info = _log_model(best.model, {"name": "model", "registered_model_name": name, "run_id": run_id, "tags": tags})
         status = "FINISHED"
     finally:
         client.set_terminated(run_id, status)
@@ -162,3 +146,22 @@ def _log(policy: Policy, entry: RegistryEntry, result: RetrainResult, window: Ma
         "registered_model": name,
         "version": None if version is None else str(version),
     }
+
+
+def _log_model(model: Any, common: dict[str, Any]) -> Any:
+    """The model in one of the gateway's own safe formats, so that the gateway can load it back."""
+    # MLflow warns about its own signature inference while it logs a model: not the operator's
+    # concern, so kept out of the gateway's output.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if artifacts._is_xgboost(model):
+            import mlflow.xgboost
+
+            return mlflow.xgboost.log_model(model, model_format="ubj", **common)
+        import mlflow.sklearn
+
+        return mlflow.sklearn.log_model(
+            model, serialization_format="skops",
+            # What skops needs beyond its defaults for our algorithms (HistGradientBoosting's trees).
+            skops_trusted_types=sorted(artifacts.TRUSTED_SKOPS_TYPES), **common,
+        )

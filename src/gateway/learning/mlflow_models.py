@@ -275,9 +275,15 @@ def fetch(resolved: Resolved) -> Fetched:
 
 
 def _copy_of(registry: ModelRegistry, experiment: str, variant: str, identity: Mapping[str, Any]) -> RegistryEntry | None:
+    """The copy of that model version (or run artifact) from this tracking server: another
+    server's `churn/1` is another model."""
+    server = tracking_uri()
     for entry in reversed(registry.entries(experiment)):
         meta = entry.metadata.get("mlflow")
-        if isinstance(meta, Mapping) and meta.get("variant") == variant and meta.get("identity") == dict(identity):
+        if (
+            isinstance(meta, Mapping) and meta.get("variant") == variant
+            and meta.get("tracking_uri") == server and meta.get("identity") == dict(identity)
+        ):
             return entry
     return None
 

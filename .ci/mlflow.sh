@@ -21,6 +21,8 @@ if ! "$MLFLOW_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit
   "$MLFLOW_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "mlflow==$MLFLOW_VERSION"
 fi
 "$PY" -m pip install --quiet --disable-pip-version-check -e '.[mlflow]'
+# pip only warns about an unknown extra: make sure the client really is there.
+"$PY" -c "import mlflow.sklearn, mlflow.xgboost" || { echo "mlflow.sh: the mlflow extra did not install mlflow-skinny" >&2; exit 1; }
 echo "mlflow.sh: mlflow $MLFLOW_VERSION server ready in $MLFLOW_VENV (${SECONDS}s)" >&2
 
 export GATEWAY_TEST_MLFLOW_SERVER="$PWD/$MLFLOW_VENV/bin/mlflow"

@@ -50,8 +50,17 @@ SKIP_REASON = "MLflow tier: needs the mlflow extra and an MLflow server venv; ru
 
 def _server_binary() -> Path | None:
     given = os.environ.get("GATEWAY_TEST_MLFLOW_SERVER", "").strip()
-    candidates = [Path(given)] if given else [ROOT / ".venv-mlflow" / "bin" / "mlflow"]
-    return next((c for c in candidates if c.is_file()), None)
+    if given:
+        # The tier was asked for: anything missing is a failure, not a skip.
+        if not Path(given).is_file():
+            pytest.fail(f"GATEWAY_TEST_MLFLOW_SERVER={given}: no such mlflow executable")
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            pytest.fail("GATEWAY_TEST_MLFLOW_SERVER is set but the mlflow extra is not installed: pip install -e '.[mlflow]'")
+        return Path(given)
+    local = ROOT / ".venv-mlflow" / "bin" / "mlflow"
+    return local if local.is_file() else None
 
 
 @dataclass
@@ -71,10 +80,10 @@ class MlflowServer:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
-    pytest.importorskip("mlflow", reason=SKIP_REASON)
     binary = _server_binary()
     if binary is None:
         pytest.skip(SKIP_REASON)
+    pytest.importorskip("mlflow", reason=SKIP_REASON)
     work = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     log = work / "server.log"
@@ -282,10 +291,19 @@ def test_a_pickled_sklearn_model_is_refused_before_it_is_loaded(logged, tmp_path
     assert ModelRegistry.in_state_dir(state_dir).entries("churn") == []
 
 
-def test_an_unknown_model_version_is_a_clear_error(logged, tmp_path, tracking_uri):
+def test_an_unknown_model_or_an_unreachable_server_is_a_clear_error(logged, tmp_path, tracking_uri):
     policy_path = _write_policy(tmp_path / "policies", {"a": "models:/churn-logreg/99"})
     with pytest.raises(MlflowModelError, match=rf"models:/churn-logreg/99: not found on the tracking server {tracking_uri}"):
         resolve_artifacts(load_policy_file(policy_path), policy_path, tmp_path / "state")
+    # An alias must be asked; nothing listens on that port.
+    policy_path = _write_policy(tmp_path / "aliased", {"a": "models:/churn-xgb@champion"})
+    away = f"http://127.0.0.1:{free_port()}"
+    os.environ["MLFLOW_TRACKING_URI"] = away
+    try:
+        with pytest.raises(MlflowModelError, match=rf"models:/churn-xgb@champion: cannot (read it from|reach) the tracking server {away}"):
+            resolve_artifacts(load_policy_file(policy_path), policy_path, tmp_path / "state")
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
 
 # -- retrain.mlflow -----------------------------------------------------------------------------

@@ -220,7 +220,10 @@ def resolve(uri: MlflowUri) -> Resolved:
         else:
             mv = client.get_model_version(uri.name, uri.version)
     except mlflow.exceptions.MlflowException as err:
-        raise MlflowModelError(f"{uri.uri}: not found on the tracking server {tracking_uri()}: {err.message}") from err
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise MlflowModelError(f"{uri.uri}: not found on the tracking server {tracking_uri()}: {err.message}") from err
+        # MLflow wraps a connection failure (after its retries) in an MlflowException too.
+        raise MlflowModelError(f"{uri.uri}: cannot read it from the tracking server {tracking_uri()}: {err.message}") from err
     except OSError as err:  # requests' connection errors are OSErrors
         raise MlflowModelError(f"{uri.uri}: cannot reach the tracking server {tracking_uri()}: {err}") from err
     return Resolved(uri, f"models:/{mv.name}/{mv.version}", version=str(mv.version), run_id=mv.run_id)

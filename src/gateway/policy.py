@@ -149,12 +149,26 @@ class Monitoring(_Strict):
 
 class Variant(_Strict):
     name: Name
+    # A model artifact (.skops or .ubj/.json; a relative path is looked up beside the policy
+    # file, then in the state dir), or an MLflow model: models:/<name>/<version>,
+    # models:/<name>@<alias> or runs:/<run_id>/<path> (extra `mlflow`, MLFLOW_TRACKING_URI).
     model: str
     # How to build the artifact when it is missing (the default policy trains on first start).
     train: Literal["logistic_regression", "xgboost", "hist_gradient_boosting"] | None = None
     # shadow: gets a copy of live requests (shadow.fraction of them) off the request path; its
     # answers are logged and scored against labels but never returned, and it takes no traffic.
     role: Literal["live", "shadow"] = "live"
+
+    @model_validator(mode="after")
+    def _check_mlflow_uri(self) -> Variant:
+        if self.model.startswith(("models:/", "runs:/")):
+            # Lazy: the parser lives with the MLflow loader, which imports this module.
+            from gateway.learning.mlflow_models import parse_mlflow_uri
+
+            parse_mlflow_uri(self.model)  # its error (a ValueError) names the accepted forms
+            if self.train is not None:
+                raise ValueError("train: an MLflow model is loaded from MLflow, there is nothing to train")
+        return self
 
 
 class Shadow(_Strict):
@@ -222,6 +236,12 @@ class Retrain(_Strict):
     drift_psi: float | None = Field(default=0.25, gt=0)
     # null: a new challenger takes live traffic at once (burning in beside the bandit).
     shadow_first: ShadowFirst | None = None
+    # true: each admitted challenger is also logged to MLflow (extra `mlflow`, the server in
+    # MLFLOW_TRACKING_URI): a run in the MLflow experiment `gateway-<experiment>` with its holdout
+    # metrics, data window and model (skops / UBJSON, never a pickle), registered as a new
+    # version of the model `gateway-<experiment>`. A failure to log is a warning in the
+    # challenger's history entry; the challenger is added all the same.
+    mlflow: bool = False
 
 
 class Policy(_Strict):

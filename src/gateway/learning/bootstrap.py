@@ -66,10 +66,16 @@ def _recorded_sha(path: Path) -> str | None:
 
 def resolve_artifacts(policy: Policy, policy_file: Path, state_dir: Path) -> dict[str, ArtifactRef]:
     """A relative model path is looked up beside the policy file, then in the state dir; a
-    missing one with a `train` recipe is trained into the state dir."""
+    missing one with a `train` recipe is trained into the state dir. An MLflow URI
+    (models:/..., runs:/...) is copied from the tracking server into the state dir's registry."""
     out: dict[str, ArtifactRef] = {}
     cache: dict = {}
     for v in policy.variants:
+        if v.model.startswith(("models:/", "runs:/")):
+            from gateway.learning.mlflow_models import resolve_variant  # the optional extra
+
+            out[v.name] = resolve_variant(policy.experiment, v.name, v.model, state_dir)
+            continue
         model = Path(v.model)
         candidates = [model] if model.is_absolute() else [policy_file.parent / model, state_dir / model]
         found = next((c for c in candidates if c.exists()), None)

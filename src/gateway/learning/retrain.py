@@ -126,7 +126,8 @@ def retrain_against_live(
     """One retraining run as the retrainer's task does it: load the `live` variants' artifacts
     (refs with variant, path, sha256; sha256 checked), pick the best of them on the holdout,
     train the candidates and register the challenger if it beats that model by the margin.
-    Returns {compared_against, admitted, entry (name, algorithm, path, sha256) or None, result}."""
+    Returns {compared_against, admitted, entry (name, algorithm, path, sha256) or None, result},
+    and with retrain.mlflow, `mlflow`: the MLflow run and model version, or {"error": ...}."""
     models = {ref["variant"]: artifacts.load_model(ref["path"], expected_sha256=ref["sha256"]) for ref in live}
     best = best_on_holdout(policy, models, data)
     outcome = run_retrain(
@@ -135,7 +136,7 @@ def retrain_against_live(
         taken_names=list(taken),
     )
     entry = outcome.entry
-    return {
+    out: dict[str, Any] = {
         "compared_against": best,
         "admitted": entry is not None,
         "entry": None if entry is None else {
@@ -143,3 +144,9 @@ def retrain_against_live(
         },
         "result": outcome.result.to_dict(),
     }
+    if entry is not None and policy.retrain.mlflow:
+        # After the registry write: whatever happens in MLflow, the challenger is kept.
+        from gateway.learning.mlflow_logging import log_challenger
+
+        out["mlflow"] = log_challenger(policy, entry, outcome.result, data.window())
+    return out

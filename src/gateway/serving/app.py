@@ -10,7 +10,7 @@ from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
 from gateway.learning.bootstrap import as_dict, resolve_artifacts
-from gateway.policy import load_policies
+from gateway.policy import PolicyError, load_policies
 from gateway.learning.registry import ModelRegistry
 from gateway.serving.challengers import ChallengerPool
 from gateway.serving.retrainer import Retrainer
@@ -33,6 +33,11 @@ def build_application(settings: Settings, redis_url: str) -> Application:
     variants: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, dict[str, dict]] = {}
     for name, (policy, file) in policies.items():
+        if policy.retrain.mlflow:
+            from gateway.learning.mlflow_logging import check_ready
+
+            if (problem := check_ready()) is not None:
+                raise PolicyError(f"{file}: {problem}")
         refs = resolve_artifacts(policy, file, state_dir)
         artifacts[name] = {v: as_dict(ref) for v, ref in refs.items()}
         variants[name] = {

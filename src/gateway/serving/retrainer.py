@@ -103,6 +103,10 @@ class Retrainer:
                  "reason": result.get("reason"), "window": data.window(), "compared_against": champion["variant"],
                  "metrics": {k: v.get("metrics") for k, v in result.get("candidates", {}).items()}
                  | {"champion": result.get("champion")}}
+        if "mlflow" in out:
+            entry["mlflow"] = out["mlflow"]
+            if "error" in out["mlflow"]:
+                log.warning("challenger %s of %s not logged to MLflow: %s", new["name"], experiment, out["mlflow"]["error"])
         await self.store.add_variant(experiment, new["name"], variant, entry, now)
         retired = await self._retire_extra(experiment, base)
         log.info("added challenger %s to %s (%d rows)", new["name"], experiment, len(data))

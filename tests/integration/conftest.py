@@ -69,13 +69,15 @@ class RunningGateway:
         return self.process.returncode
 
 
-def start_gateway(policy: Path, state_dir: Path, env: dict[str, str] | None = None, wait_s: float = 240) -> RunningGateway:
+def start_gateway(
+    policy: Path, state_dir: Path, env: dict[str, str] | None = None, wait_s: float = 240, args: tuple[str, ...] = ()
+) -> RunningGateway:
     port = free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "serve.log"
     full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     proc = subprocess.Popen(
-        [*gateway_command(), "serve", "--policy", str(policy), "--port", str(port), "--state-dir", str(state_dir)],
+        [*gateway_command(), "serve", "--policy", str(policy), "--port", str(port), "--state-dir", str(state_dir), *args],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env=full_env,

@@ -18,6 +18,7 @@ from gateway.policy import load_policy_file
 from gateway.cli.fit import Column, fitted_tables
 from gateway.cli.report import write_report
 from gateway.cli.status_view import fmt, interval_text
+from gateway.cli.terminal import log_path, ray_output_to_log
 from gateway.cli.local import LocalGateway, quiet_ray_environment
 from gateway.settings import load_settings
 from gateway.sim.churn import make_churn
@@ -146,20 +147,26 @@ def run_demo(
     policy: Path,
     port: int | None,
     console: Console,
+    consoles: list[Console] | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
+    """`consoles`: the CLI's own, which keep the terminal while Ray's lines go to the log file."""
     if not policy.exists():
         raise DemoError(f"--policy {policy}: no such file (run the demo from the repository root, or pass --policy)")
     experiment = load_policy_file(policy).experiment
     state_dir = _fresh_state_dir(state_dir)
-    settings = load_settings(policy=policy, state_dir=state_dir, http_port=port or _free_port())
+    settings = load_settings(policy=policy, state_dir=state_dir, http_port=port or _free_port(), verbose=verbose or None)
     plan = QUICK if quick else FULL
     quiet_ray_environment()
     t0 = time.monotonic()
     console.print(f"starting Redis, Ray and Serve with {policy} (state in {state_dir}) ...", highlight=False)
-    gateway = LocalGateway(settings, log_to_driver=False)
-    with gateway:
+    gateway = LocalGateway(settings)
+    log_file = log_path(state_dir)
+    with ray_output_to_log(log_file, consoles or [console], settings.verbose), gateway:
         startup_s = time.monotonic() - t0
         console.print(f"gateway up at {gateway.url} after {startup_s:.1f}s; simulated users start", highlight=False)
+        if not settings.verbose:
+            console.print(f"Ray's own messages go to {log_file} (--verbose: here)", highlight=False, soft_wrap=True)
         stats, state, timeline, story = asyncio.run(_drive(gateway.url, experiment, plan, seed, console))
     series = {p["t"]: p for p in timeline}
 

@@ -46,6 +46,16 @@ class RunningGateway:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    @property
+    def ray_log(self) -> Path:
+        """Where `gateway serve` puts Ray's own lines (its replicas' tracebacks among them)."""
+        return self.state_dir / "logs" / "gateway.log"
+
+    def diagnostics(self, n: int = 3000) -> str:
+        """The tails of its terminal output and of its Ray log, for a failure message."""
+        parts = [(p.name, p.read_text(errors="replace")[-n:]) for p in (self.log, self.ray_log) if p.exists()]
+        return "\n".join(f"--- {name} ---\n{text}" for name, text in parts)
+
     def processes(self, title: re.Pattern) -> list[psutil.Process]:
         """Live processes under this gateway's process tree whose command line matches (e.g. a
         Serve replica), for fault tests that kill one."""
@@ -88,7 +98,7 @@ def start_gateway(
     with httpx.Client(base_url=gw.url, timeout=5) as c:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"gateway serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+                raise RuntimeError(f"gateway serve exited with {proc.returncode}:\n{gw.diagnostics(4000)}")
             try:
                 if c.get("/healthz").status_code == 200:
                     return gw
@@ -96,7 +106,7 @@ def start_gateway(
                 pass
             time.sleep(0.5)
     gw.stop()
-    raise RuntimeError(f"gateway not healthy after {wait_s}s:\n{log.read_text()[-4000:]}")
+    raise RuntimeError(f"gateway not healthy after {wait_s}s:\n{gw.diagnostics(4000)}")
 
 
 def write_incompatible_model(path: Path) -> None:
@@ -134,7 +144,7 @@ def gateway(tmp_path_factory, collector) -> Iterator[RunningGateway]:
     gw = start_gateway(POLICIES, state_dir, env)
     yield gw
     code = gw.stop()
-    assert code == 0, f"gateway serve did not stop cleanly ({code}):\n{gw.log.read_text()[-3000:]}"
+    assert code == 0, f"gateway serve did not stop cleanly ({code}):\n{gw.diagnostics()}"
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ def pushing_gateway(tmp_path_factory, collector) -> Iterator[RunningGateway]:
     gw = start_gateway(POLICIES / "churn.yaml", tmp_path_factory.mktemp("otlp-metrics"), env)
     yield gw
     code = gw.stop()
-    assert code == 0, gw.log.read_text()[-3000:]
+    assert code == 0, gw.diagnostics()
 
 
 def prometheus_name(point: dict) -> str:

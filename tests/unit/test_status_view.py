@@ -129,3 +129,16 @@ def test_off_policy_estimates_fit_80_columns():
     text = render(80, lambda c: off_policy_tables(c, result))
     assert_fits(text, 80)
     assert "[0.7521, 0.7904]" in text and "SNIPS" in text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_demos_live_table_fits_the_terminal(width):
+    from gateway.cli.demo import _progress
+    from gateway.sim.traffic import TrafficStats
+
+    state = bernoulli_state()
+    state["allocation"] = "thompson"
+    text = render(width, lambda c: [_progress(c, state, TrafficStats(requests=13377, rewards_accepted=11883), 93.0)])
+    assert_fits(text, width)
+    for v in state["variants"]:
+        assert v["name"] in text and interval_text(v["credible_interval"], ".3f") in text

@@ -68,9 +68,9 @@ def _progress(console: Console, state: dict[str, Any], stats: TrafficStats, elap
     variants = state["variants"]
     key = Column("variant", [v["name"] for v in variants], justify="left")
     columns = [
-        Column("traffic share", [f"{v['traffic_share']:.3f}" for v in variants]),
+        Column("traffic", [f"{v['traffic_share']:.3f}" for v in variants]),
         Column("P(best)", [fmt(v["prob_best"], ".3f") for v in variants]),
-        Column("mean reward", [f"{v['mean']:.3f}" for v in variants]),
+        Column("mean", [f"{v['mean']:.3f}" for v in variants]),
         Column("95% interval", [interval_text(v["credible_interval"], ".3f") for v in variants]),
         Column("requests", [str(v["requests"]) for v in variants]),
         Column("rewards", [str(v["rewards"]) for v in variants]),
@@ -159,7 +159,9 @@ def run_demo(
     plan = QUICK if quick else FULL
     quiet_ray_environment()
     t0 = time.monotonic()
-    console.print(f"starting Redis, Ray and Serve with {policy} (state in {state_dir}) ...", highlight=False)
+    # soft_wrap on lines that name a path: one cut at the terminal's edge could not be pasted
+    console.print(f"starting Redis, Ray and Serve with {policy} (state in {state_dir}) ...", highlight=False,
+                  soft_wrap=True)
     gateway = LocalGateway(settings)
     log_file = log_path(state_dir)
     with ray_output_to_log(log_file, consoles or [console], settings.verbose), gateway:
@@ -216,7 +218,7 @@ def run_demo(
         f"promotions: {', '.join(p['variant'] + ' at reward ' + str(p['at_reward']) for p in promotions) or 'none'}",
         highlight=False,
     )
-    console.print(f"report: {summary['report']}", highlight=False)
+    console.print(f"report: {summary['report']}", highlight=False, soft_wrap=True)
     if stats.errors:
         console.print(f"[yellow]{len(stats.errors)} errors, first: {stats.errors[0]}[/yellow]", highlight=False)
     return summary

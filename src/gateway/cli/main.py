@@ -153,4 +153,4 @@ def demo(
         import json
 
         summary_json.write_text(json.dumps(summary, indent=2))
-        console.print(f"summary written to {summary_json}", highlight=False)
+        console.print(f"summary written to {summary_json}", highlight=False, soft_wrap=True)

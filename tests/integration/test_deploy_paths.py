@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import httpx
 import psutil
 import pytest
+import yaml
 
 from gateway.store.embedded import EmbeddedRedis
 from tests.integration.conftest import ROW, free_port
@@ -150,8 +151,14 @@ def test_serve_deploy_to_a_running_cluster(name, ray_head, redis, tmp_path):
 
     try:
         wait_healthy(url, alive)
+        # What `serve status` tells its user: the application running, every deployment the
+        # config names healthy (the cluster config's per-variant ones and pool too).
         status = serve_cli(ray_head, "status")
-        assert "RUNNING" in status.stdout and "gateway" in status.stdout, status.stdout + status.stderr
+        app = yaml.safe_load(status.stdout)["applications"]["gateway"]
+        assert app["status"] == "RUNNING", status.stdout
+        named = {d["name"] for a in config["applications"] for d in a.get("deployments", [])}
+        health = {d: info["status"] for d, info in app["deployments"].items()}
+        assert named <= set(health) and set(health.values()) == {"HEALTHY"}, status.stdout
         predict_and_reward(url)
     finally:
         # Every config sets its own HTTP options, which Serve takes only on a fresh start.

@@ -2,6 +2,7 @@
 started once per session as a user starts it, and an OTLP receiver for its traces."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -68,7 +69,14 @@ class RunningGateway:
                 continue
         return found
 
-    def stop(self, timeout_s: float = 90) -> int:
+    def stop(self, timeout_s: float = 90, group: bool = True) -> int:
+        """SIGTERM to its process group, as Ctrl-C in a terminal reaches Ray's workers too (Serve
+        then waits ~30 s for its dead controller); `group=False`: to `gateway serve` alone first
+        (it stops everything it started in a few seconds), the group only if that fails."""
+        if not group and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout_s)
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

@@ -22,7 +22,7 @@ def pushing_gateway(tmp_path_factory, collector) -> Iterator[RunningGateway]:
     }
     gw = start_gateway(POLICIES / "churn.yaml", tmp_path_factory.mktemp("otlp-metrics"), env)
     yield gw
-    code = gw.stop()
+    code = gw.stop(group=False)  # what this module checks is not how it stops: the quick way
     assert code == 0, gw.diagnostics()
 
 

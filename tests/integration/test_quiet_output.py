@@ -20,9 +20,9 @@ RAY_LINES = ("Started Serve in namespace",) + (() if os.environ.get("RAY_AUTH_MO
 OWN_LINES = ("Ray's own messages go to ", "gateway serving ", "stopping ...", "stopped")
 
 
-def _serve_and_stop(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
-    """Start `gateway serve`, predict and reward once, stop it as Ctrl-C does; its terminal
-    output (stdout and stderr) and its log file."""
+def _serve_and_stop(tmp_path, *args: str, env: dict[str, str] | None = None, group: bool = True) -> tuple[str, str]:
+    """Start `gateway serve`, predict and reward once, stop it (`group`: as Ctrl-C does, Serve's
+    noisiest shutdown); its terminal output (stdout and stderr) and its log file."""
     gw = start_gateway(POLICY, tmp_path / "state", env, args=args)
     try:
         # Healthy can come a moment before `serve` says it is up; a user stops it after that.
@@ -36,7 +36,7 @@ def _serve_and_stop(tmp_path, *args: str, env: dict[str, str] | None = None) -> 
             r = c.post("/v1/rewards", json={"request_id": body["request_id"], "reward": 1, "token": body["reward_token"]})
             assert r.status_code == 200, r.text
     finally:
-        code = gw.stop()
+        code = gw.stop(group=group)
     terminal = gw.log.read_text(errors="replace")
     assert code == 0, terminal
     log_file = gw.state_dir / "logs" / "gateway.log"
@@ -54,7 +54,7 @@ def test_a_normal_run_shows_only_the_gateways_lines_and_logs_rays(tmp_path):
 
 
 def test_verbose_puts_rays_lines_back_on_the_terminal(tmp_path):
-    terminal, _ = _serve_and_stop(tmp_path, "--verbose")
+    terminal, _ = _serve_and_stop(tmp_path, "--verbose", group=False)
     for ray_line in RAY_LINES:
         assert ray_line in terminal, terminal[-3000:]
     assert "Ray's own messages go to" not in terminal

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,3 +125,5 @@ class RayHead:
         psutil.wait_procs(alive, timeout=10)
         if self.process is not None:
             self.process.wait(10)
+        # Its session logs (a few MB a run) would otherwise pile up in /tmp.
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         "loses nothing acknowledged, slowest), everysec (a power loss or kernel crash can lose the last second; a "
         "crash of redis-server alone loses nothing), no (the OS decides, typically up to 30 s).",
     )
+    verbose: bool = Field(
+        default=False,
+        description="Show Ray's own log lines on the terminal of `gateway serve` and `gateway demo`; otherwise "
+        "they go to STATE_DIR/logs/gateway.log.",
+    )
     http_host: str = Field(
         default="127.0.0.1", description="Address the HTTP proxy binds to (and the gRPC API, when grpc_port is set)."
     )

@@ -2,6 +2,7 @@
 started once per session as a user starts it, and an OTLP receiver for its traces."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -47,6 +48,16 @@ class RunningGateway:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    @property
+    def ray_log(self) -> Path:
+        """Where `gateway serve` puts Ray's own lines (its replicas' tracebacks among them)."""
+        return self.state_dir / "logs" / "gateway.log"
+
+    def diagnostics(self, n: int = 3000) -> str:
+        """The tails of its terminal output and of its Ray log, for a failure message."""
+        parts = [(p.name, p.read_text(errors="replace")[-n:]) for p in (self.log, self.ray_log) if p.exists()]
+        return "\n".join(f"--- {name} ---\n{text}" for name, text in parts)
+
     def processes(self, title: re.Pattern) -> list[psutil.Process]:
         """Live processes under this gateway's process tree whose command line matches (e.g. a
         Serve replica), for fault tests that kill one."""
@@ -59,7 +70,14 @@ class RunningGateway:
                 continue
         return found
 
-    def stop(self, timeout_s: float = 90) -> int:
+    def stop(self, timeout_s: float = 90, group: bool = True) -> int:
+        """SIGTERM to its process group, as Ctrl-C in a terminal reaches Ray's workers too (Serve
+        then waits ~30 s for its dead controller); `group=False`: to `gateway serve` alone first
+        (it stops everything it started in a few seconds), the group only if that fails."""
+        if not group and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout_s)
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -70,13 +88,15 @@ class RunningGateway:
         return self.process.returncode
 
 
-def start_gateway(policy: Path, state_dir: Path, env: dict[str, str] | None = None, wait_s: float = 240) -> RunningGateway:
+def start_gateway(
+    policy: Path, state_dir: Path, env: dict[str, str] | None = None, wait_s: float = 240, args: tuple[str, ...] = ()
+) -> RunningGateway:
     port = free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "serve.log"
     full_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     proc = subprocess.Popen(
-        [*gateway_command(), "serve", "--policy", str(policy), "--port", str(port), "--state-dir", str(state_dir)],
+        [*gateway_command(), "serve", "--policy", str(policy), "--port", str(port), "--state-dir", str(state_dir), *args],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env=full_env,
@@ -88,7 +108,7 @@ def start_gateway(policy: Path, state_dir: Path, env: dict[str, str] | None = No
     with httpx.Client(base_url=gw.url, timeout=5) as c:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"gateway serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+                raise RuntimeError(f"gateway serve exited with {proc.returncode}:\n{gw.diagnostics(4000)}")
             try:
                 if c.get("/healthz").status_code == 200:
                     return gw
@@ -96,7 +116,7 @@ def start_gateway(policy: Path, state_dir: Path, env: dict[str, str] | None = No
                 pass
             time.sleep(0.5)
     gw.stop()
-    raise RuntimeError(f"gateway not healthy after {wait_s}s:\n{log.read_text()[-4000:]}")
+    raise RuntimeError(f"gateway not healthy after {wait_s}s:\n{gw.diagnostics(4000)}")
 
 
 def write_incompatible_model(path: Path) -> None:
@@ -136,7 +156,7 @@ def gateway(tmp_path_factory, collector) -> Iterator[RunningGateway]:
     gw = start_gateway(POLICIES, state_dir, env)
     yield gw
     code = gw.stop()
-    assert code == 0, f"gateway serve did not stop cleanly ({code}):\n{gw.log.read_text()[-3000:]}"
+    assert code == 0, f"gateway serve did not stop cleanly ({code}):\n{gw.diagnostics()}"
 
 
 @pytest.fixture()

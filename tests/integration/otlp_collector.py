@@ -1,5 +1,6 @@
-"""A minimal OTLP/HTTP trace receiver for tests: the gateway exports real OTLP protobuf to it
-over loopback, and tests read the decoded spans back."""
+"""A minimal OTLP/HTTP receiver for tests, of traces (/v1/traces) and metrics (/v1/metrics): the
+gateway exports real OTLP protobuf to it over loopback, and tests read the decoded spans and
+metric points back."""
 from __future__ import annotations
 
 import gzip
@@ -7,6 +8,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -21,6 +26,7 @@ def _value(v):
 class OtlpCollector:
     def __init__(self) -> None:
         self.spans: list[dict] = []
+        self.metric_points: list[dict] = []
         self._lock = threading.Lock()
         collector = self
 
@@ -29,9 +35,12 @@ class OtlpCollector:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
-                req = ExportTraceServiceRequest.FromString(body)
-                collector._add(req)
-                out = ExportTraceServiceResponse().SerializeToString()
+                if self.path == "/v1/metrics":
+                    collector._add_metrics(ExportMetricsServiceRequest.FromString(body))
+                    out = ExportMetricsServiceResponse().SerializeToString()
+                else:
+                    collector._add(ExportTraceServiceRequest.FromString(body))
+                    out = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", str(len(out)))
@@ -47,6 +56,38 @@ class OtlpCollector:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    @property
+    def metrics_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/metrics"
+
+    def _add_metrics(self, req: ExportMetricsServiceRequest) -> None:
+        """One row per data point: the metric's name, kind and unit, the point's attributes
+        and its value (a histogram's count and sum)."""
+        with self._lock:
+            for rm in req.resource_metrics:
+                resource = {a.key: _value(a.value) for a in rm.resource.attributes}
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        for p in getattr(m, kind).data_points:
+                            row = {"name": m.name, "kind": kind, "unit": m.unit, "resource": resource,
+                                   "attributes": {a.key: _value(a.value) for a in p.attributes}}
+                            if kind == "histogram":
+                                row.update(count=p.count, sum=p.sum)
+                            else:
+                                row["value"] = getattr(p, p.WhichOneof("value"))
+                            self.metric_points.append(row)
+
+    def wait_for_metrics(self, predicate, timeout_s: float = 20.0) -> list[dict]:
+        """Metric points matching `predicate`, once `predicate` over the points holds."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                points = list(self.metric_points)
+            if predicate(points) or time.monotonic() > deadline:
+                return points
+            time.sleep(0.2)
 
     def _add(self, req: ExportTraceServiceRequest) -> None:
         with self._lock:

@@ -11,11 +11,11 @@ from tests.integration.conftest import ADMIN_TOKEN, gateway_command
 pytestmark = pytest.mark.integration
 
 
-def run(gateway, *args, token=None):
+def run(gateway, *args, token=None, columns=200):
     env = {k: v for k, v in os.environ.items() if k != "GATEWAY_ADMIN_TOKEN"}
     if token:
         env["GATEWAY_ADMIN_TOKEN"] = token
-    env["COLUMNS"] = "200"
+    env["COLUMNS"] = str(columns)
     return subprocess.run([*gateway_command(), *args, "--url", gateway.url], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -23,6 +23,16 @@ def test_status_shows_every_variant(gateway):
     out = run(gateway, "status", "churn")
     assert out.returncode == 0, out.stderr
     assert "churn" in out.stdout and "logreg" in out.stdout and "xgb" in out.stdout and "P(best)" in out.stdout
+
+
+def test_status_reads_whole_in_an_80_column_terminal(gateway, client):
+    out = run(gateway, "status", "churn", columns=80)
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout and max(map(len, out.stdout.splitlines())) <= 80, out.stdout
+    for v in client.get("/v1/experiments/churn").json()["variants"]:
+        lo, hi = v["credible_interval"]
+        assert v["name"] in out.stdout and f"Beta({v['posterior']['alpha']:g}, {v['posterior']['beta']:g})" in out.stdout
+        assert f"[{lo:.4f}, {hi:.4f}]" in out.stdout, out.stdout
 
 
 def test_admin_verbs_need_the_token_and_then_work(gateway, client):

@@ -551,7 +551,8 @@ def test_redis_down_under_load(tmp_path: Path, replicas: int) -> None:
             assert math.isclose(f["applied_reward_sum"], f["ack_reward_sum"], abs_tol=1e-6), f"{v}: {f}"
     except BaseException:
         # The tmp dirs do not outlive a few pytest runs: keep the evidence in the report.
-        for name, path in (("gateway serve", gw.log if gw else None), ("redis", store.data_dir / "redis.log")):
+        for name, path in (("gateway serve", gw.log if gw else None), ("Ray", gw.ray_log if gw else None),
+                           ("redis", store.data_dir / "redis.log")):
             if path is not None and path.exists():
                 print(f"\n--- tail of the {name} log ({path}) ---\n{path.read_text(errors='replace')[-6000:]}")
         raise

@@ -139,7 +139,7 @@ def gateway(tmp_path_factory, collector):
     }
     gw = start_gateway(POLICIES / "churn.yaml", tmp_path_factory.mktemp("deployment-placement"), env)
     yield gw
-    assert gw.stop() == 0, gw.log.read_text()[-3000:]
+    assert gw.stop() == 0, gw.diagnostics()
 
 
 def test_with_placement_deployment_a_prediction_is_one_trace_across_the_ray_serve_hop(gateway, collector):

@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from gateway.cli.status_view import off_policy_tables, segments_tables, status_tables
 from gateway.client import Client, GatewayClientError
 
 console = Console()
@@ -31,114 +31,18 @@ def _call(url: str, action: Callable[[Client], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
-def posterior_text(posterior: dict[str, float]) -> str:
-    """Beta(alpha, beta) of a bernoulli reward; NIG(mu, kappa, alpha, beta) of a gaussian one."""
-    if "mu" in posterior:
-        return f"NIG({posterior['mu']:.4g}, {posterior['kappa']:g}, {posterior['alpha']:g}, {posterior['beta']:.4g})"
-    return f"Beta({posterior['alpha']:g}, {posterior['beta']:g})"
-
-
-def window_accuracy(state: dict[str, Any], variant: str) -> str:
-    """The variant's accuracy over its newest labels, with how many: '-' while there is none."""
-    window = ((state.get("kpis") or {}).get(variant) or {}).get("window") or {}
-    if window.get("accuracy") is None:
-        return "-"
-    return f"{window['accuracy']:.3f} (n={window.get('n', 0)})"
-
-
-def status_table(state: dict[str, Any]) -> Table:
-    title = (
-        f"{state['name']}: {state['status']}"
-        + (f", champion {state['champion']}" if state.get("champion") else "")
-        + f" ({state['totals']['requests']} requests, {state['totals']['rewards']} rewards)"
-    )
-    table = Table(title=title)
-    columns = ["variant", "posterior", "mean", "95% interval", "P(best)", "exp. loss", "traffic", "requests", "rewards"]
-    # Only once the monitor has computed KPIs (labelled feedback): an empty column says nothing.
-    with_kpis = bool(state.get("kpis"))
-    if with_kpis:
-        columns.append("accuracy (window)")
-    # Once the monitor has computed them from the log: the mean that adaptive allocation does not bias.
-    corrected = state.get("corrected_means") or {}
-    with_ips = any((c or {}).get("mean") is not None for c in corrected.values())
-    if with_ips:
-        columns.insert(3, "IPS mean")
-    for col in columns:
-        table.add_column(col, justify="left" if col == "variant" else "right")
-    for v in state["variants"]:
-        name = v["name"] + (f" ({v['role']})" if v.get("role") in ("holdout", "shadow") else "")
-        if v["name"] == state.get("champion"):
-            name = f"[bold]{name}[/bold] *"
-        lo, hi = v["credible_interval"]
-        cells = [
-            name,
-            posterior_text(v["posterior"]),
-            f"{v['mean']:.4f}",
-            *([_fmt((corrected.get(v["name"]) or {}).get("mean"))] if with_ips else []),
-            f"[{lo:.4f}, {hi:.4f}]",
-            "-" if v["prob_best"] is None else f"{v['prob_best']:.3f}",
-            "-" if v["expected_loss"] is None else f"{v['expected_loss']:.4f}",
-            f"{v['traffic_share']:.1%}",
-            str(v["requests"]),
-            str(v["rewards"]),
-        ]
-        if with_kpis:
-            cells.append(window_accuracy(state, v["name"]))
-        table.add_row(*cells)
-    return table
-
-
-def segments_table(state: dict[str, Any]) -> Table | None:
-    """contextual_thompson: each segment's champion, or the shares it routes by."""
-    segments = state.get("segments")
-    if not segments:
-        return None
-    names = [v["name"] for v in state["variants"] if v.get("role") == "arm"]
-    table = Table(title=f"{state['name']}: routing by segment")
-    for col in ("segment", "champion", "mode", *(f"{v} share (mean, rewards)" for v in names)):
-        table.add_column(col, justify="left" if col in ("segment", "champion", "mode") else "right")
-    for key, seg in segments.items():
-        cells = [key, seg.get("champion") or "-", seg["mode"]]
-        for v in names:
-            mean = (seg.get("means") or {}).get(v)
-            cells.append(f"{seg['shares'].get(v, 0.0):.1%} ({_fmt(mean, '.3f')}, {seg['rewards'].get(v, 0)})")
-        table.add_row(*cells)
-    return table
-
-
-def off_policy_table(result: dict[str, Any]) -> Table:
-    target = result["target"] if isinstance(result["target"], str) else ", ".join(
-        f"{k}={v:g}" for k, v in result["target"].items())
-    table = Table(title=f"{result['experiment']}: value of {target} ({result['n']} logged rewards, "
-                        f"largest weight {result['max_weight']:.3g})")
-    for col in ("estimator", "value", "95% interval", "std. error", "effective n"):
-        table.add_column(col, justify="left" if col == "estimator" else "right")
-    for e in result["estimates"].values():
-        cells = [e["estimator"].upper(), _fmt(e["value"]), f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}]",
-                 _fmt(e["stderr"]), _fmt(e["ess"], ".1f")]
-        table.add_row(*cells)
-    return table
-
-
-def _fmt(x: float | None, spec: str = ".4f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def status(experiment: Optional[str] = typer.Argument(None, help="One experiment (default: all)."), url: str = URL) -> None:
         """A table per experiment: posteriors, P(best), traffic share, counts."""
         states = _call(url, lambda c: [c.experiment(experiment)] if experiment else c.experiments())
         for state in states:
-            console.print(status_table(state))
-            routing = segments_table(state)
-            if routing is not None:
-                console.print(routing)
+            console.print(*status_tables(console, state), *segments_tables(console, state))
             for entry in state.get("history", [])[-5:]:
                 console.print(f"  {entry['action']} {entry.get('variant') or ''}: {entry.get('reason', '')}", highlight=False)
 
     def decided(state: dict[str, Any]) -> None:
-        console.print(status_table(state))
+        console.print(*status_tables(console, state))
 
     @app.command()
     def promote(experiment: str, variant: str, url: str = URL) -> None:
@@ -182,7 +86,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Estimate what TARGET would have earned, from the logged traffic (IPS, SNIPS, doubly robust)."""
         result = _call(url, lambda c: c.off_policy(experiment, target))
-        console.print(off_policy_table(result))
+        console.print(*off_policy_tables(console, result))
 
     @app.command("add-variant")
     def add_variant(

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 
 from gateway.policy import load_policy_file
+from gateway.cli.fit import Column, fitted_tables
 from gateway.cli.report import write_report
+from gateway.cli.status_view import fmt, interval_text
+from gateway.cli.terminal import log_path, ray_output_to_log
 from gateway.cli.local import LocalGateway, quiet_ray_environment
 from gateway.settings import load_settings
 from gateway.sim.churn import make_churn
@@ -60,25 +62,20 @@ def _fresh_state_dir(state_dir: Path | None) -> Path:
     return state_dir
 
 
-def _progress_table(state: dict[str, Any], stats: TrafficStats, elapsed: float) -> Table:
-    table = Table(
-        title=f"{state['name']}: {state['status']} ({state['allocation']}), champion {state.get('champion') or '-'}, "
-        f"{stats.requests} requests, {stats.rewards_accepted} rewards, {elapsed:.0f}s"
-    )
-    for col in ("variant", "traffic share", "P(best)", "mean reward", "95% interval", "requests", "rewards"):
-        table.add_column(col, justify="right")
-    for v in state["variants"]:
-        pb = v["prob_best"]
-        table.add_row(
-            v["name"],
-            f"{v['traffic_share']:.3f}",
-            "-" if pb is None else f"{pb:.3f}",
-            f"{v['mean']:.3f}",
-            f"[{v['credible_interval'][0]:.3f}, {v['credible_interval'][1]:.3f}]",
-            str(v["requests"]),
-            str(v["rewards"]),
-        )
-    return table
+def _progress(console: Console, state: dict[str, Any], stats: TrafficStats, elapsed: float) -> Group:
+    title = (f"{state['name']}: {state['status']} ({state['allocation']}), champion {state.get('champion') or '-'}, "
+             f"{stats.requests} requests, {stats.rewards_accepted} rewards, {elapsed:.0f}s")
+    variants = state["variants"]
+    key = Column("variant", [v["name"] for v in variants], justify="left")
+    columns = [
+        Column("traffic", [f"{v['traffic_share']:.3f}" for v in variants]),
+        Column("P(best)", [fmt(v["prob_best"], ".3f") for v in variants]),
+        Column("mean", [f"{v['mean']:.3f}" for v in variants]),
+        Column("95% interval", [interval_text(v["credible_interval"], ".3f") for v in variants]),
+        Column("requests", [str(v["requests"]) for v in variants]),
+        Column("rewards", [str(v["rewards"]) for v in variants]),
+    ]
+    return Group(*fitted_tables(console, title, key, columns))
 
 
 class _Story:
@@ -126,19 +123,19 @@ async def _drive(url: str, experiment: str, plan: DemoPlan, seed: int, console: 
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         state = await poll_state(url, experiment, client)
         traffic = asyncio.create_task(users.run(should_stop))
-        with Live(_progress_table(state, users.stats, 0), console=console, refresh_per_second=4) as live:
+        with Live(_progress(console, state, users.stats, 0), console=console, refresh_per_second=4) as live:
             while not traffic.done():
                 await asyncio.sleep(0.5)
                 state = await poll_state(url, experiment, client)
                 timeline.append({"t": time.time(), "variants": {v["name"]: v for v in state["variants"]}})
                 story.update(state, users.stats.requests)
                 maybe_drift()
-                live.update(_progress_table(state, users.stats, time.monotonic() - started))
+                live.update(_progress(console, state, users.stats, time.monotonic() - started))
             stats = await traffic
             await asyncio.sleep(0.5)  # let the router's refresh see the last rewards
             state = await poll_state(url, experiment, client)
             timeline.append({"t": time.time(), "variants": {v["name"]: v for v in state["variants"]}})
-            live.update(_progress_table(state, stats, time.monotonic() - started))
+            live.update(_progress(console, state, stats, time.monotonic() - started))
     return stats, state, timeline, story
 
 
@@ -150,20 +147,28 @@ def run_demo(
     policy: Path,
     port: int | None,
     console: Console,
+    consoles: list[Console] | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
+    """`consoles`: the CLI's own, which keep the terminal while Ray's lines go to the log file."""
     if not policy.exists():
         raise DemoError(f"--policy {policy}: no such file (run the demo from the repository root, or pass --policy)")
     experiment = load_policy_file(policy).experiment
     state_dir = _fresh_state_dir(state_dir)
-    settings = load_settings(policy=policy, state_dir=state_dir, http_port=port or _free_port())
+    settings = load_settings(policy=policy, state_dir=state_dir, http_port=port or _free_port(), verbose=verbose or None)
     plan = QUICK if quick else FULL
     quiet_ray_environment()
     t0 = time.monotonic()
-    console.print(f"starting Redis, Ray and Serve with {policy} (state in {state_dir}) ...", highlight=False)
-    gateway = LocalGateway(settings, log_to_driver=False)
-    with gateway:
+    # soft_wrap on lines that name a path: one cut at the terminal's edge could not be pasted
+    console.print(f"starting Redis, Ray and Serve with {policy} (state in {state_dir}) ...", highlight=False,
+                  soft_wrap=True)
+    gateway = LocalGateway(settings)
+    log_file = log_path(state_dir)
+    with ray_output_to_log(log_file, consoles or [console], settings.verbose), gateway:
         startup_s = time.monotonic() - t0
         console.print(f"gateway up at {gateway.url} after {startup_s:.1f}s; simulated users start", highlight=False)
+        if not settings.verbose:
+            console.print(f"Ray's own messages go to {log_file} (--verbose: here)", highlight=False, soft_wrap=True)
         stats, state, timeline, story = asyncio.run(_drive(gateway.url, experiment, plan, seed, console))
     series = {p["t"]: p for p in timeline}
 
@@ -213,7 +218,7 @@ def run_demo(
         f"promotions: {', '.join(p['variant'] + ' at reward ' + str(p['at_reward']) for p in promotions) or 'none'}",
         highlight=False,
     )
-    console.print(f"report: {summary['report']}", highlight=False)
+    console.print(f"report: {summary['report']}", highlight=False, soft_wrap=True)
     if stats.errors:
         console.print(f"[yellow]{len(stats.errors)} errors, first: {stats.errors[0]}[/yellow]", highlight=False)
     return summary

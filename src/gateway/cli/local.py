@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from gateway.settings import Settings
 from gateway.store.embedded import EmbeddedRedis, private_dir
+from gateway.telemetry import metrics_export
 from gateway.telemetry.tracing import validate_environment
 
 log = logging.getLogger("gateway.runtime")
@@ -28,6 +29,7 @@ class LocalGateway:
 
     def start(self) -> LocalGateway:
         validate_environment()
+        metrics_export.validate_environment()
         private_dir(self.settings.state_dir)
         # The routers' spool (serving/app.py), made here so one an older version left wider is fixed.
         private_dir(self.settings.state_dir / "spool")

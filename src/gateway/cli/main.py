@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from gateway.cli import admin as cli_admin
+from gateway.cli.terminal import log_path, ray_output_to_log
 from gateway.policy import PolicyError, load_policies
 from gateway.settings import SettingsError, load_settings
 
@@ -20,6 +21,8 @@ cli_admin.register(app)
 
 console = Console()
 err_console = Console(stderr=True)
+
+VERBOSE_HELP = "Show Ray's own log lines here instead of in STATE_DIR/logs/gateway.log [env GATEWAY_VERBOSE]."
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -32,12 +35,13 @@ def serve(
     policy: Optional[Path] = typer.Option(None, help="A policy file or a folder of them [env GATEWAY_POLICY]."),
     port: Optional[int] = typer.Option(None, help="HTTP port [env GATEWAY_HTTP_PORT, default 8000]."),
     state_dir: Optional[Path] = typer.Option(None, help="Embedded Redis data, registry, logs [env GATEWAY_STATE_DIR]."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Run the gateway until SIGINT or SIGTERM, then stop everything it started."""
     from gateway.cli.local import LocalGateway, quiet_ray_environment
 
     try:
-        settings = load_settings(policy=policy, http_port=port, state_dir=state_dir)
+        settings = load_settings(policy=policy, http_port=port, state_dir=state_dir, verbose=verbose or None)
         load_policies(settings.policy)  # fail fast, before Ray starts
     except (SettingsError, PolicyError) as err:
         _fail(str(err))
@@ -55,22 +59,28 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     gw = LocalGateway(settings)
-    try:
-        gw.start()
-    except KeyboardInterrupt:
-        console.print("stopped during start-up")
-        return
-    except (PolicyError, ValueError) as err:
-        _fail(str(err))
-    starting.clear()
-    grpc = f", OIP gRPC at {settings.http_host}:{settings.grpc_port}" if settings.grpc_port else ""
-    console.print(f"gateway serving {settings.policy} at {gw.url}{grpc} (state in {settings.state_dir})", highlight=False)
-    try:
-        stop.wait()
-    finally:
-        console.print("stopping ...")
-        gw.stop()
-        console.print("stopped")
+    log_file = log_path(settings.state_dir)
+    with ray_output_to_log(log_file, [console, err_console], settings.verbose):
+        if not settings.verbose:
+            # soft_wrap: a path cut at the terminal's edge could not be pasted
+            console.print(f"Ray's own messages go to {log_file} (--verbose: here)", highlight=False, soft_wrap=True)
+        try:
+            gw.start()
+        except KeyboardInterrupt:
+            console.print("stopped during start-up")
+            return
+        except (PolicyError, ValueError) as err:
+            _fail(str(err))
+        starting.clear()
+        grpc = f", OIP gRPC at {settings.http_host}:{settings.grpc_port}" if settings.grpc_port else ""
+        console.print(f"gateway serving {settings.policy} at {gw.url}{grpc} (state in {settings.state_dir})",
+                      highlight=False, soft_wrap=True)
+        try:
+            stop.wait()
+        finally:
+            console.print("stopping ...")
+            gw.stop()
+            console.print("stopped")
 
 
 @app.command()
@@ -129,17 +139,19 @@ def demo(
     state_dir: Optional[Path] = typer.Option(None, help="A new folder for this demo's state."),
     policy: Path = typer.Option(Path("policies/default.yaml"), help="The policy the demo serves."),
     port: Optional[int] = typer.Option(None, help="HTTP port (default: a free one)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Run the whole system with simulated users, show the bandit learn and promote, and
     leave an HTML report."""
     from gateway.cli.demo import DemoError, run_demo
 
     try:
-        summary = run_demo(quick=quick, seed=seed, state_dir=state_dir, policy=policy, port=port, console=console)
+        summary = run_demo(quick=quick, seed=seed, state_dir=state_dir, policy=policy, port=port, console=console,
+                           consoles=[console, err_console], verbose=verbose)
     except (DemoError, PolicyError, SettingsError) as err:
         _fail(str(err))
     if summary_json is not None:
         import json
 
         summary_json.write_text(json.dumps(summary, indent=2))
-        console.print(f"summary written to {summary_json}", highlight=False)
+        console.print(f"summary written to {summary_json}", highlight=False, soft_wrap=True)

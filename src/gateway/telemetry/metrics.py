@@ -1,4 +1,5 @@
-"""OpenTelemetry metrics, exposed in Prometheus text at GET /metrics.
+"""OpenTelemetry metrics, exposed in Prometheus text at GET /metrics, and pushed too when the
+OTEL_METRICS_EXPORTER variables ask for it (metrics_export.py).
 
 Counters and histograms are per router replica (Prometheus sums them across replicas); the
 bandit's beliefs (posterior mean, probability to be best, traffic share, counts from Redis) are
@@ -7,6 +8,7 @@ global values. So are the model-monitoring figures (online KPIs, drift PSI, hold
 replica computes them from the same Redis entries."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,8 +23,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075
 _registry: CollectorRegistry | None = None
 
 
-def setup_metrics() -> CollectorRegistry:
-    """Install this process's meter provider with a Prometheus reader, once."""
+def setup_metrics(component: str = "router") -> CollectorRegistry:
+    """Install this process's meter provider with a Prometheus reader (and the push readers the
+    environment asks for), once."""
     global _registry
     if _registry is not None:
         return _registry
@@ -31,13 +34,20 @@ def setup_metrics() -> CollectorRegistry:
     from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
     from opentelemetry.sdk.resources import Resource
 
+    from gateway.telemetry.metrics_export import push_readers
+
     registry = CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry, disable_target_info=True, scope_info_enabled=False)
     latency_view = View(
         instrument_name="*duration*", aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS)
     )
-    # The Prometheus text format we serve carries no exemplars: do not sample them per request.
-    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({}), views=[latency_view],
+    # The scrape carries no resource (disable_target_info); a push names its source as traces do.
+    attrs = {"gateway.component": component}
+    if not os.environ.get("OTEL_SERVICE_NAME", "").strip():
+        attrs["service.name"] = "ab-auto-promotion"
+    # One provider for both: a pushed metric is the very instrument that is scraped. The
+    # Prometheus text format we serve carries no exemplars: do not sample them per request.
+    provider = MeterProvider(metric_readers=[reader, *push_readers()], resource=Resource.create(attrs), views=[latency_view],
                              exemplar_filter=AlwaysOffExemplarFilter())
     metrics.set_meter_provider(provider)
     _registry = registry

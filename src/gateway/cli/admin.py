@@ -106,6 +106,20 @@ def segments_table(state: dict[str, Any]) -> Table | None:
     return table
 
 
+def linear_table(state: dict[str, Any]) -> Table | None:
+    """linear_thompson: each variant's learned coefficients (mean +- sd) by context term."""
+    linear = state.get("linear")
+    if not linear:
+        return None
+    table = Table(title=f"{state['name']}: linear models of the reward")
+    for col in ("variant", "rewards", *linear["terms"], "noise sd"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for name, model in linear["variants"].items():
+        coefs = [f"{_fmt(model['coefficients'][t])} ± {_fmt(model['coefficient_sd'][t])}" for t in linear["terms"]]
+        table.add_row(name, str(model["rewards"]), *coefs, _fmt(model["noise_sd"]))
+    return table
+
+
 def off_policy_table(result: dict[str, Any]) -> Table:
     target = result["target"] if isinstance(result["target"], str) else ", ".join(
         f"{k}={v:g}" for k, v in result["target"].items())
@@ -131,9 +145,9 @@ def register(app: typer.Typer) -> None:
         states = _call(url, lambda c: [c.experiment(experiment)] if experiment else c.experiments())
         for state in states:
             console.print(status_table(state))
-            routing = segments_table(state)
-            if routing is not None:
-                console.print(routing)
+            for routing in (segments_table(state), linear_table(state)):
+                if routing is not None:
+                    console.print(routing)
             for entry in state.get("history", [])[-5:]:
                 console.print(f"  {entry['action']} {entry.get('variant') or ''}: {entry.get('reason', '')}", highlight=False)
 

@@ -259,14 +259,21 @@ def linear_prob_best(
 def _wins(loc: np.ndarray, scale: np.ndarray, z: np.ndarray) -> np.ndarray:
     """P(best) per row from shared standard Student-t draws ``z`` (draws, k); ties share the win."""
     m, k = loc.shape
+    draws = z.shape[0]
     wins = np.zeros((m, k))
-    rows = max(1, _CHUNK // (z.shape[0] * k))
+    rows = max(1, _CHUNK // (draws * k))
     for lo in range(0, m, rows):
         hi = min(m, lo + rows)
-        theta = loc[None, lo:hi, :] + scale[None, lo:hi, :] * z[:, None, :]
-        is_top = theta == theta.max(axis=-1, keepdims=True)
-        wins[lo:hi] = (is_top / is_top.sum(axis=-1, keepdims=True)).sum(axis=0)
-    return wins / z.shape[0]
+        theta = loc[lo:hi, None, :] + scale[lo:hi, None, :] * z[None, :, :]  # (rows, draws, k)
+        top = theta.argmax(axis=-1)
+        if np.count_nonzero(theta == np.take_along_axis(theta, top[..., None], -1)) == top.size:
+            # No ties (the rule for continuous draws): count each row's winners in one pass.
+            flat = (top + k * np.arange(hi - lo)[:, None]).ravel()
+            wins[lo:hi] = np.bincount(flat, minlength=(hi - lo) * k).reshape(hi - lo, k)
+        else:
+            is_top = theta == theta.max(axis=-1, keepdims=True)
+            wins[lo:hi] = (is_top / is_top.sum(axis=-1, keepdims=True)).sum(axis=1)
+    return wins / draws
 
 
 def floor_rows(w: ArrayLike, min_weight: float) -> np.ndarray:

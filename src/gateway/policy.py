@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.policy_context import LinearPriorSettings, check_context
+
 # Names end up in Redis keys, deployment names and URLs: keep them to a safe alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -251,10 +253,16 @@ class Policy(_Strict):
     # thompson: least regret; top_two_thompson (beta 0.5): identifies the best far sooner;
     # discounted_thompson: forgets old rewards (weight discount^age, age counted in rewards), for
     # rewards that drift; contextual_thompson: a posterior per segment of `context` (the values of
-    # some categorical features), so each segment can find, and promote, its own best variant.
-    algorithm: Literal["thompson", "top_two_thompson", "discounted_thompson", "contextual_thompson"] = "thompson"
-    # contextual_thompson: the categorical features whose values make a request's segment.
+    # some categorical features), so each segment can find, and promote, its own best variant;
+    # linear_thompson: a Bayesian linear model of the reward per variant in `context` (numeric
+    # features), so each request goes where its own numbers predict the most reward.
+    algorithm: Literal["thompson", "top_two_thompson", "discounted_thompson", "contextual_thompson",
+                       "linear_thompson"] = "thompson"
+    # contextual_thompson: the categorical features whose values make a request's segment;
+    # linear_thompson: the numeric features the reward is modelled on (gateway.policy_context).
     context: tuple[Name, ...] = ()
+    # linear_thompson: the prior of each variant's linear model.
+    linear_prior: LinearPriorSettings = LinearPriorSettings()
     # contextual_thompson: a variant's overall posterior mean, worth this many rewards, is the
     # prior of its posterior in each segment: a segment with little data borrows from the whole.
     context_strength: float = Field(default=20.0, gt=0)
@@ -308,34 +316,10 @@ class Policy(_Strict):
                 raise ValueError(f"holdout.variant {self.holdout.variant!r} cannot be a shadow variant")
         if not self.bandit_arms:
             raise ValueError("variants: at least one variant must be live (not the holdout, not role: shadow)")
-        self._check_context()
+        check_context(self)
         if self.min_weight * len(self.bandit_arms) > 1:
             raise ValueError(f"min_weight {self.min_weight} times {len(self.bandit_arms)} variants exceeds 1")
         return self
-
-    def _check_context(self) -> None:
-        contextual = self.algorithm == "contextual_thompson"
-        if contextual and not self.context:
-            raise ValueError("context: contextual_thompson needs the categorical features that make a segment")
-        if self.context and not contextual:
-            raise ValueError("context: only for algorithm contextual_thompson")
-        by_name = {f.name: f for f in self.features}
-        for name in self.context:
-            f = by_name.get(name)
-            if f is None or f.type != "categorical" or f.missing != "error":
-                # missing: error keeps the segments to the declared values (the Bonferroni divisor).
-                raise ValueError(f"context: {name!r} is not a categorical feature of this policy with missing: error")
-        if contextual and self.reward.type != "bernoulli":
-            raise ValueError("contextual_thompson takes bernoulli rewards")
-        if contextual and self.holdout is not None:
-            raise ValueError("contextual_thompson does not take a holdout yet")
-        if self.variance_reduction is not None:
-            by_name = {f.name: f for f in self.features}
-            cov = by_name.get(self.variance_reduction.covariate)
-            if cov is None or cov.type != "numeric" or cov.missing != "error":
-                raise ValueError("variance_reduction.covariate: a numeric feature of this policy with missing: error")
-            if self.reward.type != "bernoulli" or contextual:
-                raise ValueError("variance_reduction takes bernoulli rewards and a non-contextual algorithm")
 
     @property
     def variant_names(self) -> list[str]:

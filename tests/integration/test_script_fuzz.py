@@ -131,6 +131,9 @@ async def _seed(store: ExperimentStore) -> None:
             record["seg"] = "plan=pro"  # routed by its context segment: rewards count there too
         else:
             record["cx"] = "12.5"  # a covariate (variance reduction): summed with the reward
+        if i % 3 != 1:
+            # A context vector (linear_thompson): rewards add to the variant's linear counters.
+            record["lx"] = f"1.0,{i - 2.5!r},0.5"
         if unit:
             record["unit"] = unit
         assert await store.record_prediction(
@@ -276,6 +279,11 @@ def assert_sums_finite(store: ExperimentStore, loop, experiments=(EXP, FRESH)) -
             assert math.isfinite(arm.reward_sum) and math.isfinite(arm.reward_sq_sum), (
                 f"poisoned sums for {exp}/{variant!r}: {arm}"
             )
+        # LinearStats refuses non-finite counters when the snapshot is read; and within the limit:
+        for variant, lin in snap.linear.items():
+            assert max(abs(lin.xtx).max(), abs(lin.xty).max(), lin.yty.max()) <= 1e300, (
+                f"linear counters of {exp}/{variant!r} past the limit"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +357,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
         default = draw(st.sampled_from([None, 0.0, 1.0]))
         quota = draw(st.sampled_from([None, 5, 5]))
         ks = [keys.request(EXP, rid), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
-              keys.paired(EXP), keys.segments(EXP), keys.shadow_rewards(EXP)]
+              keys.paired(EXP), keys.segments(EXP), keys.shadow_rewards(EXP), keys.linear(EXP)]
         argv = [
             draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))), now,
             draw(st.sampled_from(["", "1", "[0]", '"x"'])), str(FEEDBACK_MAXLEN),
@@ -357,7 +365,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
             keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES), draw(st.sampled_from(["0", "1"])),
         ]
     elif script == "expire":
-        ks = [keys.pending(EXP), keys.arms(EXP), keys.segments(EXP)]
+        ks = [keys.pending(EXP), keys.arms(EXP), keys.segments(EXP), keys.linear(EXP)]
         argv = [now, repr(draw(st.sampled_from([0.0, 1.0, -0.5]))), str(draw(st.sampled_from([1, 10, 1000]))),
                 keys.request_prefix(EXP)]
     elif script == "series":
@@ -469,7 +477,7 @@ def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES),
 
 REC_KEYS = [keys.request(EXP, "n0"), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP)]
 REW_KEYS = [keys.request(EXP, "r2"), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
-              keys.paired(EXP), keys.segments(EXP), keys.shadow_rewards(EXP)]
+              keys.paired(EXP), keys.segments(EXP), keys.shadow_rewards(EXP), keys.linear(EXP)]
 HIST = [keys.meta(EXP), keys.history(EXP)]
 
 FOUND = [

@@ -36,14 +36,14 @@ def test_all_keys_a_script_touches_share_one_cluster_slot(experiment):
         # The quota key is built inside the script from its prefix and the request's unit.
         "reward": [keys.request(experiment, "r1"), keys.arms(experiment), keys.feedback(experiment), keys.meta(experiment),
                    keys.pending(experiment), keys.kpis(experiment), keys.paired(experiment),
-                   keys.segments(experiment), keys.shadow_rewards(experiment),
+                   keys.segments(experiment), keys.shadow_rewards(experiment), keys.linear(experiment),
                    keys.quota_prefix(experiment) + "unit-7"],
         "shadow": [keys.request(experiment, "r1"), keys.kpis(experiment), keys.paired(experiment),
                    keys.shadow_log(experiment), keys.feedback(experiment), keys.shadow_rewards(experiment)],
         "set_role": [keys.meta(experiment), keys.history(experiment), keys.shadow_rewards(experiment),
                      keys.arms(experiment)],
         # Request records are found from the pending set, by prefix.
-        "expire": [keys.pending(experiment), keys.arms(experiment), keys.segments(experiment),
+        "expire": [keys.pending(experiment), keys.arms(experiment), keys.segments(experiment), keys.linear(experiment),
                    keys.request(experiment, "r9")],
         "transition": [keys.meta(experiment), keys.history(experiment)],
         "annotate": [keys.meta(experiment), keys.history(experiment)],

@@ -58,6 +58,7 @@ __all__ = [
     "LINEAR_DRAWS",
     "LinearPosterior",
     "LinearPrior",
+    "LinearRouting",
     "LinearStats",
     "context_vector",
     "floor_rows",
@@ -252,15 +253,27 @@ def linear_prob_best(
     m, k = loc.shape
     if k == 1:
         return np.ones((m, 1))
-    z = gen.standard_t(df, size=(d_, k))
+    return _wins(loc, scale, gen.standard_t(df, size=(d_, k)))
+
+
+def _wins(loc: np.ndarray, scale: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """P(best) per row from shared standard Student-t draws ``z`` (draws, k); ties share the win."""
+    m, k = loc.shape
+    draws = z.shape[0]
     wins = np.zeros((m, k))
-    rows = max(1, _CHUNK // (d_ * k))
+    rows = max(1, _CHUNK // (draws * k))
     for lo in range(0, m, rows):
         hi = min(m, lo + rows)
-        theta = loc[None, lo:hi, :] + scale[None, lo:hi, :] * z[:, None, :]
-        is_top = theta == theta.max(axis=-1, keepdims=True)
-        wins[lo:hi] = (is_top / is_top.sum(axis=-1, keepdims=True)).sum(axis=0)
-    return wins / d_
+        theta = loc[lo:hi, None, :] + scale[lo:hi, None, :] * z[None, :, :]  # (rows, draws, k)
+        top = theta.argmax(axis=-1)
+        if np.count_nonzero(theta == np.take_along_axis(theta, top[..., None], -1)) == top.size:
+            # No ties (the rule for continuous draws): count each row's winners in one pass.
+            flat = (top + k * np.arange(hi - lo)[:, None]).ravel()
+            wins[lo:hi] = np.bincount(flat, minlength=(hi - lo) * k).reshape(hi - lo, k)
+        else:
+            is_top = theta == theta.max(axis=-1, keepdims=True)
+            wins[lo:hi] = (is_top / is_top.sum(axis=-1, keepdims=True)).sum(axis=1)
+    return wins / draws
 
 
 def floor_rows(w: ArrayLike, min_weight: float) -> np.ndarray:
@@ -286,6 +299,55 @@ def floor_rows(w: ArrayLike, min_weight: float) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class LinearRouting:
+    """:func:`linear_shares`'s rule with everything but the request's context computed once: the
+    mature variants' posteriors and their shared Student-t draws (the router refreshes this when
+    the counters move; a request then costs one predictive and ``draws x k`` comparisons)."""
+
+    k: int
+    young: np.ndarray  # (k,) bool: still burning in (uniform 1/k)
+    mature: np.ndarray  # indices of the others
+    rest: float  # the share the mature variants split
+    floor: float  # each mature variant's floor, as a fraction of ``rest``
+    posterior: LinearPosterior | None  # of the mature variants (None: fewer than two)
+    z: np.ndarray | None  # (draws, mature) standard Student-t draws
+
+    @classmethod
+    def build(cls, prior: LinearPrior, stats: LinearStats, *, min_weight: float = 0.01, burn_in: int = 200,
+              draws: int = LINEAR_DRAWS, rng: np.random.Generator | None = None) -> LinearRouting:
+        if stats.n.ndim != 1:
+            raise ValueError("routing is for statistics without leading axes")
+        k = stats.k
+        mw = float(min_weight)
+        if not (math.isfinite(mw) and 0 <= mw and mw * k <= 1.0 + 1e-12):
+            raise ValueError(f"min_weight {min_weight} is impossible for {k} variants")
+        young = stats.n < burn_in
+        mature = np.flatnonzero(~young)
+        rest = 1.0 - int(young.sum()) / k
+        if mature.size < 2:
+            return cls(k, young, mature, rest, 1.0, None, None)
+        sub = LinearStats(stats.n[mature], stats.xtx[mature], stats.xty[mature], stats.yty[mature])
+        post = linear_posterior(prior, sub)
+        # The same draws, in the same order, as linear_prob_best's: equal shares for equal inputs.
+        z = default_rng(rng).standard_t(2.0 * post.a, size=(check_draws(draws), mature.size))
+        return cls(k, young, mature, rest, min(mw / rest, 1.0 / mature.size), post, z)
+
+    def shares(self, X: ArrayLike) -> np.ndarray:
+        """Routing shares at each context ``X`` (m, d): shape (m, k), rows summing to 1."""
+        Xa = np.asarray(X, dtype=float)
+        m = Xa.shape[0] if Xa.ndim == 2 else 0
+        out = np.full((m, self.k), 1.0 / self.k)
+        if self.young.all():
+            return out
+        if self.posterior is None:
+            out[:, self.mature] = self.rest
+            return out
+        loc, scale, _ = predictive(self.posterior, Xa)
+        out[:, self.mature] = self.rest * floor_rows(_wins(loc, scale, self.z), self.floor)
+        return out
+
+
 def linear_shares(
     prior: LinearPrior,
     stats: LinearStats,
@@ -301,31 +363,14 @@ def linear_shares(
     rewards gets ``1/k``; if all do, uniform; otherwise the mature variants share the rest by
     :func:`linear_prob_best` among themselves, floored at ``min_weight`` of the total. The
     logged propensity of a request is its row's entry for the variant drawn.
+    (:class:`LinearRouting` is the same rule with the posteriors computed once.)
 
     >>> s = linear_shares(LinearPrior(), LinearStats.zeros(3, 2), np.ones((4, 2)))
     >>> s.shape, bool(np.allclose(s, 1 / 3))
     ((4, 3), True)
     """
-    Xa = np.asarray(X, dtype=float)
-    k = stats.k
-    mw = float(min_weight)
-    if not (math.isfinite(mw) and 0 <= mw and mw * k <= 1.0 + 1e-12):
-        raise ValueError(f"min_weight {min_weight} is impossible for {k} variants")
-    young = stats.n < burn_in
-    m = Xa.shape[0] if Xa.ndim == 2 else 0
-    out = np.full((m, k), 1.0 / k)
-    if young.all():
-        return out
-    mature = np.flatnonzero(~young)
-    rest = 1.0 - int(young.sum()) / k
-    if mature.size == 1:
-        out[:, mature] = rest
-        return out
-    sub = LinearStats(stats.n[mature], stats.xtx[mature], stats.xty[mature], stats.yty[mature])
-    pb = linear_prob_best(prior, sub, Xa, draws=draws, rng=rng)
-    floor = min(mw / rest, 1.0 / mature.size)
-    out[:, mature] = rest * floor_rows(pb, floor)
-    return out
+    routing = LinearRouting.build(prior, stats, min_weight=min_weight, burn_in=burn_in, draws=draws, rng=rng)
+    return routing.shares(X)
 
 
 def context_vector(

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from gateway.cli.status_view import off_policy_tables, segments_tables, status_tables
+from gateway.cli.status_view import linear_tables, off_policy_tables, segments_tables, status_tables
 from gateway.client import Client, GatewayClientError
 
 console = Console()
@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
         """A table per experiment: posteriors, P(best), traffic share, counts."""
         states = _call(url, lambda c: [c.experiment(experiment)] if experiment else c.experiments())
         for state in states:
-            console.print(*status_tables(console, state), *segments_tables(console, state))
+            console.print(*status_tables(console, state), *segments_tables(console, state),
+                          *linear_tables(console, state))
             for entry in state.get("history", [])[-5:]:
                 console.print(f"  {entry['action']} {entry.get('variant') or ''}: {entry.get('reason', '')}", highlight=False)
 

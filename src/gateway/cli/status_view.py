@@ -90,6 +90,20 @@ def segments_tables(console: Console, state: dict[str, Any]) -> list[Table]:
     return fitted_tables(console, title, key, columns)
 
 
+def linear_tables(console: Console, state: dict[str, Any]) -> list[Table]:
+    """linear_thompson: each variant's learned coefficients (mean ± sd) by context term."""
+    linear = state.get("linear")
+    if not linear:
+        return []
+    models = list(linear["variants"].items())
+    key = Column("variant", [name for name, _ in models], justify="left")
+    columns = [Column("rewards", [str(m["rewards"]) for _, m in models])]
+    for t in linear["terms"]:
+        columns.append(Column(t, [f"{fmt(m['coefficients'][t])} ± {fmt(m['coefficient_sd'][t])}" for _, m in models]))
+    columns.append(Column("noise sd", [fmt(m["noise_sd"]) for _, m in models]))
+    return fitted_tables(console, f"{state['name']}: linear models of the reward", key, columns)
+
+
 def off_policy_tables(console: Console, result: dict[str, Any]) -> list[Table]:
     target = result["target"] if isinstance(result["target"], str) else ", ".join(
         f"{k}={v:g}" for k, v in result["target"].items())

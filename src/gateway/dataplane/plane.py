@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from ulid import ULID
 
-from gateway.decisions import allocation, segments
+from gateway.decisions import allocation, linear, segments
 from gateway.bandit.selection import unit_uniform
 from gateway.dataplane import evaluation
 from gateway.dataplane.feedback import Feedback
@@ -190,7 +190,9 @@ class DataPlane:
         matrix = self.encode(rt, request.instances)
         # Contextual routing: the request's segment (its first row's context values) picks the shares.
         segment = segments.segment_of(rt.policy, request.instances[0]) if segments.is_contextual(rt.policy) else None
-        variant, propensity = self._select(experiment, rt, unit_id, segment)
+        # Linear Thompson sampling: its context vector (from the first row) picks them.
+        lx = linear.context_of(rt.policy, request.instances[0]) if linear.is_linear(rt.policy) else None
+        variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
         started = time.perf_counter()
         result = await self._call_variant(rt, variant, matrix)
         labels = {"experiment": experiment, "variant": variant}
@@ -211,6 +213,8 @@ class DataPlane:
             record["unit"] = unit_id
         if segment is not None:
             record["seg"] = segment  # the reward counts in the segment's posterior too
+        if lx is not None:
+            record["lx"] = linear.encode(lx)  # the reward adds to the variant's linear model
         covariate = covariate_of(rt.policy, request.instances)
         if covariate is not None:
             record["cx"] = repr(covariate)  # summed with the reward for the adjusted promotion test
@@ -251,16 +255,20 @@ class DataPlane:
         return self.health.setdefault((experiment, variant), VariantHealth())
 
     def _select(self, experiment: str, rt: ExperimentRuntime, unit_id: str | None,
-                segment: str | None = None) -> tuple[str, float]:
+                segment: str | None = None, lx: np.ndarray | None = None) -> tuple[str, float]:
         with tracer().start_as_current_span("bandit.select") as span:
             alloc = rt.allocation
             if alloc is None:
                 raise Unavailable("the experiment's state is not loaded yet", code="not_ready")
-            # An operator's promotion or pause governs all traffic, segments included.
-            if segment is not None and rt.segments is not None and alloc.mode not in ("promoted", "paused"):
+            # An operator's promotion or pause governs all traffic, contexts included.
+            contextual = alloc.mode not in ("promoted", "paused")
+            if contextual and segment is not None and rt.segments is not None:
                 mode = rt.segments.modes.get(segment, rt.segments.default_mode)
                 alloc = allocation.Allocation(rt.segments.for_segment(segment), mode)
                 span.set_attribute("gateway.segment", segment)
+            elif contextual and lx is not None and rt.linear is not None:
+                # The shares at this request's context; the propensity logged is the one drawn.
+                alloc = rt.linear.allocation(lx)
             u = unit_uniform(experiment, unit_id) if unit_id else float(self.rng.random())
             now = self.clock()
             usable = {v for v in alloc.shares if self._health(experiment, v).available(now)}

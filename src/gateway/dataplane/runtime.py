@@ -10,6 +10,7 @@ import numpy as np
 
 from gateway.bandit.contextual import SegmentAllocation
 from gateway.decisions import allocation
+from gateway.decisions.linear import LinearRoutes
 from gateway.bandit.srm import SrmTracker
 from gateway.errors import NotFound
 from gateway.learning.features import FeatureEncoder
@@ -45,6 +46,8 @@ class ExperimentRuntime:
     shadow_checked_at: float = float("-inf")
     # contextual_thompson: each context segment's traffic shares, as of the last refresh.
     segments: SegmentAllocation | None = None
+    # linear_thompson: the variants' linear models, ready to route at any context, as of the last refresh.
+    linear: LinearRoutes | None = None
     # Each variant's IPS-corrected mean reward (off-policy, from the logged propensities), by the monitor.
     corrected: dict[str, Any] | None = None
 

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.decisions import allocation, segments, shadow_first
+from gateway.decisions import allocation, linear, segments, shadow_first
 from gateway import monitoring
 from gateway.dataplane import evaluation
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
@@ -136,6 +136,8 @@ class Upkeep:
                     # Monte-Carlo per segment: off the event loop, which serves the requests.
                     rt.segments = await asyncio.to_thread(segments.routing, rt.policy, snap)
                     await self._maybe_promote_segments(name, rt, snap, now)
+                elif linear.is_linear(rt.policy):
+                    rt.linear = await asyncio.to_thread(linear.routing, rt.policy, snap)
                 await self._maybe_promote(name, rt, snap, now)
             if await self.check_guardrails(rt):
                 rt.evaluated_counts = None  # the champion changed: recompute on the next refresh

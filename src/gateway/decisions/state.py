@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from gateway.bandit import contextual
-from gateway.decisions import allocation, segments
+from gateway.decisions import allocation, linear, segments
 from gateway.policy import Policy
 from gateway.store.experiments import ArmCounts, Snapshot
 
@@ -108,6 +108,8 @@ def experiment_state(
         "history": history,
         # contextual_thompson: the routing table (segment -> champion, or its shares).
         "segments": segments.table(policy, snap, routed) if segments.is_contextual(policy) else None,
+        # linear_thompson: what each variant's linear model learned (coefficients by context term).
+        "linear": linear.models(policy, snap) if linear.is_linear(policy) else None,
         "totals": {
             "requests": int(np.sum([c.requests for c in snap.arms.values()])) if snap.arms else 0,
             "rewards": int(np.sum([c.rewards for c in snap.arms.values()])) if snap.arms else 0,

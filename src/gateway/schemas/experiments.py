@@ -174,6 +174,20 @@ class SegmentRoute(BaseModel):
     means: dict[str, float | None] = Field(description="Plain mean reward per variant in this segment.")
 
 
+class LinearModel(BaseModel):
+    rewards: int = Field(ge=0, description="Rewards its linear model has learned from.")
+    coefficients: dict[str, float] = Field(
+        description="Posterior mean coefficient of each term: the reward it predicts for a request is their sum "
+        "weighted by the request's values (the intercept's by 1).")
+    coefficient_sd: dict[str, float | None] = Field(description="Posterior standard deviation of each coefficient.")
+    noise_sd: float | None = Field(description="Posterior mean of the reward's noise standard deviation.")
+
+
+class LinearModels(BaseModel):
+    terms: list[str] = Field(description="`intercept`, then the policy's `context` features.")
+    variants: dict[str, LinearModel]
+
+
 class CorrectedMean(BaseModel):
     mean: float | None = Field(description="Null for a variant never served.")
     ci_low: float | None = Field(description="The 95% interval (normal approximation; it undercovers for a "
@@ -192,7 +206,7 @@ class ExperimentState(BaseModel):
         description="bernoulli: rewards in [0, 1], Beta posteriors; gaussian: real rewards, Normal-Inverse-Gamma "
         "posteriors.")
     allocation: Literal["burn_in", "burn_in_challenger", "thompson", "top_two_thompson", "discounted_thompson",
-                        "contextual_thompson", "promoted", "paused"] = Field(
+                        "contextual_thompson", "linear_thompson", "promoted", "paused"] = Field(
         description="How traffic is split now: uniformly until every arm has its burn-in rewards, then by the "
         "policy's algorithm (burn_in_challenger: a newer arm still burns in with the uniform share beside the "
         "others); all to the champion once promoted; frozen while paused.")
@@ -212,6 +226,10 @@ class ExperimentState(BaseModel):
     segments: dict[str, SegmentRoute] | None = Field(
         default=None, description="contextual_thompson: the routing table, per context segment (e.g. `plan=pro`): "
         "its champion once promoted, else the shares it routes by; null for other algorithms.")
+    linear: LinearModels | None = Field(
+        default=None, description="linear_thompson: what each variant's linear model of the reward learned, its "
+        "coefficients named by the context terms; requests are routed where their values predict the most "
+        "reward. Null for other algorithms.")
     corrected_means: dict[str, CorrectedMean] | None = Field(
         default=None, description="Per variant, beside its posterior `mean`: the IPS-corrected mean reward (the "
         "self-normalised estimate of always serving it, from the logged propensities of the newest requests), "

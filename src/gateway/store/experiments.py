@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.bandit.linear_ts import LinearStats
 from gateway.store import keys
 from gateway.store.limits import (
     DECISION_LOG_BYTES,
@@ -26,14 +27,14 @@ from gateway.store.shadow import ShadowRecords
 
 
 
-# Scripts that score labelled predictions start with the shared scoring functions.
-_WITH_SCORING = {"reward.lua", "shadow.lua"}
+# Shared functions each script starts with: scoring of labelled predictions, linear-model counters.
+_LIBS = {"reward.lua": ("scoring.lua", "linear.lua"), "shadow.lua": ("scoring.lua",), "expire.lua": ("linear.lua",)}
 
 
 def _lua(name: str) -> str:
     folder = resources.files("gateway.store").joinpath("lua")
-    source = folder.joinpath(name).read_text()
-    return folder.joinpath("lib", "scoring.lua").read_text() + source if name in _WITH_SCORING else source
+    libs = "".join(folder.joinpath("lib", lib).read_text() for lib in _LIBS.get(name, ()))
+    return libs + folder.joinpath(name).read_text()
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Snapshot:
     dynamic: dict[str, dict] = field(default_factory=dict)  # challengers added at run time
     # Contextual routing: each segment's counters per variant (segment -> variant -> counts).
     segments: dict[str, dict[str, ArmCounts]] = field(default_factory=dict)
+    # linear_thompson: each variant's linear-model statistics (one variant each, k = 1).
+    linear: dict[str, LinearStats] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,21 @@ def _parse_segments(raw: dict[str, str]) -> dict[str, dict[str, ArmCounts]]:
     for cell, fields in cells.items():
         segment, _, variant = cell.rpartition("|")
         out.setdefault(segment, {})[variant] = _counts(fields)
+    return out
+
+
+def _parse_linear(raw: dict[str, str]) -> dict[str, LinearStats]:
+    """'<variant>|<field>' fields by variant, each as LinearStats of one variant; the dimension is
+    the one its fields show (a variant name has no '|')."""
+    fields: dict[str, dict[str, str]] = {}
+    for key, value in raw.items():
+        variant, _, name = key.partition("|")
+        fields.setdefault(variant, {})[name] = value
+    out = {}
+    for variant, f in fields.items():
+        d = 1 + max((int(name.split(":")[1]) for name in f if name.startswith("xty:")), default=-1)
+        if d >= 1:
+            out[variant] = LinearStats.from_fields([f], d)
     return out
 
 
@@ -224,11 +242,11 @@ class ExperimentStore(ShadowRecords, LogReads):
             for it in items:
                 r = rules.get(it.experiment) or RewardRules()
                 pipe.evalsha(
-                    self._shas["reward"], 9,
+                    self._shas["reward"], 10,
                     keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
                     keys.feedback(it.experiment), keys.meta(it.experiment), keys.pending(it.experiment),
                     keys.kpis(it.experiment), keys.paired(it.experiment), keys.segments(it.experiment),
-                    keys.shadow_rewards(it.experiment),
+                    keys.shadow_rewards(it.experiment), keys.linear(it.experiment),
                     it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
                     "" if r.default is None else repr(float(r.default)),
                     "" if r.max_per_unit is None else str(r.max_per_unit),
@@ -244,7 +262,8 @@ class ExperimentStore(ShadowRecords, LogReads):
 
         def build(pipe):
             pipe.evalsha(
-                self._shas["expire"], 3, keys.pending(experiment), keys.arms(experiment), keys.segments(experiment),
+                self._shas["expire"], 4, keys.pending(experiment), keys.arms(experiment), keys.segments(experiment),
+                keys.linear(experiment),
                 repr(now), repr(float(default)), str(limit), keys.request_prefix(experiment),
             )
 
@@ -258,13 +277,15 @@ class ExperimentStore(ShadowRecords, LogReads):
             pipe.hgetall(keys.meta(e))
             pipe.hgetall(keys.dynamic_variants(e))
             pipe.hgetall(keys.segments(e))
+            pipe.hgetall(keys.linear(e))
         raw = await pipe.execute()
         return {
             e: Snapshot(
-                arms=_parse_arms(raw[4 * i]),
-                meta=raw[4 * i + 1],
-                dynamic={k: json.loads(v) for k, v in raw[4 * i + 2].items()},
-                segments=_parse_segments(raw[4 * i + 3]),
+                arms=_parse_arms(raw[5 * i]),
+                meta=raw[5 * i + 1],
+                dynamic={k: json.loads(v) for k, v in raw[5 * i + 2].items()},
+                segments=_parse_segments(raw[5 * i + 3]),
+                linear=_parse_linear(raw[5 * i + 4]),
             )
             for i, e in enumerate(experiments)
         }

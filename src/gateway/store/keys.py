@@ -52,6 +52,12 @@ def segments(experiment: str) -> str:
     return f"gw:{{{experiment}}}:segments"
 
 
+def linear(experiment: str) -> str:
+    """Hash of each variant's linear-model counters (linear_thompson): '<variant>|n', '|yty',
+    '|xty:<j>', '|xtx:<j>:<m>' (j <= m), gateway.bandit.linear_ts's sufficient statistics."""
+    return f"gw:{{{experiment}}}:linear"
+
+
 def paired(experiment: str) -> str:
     """Hash of a shadow variant's outcomes paired with the served variant's on the same labelled
     rows: '<shadow>|<served>:sw' (only the shadow right), ':lw' (only the served one), ':n'."""

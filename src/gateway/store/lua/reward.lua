@@ -5,7 +5,8 @@
 -- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] feedback stream, KEYS[4] meta hash,
 -- KEYS[5] pending zset, KEYS[6] KPI counters hash, KEYS[7] shadow-vs-served paired counts hash,
 -- KEYS[8] per-segment counters hash (contextual routing: the request's 'seg'),
--- KEYS[9] the shadows' own rewards hash (lib/scoring.lua's score_shadow_reward)
+-- KEYS[9] the shadows' own rewards hash (lib/scoring.lua's score_shadow_reward),
+-- KEYS[10] the linear model counters hash (linear_thompson: the request's 'lx', lib/linear.lua)
 -- ARGV[1] variant, ARGV[2] reward, ARGV[3] now (unix seconds), ARGV[4] label JSON ('' for none),
 -- ARGV[5] feedback stream max length, ARGV[6] default reward ('' for none),
 -- ARGV[7] rewards allowed per unit in the window ('' for no quota), ARGV[8] quota key prefix,
@@ -46,6 +47,16 @@ for _, value in ipairs({ARGV[2], ARGV[6]}) do
     return {'invalid', ''}
   end
 end
+-- linear_thompson: the request's context vector; its counters must stay finite too.
+local lx = KEYS[10] and linear_vector(redis.call('HGET', KEYS[1], 'lx'))
+if lx then
+  for _, value in ipairs({ARGV[2], ARGV[6]}) do
+    local r = tonumber(value)
+    if r and not linear_fits(KEYS[10], {{served, linear_increments(lx, r)}}) then
+      return {'invalid', ''}
+    end
+  end
+end
 
 -- Increments go in as Lua formats them (not as sent: Redis parses numbers more strictly).
 -- The feedback stream's length for an entry of this size (see record.lua's byte budget).
@@ -75,6 +86,9 @@ local function add_reward(value)
     redis.call('HINCRBY', KEYS[8], cell .. ':n', 1)
     redis.call('HINCRBYFLOAT', KEYS[8], cell .. ':s', string.format('%.17g', r))
     redis.call('HINCRBYFLOAT', KEYS[8], cell .. ':ss', string.format('%.17g', r * r))
+  end
+  if lx then
+    linear_add(KEYS[10], served, linear_increments(lx, r))
   end
 end
 

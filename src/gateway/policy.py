@@ -186,6 +186,10 @@ class Shadow(_Strict):
     concurrency: int = Field(default=4, ge=1, le=64)
     # Seconds a shadow call may take before it is abandoned (counted as failed).
     timeout_s: float = Field(default=10.0, gt=0)
+    # Seconds copies are gathered before one model call and one round trip answer them all: a
+    # shadow's answer is never waited for, and per call the model and Redis cost far more than
+    # per row (bench/serving.py's shadow section). 0: each copy as soon as a worker is free.
+    batch_wait_s: float = Field(default=0.05, ge=0, le=5)
 
 
 class ShadowFirst(_Strict):

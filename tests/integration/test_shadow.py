@@ -80,9 +80,8 @@ def test_a_shadow_answer_is_never_returned_and_never_delays_the_client(env):
     for p, row in zip(served, rows):
         assert "xgb" not in json.dumps(p)
         assert p["predictions"] == direct.payload(*direct.predict_rows(plane.encode(plane.runtime(name), [row])))["predictions"]
-    # Four workers each held one copy while the model was blocked; the 16 that waited meanwhile
-    # were answered in stacked calls, not one call each.
-    assert 4 < holder["gate"].calls < 20
+    # Copies are gathered for shadow.batch_wait_s and answered in stacked calls, not one call each.
+    assert 1 <= holder["gate"].calls <= 10
     assert not any(k.startswith("sh:") for r in before for k in r)  # nothing waited for the shadow
     xgb = env.variants["xgb"]
     for p, row, record in zip(served, rows, records):
@@ -167,7 +166,7 @@ def test_the_queue_is_bounded_and_the_sample_follows_the_request_id(env):
     served, answered = run(scenario())
     # One copy in the worker's hands and two queued; the other seven were dropped, never waited for.
     assert sum(answered) == 3 and answered[:3] == [True] * 3
-    assert holder["gate"].calls == 2  # the two that waited went to the model together
+    assert holder["gate"].calls == 1  # gathered for batch_wait_s, the three went to the model together
     # A hash of the id: the same ids are mirrored everywhere, about `fraction` of them.
     ids = [f"req-{i}" for i in range(20_000)]
     sample = [mirrored(r, 0.1) for r in ids]

@@ -63,7 +63,7 @@ class ShadowMirror:
         name = rt.policy.experiment
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._start(name, spec.queue, spec.concurrency)
+            queue = self._start(name, spec.queue, spec.concurrency, spec.batch_wait_s)
         try:
             queue.put_nowait(ShadowCopy(name, request_id, shadows, matrix, carrier))
         except asyncio.QueueFull:
@@ -72,11 +72,14 @@ class ShadowMirror:
             return False
         return True
 
-    def _start(self, name: str, size: int, concurrency: int) -> asyncio.Queue[ShadowCopy]:
+    def _start(self, name: str, size: int, concurrency: int, wait_s: float) -> asyncio.Queue[ShadowCopy]:
         queue: asyncio.Queue[ShadowCopy] = asyncio.Queue(maxsize=size)
         self._queues[name] = queue
         loop = asyncio.get_running_loop()
-        self._workers += [loop.create_task(self._work(queue)) for _ in range(concurrency)]
+        # One worker gathers a batch at a time, so copies pile into one batch instead of being
+        # shared out one each among idle workers; the others answer earlier batches meanwhile.
+        gathering = asyncio.Lock()
+        self._workers += [loop.create_task(self._work(queue, gathering, wait_s)) for _ in range(concurrency)]
         return queue
 
     async def drain(self) -> None:
@@ -92,14 +95,17 @@ class ShadowMirror:
             await asyncio.wait(self._workers, timeout=5)
         self._workers, self._queues = [], {}
 
-    async def _work(self, queue: asyncio.Queue[ShadowCopy]) -> None:
+    async def _work(self, queue: asyncio.Queue[ShadowCopy], gathering: asyncio.Lock, wait_s: float) -> None:
         while True:
-            # The copies waiting now are answered together: one model call on their stacked rows
-            # and one round trip to record them cost much less than one each (a model's cost per
-            # call dwarfs its cost per row).
-            batch = [await queue.get()]
-            while len(batch) < BATCH_MAX and not queue.empty():
-                batch.append(queue.get_nowait())
+            # The copies that arrive within wait_s of the first are answered together: one model
+            # call on their stacked rows and one round trip to record them cost much less than
+            # one each (a model's cost per call dwarfs its cost per row).
+            async with gathering:
+                batch = [await queue.get()]
+                if wait_s > 0 and queue.qsize() < BATCH_MAX - 1:
+                    await asyncio.sleep(wait_s)
+                while len(batch) < BATCH_MAX and not queue.empty():
+                    batch.append(queue.get_nowait())
             try:
                 for variant in dict.fromkeys(v for copy in batch for v in copy.variants):
                     copies = [c for c in batch if variant in c.variants]

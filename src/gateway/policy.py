@@ -265,8 +265,10 @@ class Policy(_Strict):
     # contextual_thompson: the categorical features whose values make a request's segment;
     # linear_thompson: the numeric features the reward is modelled on (gateway.policy_context).
     context: tuple[Name, ...] = ()
-    # linear_thompson: the prior of each variant's linear model.
-    linear_prior: LinearPriorSettings = LinearPriorSettings()
+    # linear_thompson: the prior of each variant's linear model (null: LinearPriorSettings'
+    # defaults). Null rather than a default object, so that a policy dumped and read back (as the
+    # deployments receive it) still says whether it was given.
+    linear_prior: LinearPriorSettings | None = None
     # contextual_thompson: a variant's overall posterior mean, worth this many rewards, is the
     # prior of its posterior in each segment: a segment with little data borrows from the whole.
     context_strength: float = Field(default=20.0, gt=0)

@@ -36,7 +36,7 @@ def check_context(policy: Policy) -> None:
         raise ValueError(f"context: {algorithm} needs the {kind}")
     if policy.context and not contextual:
         raise ValueError("context: only for algorithm contextual_thompson or linear_thompson")
-    if "linear_prior" in policy.model_fields_set and algorithm != "linear_thompson":
+    if policy.linear_prior is not None and algorithm != "linear_thompson":
         raise ValueError("linear_prior: only for algorithm linear_thompson")
     if len(set(policy.context)) != len(policy.context):
         raise ValueError(f"context: names must be unique, got {list(policy.context)}")

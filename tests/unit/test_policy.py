@@ -382,3 +382,19 @@ def test_contextual_and_variance_reduction_fields_are_checked(changes, message):
     data = {"features": CONTEXT_FEATURES, **changes}
     with pytest.raises(PolicyError, match=message):
         parse_policy(_policy(**data))
+
+
+POLICY_FILES = sorted([*(REPO / "policies").glob("*.yaml"), *(REPO / "tests" / "policies").glob("*.yaml")])
+LINEAR = _policy(features=[{"name": "x"}, {"name": "y"}], algorithm="linear_thompson", context=["x"],
+                 linear_prior={"ridge": 2.0, "a0": 1.0, "b0": 0.25})
+
+
+@pytest.mark.parametrize("source", [*POLICY_FILES, "linear"], ids=lambda p: getattr(p, "name", p))
+def test_a_policy_survives_the_trip_to_the_deployments(source):
+    """The router and retrainer receive each policy as model_dump(mode='json') and validate it
+    again: every field the dump writes must be accepted back, and mean the same."""
+    from gateway.policy import Policy
+
+    policy = parse_policy(LINEAR, "linear") if source == "linear" else load_policy_file(source)
+    again = Policy.model_validate(policy.model_dump(mode="json"))
+    assert again == policy

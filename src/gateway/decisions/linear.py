@@ -20,7 +20,7 @@ import numpy as np
 
 from gateway.bandit import linear_ts, selection
 from gateway.decisions import allocation
-from gateway.policy import Policy
+from gateway.policy import LinearPriorSettings, Policy
 from gateway.store.experiments import ArmCounts, Snapshot
 
 # A context value beyond this is not learned from (its square and products must stay finite in
@@ -50,7 +50,7 @@ def encode(x: np.ndarray) -> str:
 
 
 def prior(policy: Policy) -> linear_ts.LinearPrior:
-    p = policy.linear_prior
+    p = policy.linear_prior or LinearPriorSettings()
     return linear_ts.LinearPrior(ridge=p.ridge, a=p.a0, b=p.b0)
 
 

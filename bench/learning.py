@@ -304,10 +304,16 @@ class System:
             c["sw"] += shadow_right and not served_right
             c["lw"] += served_right and not shadow_right
             c["n"] += 1
-            # reward.lua: what the shadow would have earned ('match'), for when it goes live.
-            r = self.shadow_rewards.setdefault(v, [0, 0.0])
-            r[0] += 1
-            r[1] += float(shadow_right)
+            # reward.lua: what the shadow would have earned ('match'), for when it goes live; once
+            # live (a label that comes after its graduation), its arm's own.
+            if not shadow_first.credits_shadow_rewards(self.policy):
+                continue
+            if allocation.role_overrides(self.meta).get(v) == "live":
+                self._reward(v, float(shadow_right))
+            else:
+                r = self.shadow_rewards.setdefault(v, [0, 0.0])
+                r[0] += 1
+                r[1] += float(shadow_right)
 
     def _shadow_first(self, i: int) -> None:
         """Upkeep._shadow_first: graduate (set_role.lua: live, exploration reopens) or retire."""
@@ -320,11 +326,11 @@ class System:
                 self.meta["roles"] = json.dumps(roles)
                 # set_role.lua: the rewards it earned in shadow (from the labels) join its posterior.
                 n, s = self.shadow_rewards.pop(verdict.variant, (0, 0.0))
-                if shadow_first.credits_shadow_rewards(self.policy):
+                if n:
                     c = self.arms.get(verdict.variant, ArmCounts())
                     self.arms[verdict.variant] = ArmCounts(c.rewards + n, c.reward_sum + s, c.reward_sq_sum + s, c.requests)
                 self._reopen(self.now(i))
-                if self.base.retrain.shadow_first.on_graduation == "promote":
+                if shadow_first.promotes_on_graduation(self.policy, self.meta, verdict.variant):
                     self._transition("promoted", verdict.variant)  # Upkeep._promote_graduate
                 self.live_at_row[verdict.variant] = i
             else:

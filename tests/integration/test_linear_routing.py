@@ -46,7 +46,7 @@ def test_rewards_add_exactly_the_linear_increments(env):
             records = await plane.store.read_requests(name, [p["request_id"] for p in served])
             clock.t += 61
             await plane.refresh()  # the other 20 take the default reward, 0.5
-            snap = (await plane.store.snapshots([name]))[name]
+            snap = (await plane.store.snapshots([name], plane.experiments.linear_contexts()))[name]
             return served, rewarded, records, snap
         finally:
             await plane.stop()
@@ -127,7 +127,7 @@ def test_each_region_of_a_numeric_feature_goes_to_its_better_variant(env):
                     clock.t += 1
                     await plane.refresh()
             records = await plane.store.read_requests(name, [f"q{i}" for i in range(len(rows) - 5, len(rows))])
-            snap = (await plane.store.snapshots([name]))[name]
+            snap = (await plane.store.snapshots([name], plane.experiments.linear_contexts()))[name]
             state = await plane.state(name)
             test_rows = [[t, 70.0, 2.0, "basic"] for t in np.linspace(0.05, 5.95, 60).round(3).tolist()] * 5
             after = await serve(plane, test_rows, prefix="after")

@@ -398,7 +398,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
         # A request with a label (scored at once), one without, and one never served.
         rid = draw(st.sampled_from(["r0", "r2", "n1"]))
         ks = [keys.request(EXP, rid), keys.kpis(EXP), keys.paired(EXP), keys.shadow_log(EXP), keys.feedback(EXP),
-              keys.shadow_rewards(EXP)]
+              keys.shadow_rewards(EXP), keys.meta(EXP), keys.arms(EXP)]
         argv = [draw(st.sampled_from(["s", "t"])), draw(st.sampled_from(["[1]", "[0]", '"x"'])),
                 draw(st.sampled_from(["", "[0.5]"])), now, str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
                 str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES)]

@@ -177,3 +177,15 @@ def test_the_state_shows_each_variants_learned_coefficients_by_term():
     text = console.export_text()
     assert "…" not in text
     assert "intercept" in text and "tenure" in text and f"{a['coefficients']['tenure']:.4f}" in text
+
+
+def test_a_changed_context_starts_the_linear_counters_afresh():
+    """Counters are kept under the context they were learned on: after `context` changes (fewer
+    features, more, or another order) the old ones are neither read nor added to."""
+    from redis.crc import key_slot
+
+    from gateway.store import keys
+
+    names = [keys.linear("churn", c) for c in (("tenure", "monthly_charges"), ("tenure",), ("monthly_charges", "tenure"))]
+    assert len(set(names)) == 3
+    assert len({key_slot(k.encode()) for k in [*names, keys.arms("churn")]}) == 1  # one experiment, one slot

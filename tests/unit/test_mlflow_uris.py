@@ -154,3 +154,13 @@ def test_retrain_mlflow_says_what_is_missing_before_the_gateway_starts(monkeypat
     assert "MLFLOW_TRACKING_URI" in check_ready()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert check_ready() is None
+
+
+def test_a_tracking_uri_s_credentials_never_reach_a_message():
+    from gateway.learning.mlflow_models import redact, shown_uri
+
+    uri = "https://alice:s3cret@mlflow.example.com:5000/base"
+    assert shown_uri(uri) == "https://mlflow.example.com:5000/base"
+    assert shown_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    message = redact(f"GET {uri}/api/2.0/x failed; token s3cret refused", uri)
+    assert "s3cret" not in message and "mlflow.example.com:5000/base/api" in message

@@ -33,11 +33,12 @@ def ray_output_to_log(log_file: Path, consoles: list[Console], verbose: bool = F
     private_dir(log_file.parent)
     sys.stdout.flush()
     sys.stderr.flush()
+    # Opened first: if it fails, nothing has been duplicated yet.
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     streams: dict[int, IO[str]] = {
         fd: os.fdopen(os.dup(copy), "w", buffering=1, encoding="utf-8", errors="replace") for fd, copy in saved.items()
     }
-    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     previous = [(c, c._file) for c in consoles]  # None unless a file was given: follow sys.std*
     try:
         for fd in (1, 2):
@@ -46,13 +47,21 @@ def ray_output_to_log(log_file: Path, consoles: list[Console], verbose: bool = F
             c.file = streams[2 if c.stderr else 1]
         yield
     finally:
-        for s in (sys.stdout, sys.stderr, *streams.values()):
-            s.flush()
-        for c, file in previous:
-            c.file = file  # type: ignore[assignment]
-        for fd, copy in saved.items():
-            os.dup2(copy, fd)
-            os.close(copy)
-        for s in streams.values():
-            s.close()
-        os.close(log_fd)
+        try:
+            for s in (sys.stdout, sys.stderr, *streams.values()):
+                try:
+                    s.flush()
+                except OSError:  # a closed pipe (`gateway serve | head`) must not keep fds moved
+                    pass
+        finally:
+            for c, file in previous:
+                c.file = file  # type: ignore[assignment]
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            for s in streams.values():
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            os.close(log_fd)

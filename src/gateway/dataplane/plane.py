@@ -339,7 +339,7 @@ class DataPlane:
 
     async def state(self, experiment: str) -> dict[str, Any]:
         rt = self.runtime(experiment)
-        snap = (await self.store.snapshots([experiment]))[experiment]
+        snap = (await self.store.snapshots([experiment], self.experiments.linear_contexts()))[experiment]
         history = await self.store.history(experiment)
         return rt.as_served(experiment_state(rt.policy, snap, history, rt.discount, rt.segments))
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gateway.bandit.contextual import SegmentAllocation
-from gateway.decisions import allocation
+from gateway.decisions import allocation, shadow_first
 from gateway.decisions.linear import LinearRoutes
 from gateway.bandit.srm import SrmTracker
 from gateway.errors import NotFound
@@ -63,7 +63,14 @@ class ExperimentRuntime:
     @property
     def reward_rules(self) -> RewardRules:
         r = self.policy.reward
-        return RewardRules(default=r.default, max_per_unit=r.max_per_unit, window_s=r.window_s)
+        return RewardRules(default=r.default, max_per_unit=r.max_per_unit, window_s=r.window_s,
+                           shadows_earn=shadow_first.credits_shadow_rewards(self.policy),
+                           linear_context=self.linear_context)
+
+    @property
+    def linear_context(self) -> tuple[str, ...]:
+        """linear_thompson's context, which names its counters' key (empty otherwise)."""
+        return tuple(self.policy.context) if self.policy.algorithm == "linear_thompson" else ()
 
 
 class Experiments(dict[str, ExperimentRuntime]):
@@ -85,3 +92,7 @@ class Experiments(dict[str, ExperimentRuntime]):
 
     def reward_rules(self) -> dict[str, RewardRules]:
         return {name: rt.reward_rules for name, rt in self.items()}
+
+    def linear_contexts(self) -> dict[str, tuple[str, ...]]:
+        """The linear_thompson experiments' contexts, for the store's snapshots."""
+        return {name: rt.linear_context for name, rt in self.items() if rt.linear_context}

@@ -115,7 +115,7 @@ class Upkeep:
             await self._refresh()
 
     async def _refresh(self) -> None:
-        snaps = await self.store.snapshots(list(self.experiments))
+        snaps = await self.store.snapshots(list(self.experiments), self.experiments.linear_contexts())
         now = self.clock()
         for name, rt in self.experiments.items():
             snap = snaps[name]
@@ -166,7 +166,7 @@ class Upkeep:
         for name, rt in self.experiments.items():
             default = rt.policy.reward.default
             if default is not None:
-                applied = await self.store.expire_rewards(name, default, now)
+                applied = await self.store.expire_rewards(name, default, now, linear_context=rt.linear_context)
                 if applied:
                     self.metrics.rewards.add(applied, {"outcome": "defaulted"})
 
@@ -227,7 +227,7 @@ class Upkeep:
                 done = await self.store.set_role(name, verdict.variant, "live", expected="shadow", policy_role="shadow",
                                                  entry=entry, now=entry["at"],
                                                  credit=shadow_first.credits_shadow_rewards(rt.policy))
-                if done and rt.policy.retrain.shadow_first.on_graduation == "promote":
+                if done and shadow_first.promotes_on_graduation(rt.policy, snap.meta, verdict.variant):
                     await self._promote_graduate(name, verdict)
             else:
                 gone = sorted(allocation.retired(snap.meta) | {verdict.variant})
@@ -387,7 +387,7 @@ class Upkeep:
             )
         if done:
             log.info("promoted %s in %s: %s", decision.variant, name, decision.reason)
-            snaps = await self.store.snapshots([name])
+            snaps = await self.store.snapshots([name], self.experiments.linear_contexts())
             rt.snapshot = snaps[name]
             rt.discount = allocation.discount(rt.policy, rt.snapshot.arms, rt.snapshot.meta, rt.discount)
             rt.allocation = allocation.allocate(rt.policy, rt.snapshot.arms, rt.snapshot.meta, rt.discount)

@@ -32,10 +32,24 @@ class ShadowVerdict:
 
 
 def credits_shadow_rewards(policy: Policy) -> bool:
-    """Whether a variant going live takes the rewards it earned in shadow into its posterior:
-    only where the posterior is the arm's plain counters (a contextual posterior is per segment,
-    a discounted one ages its rewards, CUPED also sums a covariate the shadow record lacks)."""
-    return policy.algorithm in ("thompson", "top_two_thompson") and policy.variance_reduction is None
+    """Whether a shadow earns rewards from the labels of the requests it answered, and takes them
+    into its posterior when it goes live: only where the posterior is the arm's plain counters (a
+    contextual posterior is per segment, a discounted one ages its rewards, CUPED also sums a
+    covariate the shadow record lacks), and where no default reward fills the live arms' counters
+    for requests without feedback (a shadow sees only the labelled ones, so its mean would not
+    compare)."""
+    return (policy.algorithm in ("thompson", "top_two_thompson") and policy.variance_reduction is None
+            and policy.reward.default is None)
+
+
+def promotes_on_graduation(policy: Policy, meta: Mapping[str, str], variant: str) -> bool:
+    """retrain.shadow_first.on_graduation 'promote', where one champion for all requests is the
+    experiment's decision (not with per-request context routing), and not for a variant a
+    guardrail rolled back (only an operator promotes it again)."""
+    spec = policy.retrain.shadow_first
+    return (spec is not None and spec.on_graduation == "promote"
+            and policy.algorithm not in ("contextual_thompson", "linear_thompson")
+            and variant not in allocation.guardrail_blocked(meta))
 
 
 def best_live(policy: Policy, arms: Mapping[str, ArmCounts], meta: Mapping[str, str]) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.learning import artifacts
-from gateway.learning.mlflow_models import INSTALL_HINT, TRACKING_ENV, bounded_retries
+from gateway.learning.mlflow_models import INSTALL_HINT, TRACKING_ENV, bounded_retries, redact
 
 if TYPE_CHECKING:
     from gateway.learning.candidates import RetrainResult
@@ -83,7 +83,7 @@ def log_challenger(policy: Policy, entry: RegistryEntry, result: RetrainResult, 
         with bounded_retries():
             return _log(policy, entry, result, window)
     except Exception as err:  # noqa: BLE001 - whatever MLflow raises, the challenger stays
-        message = f"{type(err).__name__}: {err}"
+        message = redact(f"{type(err).__name__}: {err}", os.environ.get(TRACKING_ENV, "").strip())
         log.warning("could not log challenger %s of %s to MLflow: %s", entry.name, policy.experiment, message)
         return {"error": message[:2000]}
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import urllib.parse
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -175,6 +176,24 @@ def tracking_uri() -> str:
     return uri
 
 
+def shown_uri(uri: str) -> str:
+    """The tracking URI as it may be logged or stored: without the user and password a URI can
+    carry (https://user:token@host), which would otherwise reach logs and the history."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact(text: str, uri: str) -> str:
+    """`text` (an error message) with the tracking URI's credentials taken out."""
+    text = text.replace(uri, shown_uri(uri))
+    password = urllib.parse.urlsplit(uri).password
+    return text.replace(password, "***") if password else text
+
+
 @contextlib.contextmanager
 def bounded_retries() -> Iterator[None]:
     """MLflow retries a failed request 7 times with exponential backoff (minutes in all) by
@@ -221,11 +240,14 @@ def resolve(uri: MlflowUri) -> Resolved:
             mv = client.get_model_version(uri.name, uri.version)
     except mlflow.exceptions.MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise MlflowModelError(f"{uri.uri}: not found on the tracking server {tracking_uri()}: {err.message}") from err
+            raise MlflowModelError(f"{uri.uri}: not found on the tracking server {shown_uri(tracking_uri())}: "
+                                     f"{redact(err.message, tracking_uri())}") from err
         # MLflow wraps a connection failure (after its retries) in an MlflowException too.
-        raise MlflowModelError(f"{uri.uri}: cannot read it from the tracking server {tracking_uri()}: {err.message}") from err
+        raise MlflowModelError(f"{uri.uri}: cannot read it from the tracking server {shown_uri(tracking_uri())}: "
+                                 f"{redact(err.message, tracking_uri())}") from err
     except OSError as err:  # requests' connection errors are OSErrors
-        raise MlflowModelError(f"{uri.uri}: cannot reach the tracking server {tracking_uri()}: {err}") from err
+        raise MlflowModelError(f"{uri.uri}: cannot reach the tracking server {shown_uri(tracking_uri())}: "
+                             f"{redact(str(err), tracking_uri())}") from err
     return Resolved(uri, f"models:/{mv.name}/{mv.version}", version=str(mv.version), run_id=mv.run_id)
 
 
@@ -280,7 +302,7 @@ def fetch(resolved: Resolved) -> Fetched:
 def _copy_of(registry: ModelRegistry, experiment: str, variant: str, identity: Mapping[str, Any]) -> RegistryEntry | None:
     """The copy of that model version (or run artifact) from this tracking server: another
     server's `churn/1` is another model."""
-    server = tracking_uri()
+    server = shown_uri(tracking_uri())
     for entry in reversed(registry.entries(experiment)):
         meta = entry.metadata.get("mlflow")
         if (
@@ -313,7 +335,7 @@ def import_model(registry: ModelRegistry, experiment: str, variant: str, uri_tex
         "mlflow": {
             "uri": uri.uri,
             "resolved_uri": resolved.base,
-            "tracking_uri": tracking_uri(),
+            "tracking_uri": shown_uri(tracking_uri()),
             "variant": variant,
             "identity": resolved.identity(),
             "run_id": resolved.run_id,

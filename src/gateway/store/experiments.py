@@ -3,6 +3,7 @@ counters, status and decision history. Async, for the router replicas."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 import secrets
 from dataclasses import dataclass, field
 from importlib import resources
@@ -67,7 +68,7 @@ class RewardItem:
     variant: str
     reward: float
     label: str = ""  # JSON of the label(s) when the feedback carried them
-    from_label: bool = False  # the reward was made from the label ('match'), so shadows earn theirs
+    from_label: bool = False  # the reward was made from the label ('match'): shadows may earn theirs
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,11 @@ class RewardRules:
     default: float | None = None  # applied after the window; later feedback is 'late'
     max_per_unit: int | None = None  # rewards per unit_id within the window
     window_s: float = 86_400.0
+    # A label-made reward also earns each shadow that answered the request its own, for when it
+    # goes live (gateway.decisions.shadow_first.credits_shadow_rewards).
+    shadows_earn: bool = False
+    # linear_thompson: the context its counters are kept under (keys.linear).
+    linear_context: tuple[str, ...] = ()
 
 
 def _parse_segments(raw: dict[str, str]) -> dict[str, dict[str, ArmCounts]]:
@@ -246,38 +252,45 @@ class ExperimentStore(ShadowRecords, LogReads):
                     keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
                     keys.feedback(it.experiment), keys.meta(it.experiment), keys.pending(it.experiment),
                     keys.kpis(it.experiment), keys.paired(it.experiment), keys.segments(it.experiment),
-                    keys.shadow_rewards(it.experiment), keys.linear(it.experiment),
+                    keys.shadow_rewards(it.experiment), keys.linear(it.experiment, r.linear_context),
                     it.variant, repr(float(it.reward)), repr(now), it.label, str(FEEDBACK_MAXLEN),
                     "" if r.default is None else repr(float(r.default)),
                     "" if r.max_per_unit is None else str(r.max_per_unit),
                     keys.quota_prefix(it.experiment), str(max(1, int(r.window_s))), str(FEEDBACK_BYTES),
-                    "1" if it.from_label else "0",
+                    "1" if it.from_label and r.shadows_earn else "0",
                 )
 
         return [(outcome, tp) for outcome, tp in await self._run_scripted(build)]
 
-    async def expire_rewards(self, experiment: str, default: float, now: float, limit: int = 1000) -> int:
+    async def expire_rewards(
+        self, experiment: str, default: float, now: float, limit: int = 1000, linear_context: Sequence[str] = ()
+    ) -> int:
         """Give the default reward to up to `limit` requests whose window ended without
-        feedback; the number that took it."""
+        feedback; the number that took it. `linear_context`: linear_thompson's (keys.linear)."""
 
         def build(pipe):
             pipe.evalsha(
                 self._shas["expire"], 4, keys.pending(experiment), keys.arms(experiment), keys.segments(experiment),
-                keys.linear(experiment),
+                keys.linear(experiment, linear_context),
                 repr(now), repr(float(default)), str(limit), keys.request_prefix(experiment),
             )
 
         (applied,) = await self._run_scripted(build)
         return int(applied)
 
-    async def snapshots(self, experiments: list[str]) -> dict[str, Snapshot]:
+    async def snapshots(
+        self, experiments: list[str], linear_contexts: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, Snapshot]:
+        """Each experiment's counters and meta; the linear models' only for the experiments in
+        `linear_contexts` (linear_thompson: experiment -> its context)."""
+        linear_contexts = linear_contexts or {}
         pipe = self.client.pipeline(transaction=False)
         for e in experiments:
             pipe.hgetall(keys.arms(e))
             pipe.hgetall(keys.meta(e))
             pipe.hgetall(keys.dynamic_variants(e))
             pipe.hgetall(keys.segments(e))
-            pipe.hgetall(keys.linear(e))
+            pipe.hgetall(keys.linear(e, linear_contexts.get(e, ())))
         raw = await pipe.execute()
         return {
             e: Snapshot(

@@ -2,6 +2,9 @@
 each Lua script touches a single slot and works on Redis Cluster too."""
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 
 def arms(experiment: str) -> str:
     """Hash of per-variant counters: '<variant>:n' rewards, ':s' reward sum, ':ss' sum of
@@ -52,10 +55,13 @@ def segments(experiment: str) -> str:
     return f"gw:{{{experiment}}}:segments"
 
 
-def linear(experiment: str) -> str:
+def linear(experiment: str, context: Sequence[str] = ()) -> str:
     """Hash of each variant's linear-model counters (linear_thompson): '<variant>|n', '|yty',
     '|xty:<j>', '|xtx:<j>:<m>' (j <= m), gateway.bandit.linear_ts's sufficient statistics."""
-    return f"gw:{{{experiment}}}:linear"
+    # Named by the context too: counters learned on other features (or another order) are never
+    # read or added to after `context` changes; the new model starts afresh.
+    digest = hashlib.blake2b(",".join(context).encode(), digest_size=6).hexdigest()
+    return f"gw:{{{experiment}}}:linear:{digest}"
 
 
 def paired(experiment: str) -> str:

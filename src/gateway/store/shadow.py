@@ -35,9 +35,10 @@ class ShadowRecords:
         def build(pipe):
             for request_id, variant, predictions, scores in answers:
                 pipe.evalsha(
-                    self._shas["shadow"], 6,
+                    self._shas["shadow"], 8,
                     keys.request(experiment, request_id), keys.kpis(experiment), keys.paired(experiment),
                     keys.shadow_log(experiment), keys.feedback(experiment), keys.shadow_rewards(experiment),
+                    keys.meta(experiment), keys.arms(experiment),
                     variant, predictions, scores or "", repr(now), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
                     str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES),
                 )

@@ -11,8 +11,9 @@
 -- ARGV[5] feedback stream max length, ARGV[6] default reward ('' for none),
 -- ARGV[7] rewards allowed per unit in the window ('' for no quota), ARGV[8] quota key prefix,
 -- ARGV[9] quota window seconds, ARGV[10] the feedback stream's byte budget (as in record.lua),
--- ARGV[11] '1' when the reward was made from the label ('match'): the shadows that answered the
--- request then earn theirs by the same rule ('0' or '' otherwise)
+-- ARGV[11] '1' when the reward was made from the label ('match') and the policy lets shadows
+-- earn rewards: the shadows that answered the request then earn theirs by the same rule ('0' or
+-- '' otherwise)
 -- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
 -- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (a value
 -- that is not a finite number, or that would make the variant's sums overflow: nothing written).
@@ -170,7 +171,7 @@ if ARGV[4] ~= '' then
       score_pair(KEYS[7], kv[1], served, shadow_correct, served_correct)
     end
     if shadow_correct and from_label then
-      score_shadow_reward(KEYS[9], kv[1], shadow_correct)
+      score_shadow_reward(KEYS[9], KEYS[2], KEYS[4], kv[1], shadow_correct)
     end
   end
 end

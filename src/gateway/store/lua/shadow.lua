@@ -2,7 +2,8 @@
 -- label, when it comes, scores it as it scores the served variant), and in the shadow log. If the
 -- label came first, the answer is scored now, by the same rule (lib/scoring.lua).
 -- KEYS[1] request record, KEYS[2] KPI counters hash, KEYS[3] paired counts hash,
--- KEYS[4] shadow log stream, KEYS[5] feedback stream, KEYS[6] the shadows' own rewards hash
+-- KEYS[4] shadow log stream, KEYS[5] feedback stream, KEYS[6] the shadows' own rewards hash,
+-- KEYS[7] meta hash, KEYS[8] arms hash
 -- ARGV[1] shadow variant, ARGV[2] prediction JSON, ARGV[3] scores JSON ('' for none), ARGV[4] now,
 -- ARGV[5] log max length, ARGV[6] log byte budget, ARGV[7] feedback max length, ARGV[8] its budget
 -- Returns gone (the record expired or never was) | duplicate | recorded | scored.
@@ -44,9 +45,9 @@ if not rows then
   return 'recorded'
 end
 local shadow_correct = score_count(KEYS[2], ARGV[1], rows)
-if KEYS[6] and redis.call('HGET', KEYS[1], 'lr') == '1' then
+if KEYS[8] and redis.call('HGET', KEYS[1], 'lr') == '1' then
   -- The served variant's reward came from this label: the shadow earns its own the same way.
-  score_shadow_reward(KEYS[6], ARGV[1], shadow_correct)
+  score_shadow_reward(KEYS[6], KEYS[8], KEYS[7], ARGV[1], shadow_correct)
 end
 local served_rows = score_rows(label, redis.call('HGET', KEYS[1], 'pred') or '')
 if served_rows then

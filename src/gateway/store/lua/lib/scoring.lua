@@ -55,12 +55,17 @@ end
 
 -- What a shadow variant would have earned on a request whose reward came from its label ('match':
 -- the share of rows right), kept per shadow ('<shadow>:n', ':s', ':ss'): when it goes live, these
--- are rewards of its own on live requests, and its posterior starts from them.
-local function score_shadow_reward(reward_key, shadow, correct)
+-- are rewards of its own on live requests, and its posterior starts from them (set_role.lua). A
+-- label that comes after it went live adds to its arm's counters at once.
+local function score_shadow_reward(reward_key, arms_key, meta_key, shadow, correct)
   local right = 0
   for i = 1, #correct do if correct[i] then right = right + 1 end end
   local r = right / #correct
-  redis.call('HINCRBY', reward_key, shadow .. ':n', 1)
-  redis.call('HINCRBYFLOAT', reward_key, shadow .. ':s', string.format('%.17g', r))
-  redis.call('HINCRBYFLOAT', reward_key, shadow .. ':ss', string.format('%.17g', r * r))
+  -- Read defensively: this runs after the script's first writes, so it must not raise.
+  local ok, roles = pcall(cjson.decode, redis.call('HGET', meta_key, 'roles') or '{}')
+  local live = ok and type(roles) == 'table' and roles[shadow] == 'live'
+  local key = live and arms_key or reward_key
+  redis.call('HINCRBY', key, shadow .. ':n', 1)
+  redis.call('HINCRBYFLOAT', key, shadow .. ':s', string.format('%.17g', r))
+  redis.call('HINCRBYFLOAT', key, shadow .. ':ss', string.format('%.17g', r * r))
 end

@@ -23,7 +23,7 @@ from gateway.serving.variant import InProcessVariant, LoadedVariant
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
-from gateway.telemetry.metrics import setup_metrics
+from gateway.telemetry.metrics import setup_metrics, shutdown_metrics
 from gateway.telemetry.logs import QUIET, setup_logging
 from gateway.telemetry.tracing import setup_tracing, shutdown_tracing
 from gateway.dataplane.tokens import RewardTokens
@@ -108,3 +108,4 @@ class Router:
         await stop_grpc_server(getattr(self, "grpc_server", None))
         await self.store.close()
         shutdown_tracing()
+        shutdown_metrics()

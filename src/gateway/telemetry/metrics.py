@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 _registry: CollectorRegistry | None = None
+_provider: Any = None  # the SDK's MeterProvider, once set up
 
 
 def setup_metrics(component: str = "router") -> CollectorRegistry:
@@ -51,7 +52,18 @@ def setup_metrics(component: str = "router") -> CollectorRegistry:
                              exemplar_filter=AlwaysOffExemplarFilter())
     metrics.set_meter_provider(provider)
     _registry = registry
+    global _provider
+    _provider = provider
     return registry
+
+
+def shutdown_metrics() -> None:
+    """Push what the push readers have not sent yet (their last interval), once, as the process
+    ends; the scrape needs nothing."""
+    global _provider
+    if _provider is not None:
+        _provider.shutdown()
+        _provider = None
 
 
 def prometheus_text() -> tuple[bytes, str]:

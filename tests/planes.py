@@ -51,6 +51,7 @@ class Env:
     def __init__(self, tmp: Path, redis_url: str | None = None):
         """The embedded redis-server, unless `redis_url` names one already running (a cluster)."""
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.redis = None if redis_url else EmbeddedRedis(tmp / "state").start()
         self.redis_url = redis_url or self.redis.url
         self.variants: dict[str, LoadedVariant] | None = None

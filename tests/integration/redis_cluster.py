@@ -149,7 +149,17 @@ class RedisCluster:
         node.process.send_signal(signal.SIGKILL)
         node.process.wait(10)
 
+    def pause(self, port: int) -> None:
+        """SIGSTOP: the node keeps its connections but answers nothing (a replica that lags)."""
+        self.node(port).process.send_signal(signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        self.node(port).process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        for node in self.nodes:
+            if node.alive:
+                node.process.send_signal(signal.SIGCONT)  # a paused node could not stop
         for node in self.nodes:
             if node.alive:
                 node.process.send_signal(signal.SIGTERM)

@@ -277,12 +277,13 @@ class FailoverLoad:
             await asyncio.sleep(0.01)
 
 
-def test_a_master_killed_under_load_fails_over_and_every_acknowledged_reward_counts_once(cenv, tmp_path):
+@pytest.mark.parametrize("options", ["", "?wait_replicas=1"], ids=["redis-default", "wait-replicas"])
+def test_a_master_killed_under_load_fails_over_and_every_acknowledged_reward_counts_once(cenv, tmp_path, options):
     # Long enough that the gap outlasts redis-py's own retries (about a second), so the spool
     # is what covers it, short enough that the replica takes over within the load.
     own = RedisCluster(tmp_path / "cluster", node_timeout_ms=FAILOVER_NODE_TIMEOUT_MS).start()
     try:
-        env = Env(tmp_path / "planes", redis_url=own.url)
+        env = Env(tmp_path / "planes", redis_url=own.url + options)
         env.variants = cenv.variants  # the models trained for the module's tests
         names = one_per_master(own, "fo")
         victim = own.master_of_slot(key_slot(names[1].encode()))
@@ -323,7 +324,7 @@ def test_a_master_killed_under_load_fails_over_and_every_acknowledged_reward_cou
 
         snaps, left, ok = run(scenario())
         own.wait_healthy()
-        print(f"\nfailover: {figures}, predictions {len(load.served)} ok / {len(load.predict_errors)} failed, "
+        print(f"\nfailover ({options or 'no options'}): {figures}, predictions {len(load.served)} ok / {len(load.predict_errors)} failed, "
               f"reward answers {load.answers}, slowest prediction (s, at) {load.slowest}")
         assert own.master_of_slot(key_slot(names[1].encode())) == heir  # the replica took over
         assert not retry and left == 0 and ok
@@ -336,5 +337,55 @@ def test_a_master_killed_under_load_fails_over_and_every_acknowledged_reward_cou
             assert sum(c.requests for c in arms.values()) == len(served), name
             assert sum(c.rewards for c in arms.values()) == len(mine), name
             assert sum(c.reward_sum for c in arms.values()) == sum(mine.values()), name
+    finally:
+        own.stop()
+
+
+def test_with_wait_replicas_a_write_its_replica_did_not_confirm_is_spooled_and_counted_once(cenv, tmp_path):
+    """Replication is asynchronous: a master killed right after answering can take a write with
+    it. With ?wait_replicas=1 a write counts as taken only once the replica confirmed it: while
+    the replica is paused the gateway answers from its spool instead ('queued'), and after the
+    master is killed and the replica promoted every reward counts exactly once."""
+    own = RedisCluster(tmp_path / "cluster").start()
+    try:
+        env = Env(tmp_path / "planes", redis_url=own.url + "?wait_replicas=1&wait_ms=200")
+        env.variants = cenv.variants
+        names = one_per_master(own, "wait")
+        name = names[1]
+        master = own.master_of_slot(key_slot(name.encode()))
+        heir = own.replica_of(master)
+        plane = multi_plane(env, names, time.time, spool=Spool(tmp_path / "spool"))
+        rows, _ = churn.make_churn(2, seed=41)
+
+        async def reward(p, value):
+            return (await plane.rewards({"request_id": p["request_id"], "token": p["reward_token"], "reward": value}))[1]
+
+        async def scenario():
+            await plane.start()
+            try:
+                first = await plane.predict(name, {"instances": [rows[0]]}, "confirmed")
+                confirmed = await reward(first, 1)
+                own.pause(heir)
+                try:
+                    second = await plane.predict(name, {"instances": [rows[1]]}, "unconfirmed")
+                    unconfirmed = await reward(second, 1)
+                finally:
+                    own.resume(heir)
+                own.kill(master)
+                deadline = time.monotonic() + DRAIN_BOUND_S
+                while (plane.spool.pending() or not plane.store_ok) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                return confirmed, unconfirmed, (await plane.store.snapshots([name]))[name], plane.spool.pending()
+            finally:
+                await plane.stop()
+                await plane.store.close()
+
+        confirmed, unconfirmed, snap, left = run(scenario())
+        assert confirmed["status"] == "accepted"
+        assert unconfirmed["status"] == "queued"  # not acknowledged from Redis: from the spool
+        assert left == 0
+        assert own.master_of_slot(key_slot(name.encode())) == heir
+        assert sum(c.requests for c in snap.arms.values()) == 2
+        assert (sum(c.rewards for c in snap.arms.values()), sum(c.reward_sum for c in snap.arms.values())) == (2, 2.0)
     finally:
         own.stop()

@@ -6,7 +6,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ClusterDownError
 
-from gateway.store.connect import STORE_DOWN, cluster_seed_url, open_redis
+from gateway.store.connect import STORE_DOWN, Replication, cluster_seed_url, open_redis, split_url
 
 
 @pytest.mark.parametrize("url, seed", [
@@ -29,3 +29,19 @@ def test_a_cluster_url_opens_the_cluster_client_and_a_plain_one_a_single_server_
 def test_a_cluster_without_an_owner_for_a_slot_counts_as_the_store_being_down():
     # During a failover the router spools writes rather than failing them.
     assert issubclass(ClusterDownError, STORE_DOWN)
+
+
+@pytest.mark.parametrize("url, rest, replication", [
+    ("redis+cluster://h:7000?wait_replicas=1", "redis+cluster://h:7000", Replication(1, 100)),
+    ("redis://h:6379/0?wait_replicas=2&wait_ms=50&ssl_cert_reqs=none", "redis://h:6379/0?ssl_cert_reqs=none",
+     Replication(2, 50)),
+    ("unix:///run/redis.sock?db=0", "unix:///run/redis.sock?db=0", Replication(0, 100)),  # untouched
+])
+def test_the_gateways_own_url_parameters_are_taken_out_before_redis_py_sees_them(url, rest, replication):
+    assert split_url(url) == (rest, replication)
+
+
+@pytest.mark.parametrize("query", ["wait_replicas=one", "wait_replicas=-1", "wait_replicas=1&wait_ms=0"])
+def test_a_bad_replication_parameter_is_refused_with_the_variable_named(query):
+    with pytest.raises(ValueError, match="GATEWAY_REDIS_URL"):
+        split_url(f"redis://h:6379?{query}")

@@ -10,11 +10,11 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
-from gateway.store.connect import drop_idle_connections, open_redis
+from gateway.store.connect import Replication, drop_idle_connections, open_redis, split_url
 from gateway.store.limits import (
     DECISION_LOG_BYTES,
     DECISION_LOG_MAXLEN,
@@ -24,6 +24,7 @@ from gateway.store.limits import (
     SERIES_MAXLEN,
 )
 from gateway.store.logs import LogReads
+from gateway.store.replication import ReplicaWaits, ScriptCalls
 from gateway.store.shadow import ShadowRecords
 
 
@@ -106,8 +107,9 @@ def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
 
 
 class ExperimentStore(ShadowRecords, LogReads):
-    def __init__(self, client: aioredis.Redis | RedisCluster):
+    def __init__(self, client: aioredis.Redis | RedisCluster, replication: Replication = Replication()):
         self.client = client
+        self.waits = ReplicaWaits(replication)  # replicas that must confirm scripted writes
         self._sources = {name: _lua(f"{name}.lua") for name in (
             "record", "reward", "expire", "transition", "annotate", "series", "add_variant", "claim_retrain",
             "retrain_lock", "shadow", "set_role",
@@ -117,7 +119,7 @@ class ExperimentStore(ShadowRecords, LogReads):
     @classmethod
     def from_url(cls, url: str) -> ExperimentStore:
         """One server, or a Redis Cluster with redis+cluster:// (gateway.store.connect)."""
-        return cls(open_redis(url))
+        return cls(open_redis(url), split_url(url)[1])
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -140,9 +142,18 @@ class ExperimentStore(ShadowRecords, LogReads):
         earlier: list | None = None  # answers from the try before, when only some calls failed
         while True:
             pipe = self.client.pipeline(transaction=False)
-            build(pipe)
+            calls = ScriptCalls(pipe)
+            build(calls)
+            masters = await self.waits.add(self.client, pipe, calls.first_keys)
             try:
-                results = await pipe.execute(raise_on_error=False)
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                except RedisClusterException as err:
+                    # redis-py retried the pipeline after a node was unreachable, but without the
+                    # target of our ROLE/WAIT (it drops it on the first try): a cut like any other.
+                    if not masters or type(err) is not RedisClusterException:
+                        raise
+                    raise RedisConnectionError(f"a node was unreachable ({err})") from err
                 if earlier is not None:
                     # The calls that succeeded then ran again: keep their first answers (a
                     # reward accepted then reads 'duplicate' now).
@@ -170,6 +181,9 @@ class ExperimentStore(ShadowRecords, LogReads):
             for r in results:
                 if isinstance(r, Exception):
                     raise r
+            if masters:
+                self.waits.check(masters, results[-2 * len(masters):])
+                results = results[:-2 * len(masters)]
             return results
 
     async def ensure_experiment(self, experiment: str, now: float) -> None:

@@ -10,7 +10,7 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
@@ -24,7 +24,7 @@ from gateway.store.limits import (
     SERIES_MAXLEN,
 )
 from gateway.store.logs import LogReads
-from gateway.store.replication import ReplicaWaits, ScriptCalls
+from gateway.store.replication import ReplicaWaits, ScriptCalls, execute
 from gateway.store.shadow import ShadowRecords
 
 
@@ -146,14 +146,7 @@ class ExperimentStore(ShadowRecords, LogReads):
             build(calls)
             masters = await self.waits.add(self.client, pipe, calls.first_keys)
             try:
-                try:
-                    results = await pipe.execute(raise_on_error=False)
-                except RedisClusterException as err:
-                    # redis-py retried the pipeline after a node was unreachable, but without the
-                    # target of our ROLE/WAIT (it drops it on the first try): a cut like any other.
-                    if not masters or type(err) is not RedisClusterException:
-                        raise
-                    raise RedisConnectionError(f"a node was unreachable ({err})") from err
+                results = await execute(pipe, masters)
                 if earlier is not None:
                     # The calls that succeeded then ran again: keep their first answers (a
                     # reward accepted then reads 'duplicate' now).

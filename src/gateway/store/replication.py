@@ -14,6 +14,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 from gateway.store.connect import NotReplicated, Replication
 
@@ -69,3 +71,15 @@ class ReplicaWaits:
             if int(acked) < needed:
                 raise NotReplicated(f"{acked} of the {needed} replicas required confirmed the writes within "
                                     f"{self.replication.timeout_ms} ms")
+
+
+async def execute(pipe: Any, masters: list[str]) -> list:
+    """The pipeline's answers (errors among them). redis-py retries a cluster pipeline after a
+    node was unreachable but drops the target of our ROLE/WAIT on the first try, so the retry
+    cannot route them: that is a cut like any other (ConnectionError)."""
+    try:
+        return await pipe.execute(raise_on_error=False)
+    except RedisClusterException as err:
+        if not masters or type(err) is not RedisClusterException:
+            raise
+        raise RedisConnectionError(f"a node was unreachable ({err})") from err

@@ -18,6 +18,7 @@ from gateway.policy import load_policy_file
 from gateway.serving.variant import LoadedVariant
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
+from gateway.store.spool import Spool
 from tests.models import loaded_variants
 
 BASE = {
@@ -47,27 +48,30 @@ class Clock:
 
 
 class Env:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, redis_url: str | None = None):
+        """The embedded redis-server, unless `redis_url` names one already running (a cluster)."""
         self.tmp = tmp
-        self.redis = EmbeddedRedis(tmp / "state").start()
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.redis = None if redis_url else EmbeddedRedis(tmp / "state").start()
+        self.redis_url = redis_url or self.redis.url
         self.variants: dict[str, LoadedVariant] | None = None
         self.count = 0
 
     def plane(self, clock: Clock, *, wrap: Callable[[dict], dict] | None = None, challenger_client=None,
-              **policy_fields) -> DataPlane:
-        """A fresh experiment (its own keys) with the shared, already trained models (`wrap` may
-        put an instrument around them: it gets and returns the variants by name)."""
+              name: str | None = None, spool: Spool | None = None, **policy_fields) -> DataPlane:
+        """A fresh experiment (its own keys, or `name`'s) with the shared, already trained models
+        (`wrap` may put an instrument around them: it gets and returns the variants by name)."""
         self.count += 1
-        name = f"fb{self.count}"
+        name = name or f"fb{self.count}"
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump({**BASE, "experiment": name, **policy_fields}))
         policy = load_policy_file(path)
         if self.variants is None:
             self.variants = loaded_variants(policy, path, self.tmp / "state")
-        store = ExperimentStore.from_url(self.redis.url)
+        store = ExperimentStore.from_url(self.redis_url)
         return DataPlane(
             {name: policy}, store, {name: wrap(dict(self.variants)) if wrap else self.variants}, RewardTokens("k" * 32),
-            clock=clock, rng=np.random.default_rng(7), challenger_client=challenger_client,
+            clock=clock, rng=np.random.default_rng(7), challenger_client=challenger_client, spool=spool,
         )
 
 
@@ -77,7 +81,8 @@ def env(tmp_path_factory) -> Iterator[Env]:
     try:
         yield e
     finally:
-        e.redis.stop()
+        if e.redis is not None:
+            e.redis.stop()
 
 
 def run(coro):

@@ -17,7 +17,11 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(
         default=None,
-        description="Redis server to keep state in. Unset: start the embedded redis-server under state_dir.",
+        description="Redis server to keep state in (redis://, rediss://, unix://), or a Redis Cluster with "
+        "redis+cluster://host:port (rediss+cluster:// for TLS; any one node, the rest are discovered). Add "
+        "?wait_replicas=N (and wait_ms=T, default 100) to count a write as taken only once N replicas of its master "
+        "(or all it has) confirmed it, else it is spooled and replayed. Unset: start the embedded redis-server under "
+        "state_dir.",
     )
     policy: Path = Field(default=Path("policies"), description="A policy file, or a folder of them.")
     state_dir: Path = Field(

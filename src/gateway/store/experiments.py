@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.bandit.linear_ts import LinearStats
 from gateway.store import keys
+from gateway.store.connect import Replication, drop_idle_connections, open_redis, split_url
 from gateway.store.limits import (
     DECISION_LOG_BYTES,
     DECISION_LOG_MAXLEN,
@@ -24,6 +26,7 @@ from gateway.store.limits import (
     SERIES_MAXLEN,
 )
 from gateway.store.logs import LogReads
+from gateway.store.replication import ReplicaWaits, ScriptCalls, execute
 from gateway.store.shadow import ShadowRecords
 
 
@@ -128,8 +131,9 @@ def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
 
 
 class ExperimentStore(ShadowRecords, LogReads):
-    def __init__(self, client: aioredis.Redis):
+    def __init__(self, client: aioredis.Redis | RedisCluster, replication: Replication = Replication()):
         self.client = client
+        self.waits = ReplicaWaits(replication)  # replicas that must confirm scripted writes
         self._sources = {name: _lua(f"{name}.lua") for name in (
             "record", "reward", "expire", "transition", "annotate", "series", "add_variant", "claim_retrain",
             "retrain_lock", "shadow", "set_role",
@@ -138,47 +142,65 @@ class ExperimentStore(ShadowRecords, LogReads):
 
     @classmethod
     def from_url(cls, url: str) -> ExperimentStore:
-        # Bounded waits: a hung or unreachable server must fail a call (the router then spools)
-        # rather than hold requests forever.
-        return cls(aioredis.from_url(
-            url, decode_responses=True, health_check_interval=30, socket_timeout=5, socket_connect_timeout=2,
-        ))
+        """One server, or a Redis Cluster with redis+cluster:// (gateway.store.connect)."""
+        return cls(open_redis(url), split_url(url)[1])
 
     async def close(self) -> None:
         await self.client.aclose()
 
     async def _load_scripts(self) -> None:
+        # On a cluster SCRIPT LOAD goes to every master (redis-py's routing for it), so each
+        # experiment's slot finds the scripts wherever it lives.
         for name, src in self._sources.items():
             self._shas[name] = await self.client.script_load(src)
 
     async def _run_scripted(self, build) -> list:
         """Run a pipeline that calls our scripts by sha; reload them once if Redis lost them
-        (a restarted server forgets its script cache)."""
+        (a restarted server forgets its script cache, and so may a replica promoted in a
+        cluster failover). Scripts are called as EVALSHA commands (redis-py blocks pipe.evalsha
+        on a cluster): a cluster pipeline then sends each to the node of its keys' slot (redis-py
+        refuses a call whose keys span slots), the calls of one node on one connection."""
         if not self._shas:
             await self._load_scripts()
         reconnected = reloaded = False
+        earlier: list | None = None  # answers from the try before, when only some calls failed
         while True:
             pipe = self.client.pipeline(transaction=False)
-            build(pipe)
+            calls = ScriptCalls(pipe)
+            build(calls)
+            masters = await self.waits.add(self.client, pipe, calls.first_keys)
             try:
-                results = await pipe.execute(raise_on_error=False)
+                results = await execute(pipe, masters)
+                if earlier is not None:
+                    # The calls that succeeded then ran again: keep their first answers (a
+                    # reward accepted then reads 'duplicate' now).
+                    results = [new if isinstance(old, Exception) else old for old, new in zip(earlier, results)]
+                    earlier = None
+                # A cluster pipeline reports a connection cut on one node in that node's results.
+                cut = next((r for r in results if isinstance(r, (RedisConnectionError, RedisTimeoutError))), None)
+                if cut is not None:
+                    if not reconnected:
+                        earlier = results
+                    raise cut
             except (RedisConnectionError, RedisTimeoutError):
                 # A connection cut mid-command: our scripts are safe to run again (rewards are
                 # claimed once, a record carries its call's nonce), so retry once on a new one.
                 if reconnected:
                     raise
                 reconnected = True
-                # Whatever cut this connection (a server restart, CLIENT KILL) cut the idle ones
-                # in the pool too: drop them so the retry gets a fresh connection.
-                await self.client.connection_pool.disconnect(inuse_connections=False)
+                await drop_idle_connections(self.client)
                 continue
             if not reloaded and any(isinstance(r, NoScriptError) for r in results):
                 await self._load_scripts()
                 reloaded = True
+                earlier = results  # on a cluster, only the node that lost them answered NOSCRIPT
                 continue
             for r in results:
                 if isinstance(r, Exception):
                     raise r
+            if masters:
+                self.waits.check(masters, results[-2 * len(masters):])
+                results = results[:-2 * len(masters)]
             return results
 
     async def ensure_experiment(self, experiment: str, now: float) -> None:
@@ -213,7 +235,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         nonce = nonce or secrets.token_hex(8)
 
         def build(pipe):
-            pipe.evalsha(
+            pipe.execute_command("EVALSHA",
                 self._shas["record"], 4,
                 keys.request(experiment, request_id), keys.arms(experiment), keys.decision_log(experiment),
                 keys.pending(experiment),
@@ -247,8 +269,8 @@ class ExperimentStore(ShadowRecords, LogReads):
         def build(pipe):
             for it in items:
                 r = rules.get(it.experiment) or RewardRules()
-                pipe.evalsha(
-                    self._shas["reward"], 10,
+                pipe.execute_command(
+                    "EVALSHA", self._shas["reward"], 10,
                     keys.request(it.experiment, it.request_id), keys.arms(it.experiment),
                     keys.feedback(it.experiment), keys.meta(it.experiment), keys.pending(it.experiment),
                     keys.kpis(it.experiment), keys.paired(it.experiment), keys.segments(it.experiment),
@@ -269,9 +291,9 @@ class ExperimentStore(ShadowRecords, LogReads):
         feedback; the number that took it. `linear_context`: linear_thompson's (keys.linear)."""
 
         def build(pipe):
-            pipe.evalsha(
-                self._shas["expire"], 4, keys.pending(experiment), keys.arms(experiment), keys.segments(experiment),
-                keys.linear(experiment, linear_context),
+            pipe.execute_command(
+                "EVALSHA", self._shas["expire"], 4, keys.pending(experiment), keys.arms(experiment),
+                keys.segments(experiment), keys.linear(experiment, linear_context),
                 repr(now), repr(float(default)), str(limit), keys.request_prefix(experiment),
             )
 
@@ -324,7 +346,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         '-' to clear. True if it happened."""
 
         def build(pipe):
-            pipe.evalsha(
+            pipe.execute_command("EVALSHA",
                 self._shas["transition"], 2, keys.meta(experiment), keys.history(experiment),
                 expected_status, new_status, champion, json.dumps(entry, sort_keys=True), repr(now),
                 json.dumps(frozen_weights) if frozen_weights else "", expected_champion, str(HISTORY_MAXLEN),
@@ -340,7 +362,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         that now ('' for absent). True if it was set."""
 
         def build(pipe):
-            pipe.evalsha(
+            pipe.execute_command("EVALSHA",
                 self._shas["annotate"], 2, keys.meta(experiment), keys.history(experiment),
                 field, value, json.dumps(entry, sort_keys=True), "1" if only_if_changed else "", str(HISTORY_MAXLEN),
                 "" if expected is None else "1", expected or "",
@@ -353,7 +375,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         """Add a time-series point unless another replica already did in this interval."""
 
         def build(pipe):
-            pipe.evalsha(
+            pipe.execute_command("EVALSHA",
                 self._shas["series"], 2, keys.series_lock(experiment), keys.series(experiment),
                 str(max(1, int(interval_s * 1000))), str(SERIES_MAXLEN), json.dumps(point, sort_keys=True),
             )
@@ -371,7 +393,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         """Record a run-time challenger and reopen exploration; False if the name is taken."""
 
         def build(pipe):
-            pipe.evalsha(
+            pipe.execute_command("EVALSHA",
                 self._shas["add_variant"], 3, keys.dynamic_variants(experiment), keys.meta(experiment),
                 keys.history(experiment), name, json.dumps(variant, sort_keys=True),
                 json.dumps(entry, sort_keys=True), repr(now), str(HISTORY_MAXLEN),
@@ -384,7 +406,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         """Take the retraining turn (0 labels needed: an explicit request) under `owner`'s lock."""
 
         def build(pipe):
-            pipe.evalsha(
+            pipe.execute_command("EVALSHA",
                 self._shas["claim_retrain"], 2, keys.meta(experiment), keys.retrain_lock(experiment),
                 str(labels_needed), str(int(lock_s * 1000)), owner,
             )
@@ -402,7 +424,7 @@ class ExperimentStore(ShadowRecords, LogReads):
 
     async def _retrain_lock(self, experiment: str, owner: str, ttl_ms: str) -> bool:
         def build(pipe):
-            pipe.evalsha(self._shas["retrain_lock"], 1, keys.retrain_lock(experiment), owner, ttl_ms)
+            pipe.execute_command("EVALSHA", self._shas["retrain_lock"], 1, keys.retrain_lock(experiment), owner, ttl_ms)
 
         (done,) = await self._run_scripted(build)
         return bool(done)

@@ -34,8 +34,8 @@ class ShadowRecords:
 
         def build(pipe):
             for request_id, variant, predictions, scores in answers:
-                pipe.evalsha(
-                    self._shas["shadow"], 8,
+                pipe.execute_command(
+                    "EVALSHA", self._shas["shadow"], 8,
                     keys.request(experiment, request_id), keys.kpis(experiment), keys.paired(experiment),
                     keys.shadow_log(experiment), keys.feedback(experiment), keys.shadow_rewards(experiment),
                     keys.meta(experiment), keys.arms(experiment),
@@ -54,7 +54,7 @@ class ShadowRecords:
         `credit` its posterior takes the rewards it earned in shadow."""
 
         def build(pipe):
-            pipe.evalsha(
+            pipe.execute_command("EVALSHA",
                 self._shas["set_role"], 4, keys.meta(experiment), keys.history(experiment),
                 keys.shadow_rewards(experiment), keys.arms(experiment),
                 variant, role, expected, policy_role, json.dumps(entry), repr(now), str(HISTORY_MAXLEN),

@@ -14,16 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from gateway.store.connect import STORE_DOWN
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 
 log = logging.getLogger("gateway.writer")
 
-# The store is unreachable: the writes go to the spool instead.
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError)
+# STORE_DOWN (gateway.store.connect, imported from here too): the writes go to the spool instead.
 REPLAY_BATCH = 200
 # A reward waiting for its record is tried again this often.
 RETRY_UNKNOWN_S = 1.0

@@ -148,7 +148,7 @@ def test_labels_score_the_shadow_exactly_as_the_served_variant_even_when_they_co
 def test_the_queue_is_bounded_and_the_sample_follows_the_request_id(env):
     holder: dict = {}
     plane = env.plane(Clock(), variants=SHADOWED, wrap=gated("xgb", holder),
-                      shadow={"fraction": 1.0, "queue": 2, "concurrency": 1})
+                      shadow={"fraction": 1.0, "queue": 2, "concurrency": 1, "batch_wait_s": 0})
     name = plane.experiment_names()[0]
     rows, _ = churn.make_churn(10, seed=13)
 
@@ -166,7 +166,9 @@ def test_the_queue_is_bounded_and_the_sample_follows_the_request_id(env):
     served, answered = run(scenario())
     # One copy in the worker's hands and two queued; the other seven were dropped, never waited for.
     assert sum(answered) == 3 and answered[:3] == [True] * 3
-    assert holder["gate"].calls == 1  # gathered for batch_wait_s, the three went to the model together
+    # No gathering (batch_wait_s 0): the worker held the first copy alone at the closed gate, and
+    # the two that waited went to the model together.
+    assert holder["gate"].calls == 2
     # A hash of the id: the same ids are mirrored everywhere, about `fraction` of them.
     ids = [f"req-{i}" for i in range(20_000)]
     sample = [mirrored(r, 0.1) for r in ids]

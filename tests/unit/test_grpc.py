@@ -15,18 +15,8 @@ from gateway.api.grpc.status import status_of
 from gateway.api.oip import decode_inputs, encode_response
 from gateway.errors import BadRequest, NotFound, PayloadTooLarge, TooManyRequests, Unavailable, Unprocessable
 from gateway.policy import parse_policy
+from tests.unit.test_oip import CHURN  # the policy the REST decode is tested with
 
-CHURN = parse_policy(
-    {
-        "experiment": "churn",
-        "features": [
-            {"name": "tenure"},
-            {"name": "monthly_charges"},
-            {"name": "plan", "type": "categorical", "values": ["basic", "pro", "enterprise"]},
-        ],
-        "variants": [{"name": "logreg", "model": "m/lr.skops"}, {"name": "xgb", "model": "m/xgb.ubj"}],
-    }
-)
 ROWS = [{"tenure": 12.0, "monthly_charges": 80.5, "plan": "pro"}, {"tenure": 1.0, "monthly_charges": 99.0, "plan": "basic"}]
 
 

@@ -312,15 +312,19 @@ class ExperimentStore(ShadowRecords, LogReads):
             pipe.hgetall(keys.meta(e))
             pipe.hgetall(keys.dynamic_variants(e))
             pipe.hgetall(keys.segments(e))
-            pipe.hgetall(keys.linear(e, linear_contexts.get(e, ())))
+        # Every refresh (10 a second) reads these: the linear counters only where they exist.
+        linear = [e for e in experiments if e in linear_contexts]
+        for e in linear:
+            pipe.hgetall(keys.linear(e, linear_contexts[e]))
         raw = await pipe.execute()
+        models = dict(zip(linear, raw[4 * len(experiments):]))
         return {
             e: Snapshot(
-                arms=_parse_arms(raw[5 * i]),
-                meta=raw[5 * i + 1],
-                dynamic={k: json.loads(v) for k, v in raw[5 * i + 2].items()},
-                segments=_parse_segments(raw[5 * i + 3]),
-                linear=_parse_linear(raw[5 * i + 4]),
+                arms=_parse_arms(raw[4 * i]),
+                meta=raw[4 * i + 1],
+                dynamic={k: json.loads(v) for k, v in raw[4 * i + 2].items()},
+                segments=_parse_segments(raw[4 * i + 3]),
+                linear=_parse_linear(models.get(e, {})),
             )
             for i, e in enumerate(experiments)
         }

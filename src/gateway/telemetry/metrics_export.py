@@ -10,47 +10,33 @@ OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL: http/protobuf (default) or grpc. The SDK 
 the endpoint, headers, temporality and the push interval (OTEL_METRIC_EXPORT_INTERVAL, ms)."""
 from __future__ import annotations
 
-import os
-
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, MetricReader
 
+from gateway.telemetry.otlp_env import env, exporter_list, otlp_protocol
+
 _EXPORTERS = ("otlp", "console", "prometheus", "none")
-_PROTOCOLS = ("http/protobuf", "grpc")
 
 
 class MetricsConfigError(ValueError):
     pass
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value.strip() if value and value.strip() else None
-
-
 def exporter_names() -> list[str]:
     """The push exporters asked for (the scrape needs none)."""
-    raw = _env("OTEL_METRICS_EXPORTER")
-    if raw is None:
-        return ["otlp"] if _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") else []
-    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
-    for n in names:
-        if n not in _EXPORTERS:
-            raise MetricsConfigError(f"OTEL_METRICS_EXPORTER={raw!r}: {n!r} is not one of {', '.join(_EXPORTERS)}")
+    names = exporter_list("OTEL_METRICS_EXPORTER", _EXPORTERS, MetricsConfigError)
+    if names is None:
+        return ["otlp"] if env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") else []
     return [n for n in names if n in ("otlp", "console")]
 
 
 def _otlp_exporter() -> MetricExporter:
-    var = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL" if _env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") else "OTEL_EXPORTER_OTLP_PROTOCOL"
-    protocol = (_env(var) or "http/protobuf").lower()
-    if protocol == "grpc":
+    if otlp_protocol("metrics", MetricsConfigError) == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
 
         return GrpcExporter()
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 
-        return HttpExporter()
-    raise MetricsConfigError(f"{var}={protocol!r}: use one of {', '.join(_PROTOCOLS)}")
+    return HttpExporter()
 
 
 def validate_environment() -> None:

@@ -10,7 +10,6 @@ backend is down.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
 
 from opentelemetry import propagate, trace
@@ -19,8 +18,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from gateway.telemetry.otlp_env import env, exporter_list, otlp_protocol
+
 _EXPORTERS = ("otlp", "console", "none")
-_PROTOCOLS = ("http/protobuf", "grpc")
 # A traceparent is 55 characters; anything far longer is not one and is not parsed.
 MAX_TRACEPARENT_LEN = 512
 
@@ -31,35 +31,22 @@ class TracingConfigError(ValueError):
     pass
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value.strip() if value and value.strip() else None
-
-
 def exporter_names() -> list[str]:
-    raw = _env("OTEL_TRACES_EXPORTER")
-    if raw is None:
-        has_endpoint = _env("OTEL_EXPORTER_OTLP_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    names = exporter_list("OTEL_TRACES_EXPORTER", _EXPORTERS, TracingConfigError)
+    if names is None:
+        has_endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT") or env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         return ["otlp"] if has_endpoint else []
-    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
-    for n in names:
-        if n not in _EXPORTERS:
-            raise TracingConfigError(f"OTEL_TRACES_EXPORTER={raw!r}: {n!r} is not one of {', '.join(_EXPORTERS)}")
     return [n for n in names if n != "none"]
 
 
 def _otlp_exporter() -> SpanExporter:
-    var = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" if _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") else "OTEL_EXPORTER_OTLP_PROTOCOL"
-    protocol = (_env(var) or "http/protobuf").lower()
-    if protocol == "grpc":
+    if otlp_protocol("traces", TracingConfigError) == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter()
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-        return HttpExporter()
-    raise TracingConfigError(f"{var}={protocol!r}: use one of {', '.join(_PROTOCOLS)}")
+    return HttpExporter()
 
 
 def validate_environment() -> None:
@@ -75,13 +62,13 @@ def setup_tracing(component: str) -> TracerProvider:
     if _provider is not None:
         return _provider
     attrs = {"gateway.component": component}
-    if not _env("OTEL_SERVICE_NAME"):
+    if not env("OTEL_SERVICE_NAME"):
         attrs["service.name"] = "ab-auto-promotion"
     exporters = exporter_names()
     # Nowhere to send spans: keep the ids (trace context still flows into logs, the decision
     # log and downstream calls) but record nothing. Recording spans nobody exports was ~8% of a
     # router's CPU per request. An explicit OTEL_TRACES_SAMPLER is left to decide.
-    sampler = ALWAYS_OFF if not exporters and not _env("OTEL_TRACES_SAMPLER") else None
+    sampler = ALWAYS_OFF if not exporters and not env("OTEL_TRACES_SAMPLER") else None
     provider = TracerProvider(resource=Resource.create(attrs), sampler=sampler)
     for name in exporters:
         exporter = _otlp_exporter() if name == "otlp" else ConsoleSpanExporter()

@@ -36,18 +36,22 @@ from _systems import (
 )
 
 
-def shadow_summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
-    """Per shadow fraction, the median over rounds of its throughput / the same round's 'none',
-    with the smallest and largest ratio."""
+def round_ratios(rounds: list[dict[str, float]], labels: tuple[str, ...], base: str) -> dict[str, Any]:
+    """Per label, the median over rounds of its figure / the same round's `base`, with the
+    smallest and largest ratio (each round's own baseline, so drift of the machine cancels)."""
     import statistics
 
     out: dict[str, Any] = {"rounds": rounds}
-    for label in ("fraction_0.1", "fraction_1.0"):
-        ratios = [r[label] / r["none"] for r in rounds if r.get(label) and r.get("none")]
+    for label in labels:
+        ratios = [r[label] / r[base] for r in rounds if r.get(label) and r.get(base)]
         out[label] = {"median_ratio": round(statistics.median(ratios), 3) if ratios else None,
                       "min_ratio": round(min(ratios), 3) if ratios else None,
                       "max_ratio": round(max(ratios), 3) if ratios else None}
     return out
+
+
+def shadow_summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    return round_ratios(rounds, ("fraction_0.1", "fraction_1.0"), "none")
 
 
 class Sections:
@@ -133,23 +137,46 @@ class Sections:
             self.stop(proc)
 
     def section_traced(self) -> None:
+        """Every request traced and exported over OTLP/HTTP to a local sink, against the same
+        gateway untraced, in alternating rounds (off, on, [on with --traced-baseline's code], off,
+        ...): throughput at 16 connections and p50 at 1, each round's ratio to its own 'off'."""
         sink, sink_info = start_role("sink", "otlp-sink", {"port": free_port()}, self.work)
+        otlp = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{sink_info['url']}/v1/traces",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}
+        configs = [("off", {}), ("on", otlp)]
+        if self.args.traced_baseline:
+            # Another checkout's code (its src first on the path of the gateway and its replicas).
+            configs.append(("on_baseline", {**otlp, "PYTHONPATH": str(Path(self.args.traced_baseline) / "src")}))
+        rounds: list[dict[str, float]] = []
         try:
-            endpoint = f"{sink_info['url']}/v1/traces"
-            env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
-                   "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}
-            proc, info = self.gateway("gateway-traced", self.models["one"]["policy"], env=env)
-            try:
-                url = f"{info['url']}/v2/models/{EXPERIMENT}/infer"
-                self.points["traced_c1"] = self.loader.run(url, self.body_file, 1, proc=proc)
-                self.points["traced_c16"] = self.loader.run(url, self.body_file, 16, proc=proc)
-            finally:
-                self.stop(proc)
+            for r in range(self.args.traced_rounds):
+                figures: dict[str, float] = {}
+                for label, env in (configs if r % 2 == 0 else configs[::-1]):
+                    proc, info = self.gateway(f"gateway-traced-{label}-{r}", self.models["one"]["policy"], env=env)
+                    try:
+                        url = f"{info['url']}/v2/models/{EXPERIMENT}/infer"
+                        c1 = self.loader.run(url, self.body_file, 1, proc=proc)
+                        c16 = self.loader.run(url, self.body_file, 16, proc=proc)
+                    finally:
+                        self.stop(proc)
+                    self.points[f"traced_{label}_round{r}_c1"], self.points[f"traced_{label}_round{r}_c16"] = c1, c16
+                    figures[f"{label}_rps_c16"], figures[f"{label}_p50_c1"] = c16["rps"], c1["p50_ms"]
+                    if label == "on":
+                        self.points["traced_c1"], self.points["traced_c16"] = c1, c16
+                rounds.append(figures)
+                log(f"  round {r}: " + ", ".join(f"{k} {v:,.2f}" for k, v in figures.items()))
             status, raw = http("GET", f"{sink_info['url']}/stats")
             self.results["trace_sink"] = json.loads(raw) if status == 200 else {"error": status}
             log(f"  trace sink received {self.results['trace_sink']}")
         finally:
             sink.stop()
+        on = [label for label, _ in configs if label != "off"]
+        self.results["tracing"] = {
+            "rps_c16": round_ratios([{k[: -len("_rps_c16")]: v for k, v in f.items() if k.endswith("_rps_c16")}
+                                     for f in rounds], tuple(on), "off"),
+            "p50_c1": round_ratios([{k[: -len("_p50_c1")]: v for k, v in f.items() if k.endswith("_p50_c1")}
+                                    for f in rounds], tuple(on), "off"),
+        }
 
     def section_bare(self) -> None:
         from gateway.serving.ingress import prepare_ingress_files, serve_environment, stop_haproxy

@@ -36,8 +36,10 @@ gateway   The gateway in its default configuration (LocalGateway: embedded Redis
           `redis-benchmark` sending the same EVALSHA the store sends, on the same embedded Redis
           (random keys from a keyspace 10x the calls, so ~95% take the accepted path).
 traced    The same gateway with OTLP/HTTP trace export to a local sink (a tiny HTTP server
-          that accepts POST /v1/traces and counts the spans): p50 at 1 connection against the
-          untraced gateway's.
+          that accepts POST /v1/traces and counts the spans), every request sampled, against
+          the untraced gateway in alternating rounds (--traced-rounds, default 3): throughput
+          at 16 connections and p50 at 1, each round's ratio to its own untraced run, median
+          and range. --traced-baseline DIR adds another checkout's code, traced, to each round.
 bare      Bare Ray Serve: an ingress deployment (a plain `__call__`, decoding the same OIP body)
           calling a model deployment that loads the same skops artifact with
           gateway.learning.artifacts.load_model; same replica counts, num_cpus=0 and
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reward-records", type=int, default=120_000, help="served requests prepared for rewards")
     p.add_argument("--store-calls", type=int, default=60_000, help="rewards for the store / redis-benchmark run")
     p.add_argument("--shadow-rounds", type=int, default=3, help="alternating rounds of the shadow section")
+    p.add_argument("--traced-rounds", type=int, default=3, help="alternating rounds of the traced section")
+    p.add_argument("--traced-baseline", help="a checkout whose code the traced section also measures, traced")
     p.add_argument("--profile", help="record py-spy stacks of the router, variant and proxy into this folder")
     p.add_argument("--cache-dir", default=os.environ.get("GATEWAY_BENCH_CACHE", "/tmp/gateway-bench-cache"),
                    help="where the MLServer venv is kept")

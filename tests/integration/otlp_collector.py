@@ -104,6 +104,10 @@ class OtlpCollector:
                                 "kind": s.kind,
                                 "attributes": {a.key: _value(a.value) for a in s.attributes},
                                 "links": [(l.trace_id.hex(), l.span_id.hex()) for l in s.links],
+                                "events": [(e.name, {a.key: _value(a.value) for a in e.attributes}) for e in s.events],
+                                "status": (s.status.code, s.status.message),
+                                "times": (s.start_time_unix_nano, s.end_time_unix_nano),
+                                "scope": ss.scope.name,
                                 "resource": resource,
                             }
                         )

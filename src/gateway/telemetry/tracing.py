@@ -4,8 +4,8 @@ OTEL_TRACES_EXPORTER: otlp, console or none (comma-separated). Unset, it is 'otl
 endpoint variable is set and 'none' otherwise, so a gateway with no backend does not keep
 failing exports. OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: http/protobuf (default) or grpc. The
 SDK itself reads the endpoint, headers, sampler (OTEL_TRACES_SAMPLER) and batch settings
-(OTEL_BSP_*); spans leave through a BatchSpanProcessor, which drops rather than blocks when the
-backend is down.
+(OTEL_BSP_*). OTLP export runs in a child process of each replica (span_relay.py), console
+output through a BatchSpanProcessor; both drop rather than block when the backend is down.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from gateway.telemetry.otlp_env import env, exporter_list, otlp_protocol
+from gateway.telemetry.span_relay import BatchSettings, SpanRelay
 
 _EXPORTERS = ("otlp", "console", "none")
 # A traceparent is 55 characters; anything far longer is not one and is not parsed.
@@ -39,7 +40,7 @@ def exporter_names() -> list[str]:
     return [n for n in names if n != "none"]
 
 
-def _otlp_exporter() -> SpanExporter:
+def otlp_span_exporter() -> SpanExporter:
     if otlp_protocol("traces", TracingConfigError) == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
@@ -53,7 +54,11 @@ def validate_environment() -> None:
     """Fail at start, naming the variable, rather than in a replica later."""
     for name in exporter_names():
         if name == "otlp":
-            _otlp_exporter()
+            otlp_span_exporter()
+            try:
+                BatchSettings()
+            except ValueError as err:
+                raise TracingConfigError(str(err)) from None
 
 
 def setup_tracing(component: str) -> TracerProvider:
@@ -71,8 +76,11 @@ def setup_tracing(component: str) -> TracerProvider:
     sampler = ALWAYS_OFF if not exporters and not env("OTEL_TRACES_SAMPLER") else None
     provider = TracerProvider(resource=Resource.create(attrs), sampler=sampler)
     for name in exporters:
-        exporter = _otlp_exporter() if name == "otlp" else ConsoleSpanExporter()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        if name == "otlp":
+            resource = provider.resource
+            provider.add_span_processor(SpanRelay(dict(resource.attributes), resource.schema_url, BatchSettings()))
+        else:
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider

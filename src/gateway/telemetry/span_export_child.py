@@ -1,0 +1,61 @@
+"""The process that exports a replica's spans (started by `span_relay.SpanRelay`): it reads
+packed spans from its stdin, rebuilds them as the SDK's ReadableSpan and hands each batch to the
+OTLP exporter the OTEL_* variables configure. It answers a flush with one byte on stdout once
+everything sent before it has been exported, and exits when the pipe closes."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from gateway.telemetry.span_relay import read_frames
+
+
+def unpack_span(packed: tuple[Any, ...], resource: Resource, scopes: dict[tuple[str, str | None], InstrumentationScope]) -> ReadableSpan:
+    (name, trace_id, span_id, flags, trace_state, parent, kind, start, end, status_code, status_text,
+     attributes, events, links, scope, _dropped) = packed
+    state = TraceState.from_header([trace_state]) if trace_state else TraceState()
+    context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=state)
+    parent_context = None
+    if parent is not None:
+        parent_context = SpanContext(trace_id, parent[0], is_remote=parent[1], trace_flags=TraceFlags(flags))
+    key = (scope[0], scope[1])
+    if key not in scopes:
+        scopes[key] = InstrumentationScope(scope[0], scope[1])
+    return ReadableSpan(
+        name=name, context=context, parent=parent_context, resource=resource, attributes=attributes,
+        events=[Event(n, attributes=a, timestamp=t) for n, t, a in events],
+        links=[Link(SpanContext(t, s, is_remote=True, trace_flags=TraceFlags(f)), attributes=a) for t, s, f, a in links],
+        kind=SpanKind(kind), status=Status(StatusCode(status_code), status_text),
+        start_time=start, end_time=end, instrumentation_scope=scopes[key],
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from gateway.telemetry.tracing import otlp_span_exporter
+
+    exporter = otlp_span_exporter()
+    resource = Resource.get_empty()
+    scopes: dict[tuple[str, str | None], InstrumentationScope] = {}
+    try:
+        for message in read_frames(sys.stdin.buffer):
+            kind = message[0]
+            if kind == "resource":
+                resource = Resource(message[1], message[2] or None)
+            elif kind == "spans":
+                exporter.export([unpack_span(p, resource, scopes) for p in message[1]])
+            elif kind == "flush":
+                sys.stdout.buffer.write(b".")
+                sys.stdout.buffer.flush()
+    finally:
+        exporter.shutdown()
+
+
+if __name__ == "__main__":
+    main()

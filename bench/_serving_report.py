@@ -32,6 +32,11 @@ GOALS = {
     "tracing_rps_ratio": (">=", 0.9),
     "rss_mib": ("<=", 3072.0),
     "shadow_ratio_0.1": (">=", 0.95),
+    # The headline (section headline): medians of per-round ratios to MLServer's better setting.
+    "headline_rps_c16_vs_mlserver": (">=", 1.5),
+    "headline_rps_c64_vs_mlserver": (">=", 1.2),
+    "headline_p50_c1_vs_mlserver": ("<=", 1.0),
+    "headline_p99_c16_vs_mlserver": ("<=", 1.0),
 }
 
 
@@ -131,6 +136,8 @@ def summarize(run) -> dict:
     sh = r.get("shadow", {})
     out["shadow_ratio_0.1"] = (sh.get("fraction_0.1") or {}).get("median_ratio")
     out["shadow_ratio_1.0"] = (sh.get("fraction_1.0") or {}).get("median_ratio")
+    for key, fig in (r.get("headline", {}).get("ratios") or {}).items():
+        out[f"headline_{key}"] = fig.get("median")
     out["goals"] = {}
     for key, (op, goal) in GOALS.items():
         value = out.get(key)
@@ -160,6 +167,28 @@ def _ratio_range(s: dict, label: str) -> str:
     if fig.get("median_ratio") is None:
         return "n/a"
     return f"{fig['median_ratio']:.2f} [{fig['min_ratio']:.2f}, {fig['max_ratio']:.2f}]"
+
+
+def headline_rows(s: dict) -> list[str]:
+    """The headline section's ratios: median [min, max] over its alternating rounds."""
+    h = s["details"].get("headline") or {}
+    ratios = h.get("ratios") or {}
+
+    def fig(key: str) -> str:
+        f = ratios.get(key) or {}
+        return "n/a" if f.get("median") is None else f"{f['median']:.2f} [{f['min']:.2f}, {f['max']:.2f}]"
+
+    rounds = h.get("rounds", 0)
+    rows = [
+        ("Headline: throughput at 16 connections, gateway / MLServer's better setting", "rps_c16_vs_mlserver", ">= 1.5"),
+        ("Headline: throughput at 64 connections, gateway / MLServer's better setting", "rps_c64_vs_mlserver", ">= 1.2"),
+        ("Headline: p50 at 1 connection, gateway / MLServer's quicker setting", "p50_c1_vs_mlserver", "<= 1.0"),
+        ("Headline: p99 at 16 connections, gateway / MLServer's faster setting", "p99_c16_vs_mlserver", "<= 1.0"),
+        ("Headline: throughput at 16 connections, gateway / bare Ray Serve chain", "rps_c16_vs_bare", "(report)"),
+        ("Headline: p50 at 1 connection, gateway / bare Ray Serve chain", "p50_c1_vs_bare", "(report)"),
+    ]
+    return [f"| {label} (median of {rounds} alternating rounds [min, max]) | {fig(key)} | {goal} | "
+            f"{_met(s, 'headline_' + key) if goal != '(report)' else ''} |" for label, key, goal in rows]
 
 
 def render_table(s: dict) -> str:
@@ -231,6 +260,7 @@ def render_table(s: dict) -> str:
         f"{len((s['details'].get('shadow') or {}).get('rounds', []))} alternating rounds [min, max] | "
         f"10% of requests: {_ratio_range(s, 'fraction_0.1')}; 100%: {_ratio_range(s, 'fraction_1.0')} | "
         f">= 0.95 at 10% | {_met(s, 'shadow_ratio_0.1')} |"),
+        *headline_rows(s),
         "",
         "| Load point | Connections | req/s | p50 ms | p90 ms | p99 ms | non-2xx |",
         "| --- | --- | --- | --- | --- | --- | --- |",

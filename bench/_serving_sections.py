@@ -337,6 +337,11 @@ class Sections:
             log(f"  round {r}: " + ", ".join(f"{k} {v:,.0f} req/s" for k, v in figures.items()))
         self.results["shadow"] = shadow_summary(rounds)
 
+    def section_headline(self) -> None:
+        from _serving_headline import section_headline
+
+        section_headline(self)
+
     def section_memory(self) -> None:
         proc, info = self.gateway("gateway-4variants", self.models["four"]["policy"])
         try:

@@ -284,6 +284,20 @@ def start_mlserver(venv: Path, model_dir: Path, work: Path) -> tuple[Proc, str]:
     return proc, url
 
 
+def start_mlserver_workers(venv: Path, artifact: dict, work: Path, workers: int) -> tuple[Proc, str, str]:
+    """MLServer serving `artifact` with `parallel_workers` set in the model folder's `.env`,
+    which MLServer's settings read (its working directory is the model folder; start_mlserver's
+    settings.json does not set the field). Returns the Proc, its HTTP URL and its gRPC target."""
+    sub = work / f"mlserver-pw{workers}"
+    model_dir = sub / "model"
+    (sub / "logs").mkdir(parents=True, exist_ok=True)
+    write_mlserver_model(artifact, model_dir)
+    (model_dir / ".env").write_text(f"MLSERVER_PARALLEL_WORKERS={workers}\n")
+    proc, url = start_mlserver(venv, model_dir, sub)
+    settings = json.loads((model_dir / "settings.json").read_text())
+    return proc, url, f"127.0.0.1:{settings['grpc_port']}"
+
+
 # -- model, policies, bodies ----------------------------------------------------------------------
 
 

@@ -222,20 +222,12 @@ def stop_gateway(proc: subprocess.Popen) -> None:
 
 
 def start_mlserver_grpc(venv: Path, artifact: dict, work: Path, workers: int):
-    """MLServer (bench/_systems.py's model folder and start) with `parallel_workers` set in the
-    model folder's `.env`, which MLServer's settings read (its working directory is the model
-    folder; start_mlserver's settings.json does not set the field). Returns the Proc and its
-    gRPC target."""
-    from _systems import start_mlserver, write_mlserver_model
+    """MLServer with `parallel_workers` set (bench/_systems.py start_mlserver_workers); returns
+    the Proc and its gRPC target."""
+    from _systems import start_mlserver_workers
 
-    sub = work / f"mlserver-pw{workers}"
-    model_dir = sub / "model"
-    (sub / "logs").mkdir(parents=True, exist_ok=True)
-    write_mlserver_model(artifact, model_dir)
-    (model_dir / ".env").write_text(f"MLSERVER_PARALLEL_WORKERS={workers}\n")
-    proc, _url = start_mlserver(venv, model_dir, sub)
-    settings = json.loads((model_dir / "settings.json").read_text())
-    return proc, f"127.0.0.1:{settings['grpc_port']}"
+    proc, _url, grpc_target = start_mlserver_workers(venv, artifact, work, workers)
+    return proc, grpc_target
 
 
 def process_tree(pid: int) -> list:

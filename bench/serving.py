@@ -61,6 +61,11 @@ memory    The gateway with a 4-variant policy (logistic regression, XGBoost, his
           gradient boosting, a second logistic regression; all trained by the bootstrap
           recipe): RSS (and PSS) summed over every process of the system (the driver, Ray's
           processes and workers, redis-server) after a 16-connection run.
+headline  The gateway, the bare Ray Serve chain and MLServer at parallel_workers 1 and 0, all
+          running for the whole section, loaded in turn at 1, 16 and 64 connections in
+          alternating rounds (--headline-rounds, default 3; _serving_headline.py): the median
+          of the per-round ratios to MLServer's better setting at each load and to the bare
+          chain, with the smallest and largest.
 
 Every load point also records the CPU time each kind of process spent per request (psutil),
 which a shared machine distorts far less than latency. --profile DIR additionally records
@@ -100,7 +105,7 @@ from _serving_report import README, machine, render_table, summarize, write_read
 from _serving_sections import Sections
 from _systems import encoded_row, ensure_tools, log, prepare_models
 
-SECTIONS = ("gateway", "traced", "bare", "mlserver", "scaling", "memory", "shadow")
+SECTIONS = ("gateway", "traced", "bare", "mlserver", "scaling", "memory", "shadow", "headline")
 
 
 class Run(Sections):
@@ -158,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reward-records", type=int, default=120_000, help="served requests prepared for rewards")
     p.add_argument("--store-calls", type=int, default=60_000, help="rewards for the store / redis-benchmark run")
     p.add_argument("--shadow-rounds", type=int, default=3, help="alternating rounds of the shadow section")
+    p.add_argument("--headline-rounds", type=int, default=3, help="alternating rounds of the headline section")
     p.add_argument("--traced-rounds", type=int, default=3, help="alternating rounds of the traced section")
     p.add_argument("--traced-baseline", help="a checkout whose code the traced section also measures, traced")
     p.add_argument("--profile", help="record py-spy stacks of the router, variant and proxy into this folder")

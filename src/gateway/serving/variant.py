@@ -11,6 +11,7 @@ from opentelemetry.trace import SpanKind
 from ray import serve
 
 from gateway.learning import artifacts
+from gateway.serving.microbatch import MicroBatcher
 from gateway.telemetry.logs import QUIET, setup_logging
 from gateway.telemetry.tracing import context_from_carrier, setup_tracing, shutdown_tracing, tracer
 
@@ -70,11 +71,15 @@ class InProcessVariant:
     ones in a thread so that other requests keep moving."""
 
     THREAD_ROWS = 64
+    MAX_BATCH = 64
 
     def __init__(self, load: Callable[[], LoadedVariant]):
         self._load = load
         self._variant: LoadedVariant | None = None
         self._loading = asyncio.Lock()
+        self._batcher: MicroBatcher[tuple[np.ndarray, dict[str, str]], dict[str, Any]] = MicroBatcher(
+            self._predict_batch, self.MAX_BATCH, lambda items: sum(len(m) for m, _ in items) > self.THREAD_ROWS
+        )
 
     async def loaded(self) -> LoadedVariant:
         if self._variant is None:
@@ -86,13 +91,11 @@ class InProcessVariant:
     async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:
         if self._variant is None:
             await self.loaded()
-        return await self._predict_batch(matrix, carrier)
+        return await self._batcher.submit((matrix, carrier))
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
-    async def _predict_batch(self, matrices: list[np.ndarray], carriers: list[dict[str, str]]) -> list[dict[str, Any]]:
-        if sum(len(m) for m in matrices) > self.THREAD_ROWS:
-            return await asyncio.to_thread(predict_batch, self._variant, matrices, carriers)
-        return predict_batch(self._variant, matrices, carriers)
+    def _predict_batch(self, items: list[tuple[np.ndarray, dict[str, str]]]) -> list[dict[str, Any]]:
+        assert self._variant is not None  # predict() loaded it first
+        return predict_batch(self._variant, [m for m, _ in items], [c for _, c in items])
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)

@@ -159,7 +159,7 @@ class DataPlane:
                 f"instances: at most {self.max_instances} rows per request, got {len(instances)}", code="too_many_instances"
             )
         try:
-            return rt.encoder.encode(instances)
+            return rt.view.frame(instances)
         except FeatureError as err:
             raise Unprocessable(str(err), code="invalid_instances") from None
 
@@ -300,6 +300,7 @@ class DataPlane:
         (not for calls outside the experiment, which anyone may send)."""
         client = rt.variants[variant]
         health = self._health(rt.policy.experiment, variant)
+        matrix = rt.view.select(variant, matrix)  # the frame's columns this variant takes
         started = time.perf_counter()
         try:
             result = await asyncio.wait_for(client.predict(matrix, current_carrier()), self.variant_timeout_s)

@@ -297,7 +297,7 @@ class Upkeep:
             return
         for v in new:
             rt.variants[v["name"]] = self.challenger_client(name, v["name"], v["sha256"])
-        rt.policy = allocation.effective_policy(rt.base_policy, snap.dynamic)
+        rt.set_policy(allocation.effective_policy(rt.base_policy, snap.dynamic))
         rt.evaluated_counts = None  # recompute the allocation with the new arm
         log.info("serving challenger(s) %s in %s", [v["name"] for v in new], name)
 

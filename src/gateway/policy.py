@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.policy_context import LinearPriorSettings, check_context
-from gateway.policy_features import DerivedFeature, check_features
+from gateway.policy_features import DerivedFeature, RetrainCandidate, check_features
 
 # Names end up in Redis keys, deployment names and URLs: keep them to a safe alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -237,7 +237,9 @@ class Retrain(_Strict):
     margin: float = Field(default=0.01, ge=0, le=1)
     # And the win must be significant (one-sided exact McNemar test); null turns the test off.
     max_p_value: float | None = Field(default=0.05, gt=0, le=1)
-    candidates: tuple[Literal["xgboost", "logistic_regression", "hist_gradient_boosting"], ...] = (
+    # An algorithm (on the policy's features) or {algorithm, features}: a feature set to try,
+    # with derived features among them (gateway.policy_features.RetrainCandidate).
+    candidates: tuple[Literal["xgboost", "logistic_regression", "hist_gradient_boosting"] | RetrainCandidate, ...] = (
         "xgboost",
         "logistic_regression",
     )

@@ -24,6 +24,23 @@ ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
 ARITY = {"ratio": 2, "log": 1, "bucket": 1, "interaction": 2}
 
 
+Algorithm = Literal["xgboost", "logistic_regression", "hist_gradient_boosting"]
+
+
+class RetrainCandidate(BaseModel):
+    """A retraining candidate that takes its own features (names of the policy's features and
+    derived ones, in column order): the retrainer tries the feature set beside the others."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: Algorithm
+    features: tuple[Annotated[str, Field(pattern=_NAME)], ...] = Field(min_length=1)
+
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm}[{','.join(self.features)}]"
+
+
 class DerivedFeature(BaseModel):
     """One derived column. ratio: of[0] / of[1] (NaN when the divisor is 0); log: ln(1 + x) (NaN
     for x <= -1); bucket: how many of `bins` are <= x (0 .. len(bins)); interaction: of[0] * of[1].
@@ -67,6 +84,13 @@ def check_features(policy: Policy) -> None:
                     "or a derived feature declared before it")
         seen.add(d.name)
     schema = [f.name for f in policy.features] + [d.name for d in policy.derived]
+    for i, c in enumerate(policy.retrain.candidates):
+        for name in getattr(c, "features", None) or ():
+            if name not in schema:
+                raise ValueError(f"retrain.candidates[{i}].features: {name!r} is not a feature of this policy "
+                                 f"(features and derived: {schema})")
+        if isinstance(c, RetrainCandidate) and len(set(c.features)) != len(c.features):
+            raise ValueError(f"retrain.candidates[{i}].features: names must be unique, got {list(c.features)}")
     for v in policy.variants:
         if v.features is None:
             continue

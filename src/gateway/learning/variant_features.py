@@ -29,6 +29,9 @@ def declared_features(artifact: str | Path, given: Sequence[str] | None) -> list
     features = data.get("features") if isinstance(data, dict) else None
     if features is None:
         return None
+    if isinstance(features, list) and features and all(isinstance(f, dict) and "name" in f for f in features):
+        # Older registry entries record the schema they were trained under: all its features.
+        features = [f["name"] for f in features]
     if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
         raise ValueError(f"{meta}: 'features' must be a non-empty list of names")
     return features

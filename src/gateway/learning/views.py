@@ -20,7 +20,9 @@ from gateway.policy import Policy
 class FeatureView:
     __slots__ = ("policy", "encoder", "derivation", "columns", "required", "_index", "_raw_width")
 
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy, *, lenient: bool = False):
+        """`lenient` (training, tools): any feature may be absent from a logged row (it encodes as
+        missing), since the rows were served while other variants needed other features."""
         self.policy = policy
         raw = [f.name for f in policy.features]
         # A feature that no variant uses may be left out of a request; one that any variant
@@ -29,7 +31,7 @@ class FeatureView:
             n for v in policy.variants for n in raw_inputs(policy, v.features if v.features is not None else raw))
         probe = FeatureEncoder(policy.features)
         self.derivation = Derivation(probe.column_names, policy.derived)
-        self.encoder = FeatureEncoder(policy.features, optional=frozenset(raw) - self.required)
+        self.encoder = FeatureEncoder(policy.features, optional=frozenset(raw) - (frozenset() if lenient else self.required))
         self._raw_width = self.encoder.width
         self.columns = self.encoder.column_names + self.derivation.names
         # None: the raw columns in the policy's order, what every variant saw before subsets.

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.policy_context import LinearPriorSettings, check_context
-from gateway.policy_features import DerivedFeature, RetrainCandidate, check_features
+from gateway.policy_features import Aggregates, DerivedFeature, RetrainCandidate, check_features
 
 # Names end up in Redis keys, deployment names and URLs: keep them to a safe alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -262,6 +262,9 @@ class Policy(_Strict):
     # Features computed from the request's features (gateway.policy_features); a variant uses one
     # by naming it in its `features`.
     derived: tuple[DerivedFeature, ...] = ()
+    # Per-unit aggregates kept in Redis by unit_id (gateway.policy_features); null: none, and no
+    # extra round trip per request.
+    aggregates: Aggregates | None = None
     reward: Reward = Reward()
     # thompson: least regret; top_two_thompson (beta 0.5): identifies the best far sooner;
     # discounted_thompson: forgets old rewards (weight discount^age, age counted in rewards), for

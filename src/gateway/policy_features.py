@@ -2,6 +2,9 @@
 
 - `derived`: features computed from the request's own features (a ratio, a log, a bucketing, an
   interaction), by gateway.learning.derived, the same code at serving and at training.
+- `aggregates`: per-unit features kept in Redis per `unit_id` (the unit's past requests, its
+  labels' and rewards' means), read before the model is called, logged with the decision and
+  updated by the reward script: training reads the logged values (gateway.learning.aggregates).
 - a variant's `features`: the names (raw or derived) its model takes, in that order; unset, the
   policy's raw features as before. The policy's `features` stay the request schema (the union).
 """
@@ -41,6 +44,25 @@ class RetrainCandidate(BaseModel):
         return f"{self.algorithm}[{','.join(self.features)}]"
 
 
+class Aggregate(BaseModel):
+    """count: the unit's requests before this one; labels: its 0/1 labels received so far;
+    mean_label: their mean; mean_reward: the mean of its accepted rewards (a mean of nothing is
+    missing, NaN). Always as of the moment the request is served: never a later label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    kind: Literal["count", "labels", "mean_label", "mean_reward"]
+
+
+class Aggregates(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A unit's counters are forgotten after this long without a request or feedback from it.
+    window_s: float = Field(default=30 * 86_400.0, gt=0, le=2**31)
+    features: tuple[Aggregate, ...] = Field(min_length=1)
+
+
 class DerivedFeature(BaseModel):
     """One derived column. ratio: of[0] / of[1] (NaN when the divisor is 0); log: ln(1 + x) (NaN
     for x <= -1); bucket: how many of `bins` are <= x (0 .. len(bins)); interaction: of[0] * of[1].
@@ -73,6 +95,12 @@ def check_features(policy: Policy) -> None:
     columns: set[str] = set()
     for f in policy.features:
         columns.update([f.name] if f.type == "numeric" else [f"{f.name}={v}" for v in f.values or ()])
+    aggregates = [a.name for a in policy.aggregates.features] if policy.aggregates else []
+    for i, name in enumerate(aggregates):
+        if name in raw or name in aggregates[:i]:
+            raise ValueError(f"aggregates.features[{i}].name: {name!r} is already a feature of this policy")
+    columns.update(aggregates)
+    raw = raw | set(aggregates)
     seen: set[str] = set()
     for i, d in enumerate(policy.derived):
         if d.name in raw or d.name in seen:
@@ -80,15 +108,15 @@ def check_features(policy: Policy) -> None:
         for src in d.of:
             if src not in columns and src not in seen:
                 raise ValueError(
-                    f"derived[{i}].of: {src!r} is not a numeric feature, a category column ('name=value') "
-                    "or a derived feature declared before it")
+                    f"derived[{i}].of: {src!r} is not a numeric feature, a category column ('name=value'), "
+                    "an aggregate or a derived feature declared before it")
         seen.add(d.name)
-    schema = [f.name for f in policy.features] + [d.name for d in policy.derived]
+    schema = [f.name for f in policy.features] + aggregates + [d.name for d in policy.derived]
     for i, c in enumerate(policy.retrain.candidates):
         for name in getattr(c, "features", None) or ():
             if name not in schema:
                 raise ValueError(f"retrain.candidates[{i}].features: {name!r} is not a feature of this policy "
-                                 f"(features and derived: {schema})")
+                                 f"(features, aggregates and derived: {schema})")
         if isinstance(c, RetrainCandidate) and len(set(c.features)) != len(c.features):
             raise ValueError(f"retrain.candidates[{i}].features: names must be unique, got {list(c.features)}")
     for v in policy.variants:
@@ -99,4 +127,4 @@ def check_features(policy: Policy) -> None:
         for name in v.features:
             if name not in schema:
                 raise ValueError(f"variants.{v.name}.features: {name!r} is not a feature of this policy "
-                                 f"(features and derived: {schema})")
+                                 f"(features, aggregates and derived: {schema})")

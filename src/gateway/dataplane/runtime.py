@@ -74,7 +74,8 @@ class ExperimentRuntime:
         r = self.policy.reward
         return RewardRules(default=r.default, max_per_unit=r.max_per_unit, window_s=r.window_s,
                            shadows_earn=shadow_first.credits_shadow_rewards(self.policy),
-                           linear_context=self.linear_context)
+                           linear_context=self.linear_context,
+                           unit_window_s=self.policy.aggregates.window_s if self.policy.aggregates else None)
 
     @property
     def linear_context(self) -> tuple[str, ...]:

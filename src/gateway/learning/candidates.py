@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.learning import artifacts
+from gateway.learning import aggregates, artifacts
 from gateway.learning.model_metrics import METRICS, classification_metrics, mcnemar_p_value
 from gateway.learning.training_data import LabelledData, time_ordered_split
 from gateway.learning.views import FeatureView
@@ -121,8 +121,9 @@ def best_on_holdout(
     view = FeatureView(policy, lenient=True)
     direction = METRICS[metric]
     scores = {}
+    A = aggregates.logged_rows(policy, hold.agg, len(hold))
     for name, model in models.items():
-        X = view.matrix((features or {}).get(name), hold.X)
+        X = view.matrix((features or {}).get(name), hold.X, A)
         value = _model_metrics(model, X, hold.y)[0].get(metric)
         scores[name] = float("-inf") if value is None else direction * value
     return max(scores, key=scores.get)
@@ -165,11 +166,14 @@ def evaluate_candidates(
     train, hold = time_ordered_split(data, holdout_fraction)
     view = FeatureView(policy, lenient=True)
     matrices: dict[tuple[str, ...] | None, tuple[np.ndarray, np.ndarray]] = {}
+    # The aggregates each row was served with, as logged: point in time, never recomputed.
+    A_train = aggregates.logged_rows(policy, train.agg, len(train))
+    A_hold = aggregates.logged_rows(policy, hold.agg, len(hold))
 
     def matrices_for(names: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
         key = None if names is None else tuple(names)
         if key not in matrices:
-            matrices[key] = (view.matrix(names, train.X), view.matrix(names, hold.X))
+            matrices[key] = (view.matrix(names, train.X, A_train), view.matrix(names, hold.X, A_hold))
         return matrices[key]
 
     def result(champ, cands, admitted, reason) -> RetrainResult:

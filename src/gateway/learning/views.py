@@ -1,6 +1,7 @@
 """What each variant of an experiment sees: the request's features encoded once (the policy's
-feature list is the request schema, the union of what the variants use), the derived features
-appended, and per variant the columns of the names it declares, in its order.
+feature list is the request schema, the union of what the variants use), then the unit's
+aggregates (as read from Redis at serving, as logged at training), then the derived features,
+and per variant the columns of the names it declares, in its order.
 
 Serving and training build a variant's matrix with this same class from the same raw rows, so a
 challenger trains on exactly the columns it is served.
@@ -18,7 +19,8 @@ from gateway.policy import Policy
 
 
 class FeatureView:
-    __slots__ = ("policy", "encoder", "derivation", "columns", "required", "_index", "_raw_width")
+    __slots__ = ("policy", "encoder", "derivation", "columns", "required", "aggregates", "needs_unit", "_index",
+                 "_raw_width")
 
     def __init__(self, policy: Policy, *, lenient: bool = False):
         """`lenient` (training, tools): any feature may be absent from a logged row (it encodes as
@@ -29,11 +31,14 @@ class FeatureView:
         # uses (itself or through a derived feature) is required, and its absence is a 422.
         self.required = frozenset(
             n for v in policy.variants for n in raw_inputs(policy, v.features if v.features is not None else raw))
+        self.aggregates = tuple(a.name for a in policy.aggregates.features) if policy.aggregates else ()
+        # The aggregates some variant uses: a request without a unit_id cannot be served then.
+        self.needs_unit = tuple(a for a in self.aggregates if a in self.required)
         probe = FeatureEncoder(policy.features)
-        self.derivation = Derivation(probe.column_names, policy.derived)
+        self.derivation = Derivation(probe.column_names + self.aggregates, policy.derived)
         self.encoder = FeatureEncoder(policy.features, optional=frozenset(raw) - (frozenset() if lenient else self.required))
         self._raw_width = self.encoder.width
-        self.columns = self.encoder.column_names + self.derivation.names
+        self.columns = self.encoder.column_names + self.aggregates + self.derivation.names
         # None: the raw columns in the policy's order, what every variant saw before subsets.
         self._index: dict[str, np.ndarray | None] = {
             v.name: None if v.features is None else np.asarray(self.column_indices(v.features), dtype=np.intp)
@@ -60,9 +65,20 @@ class FeatureView:
             return list(self.columns[: self._raw_width])
         return [self.columns[i] for i in self.column_indices(names)]
 
-    def frame(self, instances: Any) -> np.ndarray:
-        """Validated, encoded rows with the derived columns appended (FeatureError if invalid)."""
-        return self.derivation.extend(self.encoder.encode(instances))
+    def frame(self, instances: Any, aggregates: Any = None) -> np.ndarray:
+        """Validated, encoded rows, then the aggregates (one vector for all rows: the request's
+        unit; or one per row, as training has them; None or NaN: missing), then the derived
+        columns (FeatureError if a row is invalid)."""
+        return self.complete(self.encoder.encode(instances), aggregates)
+
+    def complete(self, x: np.ndarray, aggregates: Any = None) -> np.ndarray:
+        """Encoded rows (encoder.encode) with the aggregates and the derived columns appended."""
+        if self.aggregates:
+            a = np.full((x.shape[0], len(self.aggregates)), np.nan)
+            if aggregates is not None:
+                a[:] = np.asarray(aggregates, dtype=np.float64)
+            x = np.hstack([x, a])
+        return self.derivation.extend(x)
 
     def select(self, variant: str, frame: np.ndarray) -> np.ndarray:
         """The columns `variant` takes. A variant the view does not know (added since) gets the
@@ -72,18 +88,18 @@ class FeatureView:
             return frame if frame.shape[1] == self._raw_width else frame[:, : self._raw_width]
         return np.ascontiguousarray(frame[:, idx])
 
-    def matrix(self, names: Sequence[str] | None, instances: Any) -> np.ndarray:
+    def matrix(self, names: Sequence[str] | None, instances: Any, aggregates: Any = None) -> np.ndarray:
         """The matrix a model taking `names` (None: the raw features) gets for these rows: for
         training, evaluation and tools, the same columns serving selects."""
-        frame = self.frame(instances)
+        frame = self.frame(instances, aggregates)
         if names is None:
             return frame[:, : self._raw_width]
         return np.ascontiguousarray(frame[:, self.column_indices(names)])
 
 
 def raw_inputs(policy: Policy, names: Iterable[str]) -> set[str]:
-    """The request features that `names` (raw or derived) are computed from."""
-    raw = {f.name for f in policy.features}
+    """The request features and aggregates that `names` (any of the schema's) are computed from."""
+    raw = {f.name for f in policy.features} | {a.name for a in (policy.aggregates.features if policy.aggregates else ())}
     derived = {d.name: d for d in policy.derived}
     out: set[str] = set()
     todo = list(names)
@@ -98,8 +114,9 @@ def raw_inputs(policy: Policy, names: Iterable[str]) -> set[str]:
 
 
 def schema_names(policy: Policy) -> list[str]:
-    """Every name a variant may declare: the request features, then the derived ones."""
-    return [f.name for f in policy.features] + [d.name for d in policy.derived]
+    """Every name a variant may declare: the request features, the aggregates, the derived ones."""
+    aggregates = [a.name for a in policy.aggregates.features] if policy.aggregates else []
+    return [f.name for f in policy.features] + aggregates + [d.name for d in policy.derived]
 
 
 def check_names(policy: Policy, names: Sequence[str]) -> None:
@@ -108,6 +125,6 @@ def check_names(policy: Policy, names: Sequence[str]) -> None:
     for n in names:
         if n not in schema:
             raise ValueError(f"feature {n!r} is not in experiment {policy.experiment!r}'s schema "
-                             f"(features and derived: {schema}); add it to the policy first")
+                             f"(features, aggregates and derived: {schema}); add it to the policy first")
     if len(set(names)) != len(names):
         raise ValueError(f"features: names must be unique, got {list(names)}")

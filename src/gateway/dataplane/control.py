@@ -135,7 +135,7 @@ class Control:
         and skops types checked, nothing unpickled), copied into the registry and served at once."""
         from gateway.learning.artifacts import ArtifactError, load_model
         from gateway.learning.registry import ModelRegistry, RegistryError
-        from gateway.learning.variant_features import declared_features, feature_record
+        from gateway.learning.variant_features import check_derived, declared_features, feature_record
 
         plane = self.plane
         rt = self.can_add_variants(experiment)
@@ -149,6 +149,7 @@ class Control:
             # artifact is even read: a name the policy lacks is refused, naming it.
             features = declared_features(path, request.features)
             record = feature_record(rt.policy, features)
+            check_derived(rt.policy, path)
         except ValueError as err:
             raise Unprocessable(f"features: {err}", code="invalid_features") from None
 

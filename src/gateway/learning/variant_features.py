@@ -7,11 +7,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.learning.derived import spec_json
+from gateway.learning.derived import as_specs, spec_json
 from gateway.learning.views import FeatureView, check_names, raw_inputs
 from gateway.policy import Policy
 
 META_SUFFIX = ".meta.json"
+
+
+def _metadata(artifact: str | Path) -> dict[str, Any] | None:
+    meta = Path(str(artifact) + META_SUFFIX)
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{meta}: unreadable metadata: {err}") from None
+    return data if isinstance(data, dict) else None
+
+
+def check_derived(policy: Policy, artifact: str | Path) -> None:
+    """A derived feature the artifact was trained with (its metadata's `derived`) must be the
+    policy's, defined the same way: the same name computed otherwise would feed the model other
+    numbers than it learned from (ValueError naming it)."""
+    data = _metadata(artifact) or {}
+    mine = {d.name: spec_json(d) for d in policy.derived}
+    for spec in data.get("derived") or []:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if name is None:
+            raise ValueError(f"{artifact}{META_SUFFIX}: 'derived' must be a list of derived feature specs")
+        if name not in mine:
+            raise ValueError(f"derived feature {name!r} (from the artifact's metadata) is not declared in experiment "
+                             f"{policy.experiment!r}'s policy: add {spec} to its `derived`")
+        if as_specs([spec])[0] != as_specs([mine[name]])[0]:
+            raise ValueError(f"derived feature {name!r}: the artifact was trained with {spec}, "
+                             f"but the policy computes {mine[name]}")
 
 
 def declared_features(artifact: str | Path, given: Sequence[str] | None) -> list[str] | None:
@@ -20,13 +49,8 @@ def declared_features(artifact: str | Path, given: Sequence[str] | None) -> list
     if given is not None:
         return list(given)
     meta = Path(str(artifact) + META_SUFFIX)
-    if not meta.is_file():
-        return None
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{meta}: unreadable metadata: {err}") from None
-    features = data.get("features") if isinstance(data, dict) else None
+    data = _metadata(artifact)
+    features = data.get("features") if data is not None else None
     if features is None:
         return None
     if isinstance(features, list) and features and all(isinstance(f, dict) and "name" in f for f in features):

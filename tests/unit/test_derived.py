@@ -131,3 +131,18 @@ def test_overflow_becomes_missing_not_infinity():
                variants=[{"name": "old", "model": "old.skops"}])
     frame = FeatureView(p).frame([{"tenure": 1e-300, "charges": 1e300, "plan": "pro", "age": 1}])
     assert np.isnan(frame[0, -2]) and np.isnan(frame[0, -1])
+
+
+def test_the_documented_policy_example_is_valid():
+    """docs/features.md's example is what users copy: it must load as written."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    p = parse_policy(yaml.safe_load(example))
+    view = FeatureView(p)
+    assert view.needs_unit == ("visits", "churn_rate") and "age" not in view.required
+    assert view.column_names(p.variants[1].features)[-3:] == ["per_month", "visits", "churn_rate"]

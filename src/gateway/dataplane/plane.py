@@ -198,12 +198,13 @@ class DataPlane:
         segment = segments.segment_of(rt.policy, request.instances[0]) if segments.is_contextual(rt.policy) else None
         # Linear Thompson sampling: its context vector (from the first row) picks them.
         lx = linear.context_of(rt.policy, request.instances[0]) if linear.is_linear(rt.policy) else None
-        variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
         agg = None
         if view.aggregates:
-            # After every check of the request: reading the unit's counters also counts it.
+            # After every check of the request: reading the unit's counters also counts it. Before
+            # the draw, which opens a breaker's trial call that only the variant's answer closes.
             agg = aggregates.values(rt.policy, await self._unit_counters(experiment, rt, unit_id))
             matrix = view.complete(matrix[:, : view.encoder.width], agg)
+        variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
         started = time.perf_counter()
         result = await self._call_variant(rt, variant, matrix)
         labels = {"experiment": experiment, "variant": variant}

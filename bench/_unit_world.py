@@ -163,41 +163,54 @@ async def learning_run(seed: int, before: int, after: int, units: int, settled: 
     }
 
 
-async def serving_run(redis_url: str, tmp: Path, requests: int, callers: int) -> dict[str, Any]:
-    """p50 latency (1 caller) and throughput (`callers` at once), aggregates on and off."""
-    out: dict[str, Any] = {}
+async def serving_run(redis_url: str, tmp: Path, requests: int, callers: int, rounds: int = 5) -> dict[str, Any]:
+    """p50 latency (1 caller) and throughput (`callers` at once), aggregates on and off, in
+    `rounds` interleaved rounds (off, on, off, on, ...): the machine is shared, so each round's
+    ratio compares measurements taken seconds apart, and the median ratio is reported."""
     world = World(7, requests, 500, 0.6)
+    planes: dict[str, tuple[DataPlane, str]] = {}
     for label, with_agg in (("off", False), ("on", True)):
         name = f"serving-{label}"
         policy = policy_for(name, with_agg)
-        model = champion_model(policy, 0)
         path = tmp / f"serving-{label}.ubj"
-        sha = artifacts.save_model(model, path)
+        sha = artifacts.save_model(champion_model(policy, 0), path)
         ref = {"experiment": name, "variant": "champion", "path": str(path), "sha256": sha}
-        plane = DataPlane({name: policy}, ExperimentStore.from_url(redis_url), {name: {"champion": LoadedVariant(ref)}},
-                          RewardTokens("k" * 32))
+        planes[label] = (DataPlane({name: policy}, ExperimentStore.from_url(redis_url),
+                                   {name: {"champion": LoadedVariant(ref)}}, RewardTokens("k" * 32)), name)
+    for plane, _ in planes.values():
         await plane.start()
-        try:
-            for i in range(200):  # warm up
-                await plane.predict(name, {"instances": [world.rows[i]], "unit_id": f"u{world.unit[i]}"}, f"w{i}")
-            lat = []
-            for i in range(requests):
+    rows: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    try:
+        for r in range(rounds + 1):  # round 0 warms up
+            for label, (plane, name) in planes.items():
+                def body(i: int) -> dict:
+                    return {"instances": [world.rows[i]], "unit_id": f"u{world.unit[i]}"}
+
+                lat = []
+                for i in range(requests):
+                    t = time.perf_counter()
+                    await plane.predict(name, body(i), f"l{r}-{i}")
+                    lat.append(time.perf_counter() - t)
+                queue = iter(range(requests))
+
+                async def caller():
+                    for i in queue:
+                        await plane.predict(name, body(i), f"t{r}-{i}")
+
                 t = time.perf_counter()
-                await plane.predict(name, {"instances": [world.rows[i]], "unit_id": f"u{world.unit[i]}"}, f"l{i}")
-                lat.append(time.perf_counter() - t)
-            queue = iter(range(requests))
-
-            async def caller():
-                for i in queue:
-                    await plane.predict(name, {"instances": [world.rows[i]], "unit_id": f"u{world.unit[i]}"}, f"t{i}")
-
-            t = time.perf_counter()
-            await asyncio.gather(*(caller() for _ in range(callers)))
-            out[label] = {"p50_ms": 1000 * statistics.median(lat), "throughput": requests / (time.perf_counter() - t)}
-        finally:
+                await asyncio.gather(*(caller() for _ in range(callers)))
+                if r:
+                    rows[label].append({"p50_ms": 1000 * statistics.median(lat),
+                                        "throughput": requests / (time.perf_counter() - t)})
+    finally:
+        for plane, _ in planes.values():
             await plane.stop()
-    out["p50_ratio"] = out["on"]["p50_ms"] / out["off"]["p50_ms"]
-    out["throughput_ratio"] = out["on"]["throughput"] / out["off"]["throughput"]
+    out: dict[str, Any] = {k: {m: statistics.median(x[m] for x in v) for m in ("p50_ms", "throughput")}
+                           for k, v in rows.items()}
+    out["p50_ratio"] = statistics.median(on["p50_ms"] / off["p50_ms"] for on, off in zip(rows["on"], rows["off"]))
+    out["throughput_ratio"] = statistics.median(on["throughput"] / off["throughput"]
+                                                for on, off in zip(rows["on"], rows["off"]))
+    out["rounds"] = rounds
     return out
 
 
@@ -241,7 +254,8 @@ def render(summary: dict[str, Any], cmd: str, seconds: float) -> str:
                      f"| {r['static_post']:.3f} | {r['challenger_share_post']:.2f} |")
     s = summary.get("serving")
     if s:
-        lines += ["", "Serving, in-process DataPlane with the embedded redis-server (no HTTP):", "",
+        lines += ["", f"Serving, in-process DataPlane with the embedded redis-server (no HTTP); medians of "
+                  f"{s['rounds']} interleaved rounds, ratios the median of the rounds' ratios:", "",
                   "| aggregates | p50 at 1 caller (ms) | throughput at 16 (req/s) |", "|---|---|---|",
                   f"| off | {s['off']['p50_ms']:.2f} | {s['off']['throughput']:.0f} |",
                   f"| on | {s['on']['p50_ms']:.2f} | {s['on']['throughput']:.0f} |",

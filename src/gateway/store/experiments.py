@@ -252,13 +252,17 @@ class ExperimentStore(ShadowRecords, LogReads):
 
     async def unit_counters(self, experiment: str, unit: str, window_s: float) -> list[str | None]:
         """The unit's aggregate counters before this request [n, ln, ls, rn, rs] (None: never
-        set), and this request counted: one round trip (unit.lua)."""
-
-        def build(pipe):
-            pipe.execute_command("EVALSHA", self._shas["unit"], 1, keys.unit_prefix(experiment) + unit,
-                                 str(max(1, int(window_s))))
-
-        (before,) = await self._run_scripted(build)
+        set), and this request counted: one round trip (unit.lua). On the request path, so one
+        plain call rather than a pipeline (bench/learning.py --world unit-signal measures it), and
+        no replica wait: a count lost in a failover only makes a unit look newer."""
+        if not self._shas:
+            await self._load_scripts()
+        args = (1, keys.unit_prefix(experiment) + unit, str(max(1, int(window_s))))
+        try:
+            before = await self.client.evalsha(self._shas["unit"], *args)
+        except NoScriptError:  # a restarted server forgot its scripts
+            await self._load_scripts()
+            before = await self.client.evalsha(self._shas["unit"], *args)
         return [None if v is None else (v.decode() if isinstance(v, bytes) else str(v)) for v in before]
 
     async def read_requests(self, experiment: str, request_ids: list[str]) -> list[dict[str, str]]:

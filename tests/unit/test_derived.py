@@ -146,3 +146,31 @@ def test_the_documented_policy_example_is_valid():
     view = FeatureView(p)
     assert view.needs_unit == ("visits", "churn_rate") and "age" not in view.required
     assert view.column_names(p.variants[1].features)[-3:] == ["per_month", "visits", "churn_rate"]
+
+
+def test_aggregate_values_as_served_and_as_logged():
+    from gateway.learning import aggregates
+
+    p = policy(aggregates={"features": [{"name": "n", "kind": "count"}, {"name": "l", "kind": "labels"},
+                                        {"name": "m", "kind": "mean_label"}, {"name": "r", "kind": "mean_reward"}]})
+    nan = math.nan
+    new_unit = aggregates.values(p, [None] * 5)
+    assert new_unit[:2] == [0.0, 0.0] and math.isnan(new_unit[2]) and math.isnan(new_unit[3])
+    assert aggregates.values(p, ["3", "2", "1", "4", "3"]) == [3.0, 2.0, 0.5, 0.75]
+    assert all(math.isnan(v) for v in aggregates.values(p, None))  # no unit_id: nothing known
+    assert aggregates.dumps([3.0, nan, 0.1]) == "[3.0, null, 0.1]"
+    assert aggregates.loads(aggregates.dumps([3.0, nan, 0.1]), 3)[::2] == [3.0, 0.1]
+    assert all(math.isnan(v) for v in aggregates.loads("[1, 2]", 3))  # another width: not this policy's
+    assert aggregates.values(policy(), ["1"] * 5) == []  # no aggregates declared
+
+
+def test_aggregates_take_their_columns_between_the_request_and_the_derived_features():
+    p = policy(aggregates={"features": [{"name": "visits", "kind": "count"}]},
+               derived=[{"name": "lv", "op": "log", "of": ["visits"]}],
+               variants=[{"name": "v", "model": "v.ubj", "features": ["tenure", "visits", "lv"]}])
+    view = FeatureView(p)
+    assert view.columns[-2:] == ("visits", "lv") and view.needs_unit == ("visits",)
+    frame = view.frame(ROWS[:1], [3.0])
+    np.testing.assert_array_equal(view.select("v", frame), [[10.0, 3.0, math.log1p(3.0)]])
+    with pytest.raises(PolicyError, match="already a feature"):
+        policy(aggregates={"features": [{"name": "tenure", "kind": "count"}]})

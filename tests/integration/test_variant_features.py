@@ -158,3 +158,9 @@ def test_a_challenger_with_one_more_feature_is_added_at_run_time_and_served_besi
         own = (model, names) if body["variant"] == "chal" else (champ, BASE)
         assert body["predictions"] == artifacts.predict(own[0], view.matrix(own[1], [row]))[0].tolist()
     assert seen == {"champ", "chal"}
+
+    # Retired, the challenger needs nothing any more: `age` is optional again.
+    retired = served.http.delete("/v1/experiments/feat/variants/chal", headers=AUTH)
+    assert retired.status_code == 200, retired.text
+    again = predict(served, without_age)
+    assert again.status_code == 200 and again.json()["variant"] == "champ"

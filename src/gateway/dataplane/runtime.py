@@ -66,8 +66,10 @@ class ExperimentRuntime:
         """The request schema's encoder (raw columns, no derived ones)."""
         return self.view.encoder
 
-    def set_policy(self, policy: Policy) -> None:
-        self.policy, self.view = policy, FeatureView(policy)
+    def set_policy(self, policy: Policy, retired: frozenset[str] | None = None) -> None:
+        """A new policy (a challenger joined) or retired set: the view follows."""
+        retired = self.view.retired if retired is None else retired
+        self.policy, self.view = policy, FeatureView(policy, retired=retired)
 
     @property
     def reward_rules(self) -> RewardRules:

@@ -19,18 +19,21 @@ from gateway.policy import Policy
 
 
 class FeatureView:
-    __slots__ = ("policy", "encoder", "derivation", "columns", "required", "aggregates", "needs_unit", "_index",
-                 "_raw_width")
+    __slots__ = ("policy", "retired", "encoder", "derivation", "columns", "required", "aggregates", "needs_unit",
+                 "_index", "_raw_width")
 
-    def __init__(self, policy: Policy, *, lenient: bool = False):
+    def __init__(self, policy: Policy, *, lenient: bool = False, retired: frozenset[str] = frozenset()):
         """`lenient` (training, tools): any feature may be absent from a logged row (it encodes as
-        missing), since the rows were served while other variants needed other features."""
+        missing), since the rows were served while other variants needed other features.
+        `retired`: variants out of rotation, whose features no request needs any more."""
         self.policy = policy
+        self.retired = frozenset(retired)
         raw = [f.name for f in policy.features]
-        # A feature that no variant uses may be left out of a request; one that any variant
+        # A feature that no variant in rotation uses may be left out of a request; one that any
         # uses (itself or through a derived feature) is required, and its absence is a 422.
         self.required = frozenset(
-            n for v in policy.variants for n in raw_inputs(policy, v.features if v.features is not None else raw))
+            n for v in policy.variants if v.name not in self.retired
+            for n in raw_inputs(policy, v.features if v.features is not None else raw))
         self.aggregates = tuple(a.name for a in policy.aggregates.features) if policy.aggregates else ()
         # The aggregates some variant uses: a request without a unit_id cannot be served then.
         self.needs_unit = tuple(a for a in self.aggregates if a in self.required)

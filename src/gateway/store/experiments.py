@@ -28,6 +28,7 @@ from gateway.store.limits import (
 from gateway.store.logs import LogReads
 from gateway.store.replication import ReplicaWaits, ScriptCalls, execute
 from gateway.store.shadow import ShadowRecords
+from gateway.store.unit_reads import UnitReads
 
 
 
@@ -141,6 +142,7 @@ class ExperimentStore(ShadowRecords, LogReads):
             "retrain_lock", "shadow", "set_role", "unit",
         )}
         self._shas: dict[str, str] = {}
+        self._unit_reads: UnitReads | None = None
 
     @classmethod
     def from_url(cls, url: str) -> ExperimentStore:
@@ -252,17 +254,17 @@ class ExperimentStore(ShadowRecords, LogReads):
 
     async def unit_counters(self, experiment: str, unit: str, window_s: float) -> list[str | None]:
         """The unit's aggregate counters before this request [n, ln, ls, rn, rs] (None: never
-        set), and this request counted: one round trip (unit.lua). On the request path, so one
-        plain call rather than a pipeline (bench/learning.py --world unit-signal measures it), and
-        no replica wait: a count lost in a failover only makes a unit look newer."""
-        if not self._shas:
-            await self._load_scripts()
-        args = (1, keys.unit_prefix(experiment) + unit, str(max(1, int(window_s))))
-        try:
-            before = await self.client.evalsha(self._shas["unit"], *args)
-        except NoScriptError:  # a restarted server forgot its scripts
-            await self._load_scripts()
-            before = await self.client.evalsha(self._shas["unit"], *args)
+        set), and this request counted: one round trip (unit.lua), shared with the requests that
+        arrive together (store.unit_reads). No replica wait: a count lost in a failover only
+        makes a unit look newer."""
+        if self._unit_reads is None:
+            async def sha() -> str:
+                if not self._shas:
+                    await self._load_scripts()
+                return self._shas["unit"]
+
+            self._unit_reads = UnitReads(self.client, sha, self._load_scripts)
+        before = await self._unit_reads.read(keys.unit_prefix(experiment) + unit, str(max(1, int(window_s))))
         return [None if v is None else (v.decode() if isinstance(v, bytes) else str(v)) for v in before]
 
     async def read_requests(self, experiment: str, request_ids: list[str]) -> list[dict[str, str]]:

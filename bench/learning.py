@@ -4,6 +4,7 @@
 Usage::
 
     python bench/learning.py [--json PATH] [--seeds N] [--jobs J] [--shadow-labels N] [--on-graduation explore|promote] [--no-shadow-first] [--no-readme]
+    python bench/learning.py --world unit-signal [--seeds N] [--json PATH]   # per-unit aggregates (bench/_unit_world.py)
 
 An offline, seeded simulation of the gateway's learning loop on the churn simulator (no Ray
 Serve, no Redis). Every step runs the gateway's own code:
@@ -979,7 +980,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-shadow-first", action="store_true", help="skip the shadow-first arm")
     ap.add_argument("--no-readme", action="store_true", help="do not update bench/README.md")
     ap.add_argument("--readme", type=Path, default=ROOT / "bench" / "README.md")
+    ap.add_argument("--world", choices=["drift", "unit-signal"], default="drift",
+                    help="drift (default): the concept drift above; unit-signal: a per-unit aggregate carries "
+                    "the signal (bench/_unit_world.py, real DataPlane and Redis; prints its figures)")
+    ap.add_argument("--unit-before", type=int, default=3000, help="unit-signal: requests before the retraining")
+    ap.add_argument("--unit-after", type=int, default=3000, help="unit-signal: requests after the challenger joins")
+    ap.add_argument("--units", type=int, default=150, help="unit-signal: distinct unit ids")
+    ap.add_argument("--settled", type=float, default=0.6, help="unit-signal: share of units with their own outcome")
+    ap.add_argument("--serving-requests", type=int, default=2000,
+                    help="unit-signal: requests per serving measurement (0: skip it)")
     args = ap.parse_args(argv)
+    if args.world == "unit-signal":
+        import _unit_world
+
+        return _unit_world.main(args)
     if not PRE_ROWS <= args.drift_at < args.rows:
         ap.error(f"--drift-at must be in [{PRE_ROWS}, --rows)")
     policy = load_policy_file(args.policy)

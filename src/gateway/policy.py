@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.policy_context import LinearPriorSettings, check_context
+from gateway.policy_features import Aggregates, DerivedFeature, RetrainCandidate, check_features
 
 # Names end up in Redis keys, deployment names and URLs: keep them to a safe alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -160,6 +161,9 @@ class Variant(_Strict):
     # shadow: gets a copy of live requests (shadow.fraction of them) off the request path; its
     # answers are logged and scored against labels but never returned, and it takes no traffic.
     role: Literal["live", "shadow"] = "live"
+    # The names (the policy's features or derived features) this variant's model takes, in the
+    # order of its columns; null: all the policy's features (gateway.policy_features).
+    features: tuple[Name, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _check_mlflow_uri(self) -> Variant:
@@ -233,7 +237,9 @@ class Retrain(_Strict):
     margin: float = Field(default=0.01, ge=0, le=1)
     # And the win must be significant (one-sided exact McNemar test); null turns the test off.
     max_p_value: float | None = Field(default=0.05, gt=0, le=1)
-    candidates: tuple[Literal["xgboost", "logistic_regression", "hist_gradient_boosting"], ...] = (
+    # An algorithm (on the policy's features) or {algorithm, features}: a feature set to try,
+    # with derived features among them (gateway.policy_features.RetrainCandidate).
+    candidates: tuple[Literal["xgboost", "logistic_regression", "hist_gradient_boosting"] | RetrainCandidate, ...] = (
         "xgboost",
         "logistic_regression",
     )
@@ -253,6 +259,12 @@ class Retrain(_Strict):
 class Policy(_Strict):
     experiment: Name
     features: tuple[Feature, ...] = Field(min_length=1)
+    # Features computed from the request's features (gateway.policy_features); a variant uses one
+    # by naming it in its `features`.
+    derived: tuple[DerivedFeature, ...] = ()
+    # Per-unit aggregates kept in Redis by unit_id (gateway.policy_features); null: none, and no
+    # extra round trip per request.
+    aggregates: Aggregates | None = None
     reward: Reward = Reward()
     # thompson: least regret; top_two_thompson (beta 0.5): identifies the best far sooner;
     # discounted_thompson: forgets old rewards (weight discount^age, age counted in rewards), for
@@ -323,6 +335,7 @@ class Policy(_Strict):
         if not self.bandit_arms:
             raise ValueError("variants: at least one variant must be live (not the holdout, not role: shadow)")
         check_context(self)
+        check_features(self)
         if self.min_weight * len(self.bandit_arms) > 1:
             raise ValueError(f"min_weight {self.min_weight} times {len(self.bandit_arms)} variants exceeds 1")
         return self

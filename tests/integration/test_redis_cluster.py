@@ -156,6 +156,32 @@ def test_the_per_unit_quota_key_made_inside_the_script_lives_in_the_experiments_
     assert key_slot((keys.quota_prefix(name) + "u1").encode()) == key_slot(keys.arms(name).encode())
 
 
+def test_per_unit_aggregates_live_in_the_experiments_slot_and_survive_a_script_flush(cluster, cenv):
+    """unit.lua's key is built from the unit id, reward.lua's from a prefix: both in the
+    experiment's slot; a master that forgot its scripts gets unit.lua again too."""
+    name = one_per_master(cluster, "units")[2]
+    plane = cenv.plane(Clock(), name=name, aggregates={"features": [{"name": "visits", "kind": "count"},
+                                                                    {"name": "rate", "kind": "mean_label"}]})
+    rows, _ = churn.make_churn(3, seed=24)
+
+    async def scenario():
+        await plane.start()
+        try:
+            first = await plane.predict(name, {"instances": [rows[0]], "unit_id": "u1"}, "a1")
+            await plane.rewards({"request_id": "a1", "reward": 1, "label": 1, "token": first["reward_token"]})
+            master_client(cluster, name).script_flush()
+            await plane.predict(name, {"instances": [rows[1]], "unit_id": "u1"}, "a2")
+            return await plane.store.recent_decisions(name, 5)
+        finally:
+            await plane.stop()
+
+    entries = run(scenario())
+    assert [e["agg"] for e in entries] == ["[0.0, null]", "[1.0, 1.0]"]
+    direct = master_client(cluster, name)
+    assert direct.hgetall(keys.unit_prefix(name) + "u1") == {"n": "2", "rn": "1", "rs": "1", "ln": "1", "ls": "1"}
+    assert key_slot((keys.unit_prefix(name) + "u1").encode()) == key_slot(keys.arms(name).encode())
+
+
 def test_a_master_that_lost_its_scripts_gets_them_again(cluster, cenv):
     """A replica promoted in a failover may not have the scripts (Redis 7 does not replicate
     SCRIPT LOAD): the store loads them again on NOSCRIPT, on every master."""

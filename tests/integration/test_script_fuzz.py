@@ -54,7 +54,8 @@ EXP = "exp"
 # claim_retrain.lua get past their SET NX and reach their later writes.
 FRESH = "fresh"
 T0 = 1_700_000_000.0
-SEED_RULES = RewardRules(default=0.0, max_per_unit=5, window_s=3600)
+# unit_window_s: rewards also add to the units' aggregate counters (unit.lua, reward.lua).
+SEED_RULES = RewardRules(default=0.0, max_per_unit=5, window_s=3600, unit_window_s=3600)
 # (request id, variant, reward deadline, unit id)
 SEED_REQUESTS = [
     ("r0", "a", T0 + 3600, "u0"),  # rewarded below (quota key for u0)
@@ -66,7 +67,7 @@ SEED_REQUESTS = [
 ]
 REQUEST_IDS = [rid for rid, *_ in SEED_REQUESTS] + ["n0", "n1"]  # n*: never served
 SCRIPTS = ["record", "reward", "expire", "series", "claim_retrain", "retrain_lock", "transition", "annotate", "add_variant",
-           "shadow", "set_role"]
+           "shadow", "set_role", "unit"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +137,7 @@ async def _seed(store: ExperimentStore) -> None:
             record["lx"] = f"1.0,{i - 2.5!r},0.5"
         if unit:
             record["unit"] = unit
+            await store.unit_counters(EXP, unit, 3600)  # the unit's aggregates, read and counted
         assert await store.record_prediction(
             EXP, rid, variant, record, ttl_s=86_400, log_entry={"rid": rid, "variant": variant, "x": "[1.5, 2]"},
             deadline=deadline, nonce=f"nonce-{rid}",
@@ -363,7 +365,12 @@ def valid_call(draw) -> tuple[str, list[str], list]:
             draw(st.sampled_from(["", "1", "[0]", '"x"'])), str(FEEDBACK_MAXLEN),
             "" if default is None else repr(default), "" if quota is None else str(quota),
             keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES), draw(st.sampled_from(["0", "1"])),
+            # Half the time the policy keeps per-unit aggregates: the unit's counters grow too.
+            *draw(st.sampled_from([[], [keys.unit_prefix(EXP), "3600"]])),
         ]
+    elif script == "unit":
+        ks = [keys.unit_prefix(EXP) + draw(st.sampled_from(["u0", "u2", "u9"]))]
+        argv = [str(draw(st.sampled_from([60, 3600])))]
     elif script == "expire":
         ks = [keys.pending(EXP), keys.arms(EXP), keys.segments(EXP), keys.linear(EXP)]
         argv = [now, repr(draw(st.sampled_from([0.0, 1.0, -0.5]))), str(draw(st.sampled_from([1, 10, 1000]))),
@@ -420,7 +427,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
 NUMERIC_ARGS = {
     "record": [1, 2, 3, 5, 6, 7], "reward": [1, 2, 4, 5, 6, 8, 9], "expire": [0, 1, 2], "series": [0, 1],
     "claim_retrain": [0, 1], "retrain_lock": [1], "transition": [4, 7], "annotate": [4], "add_variant": [3, 4],
-    "shadow": [3, 4, 5, 6, 7], "set_role": [5, 6],
+    "shadow": [3, 4, 5, 6, 7], "set_role": [5, 6], "unit": [0],
 }
 
 
@@ -488,6 +495,8 @@ FOUND = [
     pytest.param("record", REC_KEYS, _rec(log_pairs=("f", "v") * 5_000), id="record-10000-log-fields"),
     pytest.param("reward", REW_KEYS, _rew(window="1.0"), id="reward-quota-window-1.0"),
     pytest.param("reward", REW_KEYS, _rew(maxlen="1e20", budget="1e30", quota=""), id="reward-feedback-maxlen-1e20"),
+    pytest.param("reward", REW_KEYS, [*_rew(), "0", keys.unit_prefix(EXP), "1e3"], id="reward-unit-ttl-1e3"),
+    pytest.param("unit", [keys.unit_prefix(EXP) + "u0"], ["3600.0"], id="unit-ttl-3600.0"),
     pytest.param("series", [keys.series_lock(FRESH), keys.series(FRESH)], ["60000", "1e3", "{}"], id="series-maxlen-1e3"),
     pytest.param("series", [keys.series_lock(FRESH), keys.series(FRESH)], ["60000", "10000"], id="series-no-point"),
     pytest.param("annotate", HIST, ["note", "x", "{}", "", "inf"], id="annotate-cap-inf"),

@@ -232,6 +232,10 @@ def test_experiments_and_experiment():
         (lambda gw: gw.resume("churn"), "POST", "/v1/experiments/churn/resume", {}),
         (lambda gw: gw.retrain("churn"), "POST", "/v1/experiments/churn/retrain", {}),
         (lambda gw: gw.retire("churn", "logreg"), "DELETE", "/v1/experiments/churn/variants/logreg", None),
+        (lambda gw: gw.add_variant("churn", "c", "/m/c.ubj"), "POST", "/v1/experiments/churn/variants",
+         {"name": "c", "model": "/m/c.ubj"}),
+        (lambda gw: gw.add_variant("churn", "c", "/m/c.ubj", features=["tenure", "visits"]), "POST",
+         "/v1/experiments/churn/variants", {"name": "c", "model": "/m/c.ubj", "features": ["tenure", "visits"]}),
     ],
 )
 def test_admin_verbs_send_the_bearer_token(call, method, path, body):

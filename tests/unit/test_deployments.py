@@ -37,7 +37,9 @@ def test_all_keys_a_script_touches_share_one_cluster_slot(experiment):
         "reward": [keys.request(experiment, "r1"), keys.arms(experiment), keys.feedback(experiment), keys.meta(experiment),
                    keys.pending(experiment), keys.kpis(experiment), keys.paired(experiment),
                    keys.segments(experiment), keys.shadow_rewards(experiment), keys.linear(experiment),
-                   keys.quota_prefix(experiment) + "unit-7"],
+                   keys.quota_prefix(experiment) + "unit-7", keys.unit_prefix(experiment) + "unit-7"],
+        # The unit's aggregate counters (the policy's `aggregates`).
+        "unit": [keys.unit_prefix(experiment) + "unit-7"],
         "shadow": [keys.request(experiment, "r1"), keys.kpis(experiment), keys.paired(experiment),
                    keys.shadow_log(experiment), keys.feedback(experiment), keys.shadow_rewards(experiment),
                    keys.meta(experiment), keys.arms(experiment)],

@@ -95,10 +95,14 @@ def register(app: typer.Typer) -> None:
         name: str,
         model: str = typer.Argument(..., help="Artifact path (.skops, .ubj, .json) on the gateway's machine."),
         sha256: Optional[str] = typer.Option(None, help="Refuse the artifact unless its sha256 is this."),
+        features: Optional[str] = typer.Option(
+            None, help="Comma-separated features the model takes, in its column order (default: its metadata's, "
+            "else all the policy's)."),
         url: str = URL,
     ) -> None:
         """Add a challenger from a model artifact; the bandit starts testing it at once."""
-        decided(_call(url, lambda c: c.add_variant(experiment, name, str(Path(model).resolve()), sha256)))
+        names = [n.strip() for n in features.split(",") if n.strip()] if features else None
+        decided(_call(url, lambda c: c.add_variant(experiment, name, str(Path(model).resolve()), sha256, names)))
 
     @app.command()
     def retrain(experiment: str, url: str = URL) -> None:

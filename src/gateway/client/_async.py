@@ -80,5 +80,6 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
     async def off_policy(self, experiment: str, target: str | None = None) -> dict[str, Any]:
         return await self._send(Routes.off_policy(experiment, target))
 
-    async def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None) -> Any:
-        return await self._send(Routes.add_variant(experiment, name, model, sha256))
+    async def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None,
+                          features: list[str] | None = None) -> Any:
+        return await self._send(Routes.add_variant(experiment, name, model, sha256, features))

@@ -83,10 +83,13 @@ class Routes:
         return Call("POST", f"/v1/experiments/{_segment(experiment)}/{verb}", {} if body is None else body, admin=True)
 
     @staticmethod
-    def add_variant(experiment: str, name: str, model: str, sha256: str | None) -> Call:
+    def add_variant(experiment: str, name: str, model: str, sha256: str | None,
+                    features: list[str] | None = None) -> Call:
         body: dict[str, Any] = {"name": name, "model": model}
         if sha256 is not None:
             body["sha256"] = sha256
+        if features is not None:
+            body["features"] = list(features)
         return Routes.action(experiment, "variants", body)
 
     @staticmethod

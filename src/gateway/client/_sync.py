@@ -84,6 +84,8 @@ class Client(ClientBase[httpx.BaseTransport]):
         """A target policy's estimated value from the log: 'uniform', a variant, or 'a=0.3,b=0.7'."""
         return self._send(Routes.off_policy(experiment, target))
 
-    def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None) -> Any:
-        """A challenger from an artifact on the gateway's file system (checked against sha256)."""
-        return self._send(Routes.add_variant(experiment, name, model, sha256))
+    def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None,
+                    features: list[str] | None = None) -> Any:
+        """A challenger from an artifact on the gateway's file system (checked against sha256),
+        taking `features` (unset: as its metadata says, else all the policy's features)."""
+        return self._send(Routes.add_variant(experiment, name, model, sha256, features))

@@ -15,6 +15,10 @@ from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.schemas import AddVariantRequest, AdminRequest, PromoteRequest
 
 
+class _BadFeatures(ValueError):
+    """A model whose width does not match the features it declares."""
+
+
 class Control:
     def __init__(self, plane: DataPlane, registry_root: str | None = None):
         self.plane = plane
@@ -131,6 +135,7 @@ class Control:
         and skops types checked, nothing unpickled), copied into the registry and served at once."""
         from gateway.learning.artifacts import ArtifactError, load_model
         from gateway.learning.registry import ModelRegistry, RegistryError
+        from gateway.learning.variant_features import check_derived, declared_features, feature_record
 
         plane = self.plane
         rt = self.can_add_variants(experiment)
@@ -139,15 +144,29 @@ class Control:
         if name in rt.variants:
             raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
         registry = ModelRegistry(Path(self.registry_root))
+        try:
+            # The features the model takes, checked against the experiment's schema before the
+            # artifact is even read: a name the policy lacks is refused, naming it.
+            features = declared_features(path, request.features)
+            record = feature_record(rt.policy, features)
+            check_derived(rt.policy, path)
+        except ValueError as err:
+            raise Unprocessable(f"features: {err}", code="invalid_features") from None
 
         def load_and_register():
             model = load_model(path, expected_sha256=request.sha256)
-            return registry.register(experiment, name, model, {"source": path, "added_by": "admin"})
+            try:
+                checked = feature_record(rt.policy, features, model)
+            except ValueError as err:  # the model's width does not match its features
+                raise _BadFeatures(str(err)) from None
+            return registry.register(experiment, name, model, {"source": path, "added_by": "admin", **checked})
 
         try:
             entry = await asyncio.to_thread(load_and_register)
         except (ArtifactError, FileNotFoundError) as err:
             raise Unprocessable(f"model: {err}", code="invalid_artifact") from None
+        except _BadFeatures as err:
+            raise Unprocessable(f"features: {err}", code="invalid_features") from None
         except RegistryError as err:
             raise Conflict(str(err), code="variant_exists") from None
         now = plane.clock()
@@ -155,6 +174,8 @@ class Control:
                    "added_at": now, "source": path}
         history = {"action": "challenger_added", "variant": name, "at": now, "by": "admin",
                    "reason": request.reason or f"added from {path}", "sha256": entry.sha256}
+        if features is not None:  # absent: all the policy's features, as before subsets
+            variant["features"] = history["features"] = record["features"]
         if not await plane.store.add_variant(experiment, name, variant, history, now):
             raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
         return await self._done(experiment)

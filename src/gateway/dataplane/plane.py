@@ -25,6 +25,7 @@ from gateway.dataplane.shadow import ShadowMirror
 from gateway.dataplane.upkeep import RETRAIN_LOCK_S, Upkeep
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
 from gateway.decisions.guardrails import VariantHealth, renormalise
+from gateway.learning import aggregates
 from gateway.learning.features import FeatureError
 from gateway.policy import Policy
 from gateway.decisions.state import experiment_state
@@ -32,7 +33,7 @@ from gateway.schemas import PredictRequest, RewardBatch
 from gateway.schemas.feedback import SentItem
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
-from gateway.store.writer import StoreWriter
+from gateway.store.writer import STORE_DOWN, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import current_carrier, tracer
 from gateway.dataplane.tokens import RewardTokens, TokenClaims
@@ -159,7 +160,7 @@ class DataPlane:
                 f"instances: at most {self.max_instances} rows per request, got {len(instances)}", code="too_many_instances"
             )
         try:
-            return rt.encoder.encode(instances)
+            return rt.view.frame(instances)
         except FeatureError as err:
             raise Unprocessable(str(err), code="invalid_instances") from None
 
@@ -188,10 +189,21 @@ class DataPlane:
                 f"unit_id: required, since experiment {experiment!r} limits rewards per unit "
                 f"(reward.max_per_unit = {rt.policy.reward.max_per_unit})", code="invalid_unit_id")
         matrix = self.encode(rt, request.instances)
+        view = rt.view
+        if view.needs_unit and unit_id is None:
+            raise Unprocessable(
+                f"unit_id: required, since a variant of {experiment!r} uses the per-unit aggregates "
+                f"{list(view.needs_unit)}", code="invalid_unit_id")
         # Contextual routing: the request's segment (its first row's context values) picks the shares.
         segment = segments.segment_of(rt.policy, request.instances[0]) if segments.is_contextual(rt.policy) else None
         # Linear Thompson sampling: its context vector (from the first row) picks them.
         lx = linear.context_of(rt.policy, request.instances[0]) if linear.is_linear(rt.policy) else None
+        agg = None
+        if view.aggregates:
+            # After every check of the request: reading the unit's counters also counts it. Before
+            # the draw, which opens a breaker's trial call that only the variant's answer closes.
+            agg = aggregates.values(rt.policy, await self._unit_counters(experiment, rt, unit_id))
+            matrix = view.complete(matrix[:, : view.encoder.width], agg)
         variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
         started = time.perf_counter()
         result = await self._call_variant(rt, variant, matrix)
@@ -227,6 +239,8 @@ class DataPlane:
             "pred": json.dumps(predictions),
             "traceparent": carrier.get("traceparent", ""),
             **({"seg": segment} if segment is not None else {}),
+            # The aggregates as served: training reads these, never later values.
+            **({"agg": aggregates.dumps(agg)} if agg is not None else {}),
         }
         with tracer().start_as_current_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
@@ -250,6 +264,18 @@ class DataPlane:
             "propensity": propensity,
             "reward_token": token,
         }
+
+    async def _unit_counters(self, experiment: str, rt: ExperimentRuntime, unit_id: str | None) -> list | None:
+        """The unit's counters before this request (one round trip); None without a unit, or
+        while Redis is unreachable (the aggregates are then missing, and logged so)."""
+        if unit_id is None or rt.policy.aggregates is None:
+            return None
+        with tracer().start_as_current_span("redis.unit_aggregates") as span:
+            span.set_attribute("db.system", "redis")
+            try:
+                return await self.store.unit_counters(experiment, unit_id, rt.policy.aggregates.window_s)
+            except STORE_DOWN:
+                return None
 
     def _health(self, experiment: str, variant: str) -> VariantHealth:
         return self.health.setdefault((experiment, variant), VariantHealth())
@@ -300,6 +326,7 @@ class DataPlane:
         (not for calls outside the experiment, which anyone may send)."""
         client = rt.variants[variant]
         health = self._health(rt.policy.experiment, variant)
+        matrix = rt.view.select(variant, matrix)  # the frame's columns this variant takes
         started = time.perf_counter()
         try:
             result = await asyncio.wait_for(client.predict(matrix, current_carrier()), self.variant_timeout_s)

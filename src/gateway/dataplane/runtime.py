@@ -1,4 +1,4 @@
-"""The experiments one data plane serves: each one's policy, encoder and variants, and what the
+"""The experiments one data plane serves: each one's policy, feature view and variants, and what the
 upkeep last computed for it (snapshot, allocation, KPIs, drift, state)."""
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from gateway.decisions.linear import LinearRoutes
 from gateway.bandit.srm import SrmTracker
 from gateway.errors import NotFound
 from gateway.learning.features import FeatureEncoder
+from gateway.learning.views import FeatureView
 from gateway.policy import Policy
 from gateway.store.experiments import RewardRules, Snapshot
 
@@ -25,7 +26,7 @@ class VariantClient(Protocol):
 @dataclass
 class ExperimentRuntime:
     policy: Policy  # the policy file's, plus challengers added at run time
-    encoder: FeatureEncoder
+    view: FeatureView  # of `policy`: rebuilt when a challenger joins
     variants: dict[str, VariantClient]
     base_policy: Policy | None = None
     champion_seen: str | None = None
@@ -61,11 +62,22 @@ class ExperimentRuntime:
         return state
 
     @property
+    def encoder(self) -> FeatureEncoder:
+        """The request schema's encoder (raw columns, no derived ones)."""
+        return self.view.encoder
+
+    def set_policy(self, policy: Policy, retired: frozenset[str] | None = None) -> None:
+        """A new policy (a challenger joined) or retired set: the view follows."""
+        retired = self.view.retired if retired is None else retired
+        self.policy, self.view = policy, FeatureView(policy, retired=retired)
+
+    @property
     def reward_rules(self) -> RewardRules:
         r = self.policy.reward
         return RewardRules(default=r.default, max_per_unit=r.max_per_unit, window_s=r.window_s,
                            shadows_earn=shadow_first.credits_shadow_rewards(self.policy),
-                           linear_context=self.linear_context)
+                           linear_context=self.linear_context,
+                           unit_window_s=self.policy.aggregates.window_s if self.policy.aggregates else None)
 
     @property
     def linear_context(self) -> tuple[str, ...]:
@@ -79,7 +91,7 @@ class Experiments(dict[str, ExperimentRuntime]):
     @classmethod
     def build(cls, policies: Mapping[str, Policy], variants: Mapping[str, Mapping[str, VariantClient]]) -> Experiments:
         return cls({
-            name: ExperimentRuntime(p, FeatureEncoder(p.features), dict(variants[name]), p)
+            name: ExperimentRuntime(p, FeatureView(p), dict(variants[name]), p)
             for name, p in policies.items()
         })
 

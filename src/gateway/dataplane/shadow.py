@@ -131,7 +131,8 @@ class ShadowMirror:
         if client is None:
             return ["failed"] * len(copies)
         try:
-            result = await asyncio.wait_for(client.predict(np.vstack([c.matrix for c in copies]), copies[0].carrier),
+            matrix = rt.view.select(variant, np.vstack([c.matrix for c in copies]))  # its own columns
+            result = await asyncio.wait_for(client.predict(matrix, copies[0].carrier),
                                             rt.policy.shadow.timeout_s)
         except asyncio.CancelledError:
             raise

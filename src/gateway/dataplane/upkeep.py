@@ -122,6 +122,9 @@ class Upkeep:
             rt.snapshot = snap
             rt.discount = allocation.discount(rt.policy, snap.arms, snap.meta, rt.discount)
             self._sync_challengers(name, rt, snap)
+            gone = frozenset(allocation.retired(snap.meta))
+            if gone != rt.view.retired:  # a retired variant's features are no longer required
+                rt.set_policy(rt.policy, gone)
             rt.shadows = tuple(v for v in allocation.shadow_arms(rt.policy, snap.meta) if v in rt.variants)
             self._maybe_retrain(name, rt, snap)
             key = (
@@ -297,7 +300,7 @@ class Upkeep:
             return
         for v in new:
             rt.variants[v["name"]] = self.challenger_client(name, v["name"], v["sha256"])
-        rt.policy = allocation.effective_policy(rt.base_policy, snap.dynamic)
+        rt.set_policy(allocation.effective_policy(rt.base_policy, snap.dynamic))
         rt.evaluated_counts = None  # recompute the allocation with the new arm
         log.info("serving challenger(s) %s in %s", [v["name"] for v in new], name)
 

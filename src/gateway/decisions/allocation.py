@@ -159,7 +159,8 @@ def effective_policy(policy: Policy, dynamic: Mapping[str, Mapping]) -> Policy:
         return policy
     known = set(policy.variant_names)
     added = sorted((v for k, v in dynamic.items() if k not in known), key=lambda v: (v.get("added_at", 0), v["name"]))
-    extra = tuple(Variant(name=v["name"], model=v["path"], role=v.get("role", "live")) for v in added)
+    extra = tuple(Variant(name=v["name"], model=v["path"], role=v.get("role", "live"), features=v.get("features"))
+                  for v in added)
     return policy.model_copy(update={"variants": policy.variants + extra})
 
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.learning import artifacts
-from gateway.learning.features import FeatureEncoder
+from gateway.learning.views import FeatureView
 from gateway.policy import Policy, PolicyError, Variant
 from gateway.sim import churn
 
@@ -33,14 +33,16 @@ def _dataset(policy: Policy):
     have = [f.name for f in policy.features]
     if have != wanted:
         raise PolicyError(f"bootstrap.dataset churn yields features {wanted}, but the policy declares {have}")
-    rows, labels = churn.make_churn(boot.rows, boot.seed)
-    return FeatureEncoder(policy.features).encode(rows), labels
+    return churn.make_churn(boot.rows, boot.seed)
 
 
 def _train_missing(policy: Policy, variant: Variant, target: Path, cache: dict) -> None:
     if "data" not in cache:
         cache["data"] = _dataset(policy)
-    X, y = cache["data"]
+    rows, y = cache["data"]
+    # The variant's own columns (its `features`, derived ones included; by default the policy's).
+    # A bootstrap has no traffic: per-unit aggregates are missing (NaN) in it.
+    X = FeatureView(policy, lenient=True).matrix(variant.features, rows)
     model = artifacts.train(variant.train, X, y, seed=policy.bootstrap.seed)
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = artifacts.save_model(model, target)
@@ -51,6 +53,8 @@ def _train_missing(policy: Policy, variant: Variant, target: Path, cache: dict) 
         "sha256": digest,
         "trained_at": time.time(),
         "data": {"dataset": policy.bootstrap.dataset, "rows": policy.bootstrap.rows, "seed": policy.bootstrap.seed},
+        # What it takes, so that it can also be added elsewhere with add-variant (variant_features).
+        "features": list(variant.features) if variant.features else [f.name for f in policy.features],
     }
     tmp = _meta_path(target).with_suffix(".tmp")
     tmp.write_text(json.dumps(meta, indent=2))

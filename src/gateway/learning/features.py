@@ -1,7 +1,8 @@
 """Policy-driven input encoding: request rows -> the float matrix the models were trained on.
 
 Numeric features take one column; categorical features are one-hot encoded with one column per
-declared value, in the order the policy declares them. Every error is a FeatureError naming the
+declared value, in the order the policy declares them. A feature named in `optional` (one no
+variant uses) may be left out of an object row: it encodes as missing (NaN, or no category). Every error is a FeatureError naming the
 offending field, e.g. "instances[2].plan: 'gold' is not one of ['basic', 'pro']".
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gateway.policy import Feature
 # bool is an int subclass but a JSON true/false is never a valid number here.
 _BOOLS = (bool, np.bool_)
 _NUMBERS = (int, float, np.integer, np.floating)
+_ABSENT = object()
 
 
 class FeatureError(ValueError):
@@ -31,9 +33,9 @@ class FeatureError(ValueError):
 class FeatureEncoder:
     """Encodes rows (lists in feature order, or dicts keyed by feature name) into a float64 matrix."""
 
-    __slots__ = ("_features", "_names", "_offsets", "_onehot", "_name_set", "width", "column_names")
+    __slots__ = ("_features", "_names", "_offsets", "_onehot", "_name_set", "_optional", "width", "column_names")
 
-    def __init__(self, features: Sequence[Feature]) -> None:
+    def __init__(self, features: Sequence[Feature], optional: frozenset[str] = frozenset()) -> None:
         features = tuple(features)
         if not features:
             raise ValueError("a FeatureEncoder needs at least one feature")
@@ -43,6 +45,7 @@ class FeatureEncoder:
         self._features = features
         self._names = tuple(names)
         self._name_set = frozenset(names)
+        self._optional = frozenset(optional) & self._name_set
         offsets: list[int] = []
         onehot: list[dict[str, int] | None] = []
         columns: list[str] = []
@@ -71,13 +74,17 @@ class FeatureEncoder:
             where = f"instances[{i}]"
             if isinstance(row, Mapping):
                 keys = row.keys()
+                values: Sequence[Any]
                 if keys != self._name_set:
-                    missing = [n for n in self._names if n not in row]
+                    missing = [n for n in self._names if n not in row and n not in self._optional]
                     unknown = sorted(str(k) for k in keys if k not in self._name_set)
                     if missing:
                         raise FeatureError(f"{where}.{missing[0]}", f"missing feature (missing: {missing})")
-                    raise FeatureError(f"{where}.{unknown[0]}", f"unknown feature (unknown: {unknown}; expected {list(self._names)})")
-                values: Sequence[Any] = [row[n] for n in self._names]
+                    if unknown:
+                        raise FeatureError(f"{where}.{unknown[0]}", f"unknown feature (unknown: {unknown}; expected {list(self._names)})")
+                    values = [row.get(n, _ABSENT) for n in self._names]
+                else:
+                    values = [row[n] for n in self._names]
             elif isinstance(row, (list, tuple)):
                 if len(row) != n_features:
                     raise FeatureError(where, f"expected {n_features} features {list(self._names)}, got {len(row)}")
@@ -88,6 +95,10 @@ class FeatureEncoder:
             for j, value in enumerate(values):
                 col = self._offsets[j]
                 table = self._onehot[j]
+                if value is _ABSENT:  # an optional feature left out: no variant reads it
+                    if table is None:
+                        out_row[col] = math.nan
+                    continue
                 imputable = self._features[j].missing == "impute"
                 if table is None and value is None and imputable:
                     out_row[col] = math.nan  # the model's pipeline imputes it

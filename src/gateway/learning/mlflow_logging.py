@@ -68,6 +68,8 @@ def _params(policy: Policy, entry: RegistryEntry, result: RetrainResult, window:
         "seed": result.seed,
         "reason": result.reason,
         "improvement": best.improvement if best else None,
+        # The features the model takes, in column order (the registry metadata's, variant_features).
+        "features": ",".join(f if isinstance(f, str) else str(f.get("name")) for f in entry.metadata.get("features") or []),
         **{f"window_{k}": v for k, v in window.items()},
         **{f"train_{k}": v for k, v in result.train_window.items()},
         **{f"holdout_{k}": v for k, v in result.holdout_window.items()},

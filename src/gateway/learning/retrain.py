@@ -65,17 +65,22 @@ def run_retrain(
     holdout_fraction: float = 0.25,
     max_p_value: float | None = None,
     taken_names: Iterable[str] = (),
+    champion_features: Sequence[str] | None = None,
 ) -> RetrainOutcome:
     """evaluate_candidates, then register the admitted challenger (if any) under a fresh name
     (`<algorithm>-r<k>`, avoiding `taken_names` and the policy's variants) with metadata: data
     window, every candidate's and the champion's holdout metrics, the selection rule, the
     champion it was compared against (also recorded as its parent), the seed and its sha256.
 
-    The registered model is exactly the one evaluated (trained without the holdout rows)."""
+    The registered model is exactly the one evaluated (trained without the holdout rows); its
+    metadata records the features it takes (names, columns, derived specs: variant_features)."""
+    from gateway.learning.variant_features import feature_record
+
     experiment = experiment or policy.experiment
     result = evaluate_candidates(
         policy, data, champion_model, candidates, seed, margin,
         metric=metric, holdout_fraction=holdout_fraction, max_p_value=max_p_value,
+        champion_features=champion_features,
     )
     best = result.admitted
     if best is None:
@@ -100,7 +105,10 @@ def run_retrain(
         },
         "parent": champion_name,
         "compared_against": champion_name,
-        "features": [f.model_dump(mode="json") for f in policy.features],
+        # The request schema it was trained under, and the features it takes (by name).
+        "schema": [f.model_dump(mode="json") for f in policy.features],
+        **feature_record(policy, best.features, best.model),
+        "feature_set": best.features is not None,
     }
     if now is not None:
         metadata["created_at"] = float(now)
@@ -129,11 +137,13 @@ def retrain_against_live(
     Returns {compared_against, admitted, entry (name, algorithm, path, sha256) or None, result},
     and with retrain.mlflow, `mlflow`: the MLflow run and model version, or {"error": ...}."""
     models = {ref["variant"]: artifacts.load_model(ref["path"], expected_sha256=ref["sha256"]) for ref in live}
-    best = best_on_holdout(policy, models, data)
+    # Each live model is judged on its own features (a ref's `features`; absent: the policy's).
+    features = {ref["variant"]: ref.get("features") for ref in live}
+    best = best_on_holdout(policy, models, data, features=features)
     outcome = run_retrain(
         policy, data, models[best], registry, policy.experiment, seed=seed, margin=policy.retrain.margin,
         champion_name=best, candidates=list(policy.retrain.candidates), max_p_value=policy.retrain.max_p_value,
-        taken_names=list(taken),
+        taken_names=list(taken), champion_features=features[best],
     )
     entry = outcome.entry
     out: dict[str, Any] = {
@@ -141,6 +151,8 @@ def retrain_against_live(
         "admitted": entry is not None,
         "entry": None if entry is None else {
             "name": entry.name, "algorithm": entry.algorithm, "path": str(entry.path), "sha256": entry.sha256,
+            # What it takes: a feature set is served with exactly these columns.
+            "features": entry.metadata["features"], "feature_set": entry.metadata["feature_set"],
         },
         "result": outcome.result.to_dict(),
     }

@@ -23,6 +23,9 @@ class LabelledData:
     t: np.ndarray
     # Feedback items that could not be used (label count mismatch, non-binary label, ...).
     skipped: int = 0
+    # Per row, the per-unit aggregates its request was served with, as logged (JSON text; None:
+    # none logged); None when no row has any (gateway.learning.aggregates reads them).
+    agg: list | None = None
 
     def __post_init__(self) -> None:
         y = np.asarray(self.y)
@@ -35,6 +38,8 @@ class LabelledData:
             raise ValueError("labels must be 0 or 1")
         if not np.all(np.isfinite(t)):
             raise ValueError("times must be finite")
+        if self.agg is not None and len(self.agg) != len(self.X):
+            raise ValueError(f"agg must have one entry per row, got {len(self.agg)} for {len(self.X)} rows")
         object.__setattr__(self, "y", y.astype(np.int64))
         object.__setattr__(self, "t", t)
 
@@ -43,7 +48,8 @@ class LabelledData:
 
     def take(self, index: Sequence[int] | np.ndarray) -> LabelledData:
         idx = np.asarray(index, dtype=np.int64)
-        return LabelledData([self.X[i] for i in idx.tolist()], self.y[idx], self.t[idx])
+        agg = None if self.agg is None else [self.agg[i] for i in idx.tolist()]
+        return LabelledData([self.X[i] for i in idx.tolist()], self.y[idx], self.t[idx], agg=agg)
 
     def window(self) -> dict[str, Any]:
         """{from_t, to_t, rows, positives}: the span of serving times covered."""
@@ -81,6 +87,7 @@ class LabelledData:
         X: list = []
         y: list[int] = []
         t: list[float] = []
+        agg: list = []
         skipped = 0
         for d in decisions:
             fb = feedback.get(d.get("rid"))
@@ -113,7 +120,9 @@ class LabelledData:
             X.extend(rows)
             y.extend(binary)  # type: ignore[arg-type]
             t.extend([when] * len(rows))
-        return cls(X, np.asarray(y, dtype=np.int64), np.asarray(t, dtype=np.float64), skipped)
+            agg.extend([d.get("agg")] * len(rows))  # one unit per request: its rows share them
+        logged = agg if any(a is not None for a in agg) else None
+        return cls(X, np.asarray(y, dtype=np.int64), np.asarray(t, dtype=np.float64), skipped, logged)
 
 
 def _binary(value: Any) -> int | None:

@@ -121,7 +121,8 @@ def psi_categorical(
 def feature_drift(policy: Policy, train_rows: list, live_rows: list, bins: int = 10) -> dict[str, float]:
     """PSI per policy feature between training rows and live rows (rows as the API takes them:
     lists in feature order or objects keyed by feature name)."""
-    enc = FeatureEncoder(policy.features)
+    # Lenient: a feature no variant uses may be absent from a request; it is left out as missing.
+    enc = FeatureEncoder(policy.features, optional=frozenset(f.name for f in policy.features))
     train = enc.encode(train_rows)
     live = enc.encode(live_rows)
     out: dict[str, float] = {}

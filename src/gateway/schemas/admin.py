@@ -47,6 +47,9 @@ class AddVariantRequest(Body):
         description="Path of a .skops, .ubj or .json artifact on the gateway's file system.")
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
         default=None, description="Expected digest; the artifact is refused when it differs.")
+    features: Annotated[list[Annotated[str, StringConstraints(pattern=NAME_PATTERN)]], Field(min_length=1)] | None = Field(
+        default=None, description="The features (of the policy's features and derived ones) the model takes, in its "
+        "column order; unset: the artifact's metadata (<model>.meta.json) says, else all the policy's features.")
     reason: Reason = None
 
     not_an_object = Refusal(Unprocessable, "invalid_variant",
@@ -55,6 +58,7 @@ class AddVariantRequest(Body):
         "name": Refusal(Unprocessable, "invalid_variant", f"name: must match {NAME_PATTERN}"),
         "model": Refusal(Unprocessable, "invalid_variant", "model: the path of a .skops, .ubj or .json artifact"),
         "sha256": Refusal(Unprocessable, "invalid_variant", "sha256: 64 lowercase hex digits"),
+        "features": Refusal(Unprocessable, "invalid_features", f"features: a non-empty list of names matching {NAME_PATTERN}"),
         "reason": REASON,
     }
 

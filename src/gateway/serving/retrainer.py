@@ -34,11 +34,18 @@ def train_challenger(
     return retrain_against_live(Policy.model_validate(policy), data, live, ModelRegistry(Path(registry_root)), seed, taken)
 
 
-def _refs(base: dict[str, dict], experiment: str, dynamic: dict[str, dict]) -> dict[str, dict]:
-    out = dict(base)
+def _refs(base: dict[str, dict], experiment: str, dynamic: dict[str, dict], policy: Policy) -> dict[str, dict]:
+    """Each variant's artifact and, when it takes a feature subset, its features."""
+    out = {name: {**ref, **({"features": list(v.features)} if (v := _variant(policy, name)) and v.features else {})}
+           for name, ref in base.items()}
     for name, v in dynamic.items():
-        out[name] = {"experiment": experiment, "variant": name, "path": v["path"], "sha256": v["sha256"]}
+        out[name] = {"experiment": experiment, "variant": name, "path": v["path"], "sha256": v["sha256"],
+                     **({"features": v["features"]} if v.get("features") else {})}
     return out
+
+
+def _variant(policy: Policy, name: str):
+    return next((v for v in policy.variants if v.name == name), None)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=8)
@@ -77,10 +84,11 @@ class Retrainer:
                      "reason": f"{len(data)} labelled requests; at least {MIN_ROWS} are needed"}
             await self.store.annotate(experiment, "last_retrain_at", repr(now), entry)
             return {"outcome": "skipped", "reason": entry["reason"], "rows": len(data)}
-        refs = _refs(self.artifacts[experiment], experiment, snap.dynamic)
+        refs = _refs(self.artifacts[experiment], experiment, snap.dynamic, base)
         live = live_refs(policy, snap.meta, refs)
         with tracer().start_as_current_span("retrain.train") as span:
-            span.set_attributes({"gateway.candidates": list(base.retrain.candidates),
+            span.set_attributes({"gateway.candidates": [c if isinstance(c, str) else c.label
+                                                        for c in base.retrain.candidates],
                                  "gateway.live": [r["variant"] for r in live]})
             out = await train_challenger.remote(
                 base.model_dump(mode="json"), data, live, self.registry_root, int(now), list(refs)
@@ -93,14 +101,18 @@ class Retrainer:
                      "window": data.window(), "compared_against": champion["variant"]}
             await self.store.annotate(experiment, "last_retrain_at", repr(now), entry)
             return {"outcome": "rejected", "reason": result.get("reason"), "rows": len(data), "result": result}
-        new = out["entry"]
+        new = dict(out["entry"])
+        uses, feature_set = new.pop("features", None), new.pop("feature_set", False)
         variant = {**new, "added_at": now, "parent": champion["variant"], "window": data.window()}
+        if feature_set:  # served with its own columns; otherwise the policy's, as before
+            variant["features"] = uses
         if base.retrain.shadow_first is not None:
             # It answers copies of live requests until it beats the best live model on them.
             variant |= {"role": "shadow", "shadow_first": True}
         entry = {**base_entry, "action": "challenger_added", "variant": new["name"], "outcome": "admitted",
                  "role": variant.get("role", "live"),
                  "reason": result.get("reason"), "window": data.window(), "compared_against": champion["variant"],
+                 "features": uses,
                  "metrics": {k: v.get("metrics") for k, v in result.get("candidates", {}).items()}
                  | {"champion": result.get("champion")}}
         if "mlflow" in out:

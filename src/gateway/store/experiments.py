@@ -28,6 +28,7 @@ from gateway.store.limits import (
 from gateway.store.logs import LogReads
 from gateway.store.replication import ReplicaWaits, ScriptCalls, execute
 from gateway.store.shadow import ShadowRecords
+from gateway.store.unit_reads import UnitReads
 
 
 
@@ -86,6 +87,8 @@ class RewardRules:
     shadows_earn: bool = False
     # linear_thompson: the context its counters are kept under (keys.linear).
     linear_context: tuple[str, ...] = ()
+    # The policy's `aggregates`: seconds a unit's counters live (None: the policy keeps none).
+    unit_window_s: float | None = None
 
 
 def _parse_segments(raw: dict[str, str]) -> dict[str, dict[str, ArmCounts]]:
@@ -136,9 +139,10 @@ class ExperimentStore(ShadowRecords, LogReads):
         self.waits = ReplicaWaits(replication)  # replicas that must confirm scripted writes
         self._sources = {name: _lua(f"{name}.lua") for name in (
             "record", "reward", "expire", "transition", "annotate", "series", "add_variant", "claim_retrain",
-            "retrain_lock", "shadow", "set_role",
+            "retrain_lock", "shadow", "set_role", "unit",
         )}
         self._shas: dict[str, str] = {}
+        self._unit_reads: UnitReads | None = None
 
     @classmethod
     def from_url(cls, url: str) -> ExperimentStore:
@@ -248,6 +252,21 @@ class ExperimentStore(ShadowRecords, LogReads):
         (done,) = await self._run_scripted(build)
         return bool(done)
 
+    async def unit_counters(self, experiment: str, unit: str, window_s: float) -> list[str | None]:
+        """The unit's aggregate counters before this request [n, ln, ls, rn, rs] (None: never
+        set), and this request counted: one round trip (unit.lua), shared with the requests that
+        arrive together (store.unit_reads). No replica wait: a count lost in a failover only
+        makes a unit look newer."""
+        if self._unit_reads is None:
+            async def sha() -> str:
+                if not self._shas:
+                    await self._load_scripts()
+                return self._shas["unit"]
+
+            self._unit_reads = UnitReads(self.client, sha, self._load_scripts)
+        before = await self._unit_reads.read(keys.unit_prefix(experiment) + unit, str(max(1, int(window_s))))
+        return [None if v is None else (v.decode() if isinstance(v, bytes) else str(v)) for v in before]
+
     async def read_requests(self, experiment: str, request_ids: list[str]) -> list[dict[str, str]]:
         pipe = self.client.pipeline(transaction=False)
         for rid in request_ids:
@@ -280,6 +299,7 @@ class ExperimentStore(ShadowRecords, LogReads):
                     "" if r.max_per_unit is None else str(r.max_per_unit),
                     keys.quota_prefix(it.experiment), str(max(1, int(r.window_s))), str(FEEDBACK_BYTES),
                     "1" if it.from_label and r.shadows_earn else "0",
+                    *(() if r.unit_window_s is None else (keys.unit_prefix(it.experiment), str(max(1, int(r.unit_window_s))))),
                 )
 
         return [(outcome, tp) for outcome, tp in await self._run_scripted(build)]

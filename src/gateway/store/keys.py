@@ -111,3 +111,8 @@ def series_lock(experiment: str) -> str:
 
 
 SECRET = "gw:reward-secret"
+
+
+def unit_prefix(experiment: str) -> str:
+    """Per-unit aggregate counters (the policy's `aggregates`): this prefix + the unit id."""
+    return f"gw:{{{experiment}}}:unit:"

@@ -13,7 +13,10 @@
 -- ARGV[9] quota window seconds, ARGV[10] the feedback stream's byte budget (as in record.lua),
 -- ARGV[11] '1' when the reward was made from the label ('match') and the policy lets shadows
 -- earn rewards: the shadows that answered the request then earn theirs by the same rule ('0' or
--- '' otherwise)
+-- '' otherwise),
+-- ARGV[12] the per-unit aggregates' key prefix ('' or absent: the policy keeps none): an accepted
+-- reward, and its label when that is 0/1 (or a list of them), add to the unit's counters (unit.lua),
+-- ARGV[13] seconds those counters live after this update
 -- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
 -- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (a value
 -- that is not a finite number, or that would make the variant's sums overflow: nothing written).
@@ -28,6 +31,13 @@ if not num(ARGV[2]) or not num(ARGV[3]) or not maxlen or not quota or not window
     or (ARGV[6] ~= '' and not num(ARGV[6])) or type(ARGV[4]) ~= 'string' or type(ARGV[8]) ~= 'string'
     or not (ARGV[11] == nil or ARGV[11] == '' or ARGV[11] == '0' or ARGV[11] == '1') then
   return {'invalid', ''}
+end
+local unit_ttl = nil
+if ARGV[12] ~= nil and ARGV[12] ~= '' then
+  unit_ttl = int_arg(ARGV[13], 1, 2^31)
+  if not unit_ttl then
+    return {'invalid', ''}
+  end
 end
 local served = redis.call('HGET', KEYS[1], 'variant')
 if not served then
@@ -121,6 +131,24 @@ if redis.call('HEXISTS', KEYS[1], 'reward') == 1 then
 end
 
 local unit = redis.call('HGET', KEYS[1], 'unit')
+-- The unit's aggregate counters: the reward's sum must stay finite there too (checked here,
+-- before the first write); labels count only when 0/1 (or a list of 0/1), so their sum cannot.
+local unit_key, unit_labels, unit_label_sum = nil, 0, 0
+if unit_ttl and unit and unit ~= '' then
+  unit_key = ARGV[12] .. unit
+  if not num((tonumber(redis.call('HGET', unit_key, 'rs') or '0') or 0) + tonumber(ARGV[2])) then
+    return {'invalid', ''}
+  end
+  local ok, label = pcall(cjson.decode, ARGV[4])
+  local values = ok and (type(label) == 'table' and label or {label}) or {}
+  for _, v in ipairs(values) do
+    if v == true or v == 1 then
+      unit_labels, unit_label_sum = unit_labels + 1, unit_label_sum + 1
+    elseif v == false or v == 0 then
+      unit_labels = unit_labels + 1
+    end
+  end
+end
 local quota_key = nil
 if ARGV[7] ~= '' and unit and unit ~= '' then
   -- Same hash tag as the other keys of the experiment, so the same slot on a cluster.
@@ -138,6 +166,15 @@ if quota_key then
   if redis.call('INCR', quota_key) == 1 then
     redis.call('EXPIRE', quota_key, string.format('%d', window))
   end
+end
+if unit_key then
+  redis.call('HINCRBY', unit_key, 'rn', 1)
+  redis.call('HINCRBYFLOAT', unit_key, 'rs', string.format('%.17g', tonumber(ARGV[2])))
+  if unit_labels > 0 then
+    redis.call('HINCRBY', unit_key, 'ln', string.format('%d', unit_labels))
+    redis.call('HINCRBY', unit_key, 'ls', string.format('%d', unit_label_sum))
+  end
+  redis.call('EXPIRE', unit_key, string.format('%d', unit_ttl))
 end
 local pred = redis.call('HGET', KEYS[1], 'pred') or ''
 -- Shadow answers already on the record: {variant, prediction JSON}, and their fields as stored.

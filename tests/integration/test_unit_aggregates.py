@@ -1,0 +1,188 @@
+"""Per-unit aggregates, end to end on a real DataPlane (the embedded redis-server, real models, the
+real Lua scripts): served as Redis held them before the request, logged with the decision,
+updated by the reward script, and read back by training exactly as served (point in time)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from gateway.dataplane import DataPlane
+from gateway.dataplane.tokens import RewardTokens
+from gateway.learning import aggregates, artifacts
+from gateway.learning.retrain import LabelledData
+from gateway.learning.views import FeatureView
+from gateway.policy import load_policy_file
+from gateway.serving.variant import LoadedVariant
+from gateway.sim.churn import FEATURES, make_churn
+from gateway.store.experiments import ExperimentStore
+from tests.planes import Clock, env, run  # noqa: F401 - env is a fixture
+
+pytestmark = pytest.mark.integration
+
+BASE = [f["name"] for f in FEATURES]
+USES = [*BASE, "visits", "churn_rate", "log_visits"]
+
+
+def policy_dict(name: str) -> dict:
+    return {
+        "experiment": name,
+        "features": FEATURES,
+        "aggregates": {"window_s": 3600, "features": [
+            {"name": "visits", "kind": "count"}, {"name": "churn_rate", "kind": "mean_label"},
+            {"name": "reward_mean", "kind": "mean_reward"}]},
+        "derived": [{"name": "log_visits", "op": "log", "of": ["visits"]}],
+        "variants": [{"name": "plain", "model": "plain.skops", "features": BASE},
+                     {"name": "agg", "model": "agg.ubj", "features": USES}],
+        "guardrails": {"max_error_rate": 0.5, "max_p99_latency_ms": 60000},
+        "promotion": {"min_samples": 100000},
+    }
+
+
+class Recorder:
+    """A variant replica that keeps every matrix it is given."""
+
+    def __init__(self, inner: LoadedVariant):
+        self.inner, self.seen = inner, []
+
+    async def predict(self, matrix, carrier):
+        self.seen.append(np.array(matrix, copy=True))
+        return await self.inner.predict(matrix, carrier)
+
+
+@pytest.fixture(scope="module")
+def world(env, tmp_path_factory):
+    """The policy file and both models, trained on rows with made-up aggregates."""
+    tmp = tmp_path_factory.mktemp("aggregates")
+    path = tmp / "agg.yaml"
+    path.write_text(yaml.safe_dump(policy_dict("agg")))
+    policy = load_policy_file(path)
+    rows, y = make_churn(600, seed=9)
+    rng = np.random.default_rng(0)
+    A = np.column_stack([rng.integers(0, 10, 600), rng.random(600), rng.random(600)]).astype(float)
+    view = FeatureView(policy)
+    refs = {}
+    for name, algo, suffix, names in (("plain", "logistic_regression", "skops", BASE), ("agg", "xgboost", "ubj", USES)):
+        model = artifacts.train(algo, view.matrix(names, rows, A), y)
+        file = tmp / f"{name}.{suffix}"
+        refs[name] = {"experiment": "agg", "variant": name, "path": str(file), "sha256": artifacts.save_model(model, file)}
+    return tmp, refs
+
+
+def plane_for(env, world, name: str, clock: Clock) -> tuple[DataPlane, dict[str, Recorder]]:
+    tmp, refs = world
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(policy_dict(name)))
+    policy = load_policy_file(path)
+    variants = {v: Recorder(LoadedVariant({**ref, "experiment": name})) for v, ref in refs.items()}
+    plane = DataPlane({name: policy}, ExperimentStore.from_url(env.redis_url), {name: variants}, RewardTokens("k" * 32),
+                      clock=clock, rng=np.random.default_rng(3))
+    return plane, variants
+
+
+def row(i: int) -> dict:
+    rows, _ = make_churn(1, seed=100 + i)
+    return dict(zip(BASE, rows[0]))
+
+
+def logged(entries: list[dict], rid: str) -> list[float]:
+    entry = next(e for e in entries if e["rid"] == rid)
+    return aggregates.loads(entry["agg"], 3)
+
+
+def same(a: list[float], b: list[float]) -> bool:
+    return all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b)) and len(a) == len(b)
+
+
+def test_a_label_sent_after_the_prediction_never_leaks_into_its_logged_aggregate(env, world):
+    async def scenario():
+        clock = Clock()
+        plane, _ = plane_for(env, world, "agg-pit", clock)
+        await plane.start()
+        try:
+            first = await plane.predict("agg-pit", {"instances": [row(0)], "unit_id": "u"}, "p1")
+            label = 1 - first["predictions"][0]  # a wrong prediction: label 1 - p, reward 0
+            out = await plane.rewards({"request_id": "p1", "label": label, "token": first["reward_token"]})
+            assert out[0] == 200, out
+            second = await plane.predict("agg-pit", {"instances": [row(1)], "unit_id": "u"}, "p2")
+            await plane.rewards({"request_id": "p2", "label": 1, "token": second["reward_token"]})
+            await plane.predict("agg-pit", {"instances": [row(2)], "unit_id": "u"}, "p3")
+            other = await plane.predict("agg-pit", {"instances": [row(3)], "unit_id": "someone-else"}, "p4")
+            entries = await plane.store.recent_decisions("agg-pit", 10)
+            return label, entries, other
+        finally:
+            await plane.stop()
+
+    label, entries, other = run(scenario())
+    nan = math.nan
+    # Its own label came after p1 was served: p1's log holds the unit as it was before (new).
+    assert same(logged(entries, "p1"), [0.0, nan, nan])
+    # p2 sees p1's label and reward (0: the prediction was wrong); never its own.
+    assert same(logged(entries, "p2"), [1.0, float(label), 0.0])
+    assert same(logged(entries, "p3"), [2.0, (label + 1) / 2, logged(entries, "p3")[2]])
+    # Units do not share counters.
+    assert same(logged(entries, "p4"), [0.0, nan, nan])
+
+
+def test_training_reads_byte_for_byte_what_each_variant_was_served(env, world):
+    """Training/serving skew: for every labelled request, the row the retrainer's matrix holds
+    for the variant that served it equals the matrix that variant received, aggregates included."""
+
+    async def scenario():
+        clock = Clock()
+        plane, variants = plane_for(env, world, "agg-skew", clock)
+        await plane.start()
+        served = []
+        try:
+            for i in range(60):
+                unit = f"u{i % 7}"
+                body = {"instances": [row(i)], "unit_id": unit}
+                before = {v: len(r.seen) for v, r in variants.items()}
+                answer = await plane.predict("agg-skew", body, f"s{i}")
+                v = answer["variant"]
+                assert len(variants[v].seen) == before[v] + 1
+                served.append((answer, variants[v].seen[-1]))
+                clock.t += 1.0
+                await plane.rewards({"request_id": f"s{i}", "label": i % 3 == 0, "token": answer["reward_token"]})
+            decisions = await plane.store.recent_decisions("agg-skew", 1000)
+            feedback = await plane.store.recent_feedback("agg-skew", 1000)
+            return plane.runtime("agg-skew").policy, served, decisions, feedback
+        finally:
+            await plane.stop()
+
+    policy, served, decisions, feedback = run(scenario())
+    data = LabelledData.from_decisions(decisions, feedback)
+    assert len(data) == len(served) == 60
+    view = FeatureView(policy, lenient=True)
+    A = aggregates.logged_rows(policy, data.agg, len(data))
+    trained = {"plain": view.matrix(BASE, data.X, A), "agg": view.matrix(USES, data.X, A)}
+    assert {answer["variant"] for answer, _ in served} == {"plain", "agg"}
+    assert A[:, 0].max() >= 8  # the units came back: their counts grew, labels and rewards with them
+    for i, (answer, seen) in enumerate(served):
+        assert trained[answer["variant"]][i].tobytes() == seen[0].tobytes(), (i, answer["variant"])
+
+
+def test_a_variant_that_uses_aggregates_needs_a_unit_id_and_bad_input_counts_nothing(env, world):
+    async def scenario():
+        plane, _ = plane_for(env, world, "agg-unit", Clock())
+        await plane.start()
+        try:
+            from gateway.errors import Unprocessable
+
+            with pytest.raises(Unprocessable, match=r"unit_id: required.*\['visits', 'churn_rate'\]"):
+                await plane.predict("agg-unit", {"instances": [row(0)]}, "n1")
+            with pytest.raises(Unprocessable, match="tenure"):
+                await plane.predict("agg-unit", {"instances": [{"plan": "pro"}], "unit_id": "w"}, "n2")
+            ok = await plane.predict("agg-unit", {"instances": [row(1)], "unit_id": "w"}, "n3")
+            entries = await plane.store.recent_decisions("agg-unit", 10)
+            return ok, entries
+        finally:
+            await plane.stop()
+
+    ok, entries = run(scenario())
+    # The refused requests were not counted: the unit's first served request sees 0 before it.
+    assert [e["rid"] for e in entries] == ["n3"] and logged(entries, "n3")[0] == 0.0
+    assert json.loads(entries[0]["agg"])[0] == 0.0

@@ -3,26 +3,34 @@ raylets, ray_cluster.py), one external redis-server, models in a shared folder (
 every node reads), a spool folder per node. Deployed with `serve deploy` as a cluster user does.
 
 Placement: the Router deployment gets `max_replicas_per_node: 1`, so Serve puts its replicas on
-distinct nodes (and a replacement can only go to a node that holds none)."""
+distinct nodes (and a replacement can only go to a node that holds none).
+
+Three Ray nodes cost about five minutes on two cores, so this module is a tier of its own:
+.ci/multinode.sh sets GATEWAY_TEST_MULTINODE=1 and runs it; the README's plain `pytest` skips it,
+saying so."""
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psutil
 import pytest
 
 from gateway.store.embedded import EmbeddedRedis
-from tests.integration.conftest import TEST_SECRET, free_port
-from tests.integration.deploy_configs import ROOT, for_this_machine, serve_config, write_config
+from tests.integration.conftest import free_port
+from tests.integration.deploy_configs import for_this_machine, serve_config
+from tests.integration.multinode_app import Deployed, counted_rewards, gateway_config, settled_rewards
 from tests.integration.multinode_load import Load
 from tests.integration.ray_cluster import RayCluster, serve_cli
-from tests.integration.test_deploy_paths import predict_and_reward, refused, wait_healthy
+from tests.integration.test_deploy_paths import predict_and_reward, wait_healthy
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.environ.get("GATEWAY_TEST_MULTINODE") != "1",
+                       reason="the multi-node tier: bash .ci/multinode.sh (or GATEWAY_TEST_MULTINODE=1)"),
+]
 
 NODES = ("node_head", "node_w1", "node_w2")
 
@@ -54,68 +62,6 @@ def redis(tmp_path_factory) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
-
-
-def gateway_config(port: int, shared: Path, redis_url: str, replicas: int) -> dict[str, Any]:
-    return {
-        # One machine: every node has the same IP, so one proxy (a proxy per node would fight
-        # over the port). On real machines EveryNode puts one on each.
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [{
-            "name": "gateway", "route_prefix": "/", "import_path": "gateway.serving.app:build_app",
-            "runtime_env": {"env_vars": {"GATEWAY_REDIS_URL": redis_url, "GATEWAY_REWARD_SECRET": TEST_SECRET}},
-            # The state dir is the shared folder: models are trained/found there and every
-            # replica loads them from it, whichever node it runs on.
-            "args": {"policy": str(ROOT / "policies"), "state_dir": str(shared)},
-            "deployments": [{"name": "Router", "num_replicas": replicas, "max_replicas_per_node": 1,
-                             "max_ongoing_requests": 200, "ray_actor_options": {"num_cpus": 0}}],
-        }],
-    }
-
-
-class Deployed:
-    def __init__(self, cluster: RayCluster, config: dict[str, Any], tmp: Path):
-        self.cluster, self.config = cluster, config
-        self.url = f"http://127.0.0.1:{config['http_options']['port']}"
-        out = serve_cli(cluster.head, "deploy", str(write_config(config, tmp / "serve.yaml")))
-        assert out.returncode == 0, out.stdout + out.stderr
-
-    def wait(self, replicas: int, wait_s: float = 240) -> dict[str, int]:
-        wait_healthy(self.url, lambda: None, wait_s)
-        return self.wait_replicas(replicas, wait_s)
-
-    def wait_replicas(self, replicas: int, wait_s: float = 240, not_on: str | None = None) -> dict[str, int]:
-        """Node name -> running router replicas, once `replicas` run (none on node `not_on`)."""
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            placed = self.cluster.running_replicas_by_node("gateway", "Router")
-            if sum(placed.values()) == replicas and not placed.get(not_on) and "dead" not in placed:
-                return placed
-            time.sleep(1)
-        raise AssertionError(f"router replicas not all running after {wait_s}s: {placed}")
-
-    def shutdown(self) -> None:
-        down = serve_cli(self.cluster.head, "shutdown", "-y")
-        assert down.returncode == 0, down.stdout + down.stderr
-        deadline = time.monotonic() + 60
-        while not refused(self.url) and time.monotonic() < deadline:
-            time.sleep(0.5)
-
-
-def counted_rewards(url: str) -> int:
-    """Rewards the experiment counts (read from Redis by the gateway)."""
-    state = httpx.get(f"{url}/v1/experiments/churn", timeout=30).json()
-    return sum(v["rewards"] for v in state["variants"])
-
-
-def settled_rewards(url: str, want: int, wait_s: float = 60) -> int:
-    deadline = time.monotonic() + wait_s
-    got = counted_rewards(url)
-    while got != want and time.monotonic() < deadline:
-        time.sleep(0.5)
-        got = counted_rewards(url)
-    return got
 
 
 def test_router_replicas_one_per_node_with_node_local_spools(cluster, redis, spools, shared, tmp_path):

@@ -14,8 +14,8 @@ from tests.integration.ray_cluster import RayCluster, serve_cli
 from tests.integration.test_deploy_paths import refused, wait_healthy
 
 
-def gateway_config(port: int, shared: Path, redis_url: str, replicas: int, policy: Path = ROOT / "policies"
-                   ) -> dict[str, Any]:
+def gateway_config(port: int, shared: Path, redis_url: str, replicas: int, policy: Path = ROOT / "policies",
+                   env: dict[str, str] | None = None) -> dict[str, Any]:
     """Router replicas at most one per node (`max_replicas_per_node: 1`): Serve puts them on
     distinct nodes, and a replacement only on a node that holds none."""
     return {
@@ -25,7 +25,8 @@ def gateway_config(port: int, shared: Path, redis_url: str, replicas: int, polic
         "http_options": {"host": "127.0.0.1", "port": port},
         "applications": [{
             "name": "gateway", "route_prefix": "/", "import_path": "gateway.serving.app:build_app",
-            "runtime_env": {"env_vars": {"GATEWAY_REDIS_URL": redis_url, "GATEWAY_REWARD_SECRET": TEST_SECRET}},
+            "runtime_env": {"env_vars": {"GATEWAY_REDIS_URL": redis_url, "GATEWAY_REWARD_SECRET": TEST_SECRET,
+                                                    **(env or {})}},
             # The state dir is the shared folder: models are trained/found there and every
             # replica loads them from it, whichever node it runs on.
             "args": {"policy": str(policy), "state_dir": str(shared)},
@@ -64,9 +65,9 @@ class Deployed:
             time.sleep(0.5)
 
 
-def counted_rewards(url: str) -> int:
+def counted_rewards(url: str, experiment: str = "churn") -> int:
     """Rewards the experiment counts (read from Redis by the gateway)."""
-    state = httpx.get(f"{url}/v1/experiments/churn", timeout=30).json()
+    state = httpx.get(f"{url}/v1/experiments/{experiment}", timeout=30).json()
     return sum(v["rewards"] for v in state["variants"])
 
 
@@ -77,3 +78,13 @@ def settled_rewards(url: str, want: int, wait_s: float = 60) -> int:
         time.sleep(0.5)
         got = counted_rewards(url)
     return got
+
+
+def serve_down(cluster: RayCluster, wait_s: float = 60) -> None:
+    """No application left on the cluster (HTTP options take effect only on a fresh start, so a
+    deploy with other ones needs this first)."""
+    down = serve_cli(cluster.head, "shutdown", "-y")
+    assert down.returncode == 0, down.stdout + down.stderr
+    deadline = time.monotonic() + wait_s
+    while cluster.get("/api/serve/applications/").get("applications") and time.monotonic() < deadline:
+        time.sleep(0.5)

@@ -1,7 +1,8 @@
 """Client load for the node-loss test: threads that predict and reward through HTTP as a careful
 client does, retrying a call that failed in transit or was answered 5xx, and keeping count of
-what the gateway acknowledged. A reward answered "accepted" or "duplicate" is acknowledged: the
-gateway holds it (a retry of a reward whose first answer was lost comes back "duplicate")."""
+what the gateway acknowledged. A reward answered "accepted", "duplicate" or (202) "queued" is
+acknowledged: the gateway holds it (a retry of a reward whose first answer was lost comes back
+"duplicate"; a queued one is in a router's spool while Redis is away)."""
 from __future__ import annotations
 
 import random
@@ -15,6 +16,7 @@ import httpx
 from tests.integration.conftest import ROW
 
 RETRY_STATUS = {500, 502, 503, 504}
+ACKED = ("accepted", "duplicate", "queued")
 
 
 @dataclass
@@ -67,7 +69,7 @@ def client_loop(url: str, stop: threading.Event, seed: int, tally: Tally, experi
             p = r.json()
             reward = {"request_id": p["request_id"], "reward": float(rng.random() < 0.5), "token": p["reward_token"]}
             r, tries = call(c, "/v1/rewards", reward)
-            acked = r is not None and r.status_code == 200 and r.json().get("status") in ("accepted", "duplicate")
+            acked = r is not None and r.status_code in (200, 202) and r.json().get("status") in ACKED
             with tally.lock:
                 tally.rewards_sent += 1
                 tally.retries += tries - 1

@@ -70,6 +70,13 @@ class RayWorker:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+# Serve's proxy sends a request to a replica on its own node when it has one. A real cluster
+# runs a proxy per node behind a load balancer, so each node serves its share; on one machine
+# every node has the same IP and only the head's proxy can take the port, so it would send
+# everything to the head's replica. Off here, it spreads requests over all replicas.
+SPREAD_FROM_ONE_PROXY = {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+
+
 @dataclass
 class RayCluster:
     """A head (resource "node_head") and `workers` worker nodes ("node_w1", "node_w2", ...)."""
@@ -83,7 +90,7 @@ class RayCluster:
 
     def start(self, wait_s: float = 180) -> RayCluster:
         self.head = RayHead(num_cpus=self.head_cpus, resources={"node_head": 1},
-                            node_env=self.node_env.get("node_head", {})).start()
+                            node_env={**SPREAD_FROM_ONE_PROXY, **self.node_env.get("node_head", {})}).start()
         try:
             for i in range(1, self.workers + 1):
                 self.add_worker(f"node_w{i}", wait=False)
@@ -94,7 +101,7 @@ class RayCluster:
         return self
 
     def add_worker(self, name: str, wait: bool = True, wait_s: float = 180) -> RayWorker:
-        worker = RayWorker(self.head, name, self.worker_cpus, self.node_env.get(name, {})).start()
+        worker = RayWorker(self.head, name, self.worker_cpus, {**SPREAD_FROM_ONE_PROXY, **self.node_env.get(name, {})}).start()
         self.nodes.append(worker)
         if wait:
             self.wait_nodes(wait_s)
@@ -148,6 +155,12 @@ class RayCluster:
                 name = names.get(r["node_id"], "dead")
                 out[name] = out.get(name, 0) + 1
         return out
+
+    def tasks(self, name: str) -> list[dict[str, Any]]:
+        """Ray's state API: the tasks whose function is `name` (state, node_id, ...). Workers
+        report task events every second or so: a task just finished may not be listed yet."""
+        listed = self.get("/api/v0/tasks", limit=10000, detail=1)["data"]["result"]["result"]
+        return [t for t in listed if name in (t.get("name") or "") or name in (t.get("func_or_class_name") or "")]
 
     def stop(self) -> None:
         # Workers all at once (each waits up to its grace period), then the head.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,7 @@ def main() -> int:
                 shards.stop()
     finally:
         single.stop()
+        shutil.rmtree(work, ignore_errors=True)  # models, Redis data, Ray configs: a few MB a run
     header = (f"{started:%Y-%m-%d %H:%M} UTC, {platform.node()}, {psutil.cpu_count()} cores, "
               f"`python bench/scale.py --connections {args.connections} --warmup {args.warmup} --measure {args.measure}`")
     print(header)

@@ -28,7 +28,7 @@ from tests.integration.ray_head import RayHead, node_processes, ray_command, sto
 class RayWorker:
     head: RayHead
     name: str  # also its custom resource: {"<name>": 1}
-    num_cpus: float = 1
+    num_cpus: int = 1  # `ray start --num-cpus` takes whole CPUs
     env: dict[str, str] = field(default_factory=dict)  # extra environment of this node (its replicas inherit it)
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rw", dir="/tmp")))
     process: subprocess.Popen | None = None
@@ -82,8 +82,8 @@ class RayCluster:
     """A head (resource "node_head") and `workers` worker nodes ("node_w1", "node_w2", ...)."""
 
     workers: int = 1
-    head_cpus: float = 2
-    worker_cpus: float = 1
+    head_cpus: int = 2
+    worker_cpus: int = 1
     node_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per node name, "node_head" too
     head: RayHead | None = None
     nodes: list[RayWorker] = field(default_factory=list)

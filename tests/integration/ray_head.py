@@ -34,7 +34,7 @@ def ray_command(name: str) -> list[str]:
 
 @dataclass
 class RayHead:
-    num_cpus: float = 4
+    num_cpus: int = 4
     # Custom resources (e.g. {"node_head": 1}): a test can pin work to this node, or tell nodes apart.
     resources: dict[str, float] = field(default_factory=dict)
     # Extra environment of the head node's own processes (its replicas inherit it).

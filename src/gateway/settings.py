@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default=Path(".gateway"), description="Embedded Redis data (AOF), the model registry and logs."
     )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Where router replicas spool writes while Redis is unreachable: a folder on the node's own "
+        "disk (SQLite with flock: not a network share). A replica reads it from its own node's environment first, "
+        "so each node of a cluster may set its own; a replica that starts on a node adopts the spools that "
+        "replicas which stopped there left. Unset: STATE_DIR/spool.",
+    )
     appendfsync: Literal["always", "everysec", "no"] = Field(
         default="everysec",
         description="When the embedded Redis fsyncs its append-only file: always (every write; a power loss "

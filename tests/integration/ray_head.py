@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import json
 import psutil
 
 from tests.integration.conftest import free_port
@@ -34,6 +35,10 @@ def ray_command(name: str) -> list[str]:
 @dataclass
 class RayHead:
     num_cpus: int = 4
+    # Custom resources (e.g. {"node_head": 1}): a test can pin work to this node, or tell nodes apart.
+    resources: dict[str, float] = field(default_factory=dict)
+    # Extra environment of the head node's own processes (its replicas inherit it).
+    node_env: dict[str, str] = field(default_factory=dict)
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rh", dir="/tmp")))
     process: subprocess.Popen | None = None
     gcs_port: int = 0
@@ -68,8 +73,9 @@ class RayHead:
         self.process = subprocess.Popen(
             [*ray_command("ray"), "start", "--head", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
              "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--num-cpus={self.num_cpus}",
-             f"--temp-dir={self.temp_dir}", *(f"{k}={v}" for k, v in ports.items())],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env,
+             f"--temp-dir={self.temp_dir}", f"--resources={json.dumps(self.resources)}",
+             *(f"{k}={v}" for k, v in ports.items())],
+            stdout=log, stderr=subprocess.STDOUT, env={**self.env, **self.node_env},
             start_new_session=True,
         )
         deadline = time.monotonic() + wait_s
@@ -91,39 +97,48 @@ class RayHead:
         return (self.temp_dir / "ray-start.log").read_text(errors="replace")[-n:]
 
     def _processes(self) -> list[psutil.Process]:
-        """`ray start` and everything under it, plus any of this head's processes that left its
-        tree (their command lines name its temp folder)."""
-        found: dict[int, psutil.Process] = {}
-        if self.process is not None:
-            try:
-                root = psutil.Process(self.process.pid)
-                found = {p.pid: p for p in [root, *root.children(recursive=True)]}
-            except psutil.NoSuchProcess:
-                pass
-        marker = str(self.temp_dir)
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if marker in " ".join(p.info["cmdline"] or ()):
-                    found.setdefault(p.pid, p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        return list(found.values())
+        return node_processes(self.process, self.temp_dir)
 
     def stop(self, grace_s: float = 20) -> None:
-        procs = self._processes()
+        stop_processes(self._processes(), grace_s)
+        if self.process is not None:
+            self.process.wait(10)
+        # Its session logs (a few MB a run) would otherwise pile up in /tmp.
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def node_processes(process: subprocess.Popen | None, temp_dir: Path) -> list[psutil.Process]:
+    """A node's `ray start` and everything under it, plus any of its processes that left its
+    tree (their command lines name its own temp folder)."""
+    found: dict[int, psutil.Process] = {}
+    if process is not None:
+        try:
+            root = psutil.Process(process.pid)
+            found = {p.pid: p for p in [root, *root.children(recursive=True)]}
+        except psutil.NoSuchProcess:
+            pass
+    marker = str(temp_dir)
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if marker in " ".join(p.info["cmdline"] or ()):
+                found.setdefault(p.pid, p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return list(found.values())
+
+
+def stop_processes(procs: list[psutil.Process], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL what is still there after grace_s (0: SIGKILL at once)."""
+    if grace_s > 0:
         for p in procs:
             try:
                 p.send_signal(signal.SIGTERM)
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
-        if self.process is not None:
-            self.process.wait(10)
-        # Its session logs (a few MB a run) would otherwise pile up in /tmp.
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        _, procs = psutil.wait_procs(procs, timeout=grace_s)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)

@@ -32,7 +32,7 @@ class LocalGateway:
         metrics_export.validate_environment()
         private_dir(self.settings.state_dir)
         # The routers' spool (serving/app.py), made here so one an older version left wider is fixed.
-        private_dir(self.settings.state_dir / "spool")
+        private_dir(self.settings.spool_dir or self.settings.state_dir / "spool")
         try:
             self._start()
         except BaseException:

@@ -63,8 +63,9 @@ def build_application(settings: Settings, redis_url: str) -> Application:
         "grpc_port": settings.grpc_port,
         "grpc_host": settings.http_host,
         "posterior_refresh_s": settings.posterior_refresh_s,
-        # Where a router spools writes while Redis is unreachable (local disk, per replica).
-        "spool_dir": str(state_dir / "spool"),
+        # Where a router spools writes while Redis is unreachable (local disk, per replica); a
+        # replica's own node may name another folder (router.node_spool_dir).
+        "spool_dir": str((settings.spool_dir or state_dir / "spool").resolve()),
     }
     # Overload: bounded queues everywhere, and a quick 503 + Retry-After beyond them.
     router = Router.options(

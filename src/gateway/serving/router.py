@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,15 @@ def variant_client(where: DeploymentHandle | dict) -> VariantClient:
     return InProcessVariant(functools.partial(LoadedVariant, where))
 
 
+def node_spool_dir(options: dict[str, Any]) -> Path | None:
+    """The spool folder of the node this replica runs on: GATEWAY_SPOOL_DIR in the node's own
+    environment (`ray start` passes its environment to the node's workers), else the one the
+    application was built with. The spool must stay on the node: a replica started there later
+    adopts what a stopped one left, and SQLite with flock is not for network shares."""
+    where = os.environ.get("GATEWAY_SPOOL_DIR") or options.get("spool_dir")
+    return Path(where) if where else None
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)
 @serve.ingress()
 class Router:
@@ -91,7 +101,7 @@ class Router:
             refresh_s=options.get("posterior_refresh_s", 0.1),
             challenger_client=challenger,
             retrainer=lambda e, trigger: retrainer.retrain.remote(e, trigger),
-            spool=Spool(Path(options["spool_dir"])) if options.get("spool_dir") else None,
+            spool=Spool(spool_dir) if (spool_dir := node_spool_dir(options)) else None,
         )
         # The OIP gRPC API on this replica's event loop, beside the HTTP app, on the same plane.
         self.grpc_server = None

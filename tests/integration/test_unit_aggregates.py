@@ -72,10 +72,11 @@ def world(env, tmp_path_factory):
     return tmp, refs
 
 
-def plane_for(env, world, name: str, clock: Clock) -> tuple[DataPlane, dict[str, Recorder]]:
+def plane_for(env, world, name: str, clock: Clock, **changes) -> tuple[DataPlane, dict[str, Recorder]]:
+    """`changes`: policy fields to set besides policy_dict's."""
     tmp, refs = world
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy_dict(name)))
+    path.write_text(yaml.safe_dump({**policy_dict(name), **changes}))
     policy = load_policy_file(path)
     variants = {v: Recorder(LoadedVariant({**ref, "experiment": name})) for v, ref in refs.items()}
     plane = DataPlane({name: policy}, ExperimentStore.from_url(env.redis_url), {name: variants}, RewardTokens("k" * 32),
@@ -186,3 +187,33 @@ def test_a_variant_that_uses_aggregates_needs_a_unit_id_and_bad_input_counts_not
     # The refused requests were not counted: the unit's first served request sees 0 before it.
     assert [e["rid"] for e in entries] == ["n3"] and logged(entries, "n3")[0] == 0.0
     assert json.loads(entries[0]["agg"])[0] == 0.0
+
+
+@pytest.mark.parametrize("routing", [
+    {"algorithm": "linear_thompson", "context": ["age"]},
+    {"variance_reduction": {"covariate": "age"}},
+], ids=["linear-context", "covariate"])
+def test_a_feature_the_router_reads_is_required_though_no_variant_takes_it(env, world, routing):
+    """No variant takes 'age', but the router reads it (the linear context, the covariate): a
+    request without it is a 422 naming it, and nothing is counted, recorded or logged."""
+    name = f"agg-route-{'lx' if 'context' in routing else 'cx'}"
+
+    async def scenario():
+        from gateway.errors import Unprocessable
+
+        plane, variants = plane_for(env, world, name, Clock(), features=[*FEATURES, {"name": "age", "type": "numeric"}],
+                                    **routing)
+        await plane.start()
+        try:
+            with pytest.raises(Unprocessable, match=r"instances\[0\]\.age: missing feature"):
+                await plane.predict(name, {"instances": [row(0)], "unit_id": "r"}, "m1")
+            calls = sum(len(r.seen) for r in variants.values())
+            ok = await plane.predict(name, {"instances": [{**row(1), "age": 40}], "unit_id": "r"}, "m2")
+            entries = await plane.store.recent_decisions(name, 10)
+            return calls, ok, entries
+        finally:
+            await plane.stop()
+
+    calls, ok, entries = run(scenario())
+    assert calls == 0
+    assert [e["rid"] for e in entries] == ["m2"] and logged(entries, "m2")[0] == 0.0

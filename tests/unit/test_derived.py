@@ -174,3 +174,26 @@ def test_aggregates_take_their_columns_between_the_request_and_the_derived_featu
     np.testing.assert_array_equal(view.select("v", frame), [[10.0, 3.0, math.log1p(3.0)]])
     with pytest.raises(PolicyError, match="already a feature"):
         policy(aggregates={"features": [{"name": "tenure", "kind": "count"}]})
+
+
+@pytest.mark.parametrize("routing", [
+    {"algorithm": "linear_thompson", "context": ["age"]},
+    {"variance_reduction": {"covariate": "age"}, "reward": {"type": "bernoulli"}},
+    {"algorithm": "contextual_thompson", "context": ["region"], "reward": {"type": "bernoulli"}},
+], ids=["linear-context", "covariate", "segment-context"])
+def test_the_features_the_router_reads_are_required_though_no_variant_takes_them(routing):
+    """The segment, the linear context and the covariate are read from the request by the router
+    (plane.py): leaving one out must be a 422 naming it, not a 500 after the variant answered."""
+    features = [*BASE["features"], {"name": "region", "type": "categorical", "values": ["eu", "us"]}]
+    p = policy(features=features, variants=[{"name": "new", "model": "new.ubj", "features": ["plan", "per_month"]}],
+               **routing)
+    view = FeatureView(p)
+    needed = (routing.get("context") or [routing.get("variance_reduction", {}).get("covariate")])[0]
+    assert needed in view.required
+    row = {"tenure": 1, "charges": 2.0, "plan": "pro", "age": 3, "region": "eu"}
+    view.frame([row])
+    with pytest.raises(FeatureError, match=rf"instances\[0\]\.{needed}: missing feature"):
+        view.frame([{k: v for k, v in row.items() if k != needed}])
+    # Still optional where the router does not read it either.
+    other = "region" if needed != "region" else "age"
+    view.frame([{k: v for k, v in row.items() if k != other}])

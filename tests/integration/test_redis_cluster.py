@@ -157,8 +157,9 @@ def test_the_per_unit_quota_key_made_inside_the_script_lives_in_the_experiments_
 
 
 def test_per_unit_aggregates_live_in_the_experiments_slot_and_survive_a_script_flush(cluster, cenv):
-    """unit.lua's key is built from the unit id, reward.lua's from a prefix: both in the
-    experiment's slot; a master that forgot its scripts gets unit.lua again too."""
+    """record.lua's unit key is built from the unit id, reward.lua's from a prefix: both in the
+    experiment's slot; a master that forgot its scripts still counts the unit (record.lua is
+    loaded again), and the reads (plain HMGETs) do not depend on scripts at all."""
     name = one_per_master(cluster, "units")[2]
     plane = cenv.plane(Clock(), name=name, aggregates={"features": [{"name": "visits", "kind": "count"},
                                                                     {"name": "rate", "kind": "mean_label"}]})

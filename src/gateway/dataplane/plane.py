@@ -200,8 +200,8 @@ class DataPlane:
         lx = linear.context_of(rt.policy, request.instances[0]) if linear.is_linear(rt.policy) else None
         agg = None
         if view.aggregates:
-            # After every check of the request: reading the unit's counters also counts it. Before
-            # the draw, which opens a breaker's trial call that only the variant's answer closes.
+            # Before the draw, which opens a breaker's trial call that only the variant's answer
+            # closes. The read only reads: the request is counted with its record (record.lua).
             agg = aggregates.values(rt.policy, await self._unit_counters(experiment, rt, unit_id))
             matrix = view.complete(matrix[:, : view.encoder.width], agg)
         variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
@@ -242,11 +242,15 @@ class DataPlane:
             # The aggregates as served: training reads these, never later values.
             **({"agg": aggregates.dumps(agg)} if agg is not None else {}),
         }
+        # The unit's request count goes up with the record: once per request id, never for a
+        # request refused here (409) or failed above, and for a spooled record when it is replayed.
+        unit_window = {"unit_window_s": rt.policy.aggregates.window_s} if unit_id and rt.policy.aggregates else {}
         with tracer().start_as_current_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
             fresh = await self.writer.record(
                 dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
-                     log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8))
+                     log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8),
+                     **unit_window)
             )
         if not fresh:
             raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
@@ -273,7 +277,7 @@ class DataPlane:
         with tracer().start_as_current_span("redis.unit_aggregates") as span:
             span.set_attribute("db.system", "redis")
             try:
-                return await self.store.unit_counters(experiment, unit_id, rt.policy.aggregates.window_s)
+                return await self.store.unit_counters(experiment, unit_id)
             except STORE_DOWN:
                 return None
 

@@ -15,7 +15,7 @@
 -- earn rewards: the shadows that answered the request then earn theirs by the same rule ('0' or
 -- '' otherwise),
 -- ARGV[12] the per-unit aggregates' key prefix ('' or absent: the policy keeps none): an accepted
--- reward, and its label when that is 0/1 (or a list of them), add to the unit's counters (unit.lua),
+-- reward, and its label when that is 0/1 (or a list of them), add to the unit's counters (record.lua counts its requests),
 -- ARGV[13] seconds those counters live after this update
 -- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
 -- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (a value

@@ -16,6 +16,7 @@ from gateway.learning import aggregates, artifacts
 from gateway.learning.retrain import LabelledData
 from gateway.learning.views import FeatureView
 from gateway.policy import load_policy_file
+from gateway.store import keys
 from gateway.serving.variant import LoadedVariant
 from gateway.sim.churn import FEATURES, make_churn
 from gateway.store.experiments import ExperimentStore
@@ -46,9 +47,11 @@ class Recorder:
     """A variant replica that keeps every matrix it is given."""
 
     def __init__(self, inner: LoadedVariant):
-        self.inner, self.seen = inner, []
+        self.inner, self.seen, self.fail = inner, [], False
 
     async def predict(self, matrix, carrier):
+        if self.fail:
+            raise RuntimeError("the model fell over")
         self.seen.append(np.array(matrix, copy=True))
         return await self.inner.predict(matrix, carrier)
 
@@ -217,3 +220,84 @@ def test_a_feature_the_router_reads_is_required_though_no_variant_takes_it(env, 
     calls, ok, entries = run(scenario())
     assert calls == 0
     assert [e["rid"] for e in entries] == ["m2"] and logged(entries, "m2")[0] == 0.0
+
+
+def unit_count(plane: DataPlane, name: str, unit: str):
+    return plane.store.client.hget(keys.unit_prefix(name) + unit, "n")
+
+
+def test_a_request_counts_for_its_unit_once_and_only_when_recorded(env, world):
+    """The count goes up with the record (record.lua): a reused request id (409) and a request
+    whose variant failed (503, 'retry the request') count nothing; the retry counts once."""
+
+    async def scenario():
+        from gateway.errors import Conflict, Unavailable
+
+        name = "agg-once"
+        plane, variants = plane_for(env, world, name, Clock())
+        await plane.start()
+        try:
+            await plane.predict(name, {"instances": [row(0)], "unit_id": "c"}, "o1")
+            with pytest.raises(Conflict):
+                await plane.predict(name, {"instances": [row(1)], "unit_id": "c"}, "o1")
+            after_409 = await unit_count(plane, name, "c")
+            for r in variants.values():
+                r.fail = True
+            with pytest.raises(Unavailable, match="retry the request"):
+                await plane.predict(name, {"instances": [row(2)], "unit_id": "c"}, "o2")
+            after_503 = await unit_count(plane, name, "c")
+            for r in variants.values():
+                r.fail = False
+            await plane.predict(name, {"instances": [row(2)], "unit_id": "c"}, "o2")  # the retry
+            last = await plane.predict(name, {"instances": [row(3)], "unit_id": "c"}, "o3")
+            entries = await plane.store.recent_decisions(name, 10)
+            return after_409, after_503, await unit_count(plane, name, "c"), entries, last
+        finally:
+            await plane.stop()
+
+    after_409, after_503, final, entries, _ = run(scenario())
+    assert after_409 == "1" and after_503 == "1" and final == "3"
+    assert [logged(entries, rid)[0] for rid in ("o1", "o2", "o3")] == [0.0, 1.0, 2.0]
+
+
+def test_while_spooling_aggregates_are_missing_without_asking_redis_and_the_replay_counts_once(env, world, tmp_path):
+    async def scenario():
+        from gateway.store.spool import Spool
+
+        name = "agg-spool"
+        tmp, refs = world
+        path = tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(policy_dict(name)))
+        policy = load_policy_file(path)
+        variants = {v: Recorder(LoadedVariant({**ref, "experiment": name})) for v, ref in refs.items()}
+        plane = DataPlane({name: policy}, ExperimentStore.from_url(env.redis_url), {name: variants},
+                          RewardTokens("k" * 32), clock=Clock(), rng=np.random.default_rng(3), spool=Spool(tmp_path))
+        await plane.start()
+        try:
+            await plane.predict(name, {"instances": [row(0)], "unit_id": "s"}, "q1")
+            plane.store_ok = False  # as the upkeep does when Redis stops answering
+            asked = []
+            real = plane.store.unit_counters
+
+            async def spy(*args):
+                asked.append(args)
+                return await real(*args)
+
+            plane.store.unit_counters = spy
+            await plane.predict(name, {"instances": [row(1)], "unit_id": "s"}, "q2")
+            spooled = [p for _, kind, p in await plane.spool.peek(10) if kind == "record"]
+            during = await unit_count(plane, name, "s")
+            plane.store_ok = True
+            await plane.writer.replay(plane.feedback.replay)
+            replayed = await unit_count(plane, name, "s")
+            # A crash between applying and deleting a spooled record replays it again: no second count.
+            assert await plane.store.record_prediction(**spooled[0])
+            return asked, spooled, during, replayed, await unit_count(plane, name, "s")
+        finally:
+            await plane.stop()
+
+    asked, spooled, during, replayed, again = run(scenario())
+    assert asked == []
+    assert len(spooled) == 1
+    assert all(math.isnan(v) for v in aggregates.loads(spooled[0]["log_entry"]["agg"], 3))
+    assert (during, replayed, again) == ("1", "2", "2")

@@ -271,14 +271,18 @@ class DataPlane:
 
     async def _unit_counters(self, experiment: str, rt: ExperimentRuntime, unit_id: str | None) -> list | None:
         """The unit's counters before this request (one round trip); None without a unit, or
-        while Redis is unreachable (the aggregates are then missing, and logged so)."""
-        if unit_id is None or rt.policy.aggregates is None:
+        while Redis is unreachable (the aggregates are then missing, and logged so). While the
+        writes go to the spool, Redis is not asked at all: a request must not wait out a
+        timeout for values it would be served without anyway."""
+        if unit_id is None or rt.policy.aggregates is None or self.writer.spooling:
             return None
         with tracer().start_as_current_span("redis.unit_aggregates") as span:
             span.set_attribute("db.system", "redis")
             try:
                 return await self.store.unit_counters(experiment, unit_id)
             except STORE_DOWN:
+                if self.writer.spool is not None:
+                    self.writer.lost()  # its record goes straight to the spool, without a second timeout
                 return None
 
     def _health(self, experiment: str, variant: str) -> VariantHealth:

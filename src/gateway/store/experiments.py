@@ -32,8 +32,9 @@ from gateway.store.unit_reads import UnitReads
 
 
 
-# Shared functions each script starts with: scoring of labelled predictions, linear-model counters.
-_LIBS = {"reward.lua": ("scoring.lua", "linear.lua"), "shadow.lua": ("scoring.lua",), "expire.lua": ("linear.lua",)}
+# Shared functions each script starts with: scoring of labelled predictions, linear-model counters,
+# what a 0/1 label is.
+_LIBS = {"reward.lua": ("scoring.lua", "linear.lua", "labels.lua"), "shadow.lua": ("scoring.lua",), "expire.lua": ("linear.lua",)}
 
 
 def _lua(name: str) -> str:

@@ -177,7 +177,8 @@ def test_per_unit_aggregates_live_in_the_experiments_slot_and_survive_a_script_f
             await plane.stop()
 
     entries = run(scenario())
-    assert [e["agg"] for e in entries] == ["[0.0, null]", "[1.0, 1.0]"]
+    assert [e["agg"] for e in entries] == ['{"visits:count": 0.0, "rate:mean_label": null}',
+                                           '{"visits:count": 1.0, "rate:mean_label": 1.0}']
     direct = master_client(cluster, name)
     assert direct.hgetall(keys.unit_prefix(name) + "u1") == {"n": "2", "rn": "1", "rs": "1", "ln": "1", "ls": "1"}
     assert key_slot((keys.unit_prefix(name) + "u1").encode()) == key_slot(keys.arms(name).encode())

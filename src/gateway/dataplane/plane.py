@@ -240,7 +240,7 @@ class DataPlane:
             "traceparent": carrier.get("traceparent", ""),
             **({"seg": segment} if segment is not None else {}),
             # The aggregates as served: training reads these, never later values.
-            **({"agg": aggregates.dumps(agg)} if agg is not None else {}),
+            **({"agg": aggregates.dumps(rt.policy, agg)} if agg is not None else {}),
         }
         # The unit's request count goes up with the record: once per request id, never for a
         # request refused here (409) or failed above, and for a spooled record when it is replayed.

@@ -3,7 +3,7 @@ feedback (LabelledData), and its split by time into a training part and a holdou
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ class LabelledData:
         feedback: Mapping[str, Mapping[str, Any]],
         *,
         derive_from_reward: bool = True,
+        keep: Callable[[Any], bool] | None = None,
     ) -> LabelledData:
         """Join decision-log entries with their feedback.
 
@@ -79,7 +80,9 @@ class LabelledData:
         one per instance; JSON text or decoded) and/or `reward`. A decision without feedback is
         left out. With `derive_from_reward`, a single-instance 0/1 prediction whose reward is
         exactly 0 or 1 (the policy's 'match' rule) gives its label even when the label itself
-        was not stored: label = prediction if reward == 1 else 1 - prediction.
+        was not stored: label = prediction if reward == 1 else 1 - prediction. `keep`: given a
+        decision's logged aggregates (`agg`, None when absent), whether the row may be used
+        (aggregates.matches: logged under the policy's current specs); the others are skipped.
         """
         import json
 
@@ -94,6 +97,9 @@ class LabelledData:
         for d in decisions:
             fb = feedback.get(d.get("rid"))
             if not fb:
+                continue
+            if keep is not None and not keep(d.get("agg")):
+                skipped += 1
                 continue
             try:
                 rows = decode(d["x"])

@@ -304,3 +304,30 @@ def test_while_spooling_aggregates_are_missing_without_asking_redis_and_the_repl
     assert len(spooled) == 1
     assert all(math.isnan(v) for v in aggregates.loads(spooled[0]["log_entry"]["agg"], KEYS))
     assert (during, replayed, again) == ("1", "2", "2")
+
+
+def test_a_request_computes_its_derived_features_once(env, world):
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def extend(self, x):
+            self.calls += 1
+            return self.inner.extend(x)
+
+    async def scenario():
+        name = "agg-derive"
+        plane, _ = plane_for(env, world, name, Clock())
+        await plane.start()
+        try:
+            view = plane.runtime(name).view
+            view.derivation = counting = Counting(view.derivation)
+            await plane.predict(name, {"instances": [row(0)], "unit_id": "d"}, "d1")
+            return counting.calls
+        finally:
+            await plane.stop()
+
+    assert run(scenario()) == 1

@@ -86,6 +86,12 @@ def test_a_feature_no_variant_uses_may_be_left_out_and_one_a_variant_uses_may_no
         view.frame([{"tenure": 1, "charges": 2.0, "plan": "pro", "income": 9}])
 
 
+def test_a_variant_the_view_does_not_know_is_an_error_not_the_raw_columns():
+    view = FeatureView(policy())
+    with pytest.raises(LookupError, match="'ghost' is not in experiment 'd'"):
+        view.select("ghost", view.frame(ROWS))
+
+
 def test_without_subsets_every_feature_stays_required():
     p = policy(variants=[{"name": "old", "model": "old.skops"}])
     with pytest.raises(FeatureError, match=r"instances\[0\]\.age: missing feature"):

@@ -155,12 +155,17 @@ class DataPlane:
     # -- predictions -----------------------------------------------------------------------
 
     def encode(self, rt: ExperimentRuntime, instances: Any) -> np.ndarray:
+        """The request's frame without aggregates (missing): derived features included."""
+        return rt.view.complete(self._rows(rt, instances))
+
+    def _rows(self, rt: ExperimentRuntime, instances: Any) -> np.ndarray:
+        """The request's rows checked and encoded (the request features' columns only)."""
         if isinstance(instances, list) and len(instances) > self.max_instances:
             raise Unprocessable(
                 f"instances: at most {self.max_instances} rows per request, got {len(instances)}", code="too_many_instances"
             )
         try:
-            return rt.view.frame(instances)
+            return rt.view.encoder.encode(instances)
         except FeatureError as err:
             raise Unprocessable(str(err), code="invalid_instances") from None
 
@@ -188,8 +193,8 @@ class DataPlane:
             raise Unprocessable(
                 f"unit_id: required, since experiment {experiment!r} limits rewards per unit "
                 f"(reward.max_per_unit = {rt.policy.reward.max_per_unit})", code="invalid_unit_id")
-        matrix = self.encode(rt, request.instances)
         view = rt.view
+        rows = self._rows(rt, request.instances)
         if view.needs_unit and unit_id is None:
             raise Unprocessable(
                 f"unit_id: required, since a variant of {experiment!r} uses the per-unit aggregates "
@@ -203,7 +208,7 @@ class DataPlane:
             # Before the draw, which opens a breaker's trial call that only the variant's answer
             # closes. The read only reads: the request is counted with its record (record.lua).
             agg = aggregates.values(rt.policy, await self._unit_counters(experiment, rt, unit_id))
-            matrix = view.complete(matrix[:, : view.encoder.width], agg)
+        matrix = view.complete(rows, agg)  # the aggregates and the derived features, once
         variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
         started = time.perf_counter()
         result = await self._call_variant(rt, variant, matrix)

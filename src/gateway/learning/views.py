@@ -86,9 +86,14 @@ class FeatureView:
         return self.derivation.extend(x)
 
     def select(self, variant: str, frame: np.ndarray) -> np.ndarray:
-        """The columns `variant` takes. A variant the view does not know (added since) gets the
-        raw columns, as every variant did before subsets."""
-        idx = self._index.get(variant)
+        """The columns `variant` takes (a variant without `features`: the raw columns, as every
+        variant had before subsets). LookupError for a variant the view does not know: its
+        columns cannot be guessed, and the raw ones would feed a subset model the wrong inputs
+        (the runtime rebuilds its view whenever a variant joins)."""
+        if variant not in self._index:
+            raise LookupError(f"variant {variant!r} is not in experiment {self.policy.experiment!r}'s feature view "
+                              f"(it has {sorted(self._index)})")
+        idx = self._index[variant]
         if idx is None:
             return frame if frame.shape[1] == self._raw_width else frame[:, : self._raw_width]
         return np.ascontiguousarray(frame[:, idx])

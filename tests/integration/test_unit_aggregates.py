@@ -263,18 +263,47 @@ def test_a_request_counts_for_its_unit_once_and_only_when_recorded(env, world):
     assert [logged(entries, rid)[0] for rid in ("o1", "o2", "o3")] == [0.0, 1.0, 2.0]
 
 
+def spooling_plane(env, world, name: str, folder) -> DataPlane:
+    from gateway.store.spool import Spool
+
+    tmp, refs = world
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(policy_dict(name)))
+    policy = load_policy_file(path)
+    variants = {v: Recorder(LoadedVariant({**ref, "experiment": name})) for v, ref in refs.items()}
+    return DataPlane({name: policy}, ExperimentStore.from_url(env.redis_url), {name: variants},
+                     RewardTokens("k" * 32), clock=Clock(), rng=np.random.default_rng(3), spool=Spool(folder))
+
+
+def test_a_read_that_finds_redis_down_sends_the_record_to_the_spool_without_a_second_try(env, world, tmp_path):
+    async def scenario():
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        name = "agg-down"
+        plane = spooling_plane(env, world, name, tmp_path)
+        await plane.start()
+        try:
+            async def down(*args):
+                raise RedisConnectionError("gone")
+
+            async def record(**kwargs):
+                raise AssertionError("the record went to Redis after the read found it down")
+
+            plane.store.unit_counters, plane.store.record_prediction = down, record
+            answer = await plane.predict(name, {"instances": [row(0)], "unit_id": "x"}, "x1")
+            spooling = plane.writer.spooling  # before the upkeep may find Redis answering again
+            return answer, spooling, [kind for _, kind, _ in await plane.spool.peek(10)]
+        finally:
+            await plane.stop()
+
+    answer, spooling, kinds = run(scenario())
+    assert answer["request_id"] == "x1" and spooling and kinds == ["record"]
+
+
 def test_while_spooling_aggregates_are_missing_without_asking_redis_and_the_replay_counts_once(env, world, tmp_path):
     async def scenario():
-        from gateway.store.spool import Spool
-
         name = "agg-spool"
-        tmp, refs = world
-        path = tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(policy_dict(name)))
-        policy = load_policy_file(path)
-        variants = {v: Recorder(LoadedVariant({**ref, "experiment": name})) for v, ref in refs.items()}
-        plane = DataPlane({name: policy}, ExperimentStore.from_url(env.redis_url), {name: variants},
-                          RewardTokens("k" * 32), clock=Clock(), rng=np.random.default_rng(3), spool=Spool(tmp_path))
+        plane = spooling_plane(env, world, name, tmp_path)
         await plane.start()
         try:
             await plane.predict(name, {"instances": [row(0)], "unit_id": "s"}, "q1")

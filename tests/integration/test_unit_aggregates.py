@@ -289,6 +289,7 @@ def test_a_read_that_finds_redis_down_sends_the_record_to_the_spool_without_a_se
             async def record(**kwargs):
                 raise AssertionError("the record went to Redis after the read found it down")
 
+            await plane.upkeep.stop()  # the outage is simulated: Redis still answers the upkeep
             plane.store.unit_counters, plane.store.record_prediction = down, record
             answer = await plane.predict(name, {"instances": [row(0)], "unit_id": "x"}, "x1")
             spooling = plane.writer.spooling  # before the upkeep may find Redis answering again
@@ -307,6 +308,8 @@ def test_while_spooling_aggregates_are_missing_without_asking_redis_and_the_repl
         await plane.start()
         try:
             await plane.predict(name, {"instances": [row(0)], "unit_id": "s"}, "q1")
+            # The outage is simulated (Redis still answers): the upkeep would end it at once.
+            await plane.upkeep.stop()
             plane.store_ok = False  # as the upkeep does when Redis stops answering
             asked = []
             real = plane.store.unit_counters

@@ -32,7 +32,7 @@ import numpy as np
 
 from gateway.dataplane import DataPlane
 from gateway.dataplane.tokens import RewardTokens
-from gateway.learning import artifacts
+from gateway.learning import aggregates, artifacts
 from gateway.learning.registry import ModelRegistry
 from gateway.learning.retrain import LabelledData, retrain_against_live
 from gateway.learning.views import FeatureView
@@ -133,7 +133,7 @@ async def learning_run(seed: int, before: int, after: int, units: int, settled: 
         # The retrainer's step, as Retrainer._retrain runs it.
         decisions = await plane.store.recent_decisions(name, 10 * before)
         feedback = await plane.store.recent_feedback(name, 10 * before)
-        data = LabelledData.from_decisions(decisions, feedback)
+        data = LabelledData.from_decisions(decisions, feedback, keep=lambda agg: aggregates.matches(policy, agg))
         out = await asyncio.to_thread(retrain_against_live, policy, data, [ref], registry, seed)
         result = out["result"]
         if not out["admitted"]:

@@ -45,7 +45,7 @@ class RetrainCandidate(BaseModel):
 
 
 class Aggregate(BaseModel):
-    """count: the unit's requests before this one; labels: its 0/1 labels received so far;
+    """count: the unit's requests recorded before this one; labels: its 0/1 labels received so far;
     mean_label: their mean; mean_reward: the mean of its accepted rewards (a mean of nothing is
     missing, NaN). Always as of the moment the request is served: never a later label."""
 
@@ -58,8 +58,12 @@ class Aggregate(BaseModel):
 class Aggregates(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # A unit's counters are forgotten after this long without a request or feedback from it.
-    window_s: float = Field(default=30 * 86_400.0, gt=0, le=2**31)
+    # Not a sliding window: a TTL since the unit's last activity (see the description).
+    window_s: float = Field(
+        default=30 * 86_400.0, gt=0, le=2**31,
+        description="Seconds a unit's counters live after its last activity (a recorded request or an accepted "
+                    "reward), a TTL renewed by each; not a sliding window: while a unit stays active its counters "
+                    "cover everything since its first request, and they are dropped whole after window_s of silence.")
     features: tuple[Aggregate, ...] = Field(min_length=1)
 
 

@@ -54,7 +54,7 @@ EXP = "exp"
 # claim_retrain.lua get past their SET NX and reach their later writes.
 FRESH = "fresh"
 T0 = 1_700_000_000.0
-# unit_window_s: rewards also add to the units' aggregate counters (unit.lua, reward.lua).
+# unit_window_s: records and rewards also add to the units' aggregate counters (record.lua, reward.lua).
 SEED_RULES = RewardRules(default=0.0, max_per_unit=5, window_s=3600, unit_window_s=3600)
 # (request id, variant, reward deadline, unit id)
 SEED_REQUESTS = [
@@ -67,7 +67,7 @@ SEED_REQUESTS = [
 ]
 REQUEST_IDS = [rid for rid, *_ in SEED_REQUESTS] + ["n0", "n1"]  # n*: never served
 SCRIPTS = ["record", "reward", "expire", "series", "claim_retrain", "retrain_lock", "transition", "annotate", "add_variant",
-           "shadow", "set_role", "unit"]
+           "shadow", "set_role"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,10 +137,10 @@ async def _seed(store: ExperimentStore) -> None:
             record["lx"] = f"1.0,{i - 2.5!r},0.5"
         if unit:
             record["unit"] = unit
-            await store.unit_counters(EXP, unit, 3600)  # the unit's aggregates, read and counted
+            await store.unit_counters(EXP, unit)  # the unit's aggregates, read (the record counts it)
         assert await store.record_prediction(
             EXP, rid, variant, record, ttl_s=86_400, log_entry={"rid": rid, "variant": variant, "x": "[1.5, 2]"},
-            deadline=deadline, nonce=f"nonce-{rid}",
+            deadline=deadline, nonce=f"nonce-{rid}", unit_window_s=3600 if unit else None,
         )
     outcomes = await store.apply_rewards(
         [RewardItem(EXP, "r0", "a", 1.0, label="1"), RewardItem(EXP, "r1", "b", 0.25, label="0"),
@@ -342,15 +342,20 @@ def valid_call(draw) -> tuple[str, list[str], list]:
         # Half the time an id never served, so the script goes past its "already recorded" exit.
         rid = draw(st.one_of(st.sampled_from(REQUEST_IDS), st.sampled_from([f"n{k}" for k in range(10)])))
         variant = draw(st.sampled_from(["a", "b", "c"]))
-        record = {"pred": "1", "unit": draw(st.sampled_from(["u0", "u9"]))}
+        unit = draw(st.sampled_from(["u0", "u9"]))
+        record = {"pred": "1", "unit": unit}
         log = {"rid": rid, "variant": variant} if draw(st.booleans()) else None
         deadline = draw(st.sampled_from([None, T0 + 3600, T0 - 60]))
         sweep = None if deadline is None else draw(st.sampled_from([None, T0 + 7200]))
-        ks = [keys.request(EXP, rid), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP)]
+        # Half the time the policy keeps per-unit aggregates: the record counts the unit's request.
+        counted = draw(st.booleans())
+        ks = [keys.request(EXP, rid), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP),
+              *([keys.unit_prefix(EXP) + unit] if counted else [])]
         argv = [
             variant, "86400", str(DECISION_LOG_MAXLEN if log else 0), "" if deadline is None else repr(deadline),
             draw(st.sampled_from([f"nonce-{rid}", "another-nonce"])),
             "" if sweep is None else repr(max(deadline, sweep)), str(DECISION_LOG_BYTES), str(len(record)),
+            str(draw(st.sampled_from([60, 3600]))) if counted else "",
             *[x for kv in record.items() for x in kv], *[x for kv in (log or {}).items() for x in kv],
         ]
     elif script == "reward":
@@ -368,9 +373,6 @@ def valid_call(draw) -> tuple[str, list[str], list]:
             # Half the time the policy keeps per-unit aggregates: the unit's counters grow too.
             *draw(st.sampled_from([[], [keys.unit_prefix(EXP), "3600"]])),
         ]
-    elif script == "unit":
-        ks = [keys.unit_prefix(EXP) + draw(st.sampled_from(["u0", "u2", "u9"]))]
-        argv = [str(draw(st.sampled_from([60, 3600])))]
     elif script == "expire":
         ks = [keys.pending(EXP), keys.arms(EXP), keys.segments(EXP), keys.linear(EXP)]
         argv = [now, repr(draw(st.sampled_from([0.0, 1.0, -0.5]))), str(draw(st.sampled_from([1, 10, 1000]))),
@@ -425,9 +427,9 @@ def valid_call(draw) -> tuple[str, list[str], list]:
 # ARGV positions (0-based) that the scripts read as numbers: most replacements land on one of
 # these, where Lua's and Redis's parsers can disagree.
 NUMERIC_ARGS = {
-    "record": [1, 2, 3, 5, 6, 7], "reward": [1, 2, 4, 5, 6, 8, 9], "expire": [0, 1, 2], "series": [0, 1],
+    "record": [1, 2, 3, 5, 6, 7, 8], "reward": [1, 2, 4, 5, 6, 8, 9], "expire": [0, 1, 2], "series": [0, 1],
     "claim_retrain": [0, 1], "retrain_lock": [1], "transition": [4, 7], "annotate": [4], "add_variant": [3, 4],
-    "shadow": [3, 4, 5, 6, 7], "set_role": [5, 6], "unit": [0],
+    "shadow": [3, 4, 5, 6, 7], "set_role": [5, 6],
 }
 
 
@@ -474,8 +476,9 @@ def test_scripts_never_leave_a_partial_write(raw, shas, store, loop, calls):
 # tonumber accepts what Redis then refuses), kept as fixed cases so that each fails on its own,
 # whatever the fuzzer happens to reach first, until the scripts check these arguments the way
 # Redis will parse them.
-def _rec(ttl="86400", deadline="", log_pairs=("rid", "n0")) -> list:
-    return ["a", ttl, str(DECISION_LOG_MAXLEN), deadline, "nonce", "", str(DECISION_LOG_BYTES), "1", "pred", "1", *log_pairs]
+def _rec(ttl="86400", deadline="", log_pairs=("rid", "n0"), unit_ttl="") -> list:
+    return ["a", ttl, str(DECISION_LOG_MAXLEN), deadline, "nonce", "", str(DECISION_LOG_BYTES), "1", unit_ttl, "pred", "1",
+            *log_pairs]
 
 
 def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES), quota="5") -> list:
@@ -496,7 +499,9 @@ FOUND = [
     pytest.param("reward", REW_KEYS, _rew(window="1.0"), id="reward-quota-window-1.0"),
     pytest.param("reward", REW_KEYS, _rew(maxlen="1e20", budget="1e30", quota=""), id="reward-feedback-maxlen-1e20"),
     pytest.param("reward", REW_KEYS, [*_rew(), "0", keys.unit_prefix(EXP), "1e3"], id="reward-unit-ttl-1e3"),
-    pytest.param("unit", [keys.unit_prefix(EXP) + "u0"], ["3600.0"], id="unit-ttl-3600.0"),
+    pytest.param("record", [*REC_KEYS, keys.unit_prefix(EXP) + "u0"], _rec(unit_ttl="3600.0"), id="record-unit-ttl-3600.0"),
+    pytest.param("record", [*REC_KEYS, keys.unit_prefix(EXP) + "u0"], _rec(), id="record-unit-key-without-ttl"),
+    pytest.param("record", REC_KEYS, _rec(unit_ttl="3600"), id="record-unit-ttl-without-key"),
     pytest.param("series", [keys.series_lock(FRESH), keys.series(FRESH)], ["60000", "1e3", "{}"], id="series-maxlen-1e3"),
     pytest.param("series", [keys.series_lock(FRESH), keys.series(FRESH)], ["60000", "10000"], id="series-no-point"),
     pytest.param("annotate", HIST, ["note", "x", "{}", "", "inf"], id="annotate-cap-inf"),

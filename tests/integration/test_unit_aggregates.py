@@ -16,6 +16,7 @@ from gateway.learning import aggregates, artifacts
 from gateway.learning.retrain import LabelledData
 from gateway.learning.views import FeatureView
 from gateway.policy import load_policy_file
+from gateway.store import keys
 from gateway.serving.variant import LoadedVariant
 from gateway.sim.churn import FEATURES, make_churn
 from gateway.store.experiments import ExperimentStore
@@ -46,9 +47,11 @@ class Recorder:
     """A variant replica that keeps every matrix it is given."""
 
     def __init__(self, inner: LoadedVariant):
-        self.inner, self.seen = inner, []
+        self.inner, self.seen, self.fail = inner, [], False
 
     async def predict(self, matrix, carrier):
+        if self.fail:
+            raise RuntimeError("the model fell over")
         self.seen.append(np.array(matrix, copy=True))
         return await self.inner.predict(matrix, carrier)
 
@@ -72,10 +75,11 @@ def world(env, tmp_path_factory):
     return tmp, refs
 
 
-def plane_for(env, world, name: str, clock: Clock) -> tuple[DataPlane, dict[str, Recorder]]:
+def plane_for(env, world, name: str, clock: Clock, **changes) -> tuple[DataPlane, dict[str, Recorder]]:
+    """`changes`: policy fields to set besides policy_dict's."""
     tmp, refs = world
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy_dict(name)))
+    path.write_text(yaml.safe_dump({**policy_dict(name), **changes}))
     policy = load_policy_file(path)
     variants = {v: Recorder(LoadedVariant({**ref, "experiment": name})) for v, ref in refs.items()}
     plane = DataPlane({name: policy}, ExperimentStore.from_url(env.redis_url), {name: variants}, RewardTokens("k" * 32),
@@ -88,9 +92,12 @@ def row(i: int) -> dict:
     return dict(zip(BASE, rows[0]))
 
 
+KEYS = ["visits:count", "churn_rate:mean_label", "reward_mean:mean_reward"]
+
+
 def logged(entries: list[dict], rid: str) -> list[float]:
     entry = next(e for e in entries if e["rid"] == rid)
-    return aggregates.loads(entry["agg"], 3)
+    return aggregates.loads(entry["agg"], KEYS)
 
 
 def same(a: list[float], b: list[float]) -> bool:
@@ -154,7 +161,7 @@ def test_training_reads_byte_for_byte_what_each_variant_was_served(env, world):
             await plane.stop()
 
     policy, served, decisions, feedback = run(scenario())
-    data = LabelledData.from_decisions(decisions, feedback)
+    data = LabelledData.from_decisions(decisions, feedback, keep=lambda agg: aggregates.matches(policy, agg))
     assert len(data) == len(served) == 60
     view = FeatureView(policy, lenient=True)
     A = aggregates.logged_rows(policy, data.agg, len(data))
@@ -185,4 +192,174 @@ def test_a_variant_that_uses_aggregates_needs_a_unit_id_and_bad_input_counts_not
     ok, entries = run(scenario())
     # The refused requests were not counted: the unit's first served request sees 0 before it.
     assert [e["rid"] for e in entries] == ["n3"] and logged(entries, "n3")[0] == 0.0
-    assert json.loads(entries[0]["agg"])[0] == 0.0
+    assert json.loads(entries[0]["agg"])["visits:count"] == 0.0
+
+
+@pytest.mark.parametrize("routing", [
+    {"algorithm": "linear_thompson", "context": ["age"]},
+    {"variance_reduction": {"covariate": "age"}},
+], ids=["linear-context", "covariate"])
+def test_a_feature_the_router_reads_is_required_though_no_variant_takes_it(env, world, routing):
+    """No variant takes 'age', but the router reads it (the linear context, the covariate): a
+    request without it is a 422 naming it, and nothing is counted, recorded or logged."""
+    name = f"agg-route-{'lx' if 'context' in routing else 'cx'}"
+
+    async def scenario():
+        from gateway.errors import Unprocessable
+
+        plane, variants = plane_for(env, world, name, Clock(), features=[*FEATURES, {"name": "age", "type": "numeric"}],
+                                    **routing)
+        await plane.start()
+        try:
+            with pytest.raises(Unprocessable, match=r"instances\[0\]\.age: missing feature"):
+                await plane.predict(name, {"instances": [row(0)], "unit_id": "r"}, "m1")
+            calls = sum(len(r.seen) for r in variants.values())
+            ok = await plane.predict(name, {"instances": [{**row(1), "age": 40}], "unit_id": "r"}, "m2")
+            entries = await plane.store.recent_decisions(name, 10)
+            return calls, ok, entries
+        finally:
+            await plane.stop()
+
+    calls, ok, entries = run(scenario())
+    assert calls == 0
+    assert [e["rid"] for e in entries] == ["m2"] and logged(entries, "m2")[0] == 0.0
+
+
+def unit_count(plane: DataPlane, name: str, unit: str):
+    return plane.store.client.hget(keys.unit_prefix(name) + unit, "n")
+
+
+def test_a_request_counts_for_its_unit_once_and_only_when_recorded(env, world):
+    """The count goes up with the record (record.lua): a reused request id (409) and a request
+    whose variant failed (503, 'retry the request') count nothing; the retry counts once."""
+
+    async def scenario():
+        from gateway.errors import Conflict, Unavailable
+
+        name = "agg-once"
+        plane, variants = plane_for(env, world, name, Clock())
+        await plane.start()
+        try:
+            await plane.predict(name, {"instances": [row(0)], "unit_id": "c"}, "o1")
+            with pytest.raises(Conflict):
+                await plane.predict(name, {"instances": [row(1)], "unit_id": "c"}, "o1")
+            after_409 = await unit_count(plane, name, "c")
+            for r in variants.values():
+                r.fail = True
+            with pytest.raises(Unavailable, match="retry the request"):
+                await plane.predict(name, {"instances": [row(2)], "unit_id": "c"}, "o2")
+            after_503 = await unit_count(plane, name, "c")
+            for r in variants.values():
+                r.fail = False
+            await plane.predict(name, {"instances": [row(2)], "unit_id": "c"}, "o2")  # the retry
+            last = await plane.predict(name, {"instances": [row(3)], "unit_id": "c"}, "o3")
+            entries = await plane.store.recent_decisions(name, 10)
+            return after_409, after_503, await unit_count(plane, name, "c"), entries, last
+        finally:
+            await plane.stop()
+
+    after_409, after_503, final, entries, _ = run(scenario())
+    assert after_409 == "1" and after_503 == "1" and final == "3"
+    assert [logged(entries, rid)[0] for rid in ("o1", "o2", "o3")] == [0.0, 1.0, 2.0]
+
+
+def spooling_plane(env, world, name: str, folder) -> DataPlane:
+    from gateway.store.spool import Spool
+
+    tmp, refs = world
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(policy_dict(name)))
+    policy = load_policy_file(path)
+    variants = {v: Recorder(LoadedVariant({**ref, "experiment": name})) for v, ref in refs.items()}
+    return DataPlane({name: policy}, ExperimentStore.from_url(env.redis_url), {name: variants},
+                     RewardTokens("k" * 32), clock=Clock(), rng=np.random.default_rng(3), spool=Spool(folder))
+
+
+def test_a_read_that_finds_redis_down_sends_the_record_to_the_spool_without_a_second_try(env, world, tmp_path):
+    async def scenario():
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        name = "agg-down"
+        plane = spooling_plane(env, world, name, tmp_path)
+        await plane.start()
+        try:
+            async def down(*args):
+                raise RedisConnectionError("gone")
+
+            async def record(**kwargs):
+                raise AssertionError("the record went to Redis after the read found it down")
+
+            await plane.upkeep.stop()  # the outage is simulated: Redis still answers the upkeep
+            plane.store.unit_counters, plane.store.record_prediction = down, record
+            answer = await plane.predict(name, {"instances": [row(0)], "unit_id": "x"}, "x1")
+            spooling = plane.writer.spooling  # before the upkeep may find Redis answering again
+            return answer, spooling, [kind for _, kind, _ in await plane.spool.peek(10)]
+        finally:
+            await plane.stop()
+
+    answer, spooling, kinds = run(scenario())
+    assert answer["request_id"] == "x1" and spooling and kinds == ["record"]
+
+
+def test_while_spooling_aggregates_are_missing_without_asking_redis_and_the_replay_counts_once(env, world, tmp_path):
+    async def scenario():
+        name = "agg-spool"
+        plane = spooling_plane(env, world, name, tmp_path)
+        await plane.start()
+        try:
+            await plane.predict(name, {"instances": [row(0)], "unit_id": "s"}, "q1")
+            # The outage is simulated (Redis still answers): the upkeep would end it at once.
+            await plane.upkeep.stop()
+            plane.store_ok = False  # as the upkeep does when Redis stops answering
+            asked = []
+            real = plane.store.unit_counters
+
+            async def spy(*args):
+                asked.append(args)
+                return await real(*args)
+
+            plane.store.unit_counters = spy
+            await plane.predict(name, {"instances": [row(1)], "unit_id": "s"}, "q2")
+            spooled = [p for _, kind, p in await plane.spool.peek(10) if kind == "record"]
+            during = await unit_count(plane, name, "s")
+            plane.store_ok = True
+            await plane.writer.replay(plane.feedback.replay)
+            replayed = await unit_count(plane, name, "s")
+            # A crash between applying and deleting a spooled record replays it again: no second count.
+            assert await plane.store.record_prediction(**spooled[0])
+            return asked, spooled, during, replayed, await unit_count(plane, name, "s")
+        finally:
+            await plane.stop()
+
+    asked, spooled, during, replayed, again = run(scenario())
+    assert asked == []
+    assert len(spooled) == 1
+    assert all(math.isnan(v) for v in aggregates.loads(spooled[0]["log_entry"]["agg"], KEYS))
+    assert (during, replayed, again) == ("1", "2", "2")
+
+
+def test_a_request_computes_its_derived_features_once(env, world):
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def extend(self, x):
+            self.calls += 1
+            return self.inner.extend(x)
+
+    async def scenario():
+        name = "agg-derive"
+        plane, _ = plane_for(env, world, name, Clock())
+        await plane.start()
+        try:
+            view = plane.runtime(name).view
+            view.derivation = counting = Counting(view.derivation)
+            await plane.predict(name, {"instances": [row(0)], "unit_id": "d"}, "d1")
+            return counting.calls
+        finally:
+            await plane.stop()
+
+    assert run(scenario()) == 1

@@ -1,12 +1,13 @@
 """Per-unit aggregate reads that arrive together share one pipeline (store.unit_reads), on the
-embedded redis-server: each request still gets its own unit's counters as they stood before it,
-in arrival order, and a server that forgot its scripts gets them again."""
+embedded redis-server: each request gets its own unit's counters as they stand, and reading
+counts nothing (the record counts the request, record.lua), so a read sent again is harmless."""
 from __future__ import annotations
 
 import asyncio
 
 import pytest
 
+from gateway.store import keys
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 
@@ -22,7 +23,11 @@ def redis_url(tmp_path_factory):
         server.stop()
 
 
-def test_concurrent_reads_share_one_round_trip_and_each_sees_the_counts_before_it(redis_url):
+async def record(store: ExperimentStore, rid: str, unit: str, window_s: float | None = 60) -> bool:
+    return await store.record_prediction("ur", rid, "a", {"pred": "[1]", "unit": unit}, 60, None, unit_window_s=window_s)
+
+
+def test_concurrent_reads_share_one_round_trip_and_each_gets_its_units_counters(redis_url):
     async def scenario():
         store = ExperimentStore.from_url(redis_url)
         pipelines = []
@@ -33,32 +38,34 @@ def test_concurrent_reads_share_one_round_trip_and_each_sees_the_counts_before_i
             return real(*args, **kwargs)
 
         try:
-            await store.unit_counters("ur", "warm", 60)  # loads the scripts
+            for i in range(3):
+                await record(store, f"s{i}", "same")
             store.client.pipeline = counting
-            answers = await asyncio.gather(*(store.unit_counters("ur", "same" if i % 2 else "other", 60)
-                                             for i in range(16)))
-            return answers, len(pipelines)
+            answers = await asyncio.gather(*(store.unit_counters("ur", "same" if i % 2 else "other") for i in range(16)))
+            store.client.pipeline = real
+            again = await store.unit_counters("ur", "same")
+            return answers, len(pipelines), again
         finally:
             store.client.pipeline = real
             await store.close()
 
-    answers, round_trips = asyncio.run(scenario())
+    answers, round_trips, again = asyncio.run(scenario())
     assert round_trips == 1
-    # In arrival order, each unit's count as it stood before that request (None: a new unit).
-    assert [a[0] for a in answers[1::2]] == [None, *[str(k) for k in range(1, 8)]]
-    assert [a[0] for a in answers[0::2]] == [None, *[str(k) for k in range(1, 8)]]
+    # Reads count nothing: every read of a unit sees the same counts, the records' (None: new).
+    assert {a[0] for a in answers[1::2]} == {"3"} and again[0] == "3"
+    assert {a[0] for a in answers[0::2]} == {None}
 
 
-def test_a_server_that_forgot_its_scripts_gets_them_again(redis_url):
+def test_a_request_is_counted_with_its_record_once_per_request_id(redis_url):
     async def scenario():
         store = ExperimentStore.from_url(redis_url)
         try:
-            first = await store.unit_counters("ur", "flush", 60)
-            await store.client.script_flush()
-            second = await store.unit_counters("ur", "flush", 60)
-            return first, second
+            assert await record(store, "once", "u1")
+            assert not await record(store, "once", "u1")  # the id in use: refused, not counted
+            assert await record(store, "no-aggregates", "u1", window_s=None)  # a policy without them
+            return await store.unit_counters("ur", "u1"), await store.client.ttl(keys.unit_prefix("ur") + "u1")
         finally:
             await store.close()
 
-    first, second = asyncio.run(scenario())
-    assert first[0] is None and second[0] == "1"
+    counters, ttl = asyncio.run(scenario())
+    assert counters[0] == "1" and 0 < ttl <= 60

@@ -31,15 +31,14 @@ def test_the_kuberay_example_embeds_a_valid_serve_config():
 @pytest.mark.parametrize("experiment", ["churn", "a.b-c_d", "x" * 60])
 def test_all_keys_a_script_touches_share_one_cluster_slot(experiment):
     per_script = {
+        # With per-unit aggregates, the request's unit's counters too (it is counted there).
         "record": [keys.request(experiment, "r1"), keys.arms(experiment), keys.decision_log(experiment),
-                   keys.pending(experiment)],
+                   keys.pending(experiment), keys.unit_prefix(experiment) + "unit-7"],
         # The quota key is built inside the script from its prefix and the request's unit.
         "reward": [keys.request(experiment, "r1"), keys.arms(experiment), keys.feedback(experiment), keys.meta(experiment),
                    keys.pending(experiment), keys.kpis(experiment), keys.paired(experiment),
                    keys.segments(experiment), keys.shadow_rewards(experiment), keys.linear(experiment),
                    keys.quota_prefix(experiment) + "unit-7", keys.unit_prefix(experiment) + "unit-7"],
-        # The unit's aggregate counters (the policy's `aggregates`).
-        "unit": [keys.unit_prefix(experiment) + "unit-7"],
         "shadow": [keys.request(experiment, "r1"), keys.kpis(experiment), keys.paired(experiment),
                    keys.shadow_log(experiment), keys.feedback(experiment), keys.shadow_rewards(experiment),
                    keys.meta(experiment), keys.arms(experiment)],

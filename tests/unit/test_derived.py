@@ -2,7 +2,9 @@
 variant then gets."""
 from __future__ import annotations
 
+import json
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -84,6 +86,12 @@ def test_a_feature_no_variant_uses_may_be_left_out_and_one_a_variant_uses_may_no
         view.frame([{"tenure": 1, "charges": 2.0, "plan": "pro", "income": 9}])
 
 
+def test_a_variant_the_view_does_not_know_is_an_error_not_the_raw_columns():
+    view = FeatureView(policy())
+    with pytest.raises(LookupError, match="'ghost' is not in experiment 'd'"):
+        view.select("ghost", view.frame(ROWS))
+
+
 def test_without_subsets_every_feature_stays_required():
     p = policy(variants=[{"name": "old", "model": "old.skops"}])
     with pytest.raises(FeatureError, match=r"instances\[0\]\.age: missing feature"):
@@ -158,10 +166,36 @@ def test_aggregate_values_as_served_and_as_logged():
     assert new_unit[:2] == [0.0, 0.0] and math.isnan(new_unit[2]) and math.isnan(new_unit[3])
     assert aggregates.values(p, ["3", "2", "1", "4", "3"]) == [3.0, 2.0, 0.5, 0.75]
     assert all(math.isnan(v) for v in aggregates.values(p, None))  # no unit_id: nothing known
-    assert aggregates.dumps([3.0, nan, 0.1]) == "[3.0, null, 0.1]"
-    assert aggregates.loads(aggregates.dumps([3.0, nan, 0.1]), 3)[::2] == [3.0, 0.1]
-    assert all(math.isnan(v) for v in aggregates.loads("[1, 2]", 3))  # another width: not this policy's
+    logged = aggregates.dumps(p, [3.0, 2.0, nan, 0.1])
+    assert logged == '{"n:count": 3.0, "l:labels": 2.0, "m:mean_label": null, "r:mean_reward": 0.1}'
+    keys = aggregates.spec_keys(p)
+    back = aggregates.loads(logged, keys)
+    assert back[:2] + back[3:] == [3.0, 2.0, 0.1] and math.isnan(back[2])
     assert aggregates.values(policy(), ["1"] * 5) == []  # no aggregates declared
+
+
+def test_logged_aggregates_are_read_by_name_and_rows_under_other_specs_are_left_out_of_training():
+    from gateway.learning import aggregates
+    from gateway.learning.training_data import LabelledData
+
+    old = policy(aggregates={"features": [{"name": "n", "kind": "count"}, {"name": "m", "kind": "mean_label"}]})
+    reordered = policy(aggregates={"features": [{"name": "m", "kind": "mean_label"}, {"name": "n", "kind": "count"}]})
+    changed = policy(aggregates={"features": [{"name": "n", "kind": "labels"}, {"name": "m", "kind": "mean_label"}]})
+    text = aggregates.dumps(old, [7.0, 0.25])
+    # Reordering the policy's aggregates reads each value under its own name, not by position.
+    assert aggregates.loads(text, aggregates.spec_keys(reordered)) == [0.25, 7.0]
+    np.testing.assert_array_equal(aggregates.logged_rows(reordered, [text], 1), [[0.25, 7.0]])
+    # Another kind under the same name, the earlier positional form, nothing logged: not these specs.
+    for other in (aggregates.loads(text, aggregates.spec_keys(changed)), aggregates.loads("[7.0, 0.25]", ["n:count"]),
+                  aggregates.loads(None, ["n:count"])):
+        assert other is None
+    assert aggregates.matches(policy(), None)  # a policy without aggregates takes every row
+    row = {"tenure": 1, "charges": 2.0, "plan": "pro", "age": 3}
+    decisions = [{"rid": f"r{i}", "t": str(i), "x": json.dumps([row]), "pred": "[1]", **({"agg": a} if a else {})}
+                 for i, a in enumerate([text, "[7.0, 0.25]", None, aggregates.dumps(changed, [1.0, 0.5])])]
+    feedback = {f"r{i}": {"label": "1"} for i in range(4)}
+    data = LabelledData.from_decisions(decisions, feedback, keep=partial(aggregates.matches, reordered))
+    assert len(data) == 1 and data.skipped == 3 and data.agg == [text]
 
 
 def test_aggregates_take_their_columns_between_the_request_and_the_derived_features():
@@ -174,3 +208,26 @@ def test_aggregates_take_their_columns_between_the_request_and_the_derived_featu
     np.testing.assert_array_equal(view.select("v", frame), [[10.0, 3.0, math.log1p(3.0)]])
     with pytest.raises(PolicyError, match="already a feature"):
         policy(aggregates={"features": [{"name": "tenure", "kind": "count"}]})
+
+
+@pytest.mark.parametrize("routing", [
+    {"algorithm": "linear_thompson", "context": ["age"]},
+    {"variance_reduction": {"covariate": "age"}, "reward": {"type": "bernoulli"}},
+    {"algorithm": "contextual_thompson", "context": ["region"], "reward": {"type": "bernoulli"}},
+], ids=["linear-context", "covariate", "segment-context"])
+def test_the_features_the_router_reads_are_required_though_no_variant_takes_them(routing):
+    """The segment, the linear context and the covariate are read from the request by the router
+    (plane.py): leaving one out must be a 422 naming it, not a 500 after the variant answered."""
+    features = [*BASE["features"], {"name": "region", "type": "categorical", "values": ["eu", "us"]}]
+    p = policy(features=features, variants=[{"name": "new", "model": "new.ubj", "features": ["plan", "per_month"]}],
+               **routing)
+    view = FeatureView(p)
+    needed = (routing.get("context") or [routing.get("variance_reduction", {}).get("covariate")])[0]
+    assert needed in view.required
+    row = {"tenure": 1, "charges": 2.0, "plan": "pro", "age": 3, "region": "eu"}
+    view.frame([row])
+    with pytest.raises(FeatureError, match=rf"instances\[0\]\.{needed}: missing feature"):
+        view.frame([{k: v for k, v in row.items() if k != needed}])
+    # Still optional where the router does not read it either.
+    other = "region" if needed != "region" else "age"
+    view.frame([{k: v for k, v in row.items() if k != other}])

@@ -155,12 +155,17 @@ class DataPlane:
     # -- predictions -----------------------------------------------------------------------
 
     def encode(self, rt: ExperimentRuntime, instances: Any) -> np.ndarray:
+        """The request's frame without aggregates (missing): derived features included."""
+        return rt.view.complete(self._rows(rt, instances))
+
+    def _rows(self, rt: ExperimentRuntime, instances: Any) -> np.ndarray:
+        """The request's rows checked and encoded (the request features' columns only)."""
         if isinstance(instances, list) and len(instances) > self.max_instances:
             raise Unprocessable(
                 f"instances: at most {self.max_instances} rows per request, got {len(instances)}", code="too_many_instances"
             )
         try:
-            return rt.view.frame(instances)
+            return rt.view.encoder.encode(instances)
         except FeatureError as err:
             raise Unprocessable(str(err), code="invalid_instances") from None
 
@@ -188,8 +193,8 @@ class DataPlane:
             raise Unprocessable(
                 f"unit_id: required, since experiment {experiment!r} limits rewards per unit "
                 f"(reward.max_per_unit = {rt.policy.reward.max_per_unit})", code="invalid_unit_id")
-        matrix = self.encode(rt, request.instances)
         view = rt.view
+        rows = self._rows(rt, request.instances)
         if view.needs_unit and unit_id is None:
             raise Unprocessable(
                 f"unit_id: required, since a variant of {experiment!r} uses the per-unit aggregates "
@@ -200,10 +205,10 @@ class DataPlane:
         lx = linear.context_of(rt.policy, request.instances[0]) if linear.is_linear(rt.policy) else None
         agg = None
         if view.aggregates:
-            # After every check of the request: reading the unit's counters also counts it. Before
-            # the draw, which opens a breaker's trial call that only the variant's answer closes.
+            # Before the draw, which opens a breaker's trial call that only the variant's answer
+            # closes. The read only reads: the request is counted with its record (record.lua).
             agg = aggregates.values(rt.policy, await self._unit_counters(experiment, rt, unit_id))
-            matrix = view.complete(matrix[:, : view.encoder.width], agg)
+        matrix = view.complete(rows, agg)  # the aggregates and the derived features, once
         variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
         started = time.perf_counter()
         result = await self._call_variant(rt, variant, matrix)
@@ -240,13 +245,17 @@ class DataPlane:
             "traceparent": carrier.get("traceparent", ""),
             **({"seg": segment} if segment is not None else {}),
             # The aggregates as served: training reads these, never later values.
-            **({"agg": aggregates.dumps(agg)} if agg is not None else {}),
+            **({"agg": aggregates.dumps(rt.policy, agg)} if agg is not None else {}),
         }
+        # The unit's request count goes up with the record: once per request id, never for a
+        # request refused here (409) or failed above, and for a spooled record when it is replayed.
+        unit_window = {"unit_window_s": rt.policy.aggregates.window_s} if unit_id and rt.policy.aggregates else {}
         with tracer().start_as_current_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
             fresh = await self.writer.record(
                 dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
-                     log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8))
+                     log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8),
+                     **unit_window)
             )
         if not fresh:
             raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
@@ -267,14 +276,18 @@ class DataPlane:
 
     async def _unit_counters(self, experiment: str, rt: ExperimentRuntime, unit_id: str | None) -> list | None:
         """The unit's counters before this request (one round trip); None without a unit, or
-        while Redis is unreachable (the aggregates are then missing, and logged so)."""
-        if unit_id is None or rt.policy.aggregates is None:
+        while Redis is unreachable (the aggregates are then missing, and logged so). While the
+        writes go to the spool, Redis is not asked at all: a request must not wait out a
+        timeout for values it would be served without anyway."""
+        if unit_id is None or rt.policy.aggregates is None or self.writer.spooling:
             return None
         with tracer().start_as_current_span("redis.unit_aggregates") as span:
             span.set_attribute("db.system", "redis")
             try:
-                return await self.store.unit_counters(experiment, unit_id, rt.policy.aggregates.window_s)
+                return await self.store.unit_counters(experiment, unit_id)
             except STORE_DOWN:
+                if self.writer.spool is not None:
+                    self.writer.lost()  # its record goes straight to the spool, without a second timeout
                 return None
 
     def _health(self, experiment: str, variant: str) -> VariantHealth:

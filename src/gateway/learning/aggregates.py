@@ -33,29 +33,47 @@ def _num(value: str | None) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-def dumps(vector: Sequence[float]) -> str:
-    """The decision log's form: JSON, NaN as null; repr-exact floats (json round-trips them)."""
-    return json.dumps([None if math.isnan(v) else v for v in vector])
+def spec_keys(policy: Policy) -> list[str]:
+    """Each aggregate's key in the decision log, '<name>:<kind>', in the policy's order (none
+    without aggregates): a logged value says what it is, so a row is never read under another
+    spec (the aggregates reordered, renamed, or one's kind changed)."""
+    return [f"{a.name}:{a.kind}" for a in policy.aggregates.features] if policy.aggregates else []
 
 
-def loads(text: Any, width: int) -> list[float]:
-    """The logged vector back (all NaN when absent or unreadable: served without aggregates)."""
+def dumps(policy: Policy, vector: Sequence[float]) -> str:
+    """The decision log's form: a JSON object by spec key, NaN as null; repr-exact floats (json
+    round-trips them)."""
+    return json.dumps({k: None if math.isnan(v) else v for k, v in zip(spec_keys(policy), vector, strict=True)})
+
+
+def loads(text: Any, keys: Sequence[str]) -> list[float] | None:
+    """The logged values of `keys` (spec_keys), in that order; None when the entry does not carry
+    every one of them (logged under other specs, in the earlier positional form, or not at all)."""
     try:
         raw = json.loads(text) if isinstance(text, (str, bytes)) else text
     except ValueError:
-        raw = None
-    if not isinstance(raw, list) or len(raw) != width:
-        return [math.nan] * width
-    return [math.nan if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) else float(v) for v in raw]
+        return None
+    if not isinstance(raw, dict) or not all(k in raw for k in keys):
+        return None
+    values = [raw[k] for k in keys]
+    return [math.nan if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) else float(v) for v in values]
+
+
+def matches(policy: Policy, text: Any) -> bool:
+    """Whether a logged entry holds this policy's aggregates (always, for a policy without)."""
+    keys = spec_keys(policy)
+    return not keys or loads(text, keys) is not None
 
 
 def logged_rows(policy: Policy, logged: Sequence[Any] | None, n: int) -> Any:
-    """Training's aggregate matrix (n, k) from each row's logged vector (LabelledData.agg), or
-    None when the policy keeps no aggregates."""
+    """Training's aggregate matrix (n, k) from each row's logged entry (LabelledData.agg), or
+    None when the policy keeps no aggregates. A row logged under other specs reads as missing
+    here; the retrainer leaves such rows out altogether (LabelledData.from_decisions)."""
     if policy.aggregates is None:
         return None
     import numpy as np
 
-    width = len(policy.aggregates.features)
+    keys = spec_keys(policy)
     rows = logged if logged is not None else [None] * n
-    return np.asarray([loads(text, width) for text in rows], dtype=np.float64).reshape(n, width)
+    out = [loads(text, keys) or [math.nan] * len(keys) for text in rows]
+    return np.asarray(out, dtype=np.float64).reshape(n, len(keys))

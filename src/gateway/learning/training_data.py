@@ -3,11 +3,13 @@ feedback (LabelledData), and its split by time into a training part and a holdou
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from gateway.learning.labels import binary_label
 
 # Fewer labelled rows than this make a holdout too small to judge a challenger on.
 MIN_ROWS = 200
@@ -69,6 +71,7 @@ class LabelledData:
         feedback: Mapping[str, Mapping[str, Any]],
         *,
         derive_from_reward: bool = True,
+        keep: Callable[[Any], bool] | None = None,
     ) -> LabelledData:
         """Join decision-log entries with their feedback.
 
@@ -77,7 +80,9 @@ class LabelledData:
         one per instance; JSON text or decoded) and/or `reward`. A decision without feedback is
         left out. With `derive_from_reward`, a single-instance 0/1 prediction whose reward is
         exactly 0 or 1 (the policy's 'match' rule) gives its label even when the label itself
-        was not stored: label = prediction if reward == 1 else 1 - prediction.
+        was not stored: label = prediction if reward == 1 else 1 - prediction. `keep`: given a
+        decision's logged aggregates (`agg`, None when absent), whether the row may be used
+        (aggregates.matches: logged under the policy's current specs); the others are skipped.
         """
         import json
 
@@ -93,6 +98,9 @@ class LabelledData:
             fb = feedback.get(d.get("rid"))
             if not fb:
                 continue
+            if keep is not None and not keep(d.get("agg")):
+                skipped += 1
+                continue
             try:
                 rows = decode(d["x"])
                 when = float(d["t"])
@@ -102,15 +110,15 @@ class LabelledData:
                 elif derive_from_reward and "reward" in fb and fb["reward"] not in (None, ""):
                     preds = decode(d["pred"])
                     reward = float(fb["reward"])
-                    if len(preds) != 1 or reward not in (0.0, 1.0) or _binary(preds[0]) is None:
+                    if len(preds) != 1 or reward not in (0.0, 1.0) or binary_label(preds[0]) is None:
                         skipped += 1
                         continue
-                    p = _binary(preds[0])
+                    p = binary_label(preds[0])
                     labels = [p if reward == 1.0 else 1 - p]
                 else:
                     skipped += 1
                     continue
-                binary = [_binary(v) for v in labels]
+                binary = [binary_label(v) for v in labels]
                 if not isinstance(rows, list) or len(binary) != len(rows) or any(b is None for b in binary):
                     skipped += 1
                     continue
@@ -123,17 +131,6 @@ class LabelledData:
             agg.extend([d.get("agg")] * len(rows))  # one unit per request: its rows share them
         logged = agg if any(a is not None for a in agg) else None
         return cls(X, np.asarray(y, dtype=np.int64), np.asarray(t, dtype=np.float64), skipped, logged)
-
-
-def _binary(value: Any) -> int | None:
-    """0 or 1 from a label as clients send it (0/1, true/false, 0.0/1.0, "0"/"1"), else None."""
-    if isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if isinstance(value, (int, float, np.integer, np.floating)) and float(value) in (0.0, 1.0):
-        return int(value)
-    if isinstance(value, str) and value.strip() in ("0", "1"):
-        return int(value.strip())
-    return None
 
 
 def time_ordered_split(data: LabelledData, holdout_fraction: float = 0.25) -> tuple[LabelledData, LabelledData]:

@@ -30,10 +30,12 @@ class FeatureView:
         self.retired = frozenset(retired)
         raw = [f.name for f in policy.features]
         # A feature that no variant in rotation uses may be left out of a request; one that any
-        # uses (itself or through a derived feature) is required, and its absence is a 422.
+        # uses (itself or through a derived feature) is required, and its absence is a 422. So
+        # are those the router itself reads: the contextual algorithms' `context` (the segment,
+        # the linear model's vector) and variance_reduction's covariate.
         self.required = frozenset(
             n for v in policy.variants if v.name not in self.retired
-            for n in raw_inputs(policy, v.features if v.features is not None else raw))
+            for n in raw_inputs(policy, v.features if v.features is not None else raw)) | routing_inputs(policy)
         self.aggregates = tuple(a.name for a in policy.aggregates.features) if policy.aggregates else ()
         # The aggregates some variant uses: a request without a unit_id cannot be served then.
         self.needs_unit = tuple(a for a in self.aggregates if a in self.required)
@@ -84,9 +86,14 @@ class FeatureView:
         return self.derivation.extend(x)
 
     def select(self, variant: str, frame: np.ndarray) -> np.ndarray:
-        """The columns `variant` takes. A variant the view does not know (added since) gets the
-        raw columns, as every variant did before subsets."""
-        idx = self._index.get(variant)
+        """The columns `variant` takes (a variant without `features`: the raw columns, as every
+        variant had before subsets). LookupError for a variant the view does not know: its
+        columns cannot be guessed, and the raw ones would feed a subset model the wrong inputs
+        (the runtime rebuilds its view whenever a variant joins)."""
+        if variant not in self._index:
+            raise LookupError(f"variant {variant!r} is not in experiment {self.policy.experiment!r}'s feature view "
+                              f"(it has {sorted(self._index)})")
+        idx = self._index[variant]
         if idx is None:
             return frame if frame.shape[1] == self._raw_width else frame[:, : self._raw_width]
         return np.ascontiguousarray(frame[:, idx])
@@ -114,6 +121,13 @@ def raw_inputs(policy: Policy, names: Iterable[str]) -> set[str]:
             # An input is a numeric feature, a category column 'name=value' or a derived feature.
             todo.extend(c.split("=", 1)[0] if "=" in c else c for c in derived[n].of)
     return out
+
+
+def routing_inputs(policy: Policy) -> frozenset[str]:
+    """The request features the router reads whatever the variants take: `context` and
+    variance_reduction's covariate (plane.py: the segment, the linear context, the covariate)."""
+    covariate = (policy.variance_reduction.covariate,) if policy.variance_reduction else ()
+    return frozenset((*policy.context, *covariate))
 
 
 def schema_names(policy: Policy) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import ray
 from ray import serve
 
 from gateway.decisions import allocation
+from gateway.learning import aggregates
 from gateway.learning.registry import ModelRegistry
 from gateway.learning.retrain import MIN_ROWS, LabelledData, live_refs, retrain_against_live
 from gateway.policy import Policy
@@ -75,7 +77,8 @@ class Retrainer:
         window = base.retrain.window_labels
         decisions = await self.store.recent_decisions(experiment, window * 4)
         feedback = await self.store.recent_feedback(experiment, window * 4)
-        data = LabelledData.from_decisions(decisions, feedback)
+        # Rows whose logged aggregates are not the policy's current ones are left out.
+        data = LabelledData.from_decisions(decisions, feedback, keep=partial(aggregates.matches, policy))
         if len(data) > window:
             data = data.take(np.argsort(data.t, kind="stable")[-window:])
         base_entry = {"at": now, "by": "retrainer", "trigger": trigger, "rows": len(data)}

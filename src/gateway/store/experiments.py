@@ -32,8 +32,9 @@ from gateway.store.unit_reads import UnitReads
 
 
 
-# Shared functions each script starts with: scoring of labelled predictions, linear-model counters.
-_LIBS = {"reward.lua": ("scoring.lua", "linear.lua"), "shadow.lua": ("scoring.lua",), "expire.lua": ("linear.lua",)}
+# Shared functions each script starts with: scoring of labelled predictions, linear-model counters,
+# what a 0/1 label is.
+_LIBS = {"reward.lua": ("scoring.lua", "linear.lua", "labels.lua"), "shadow.lua": ("scoring.lua",), "expire.lua": ("linear.lua",)}
 
 
 def _lua(name: str) -> str:
@@ -139,7 +140,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         self.waits = ReplicaWaits(replication)  # replicas that must confirm scripted writes
         self._sources = {name: _lua(f"{name}.lua") for name in (
             "record", "reward", "expire", "transition", "annotate", "series", "add_variant", "claim_retrain",
-            "retrain_lock", "shadow", "set_role", "unit",
+            "retrain_lock", "shadow", "set_role",
         )}
         self._shas: dict[str, str] = {}
         self._unit_reads: UnitReads | None = None
@@ -229,42 +230,43 @@ class ExperimentStore(ShadowRecords, LogReads):
         deadline: float | None = None,
         nonce: str | None = None,
         sweep_at: float | None = None,
+        unit_window_s: float | None = None,
     ) -> bool:
         """One round trip: the request record (for exactly-once rewards and label joins), the
         variant's request counter, the decision log and, with a `deadline`, the pending set the
         default reward is applied from (at `sweep_at`, default the deadline; feedback counts as
-        on time until the deadline either way). False if the id was already used."""
+        on time until the deadline either way). With `unit_window_s` (the policy's aggregates)
+        and a unit on the record, the unit's request count too, kept that long since its last
+        activity: counted with the record, so exactly once per request id, spool or not. False
+        if the id was already used."""
         record_args = [x for kv in record.items() for x in kv]
         log_args = [x for kv in (log_entry or {}).items() for x in kv]
         nonce = nonce or secrets.token_hex(8)
+        unit = record.get("unit") if unit_window_s is not None else None
+        unit_keys = [keys.unit_prefix(experiment) + unit] if unit else []
 
         def build(pipe):
             pipe.execute_command("EVALSHA",
-                self._shas["record"], 4,
+                self._shas["record"], 4 + len(unit_keys),
                 keys.request(experiment, request_id), keys.arms(experiment), keys.decision_log(experiment),
-                keys.pending(experiment),
+                keys.pending(experiment), *unit_keys,
                 variant, str(max(1, int(ttl_s))), str(DECISION_LOG_MAXLEN if log_entry else 0),
                 "" if deadline is None else repr(deadline), nonce,
                 "" if deadline is None or sweep_at is None else repr(max(deadline, sweep_at)),
-                str(DECISION_LOG_BYTES), str(len(record)), *record_args, *log_args,
+                str(DECISION_LOG_BYTES), str(len(record)), str(max(1, int(unit_window_s))) if unit else "",
+                *record_args, *log_args,
             )
 
         (done,) = await self._run_scripted(build)
         return bool(done)
 
-    async def unit_counters(self, experiment: str, unit: str, window_s: float) -> list[str | None]:
-        """The unit's aggregate counters before this request [n, ln, ls, rn, rs] (None: never
-        set), and this request counted: one round trip (unit.lua), shared with the requests that
-        arrive together (store.unit_reads). No replica wait: a count lost in a failover only
-        makes a unit look newer."""
+    async def unit_counters(self, experiment: str, unit: str) -> list[str | None]:
+        """The unit's aggregate counters as they stand [n, ln, ls, rn, rs] (None: never set),
+        read only (record_prediction counts the request): one round trip, shared with the
+        requests that arrive together (store.unit_reads)."""
         if self._unit_reads is None:
-            async def sha() -> str:
-                if not self._shas:
-                    await self._load_scripts()
-                return self._shas["unit"]
-
-            self._unit_reads = UnitReads(self.client, sha, self._load_scripts)
-        before = await self._unit_reads.read(keys.unit_prefix(experiment) + unit, str(max(1, int(window_s))))
+            self._unit_reads = UnitReads(self.client)
+        before = await self._unit_reads.read(keys.unit_prefix(experiment) + unit)
         return [None if v is None else (v.decode() if isinstance(v, bytes) else str(v)) for v in before]
 
     async def read_requests(self, experiment: str, request_ids: list[str]) -> list[dict[str, str]]:

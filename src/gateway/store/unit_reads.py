@@ -1,60 +1,66 @@
-"""Per-unit aggregate reads (unit.lua) of requests that arrive together, sent as one pipeline:
-the read is on the request path, and under concurrency one round trip for many requests costs
-far less than one each (bench/learning.py --world unit-signal measures it). A lone request
-waits one turn of the event loop, no more."""
+"""Per-unit aggregate reads (HMGET of the unit's counters) of requests that arrive together, sent
+as one pipeline: the read is on the request path, and under concurrency one round trip for many
+requests costs far less than one each (bench/learning.py --world unit-signal measures it). A lone
+request waits one turn of the event loop, no more.
+
+The reads only read: the request is counted by record.lua when its record is written (once per
+request id, replayed once from a spool), so a read sent again changes nothing, and there is no
+script for a restarted server to have forgotten."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
+# The counters of a unit (record.lua counts requests, reward.lua labels and rewards).
+FIELDS = ("n", "ln", "ls", "rn", "rs")
 # More than this many reads waiting go out in one pipeline anyway.
 MAX_BATCH = 256
 
 
 class UnitReads:
-    def __init__(self, client: Any, sha: Callable[[], Awaitable[str]], reload: Callable[[], Awaitable[None]]):
+    def __init__(self, client: Any):
         self.client = client
-        self._sha, self._reload = sha, reload
-        self._pending: list[tuple[str, str, asyncio.Future]] = []
+        self._pending: list[tuple[str, asyncio.Future]] = []
+        # The flushes under way: the loop keeps only weak references to its tasks.
+        self._flushes: set[asyncio.Task] = set()
 
-    async def read(self, key: str, ttl: str) -> list:
+    async def read(self, key: str) -> list:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((key, ttl, future))
+        self._pending.append((key, future))
         if len(self._pending) == 1:
-            loop.call_soon(lambda: loop.create_task(self._flush()))
+            loop.call_soon(self._start_flush)
         elif len(self._pending) >= MAX_BATCH:
-            loop.create_task(self._flush())
+            self._start_flush()
         return await future
+
+    def _start_flush(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
         if not batch:
             return
         try:
-            results = await self._send(batch)
-            if any(isinstance(r, NoScriptError) for r in results):  # a restarted server forgot them
-                await self._reload()
-                results = await self._send(batch)
+            pipe = self.client.pipeline(transaction=False)
+            for key, _ in batch:
+                pipe.hmget(key, FIELDS)
+            results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:  # the loop is shutting down: so are its requests
+            for _, future in batch:
+                future.cancel()
+            raise
         except Exception as err:  # noqa: BLE001 - every waiting request gets the failure
-            for *_, future in batch:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(err)
             return
-        for (*_, future), result in zip(batch, results):
+        for (_, future), result in zip(batch, results):
             if future.done():
                 continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-    async def _send(self, batch: list[tuple[str, str, asyncio.Future]]) -> list:
-        sha = await self._sha()
-        pipe = self.client.pipeline(transaction=False)
-        for key, ttl, _ in batch:
-            pipe.execute_command("EVALSHA", sha, 1, key, ttl)
-        return await pipe.execute(raise_on_error=False)

@@ -1,6 +1,9 @@
 -- Record a served prediction once: a request id that is already in use (a client reusing its
 -- own x-request-id) is refused instead of overwriting the earlier record.
--- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] decision log stream, KEYS[4] pending zset
+-- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] decision log stream, KEYS[4] pending zset,
+-- KEYS[5] (optional) the request's unit's aggregate counters hash (the policy's `aggregates`):
+-- the request is counted there ('n') with its record, so once per request id, a spooled record
+-- once when replayed, and a refused or failed request never (store.unit_reads only reads it)
 -- ARGV[1] variant, ARGV[2] ttl seconds, ARGV[3] log max length ('0': no log entry),
 -- ARGV[4] reward deadline (unix seconds; '' when the policy has no default reward),
 -- ARGV[5] this call's nonce: a retry of a call whose reply was lost finds its own record and
@@ -9,7 +12,9 @@
 -- deadline for a record replayed from a spool, whose on-time feedback may still be spooled,
 -- ARGV[7] the decision log's byte budget: with entries of this one's size, the log keeps at most
 -- budget / size of them (and never more than ARGV[3]), so it stays within about twice the budget,
--- ARGV[8] number of record field/value pairs, then those pairs, then the log's pairs
+-- ARGV[8] number of record field/value pairs,
+-- ARGV[9] seconds the unit's counters live after this request (with KEYS[5]; '' without it),
+-- then the record's pairs, then the log's pairs
 -- Every argument is checked before the first write: a bad one is an error and changes nothing.
 -- Numbers Redis will parse are written as digits (counts) or re-formatted by Lua (times): Lua's
 -- tonumber takes ' 5', '1e3' or '0x10', which Redis refuses once earlier writes are done.
@@ -17,12 +22,17 @@ local function int_arg(s, lo, hi) if type(s) ~= 'string' or #s > 15 or not strin
 local function num(s) local x = tonumber(s) if x ~= nil and x == x and x >= -1e300 and x <= 1e300 then return x end end
 -- Lua's unpack takes about 8,000 values: more would fail after the first writes.
 local MAX_VALUES = 7000
+-- The record's and the log's pairs start here.
+local FIRST = 10
 local ttl, maxlen, budget, pairs_n = int_arg(ARGV[2], 1, 2^31), int_arg(ARGV[3], 0, 2^31), int_arg(ARGV[7], 0, 2^50),
   int_arg(ARGV[8], 0, MAX_VALUES)
 local deadline, sweep = ARGV[4] ~= nil and ARGV[4] ~= '' and num(ARGV[4]), ARGV[6] ~= nil and ARGV[6] ~= '' and num(ARGV[6])
+-- The unit's ttl exactly when its key is given.
+local unit_ttl = KEYS[5] and int_arg(ARGV[9], 1, 2^31)
 if not ttl or not maxlen or not budget or not pairs_n or (ARGV[4] ~= '' and not deadline) or (ARGV[6] ~= '' and not sweep)
-    or #ARGV < 8 + 2 * pairs_n or #ARGV > 8 + MAX_VALUES or (#ARGV - 8 - 2 * pairs_n) % 2 ~= 0
-    or (maxlen > 0 and #ARGV == 8 + 2 * pairs_n) then
+    or (KEYS[5] and not unit_ttl) or (not KEYS[5] and ARGV[9] ~= '') or #KEYS > 5
+    or #ARGV < FIRST - 1 + 2 * pairs_n or #ARGV > FIRST - 1 + MAX_VALUES or (#ARGV - FIRST + 1 - 2 * pairs_n) % 2 ~= 0
+    or (maxlen > 0 and #ARGV == FIRST - 1 + 2 * pairs_n) then
   return redis.error_reply('ERR record: bad arguments')
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -37,12 +47,16 @@ if ARGV[4] ~= '' then
   record[#record + 1] = 'dl'
   record[#record + 1] = string.format('%.17g', deadline)
 end
-for i = 9, 8 + 2 * pairs_n do
+for i = FIRST, FIRST - 1 + 2 * pairs_n do
   record[#record + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(record))
 redis.call('EXPIRE', KEYS[1], string.format('%d', ttl))
 redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':req', 1)
+if unit_ttl then
+  redis.call('HINCRBY', KEYS[5], 'n', 1)
+  redis.call('EXPIRE', KEYS[5], string.format('%d', unit_ttl))
+end
 if ARGV[4] ~= '' then
   -- The sweeper applies the default reward to what is still here after this time.
   local rid = string.match(KEYS[1], ':req:(.*)$')
@@ -50,7 +64,7 @@ if ARGV[4] ~= '' then
 end
 if maxlen > 0 then
   local entry, bytes = {}, 0
-  for i = 9 + 2 * pairs_n, #ARGV do
+  for i = FIRST + 2 * pairs_n, #ARGV do
     entry[#entry + 1] = ARGV[i]
     bytes = bytes + #ARGV[i]
   end

@@ -15,7 +15,7 @@
 -- earn rewards: the shadows that answered the request then earn theirs by the same rule ('0' or
 -- '' otherwise),
 -- ARGV[12] the per-unit aggregates' key prefix ('' or absent: the policy keeps none): an accepted
--- reward, and its label when that is 0/1 (or a list of them), add to the unit's counters (unit.lua),
+-- reward, and its label when that is 0/1 (lib/labels.lua; or a list of them), add to the unit's counters (record.lua counts its requests),
 -- ARGV[13] seconds those counters live after this update
 -- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
 -- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (a value
@@ -142,10 +142,9 @@ if unit_ttl and unit and unit ~= '' then
   local ok, label = pcall(cjson.decode, ARGV[4])
   local values = ok and (type(label) == 'table' and label or {label}) or {}
   for _, v in ipairs(values) do
-    if v == true or v == 1 then
-      unit_labels, unit_label_sum = unit_labels + 1, unit_label_sum + 1
-    elseif v == false or v == 0 then
-      unit_labels = unit_labels + 1
+    local b = binary_label(v)  -- lib/labels.lua: the rule training learns by
+    if b then
+      unit_labels, unit_label_sum = unit_labels + 1, unit_label_sum + b
     end
   end
 end

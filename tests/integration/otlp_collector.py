@@ -108,6 +108,9 @@ class OtlpCollector:
                                 "status": (s.status.code, s.status.message),
                                 "times": (s.start_time_unix_nano, s.end_time_unix_nano),
                                 "scope": ss.scope.name,
+                                "scope_version": ss.scope.version,
+                                "dropped": (s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count),
+                                "link_flags": [l.flags for l in s.links],
                                 "resource": resource,
                             }
                         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -102,3 +103,35 @@ def test_a_caller_that_gives_up_does_not_disturb_the_others():
         return await stayer, quitter.cancelled()
 
     assert run(main()) == (20, True)
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_a_model_that_answers_the_wrong_number_fails_the_batch_instead_of_hanging(in_thread):
+    async def main():
+        batcher = MicroBatcher(lambda items: [1], max_batch=64, in_thread=lambda items: in_thread)
+        return await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True), 5)
+
+    out = run(main())
+    assert all(isinstance(e, RuntimeError) and "answered 1 of a batch of 3" in str(e) for e in out)
+
+
+def test_one_big_batch_in_a_thread_at_a_time():
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow(items):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return items
+
+    async def main():
+        batcher = MicroBatcher(slow, max_batch=2, in_thread=lambda items: True)
+        return await asyncio.gather(*(batcher.submit(i) for i in range(6)))
+
+    assert run(main()) == list(range(6))
+    assert most == 1

@@ -3,6 +3,10 @@ attributes, events, links, status, times, scope and resource; a full queue drops
 instead of blocking; the child exits with the relay; bad OTEL_BSP_* values fail at start."""
 from __future__ import annotations
 
+import enum
+import time
+
+import numpy as np
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -39,8 +43,9 @@ def test_spans_arrive_as_they_were_made(collector, monkeypatch):
     tracer = provider.get_tracer("gateway", "1.2")
     parent_ctx = trace.set_span_in_context(NonRecordingSpan(REMOTE_PARENT))
     linked = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    local = SpanContext(0xABC, 0x123, is_remote=False, trace_flags=TraceFlags(1))
     with tracer.start_as_current_span("POST /v1/x", context=parent_ctx, kind=SpanKind.SERVER,
-                                      links=[Link(linked, {"why": "reward"})]) as server:
+                                      links=[Link(linked, {"why": "reward"}), Link(local)]) as server:
         server.set_attributes({"http.route": "/v1/x", "gateway.propensity": 0.25, "n": 3, "ok": True,
                                "tags": ("a", "b")})
         with tracer.start_as_current_span("child") as child:
@@ -57,14 +62,52 @@ def test_spans_arrive_as_they_were_made(collector, monkeypatch):
     assert server_out["attributes"]["http.route"] == "/v1/x"
     assert server_out["attributes"]["gateway.propensity"] == 0.25
     assert server_out["attributes"]["n"] == 3 and server_out["attributes"]["ok"] is True
-    assert server_out["links"] == [(f"{0xABC:032x}", f"{0xDEF:016x}")]
+    assert server_out["links"] == [(f"{0xABC:032x}", f"{0xDEF:016x}"), (f"{0xABC:032x}", f"{0x123:016x}")]
     assert server_out["times"] == (server.start_time, server.end_time)
-    assert server_out["scope"] == "gateway"
+    assert server_out["scope"] == "gateway" and server_out["scope_version"] == "1.2"
+    # OTLP's link flags: "is remote" known (0x100) and remote (0x200), as the SDK encodes them.
+    assert server_out["link_flags"] == [0x100 | 0x200, 0x100]
     assert server_out["resource"]["service.name"] == "relay-test"
     assert server_out["resource"]["gateway.component"] == "router"
     assert child_out["parent_span_id"] == server_out["span_id"]
     assert child_out["events"] == [("retry", {"attempt": 2})]
     assert child_out["status"] == (2, "store down")  # STATUS_CODE_ERROR
+    provider.shutdown()
+
+
+def test_what_a_span_had_to_drop_is_reported(collector, monkeypatch):
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
+    provider, relay = relayed_provider(BatchSettings())
+    with provider.get_tracer("gateway").start_as_current_span("crowded") as span:
+        span.set_attributes({"a": 1, "b": 2, "c": 3, "d": 4})
+    assert relay.force_flush()
+    assert collector.spans[0]["dropped"] == (2, 0, 0)
+    provider.shutdown()
+
+
+class Colour(str, enum.Enum):
+    RED = "red"
+
+
+def test_an_attribute_of_an_unusual_type_is_exported_plainly_and_tracing_goes_on(collector):
+    provider, relay = relayed_provider(BatchSettings())
+    tracer = provider.get_tracer("gateway")
+    with tracer.start_as_current_span("odd") as span:
+        span.set_attributes({"colour": Colour.RED, "share": np.float64(0.25)})
+    with tracer.start_as_current_span("after"):
+        pass
+    assert relay.force_flush()
+    spans = {s["name"]: s for s in collector.spans}
+    assert spans["odd"]["attributes"]["colour"] == "red"
+    assert spans["odd"]["attributes"]["share"] == 0.25
+    assert "after" in spans and relay._thread.is_alive()
+    provider.shutdown()
+
+
+def test_a_late_answer_to_an_earlier_flush_does_not_end_a_later_one(collector):
+    provider, relay = relayed_provider(BatchSettings())
+    relay._send(("flush", 5))  # as if flush 5 had timed out before its answer came
+    assert relay._await_ack(6, time.monotonic() + 1.0) is False
     provider.shutdown()
 
 

@@ -22,6 +22,10 @@ class MicroBatcher(Generic[Item, Answer]):
         self._in_thread = in_thread
         self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
         self._flush_scheduled = False
+        # One big batch in a thread at a time, as ray.serve.batch ran one batch at a time: more
+        # would only crowd the cores the event loop needs.
+        self._thread_slot: asyncio.Semaphore | None = None
+        self._threaded: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Answer:
         loop = asyncio.get_running_loop()
@@ -38,14 +42,24 @@ class MicroBatcher(Generic[Item, Answer]):
         while self._waiting:
             batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
             items = [item for item, _ in batch]
-            if self._in_thread(items):
-                asyncio.get_running_loop().create_task(self._answer_in_thread(items, batch))
+            try:
+                threaded = self._in_thread(items)
+            except Exception as err:
+                self._settle(batch, err)
+                continue
+            if threaded:
+                task = asyncio.get_running_loop().create_task(self._answer_in_thread(items, batch))
+                self._threaded.add(task)
+                task.add_done_callback(self._threaded.discard)
             else:
                 self._settle(batch, lambda: self._call(items))
 
     async def _answer_in_thread(self, items: list[Item], batch: list[tuple[Item, asyncio.Future[Answer]]]) -> None:
+        if self._thread_slot is None:
+            self._thread_slot = asyncio.Semaphore(1)
         try:
-            answers = await asyncio.to_thread(self._call, items)
+            async with self._thread_slot:
+                answers = await asyncio.to_thread(self._call, items)
         except Exception as err:  # every caller of the batch learns of it
             self._settle(batch, err)
             return
@@ -54,13 +68,16 @@ class MicroBatcher(Generic[Item, Answer]):
     @staticmethod
     def _settle(batch: list[tuple[Item, asyncio.Future[Answer]]],
                 outcome: Callable[[], list[Answer]] | BaseException) -> None:
+        """Answer every caller of the batch: its own answer, or the batch's error."""
         if not isinstance(outcome, BaseException):
             try:
-                answers = outcome()
+                answers = list(outcome())
+                if len(answers) != len(batch):
+                    raise RuntimeError(f"the model answered {len(answers)} of a batch of {len(batch)} requests")
             except Exception as err:
                 outcome = err
             else:
-                for (_, future), answer in zip(batch, answers, strict=True):
+                for (_, future), answer in zip(batch, answers):
                     if not future.done():  # a caller that gave up (timeout) has cancelled its own
                         future.set_result(answer)
                 return

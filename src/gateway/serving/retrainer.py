@@ -2,6 +2,7 @@
 the policy's candidates in a Ray task, and adds an admitted challenger as a new variant."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -145,4 +146,5 @@ class Retrainer:
 
     async def __del__(self):
         await self.store.close()
-        shutdown_tracing()
+        # Flushing waits on the exporter process: not on the event loop that still answers.
+        await asyncio.to_thread(shutdown_tracing)

@@ -117,5 +117,6 @@ class Router:
     async def __del__(self):
         await stop_grpc_server(getattr(self, "grpc_server", None))
         await self.store.close()
-        shutdown_tracing()
+        # Flushing waits on the exporter process: not on the event loop that still answers.
+        await asyncio.to_thread(shutdown_tracing)
         shutdown_metrics()

@@ -1,6 +1,6 @@
 """The process that exports a replica's spans (started by `span_relay.SpanRelay`): it reads
 packed spans from its stdin, rebuilds them as the SDK's ReadableSpan and hands each batch to the
-OTLP exporter the OTEL_* variables configure. It answers a flush with one byte on stdout once
+OTLP exporter the OTEL_* variables configure. It answers a flush with its number on stdout once
 everything sent before it has been exported, and exits when the pipe closes."""
 from __future__ import annotations
 
@@ -8,29 +8,47 @@ import logging
 import sys
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from gateway.telemetry.span_relay import read_frames
+from gateway.telemetry.span_relay import FLUSH_ACK, read_frames
 
 
-def unpack_span(packed: tuple[Any, ...], resource: Resource, scopes: dict[tuple[str, str | None], InstrumentationScope]) -> ReadableSpan:
+def _bounded_attributes(values: dict[str, Any], dropped: int) -> BoundedAttributes:
+    attributes = BoundedAttributes(maxlen=None, attributes=values, immutable=False)
+    attributes.dropped = dropped  # what the replica's span had to drop, reported as such
+    return attributes
+
+
+def _bounded_list(items: list[Any], dropped: int) -> BoundedList:
+    bounded = BoundedList.from_seq(None, items)
+    bounded.dropped = dropped
+    return bounded
+
+
+def unpack_span(packed: tuple[Any, ...], resource: Resource, scopes: dict[tuple[Any, ...], InstrumentationScope]) -> ReadableSpan:
     (name, trace_id, span_id, flags, trace_state, parent, kind, start, end, status_code, status_text,
-     attributes, events, links, scope, _dropped) = packed
+     attributes, events, links, scope, dropped) = packed
     state = TraceState.from_header([trace_state]) if trace_state else TraceState()
     context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=state)
     parent_context = None
     if parent is not None:
         parent_context = SpanContext(trace_id, parent[0], is_remote=parent[1], trace_flags=TraceFlags(flags))
-    key = (scope[0], scope[1])
+    scope_name, scope_version, scope_schema, scope_attributes = scope
+    key = (scope_name, scope_version, scope_schema, tuple(sorted(scope_attributes.items())))
     if key not in scopes:
-        scopes[key] = InstrumentationScope(scope[0], scope[1])
+        scopes[key] = InstrumentationScope(scope_name, scope_version, scope_schema, scope_attributes or None)
+    dropped_attributes, dropped_events, dropped_links = dropped
     return ReadableSpan(
-        name=name, context=context, parent=parent_context, resource=resource, attributes=attributes,
-        events=[Event(n, attributes=a, timestamp=t) for n, t, a in events],
-        links=[Link(SpanContext(t, s, is_remote=True, trace_flags=TraceFlags(f)), attributes=a) for t, s, f, a in links],
+        name=name, context=context, parent=parent_context, resource=resource,
+        attributes=_bounded_attributes(attributes, dropped_attributes),
+        events=_bounded_list([Event(n, attributes=a, timestamp=t) for n, t, a in events], dropped_events),
+        links=_bounded_list([Link(SpanContext(t, s, is_remote=r, trace_flags=TraceFlags(f)), attributes=a)
+                             for t, s, f, r, a in links], dropped_links),
         kind=SpanKind(kind), status=Status(StatusCode(status_code), status_text),
         start_time=start, end_time=end, instrumentation_scope=scopes[key],
     )
@@ -51,7 +69,7 @@ def main() -> None:
             elif kind == "spans":
                 exporter.export([unpack_span(p, resource, scopes) for p in message[1]])
             elif kind == "flush":
-                sys.stdout.buffer.write(b".")
+                sys.stdout.buffer.write(FLUSH_ACK.pack(message[1]))
                 sys.stdout.buffer.flush()
     finally:
         exporter.shutdown()

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,8 +29,40 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 log = logging.getLogger("gateway.tracing")
 
 FRAME_HEADER = struct.Struct("<I")
+# The child's answer to a flush: the flush's own number, so a late answer to an earlier flush
+# that timed out is not taken for this one's.
+FLUSH_ACK = struct.Struct("<Q")
 # How long a flush or a stop waits for the child to say it has exported what it was sent.
 ACK_WAIT_S = 10.0
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as marshal carries it and OTLP types it: str, bool, int, float or a
+    tuple of them. A str or int subclass (an enum) or a numpy scalar becomes its plain value;
+    anything else its str, rather than a frame the child cannot read."""
+    kind = type(value)
+    if kind in (str, bool, int, float):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    if hasattr(value, "item") and callable(value.item):  # a numpy scalar
+        value = value.item()
+        if type(value) in (str, bool, int, float):
+            return value
+    if isinstance(value, str):
+        return str.__str__(value)  # an enum's value, not its name as str() gives it
+    for plain in (bool, int, float):
+        if isinstance(value, plain):
+            return plain(value)
+    return str(value)
+
+
+def _attributes(attributes: Any) -> dict[str, Any]:
+    return {str(k): _plain(v) for k, v in (attributes or {}).items()}
+
+
+def _dropped(bounded: Any) -> int:
+    return int(getattr(bounded, "dropped", 0) or 0)
 
 
 def pack_span(span: ReadableSpan) -> tuple[Any, ...]:
@@ -42,12 +75,13 @@ def pack_span(span: ReadableSpan) -> tuple[Any, ...]:
         (parent.span_id, parent.is_remote) if parent is not None else None,
         span.kind.value, span.start_time, span.end_time,
         status.status_code.value, status.description,
-        dict(span.attributes or {}),
-        tuple((e.name, e.timestamp, dict(e.attributes or {})) for e in span.events),
-        tuple((link.context.trace_id, link.context.span_id, int(link.context.trace_flags), dict(link.attributes or {}))
-              for link in span.links),
-        (scope.name, scope.version) if scope is not None else ("gateway", None),
-        span.dropped_attributes,
+        _attributes(span.attributes),
+        tuple((e.name, e.timestamp, _attributes(e.attributes)) for e in span.events),
+        tuple((link.context.trace_id, link.context.span_id, int(link.context.trace_flags), link.context.is_remote,
+               _attributes(link.attributes)) for link in span.links),
+        (scope.name, scope.version, scope.schema_url, _attributes(scope.attributes)) if scope is not None
+        else ("gateway", None, None, {}),
+        (span.dropped_attributes, span.dropped_events, span.dropped_links),
     )
 
 
@@ -81,6 +115,7 @@ class SpanRelay(SpanProcessor):
         self._wake = threading.Event()
         self._pipe_lock = threading.RLock()
         self._stopping = False
+        self._flushes = 0
         # Its own session: a Ctrl-C to the gateway's process group must not kill it before it has
         # exported what the replica flushes on the way out; it exits when the pipe closes.
         self._child = subprocess.Popen(
@@ -115,13 +150,25 @@ class SpanRelay(SpanProcessor):
             except OSError:
                 log.warning("the trace exporter process is gone; spans are no longer exported")
                 return
+            except Exception:  # one unsendable batch must not end tracing for the replica's life
+                log.exception("a batch of spans could not be sent to the exporter process; dropped")
 
-    def _send_queued(self) -> None:
+    def _send_queued(self, deadline: float | None = None) -> bool:
+        """Send what waits; False when the pipe could not be had before `deadline`."""
         # Under the lock, so that a flush's marker follows every span taken before it.
-        with self._pipe_lock:
+        if not self._pipe_lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            return False
+        try:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self.settings.batch, len(self._queue)))]
-                self._send(("spans", batch))
+                try:
+                    self._send(("spans", batch))
+                except (TypeError, ValueError):
+                    self.dropped += len(batch)
+                    raise
+            return True
+        finally:
+            self._pipe_lock.release()
 
     def _send(self, message: tuple[Any, ...]) -> None:
         data = marshal.dumps(message)
@@ -132,17 +179,39 @@ class SpanRelay(SpanProcessor):
             stdin.flush()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Send what waits and wait until the child has exported it."""
+        """Send what waits and wait until the child has exported it, at most `timeout_millis`."""
+        deadline = time.monotonic() + min(timeout_millis / 1000, ACK_WAIT_S)
+        if not self._pipe_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False  # the sender is stuck on a full pipe: the exporter is behind
         try:
-            with self._pipe_lock:
-                self._send_queued()
-                self._send(("flush",))
-        except OSError:
+            self._send_queued()
+            self._flushes += 1
+            number = self._flushes
+            self._send(("flush", number))
+        except (OSError, TypeError, ValueError):
             return False
+        finally:
+            self._pipe_lock.release()
+        return self._await_ack(number, deadline)
+
+    def _await_ack(self, number: int, deadline: float) -> bool:
         stdout = self._child.stdout
         assert stdout is not None
-        ready, _, _ = select.select([stdout], [], [], min(timeout_millis / 1000, ACK_WAIT_S))
-        return bool(ready) and stdout.read(1) == b"."
+        fd = stdout.fileno()
+        pending = b""
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return False
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return False  # the child is gone
+            pending += chunk
+            while len(pending) >= FLUSH_ACK.size:
+                (acked,) = FLUSH_ACK.unpack(pending[: FLUSH_ACK.size])
+                pending = pending[FLUSH_ACK.size :]
+                if acked >= number:
+                    return True
 
     def shutdown(self) -> None:
         if self._stopping:
@@ -150,18 +219,23 @@ class SpanRelay(SpanProcessor):
         self.force_flush()
         self._stopping = True
         self._wake.set()
-        try:
-            assert self._child.stdin is not None
-            self._child.stdin.close()
-        except OSError:
-            pass
+        self._thread.join(ACK_WAIT_S)
+        if self._pipe_lock.acquire(timeout=ACK_WAIT_S):
+            try:
+                assert self._child.stdin is not None
+                self._child.stdin.close()
+            except OSError:
+                pass
+            finally:
+                self._pipe_lock.release()
         try:
             self._child.wait(ACK_WAIT_S)
         except subprocess.TimeoutExpired:
             self._child.kill()
             self._child.wait()
         if self.dropped:
-            log.warning("%d spans were dropped: the trace export queue was full", self.dropped)
+            log.warning("%d spans were dropped: the trace export queue was full or a batch could not be sent",
+                        self.dropped)
 
 
 def read_frames(stream: Any) -> Iterator[tuple[Any, ...]]:

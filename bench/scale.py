@@ -89,14 +89,19 @@ def measure(cluster: RayCluster, app: Deployed, body_file: Path, args, extra: li
     client = subprocess.Popen([sys.executable, str(LOAD), app.url, "--bodies", str(body_file), "--connections",
                                str(args.connections), "--warmup", str(args.warmup), "--duration", str(args.measure)],
                               stdout=subprocess.PIPE, text=True, start_new_session=True)
-    procs = [*cluster.head._processes(), *(p for w in cluster.nodes for p in w.processes()), *extra,
-             psutil.Process(client.pid)]
-    time.sleep(args.warmup)
-    before = cpu_times(procs)
-    time.sleep(args.measure)
-    after = cpu_times(procs)
-    out, _ = client.communicate(timeout=120)
-    result = json.loads(out)
+    try:
+        procs = [*cluster.head._processes(), *(p for w in cluster.nodes for p in w.processes()), *extra,
+                 psutil.Process(client.pid)]
+        time.sleep(args.warmup)
+        before = cpu_times(procs)
+        time.sleep(args.measure)
+        after = cpu_times(procs)
+        out, _ = client.communicate(timeout=120)
+        result = json.loads(out)
+    finally:
+        if client.poll() is None:  # a timeout or a failure above: the load must not outlive the run
+            client.kill()
+            client.wait()
     spent: dict[str, float] = {}
     for pid, (name, t) in after.items():
         spent[name] = spent.get(name, 0.0) + t - before.get(pid, (name, 0.0))[1]

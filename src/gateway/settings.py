@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         default=None, description="Join this Ray cluster instead of starting a local one."
     )
 
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _spool_dir_is_a_folder(cls, value: object) -> object:
+        return spool_folder(value) if value is not None else None
+
     @field_validator("grpc_port")
     @classmethod
     def _grpc_port_is_not_the_http_port(cls, port: int | None, info: ValidationInfo) -> int | None:
@@ -124,6 +129,18 @@ class Settings(BaseSettings):
         if port is not None and port == info.data.get("http_port"):
             raise ValueError("it is also the HTTP port (GATEWAY_HTTP_PORT); give gRPC a port of its own")
         return port
+
+
+def spool_folder(value: object) -> Path:
+    """GATEWAY_SPOOL_DIR as an absolute folder: not blank, and not something that is not a
+    folder. Also what a replica checks its own node's value with."""
+    text = str(value).strip()
+    if not text:
+        raise ValueError("it is blank; name a folder on the node's own disk, or unset it for STATE_DIR/spool")
+    path = Path(text).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a folder")
+    return path
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -9,6 +9,7 @@ never `ray stop`, which would take down every other Ray run of this user on the 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +23,8 @@ import psutil
 
 from tests.integration.conftest import free_port
 from tests.integration.ray_head import RayHead, node_processes, ray_command, stop_processes
+
+log = logging.getLogger("tests.ray_cluster")
 
 
 @dataclass
@@ -163,12 +166,20 @@ class RayCluster:
         return [t for t in listed if name in (t.get("name") or "") or name in (t.get("func_or_class_name") or "")]
 
     def stop(self) -> None:
-        # Workers all at once (each waits up to its grace period), then the head.
-        stop_processes([p for w in self.nodes for p in w.processes()], grace_s=20)
-        for w in self.nodes:
-            w.stop(grace_s=1)
-        if self.head is not None:
-            self.head.stop()
+        # Workers all at once (each waits up to its grace period), then the head; each step
+        # even when an earlier one failed, so no node outlives the tests.
+        try:
+            stop_processes([p for w in self.nodes for p in w.processes()], grace_s=20)
+        finally:
+            try:
+                for w in self.nodes:
+                    try:
+                        w.stop(grace_s=1)
+                    except Exception:  # noqa: BLE001 - the next node and the head must still stop
+                        log.exception("stopping a worker node failed")
+            finally:
+                if self.head is not None:
+                    self.head.stop()
 
 
 def serve_cli(head: RayHead, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -133,12 +133,12 @@ def stop_processes(procs: list[psutil.Process], grace_s: float) -> None:
         for p in procs:
             try:
                 p.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         _, procs = psutil.wait_procs(procs, timeout=grace_s)
     for p in procs:
         try:
             p.kill()
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     psutil.wait_procs(procs, timeout=10)

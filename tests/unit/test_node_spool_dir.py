@@ -25,3 +25,46 @@ def test_the_setting_defaults_to_the_state_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("GATEWAY_SPOOL_DIR", str(tmp_path / "spool-here"))
     assert load_settings().spool_dir == tmp_path / "spool-here"
 
+
+
+def test_a_blank_or_file_spool_dir_fails_at_start_naming_it(monkeypatch, tmp_path):
+    import pytest
+
+    from gateway.settings import SettingsError
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    for bad in ("  ", str(a_file)):
+        monkeypatch.setenv("GATEWAY_SPOOL_DIR", bad)
+        with pytest.raises(SettingsError, match="GATEWAY_SPOOL_DIR|spool_dir"):
+            load_settings()
+
+
+def test_a_nodes_bad_value_is_named_when_the_replica_starts(monkeypatch, tmp_path):
+    import pytest
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    monkeypatch.setenv("GATEWAY_SPOOL_DIR", str(a_file))
+    with pytest.raises(ValueError, match="GATEWAY_SPOOL_DIR=.*on this node.*not a folder"):
+        node_spool_dir({})
+
+
+def test_a_relative_value_is_made_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEWAY_SPOOL_DIR", "spool-here")
+    assert node_spool_dir({}) == tmp_path / "spool-here"
+
+
+def test_the_spool_and_its_files_are_private_in_a_folder_made_wide(tmp_path):
+    import stat
+
+    from gateway.store.spool import Spool
+
+    folder = tmp_path / "spool"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    spool = Spool(folder, owner="router-test")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(spool.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(spool.path.with_suffix(".lock").stat().st_mode) == 0o600

@@ -26,6 +26,7 @@ from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from gateway.telemetry.metrics import setup_metrics, shutdown_metrics
 from gateway.telemetry.logs import QUIET, setup_logging
+from gateway.settings import spool_folder
 from gateway.telemetry.tracing import setup_tracing, shutdown_tracing
 from gateway.dataplane.tokens import RewardTokens
 
@@ -58,7 +59,12 @@ def node_spool_dir(options: dict[str, Any]) -> Path | None:
     application was built with. The spool must stay on the node: a replica started there later
     adopts what a stopped one left, and SQLite with flock is not for network shares."""
     where = os.environ.get("GATEWAY_SPOOL_DIR") or options.get("spool_dir")
-    return Path(where) if where else None
+    if not where:
+        return None
+    try:
+        return spool_folder(where)
+    except ValueError as err:
+        raise ValueError(f"GATEWAY_SPOOL_DIR={where!r} on this node: {err}") from None
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)

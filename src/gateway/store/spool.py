@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.store.embedded import private_dir
+
 log = logging.getLogger("gateway.spool")
 
 
@@ -53,13 +55,16 @@ def default_owner() -> str:
 
 class Spool:
     def __init__(self, folder: Path, owner: str | None = None):
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Spooled records carry request features: for this user's eyes only, whoever made the folder.
+        private_dir(folder)
         self.folder = folder
         self.owner = owner or default_owner()
         self.path = folder / f"{self.owner}.sqlite"
         self._lock_file = open(self.path.with_suffix(".lock"), "a+")  # noqa: SIM115 - held for life
         fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._db = _open(self.path)
+        for own in (self.path, self.path.with_suffix(".lock")):
+            os.chmod(own, 0o600)
         self._mutex = threading.Lock()
         self._count = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 

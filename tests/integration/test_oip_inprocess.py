@@ -3,9 +3,6 @@ real DataPlane in this process, the embedded redis-server, model artifacts train
 tests/policies/churn.yaml and loaded as in a variant replica, served by uvicorn on 127.0.0.1."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +19,12 @@ from gateway.serving.variant import LoadedVariant
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.dataplane.tokens import RewardTokens
+from tests.integration.inprocess_server import served_in_thread
 from tests.models import loaded_variants
 
 pytestmark = pytest.mark.integration
 
 tritonhttp = pytest.importorskip("tritonclient.http")
-uvicorn = pytest.importorskip("uvicorn")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "churn.yaml"
@@ -36,12 +33,6 @@ ROWS = [
     {"tenure": 1.0, "monthly_charges": 99.0, "support_calls": 7, "plan": "basic"},
     {"tenure": 60.0, "monthly_charges": 20.0, "support_calls": 0, "plan": "enterprise"},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -67,21 +58,8 @@ def served(tmp_path_factory) -> Iterator[Served]:
         # The gateway's own app (V2 routes included); its lifespan starts and stops the plane.
         app = create_app(plane)
 
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, name="oip-uvicorn", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                pytest.fail("the in-process server did not start")
-            time.sleep(0.05)
-        try:
+        with served_in_thread(app, "oip-uvicorn") as port:
             yield Served(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", variants, FeatureEncoder(policy.features))
-        finally:
-            server.should_exit = True
-            thread.join(30)
     finally:
         redis.stop()
 

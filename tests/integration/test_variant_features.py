@@ -5,9 +5,6 @@ loaded from the registry as a replica loads them."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +25,9 @@ from gateway.serving.variant import LoadedVariant
 from gateway.sim.churn import FEATURES, make_churn
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
+from tests.integration.inprocess_server import served_in_thread
 
 pytestmark = pytest.mark.integration
-uvicorn = pytest.importorskip("uvicorn")
 
 TOKEN = "t" * 32
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -50,12 +47,6 @@ def rows_with_age(n: int, seed: int) -> tuple[list[dict], np.ndarray]:
     rows, y = make_churn(n, seed)
     ages = np.random.default_rng(seed + 1).uniform(18, 80, n)
     return [dict(zip(BASE, r)) | {"age": float(a)} for r, a in zip(rows, ages)], y
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Served:
@@ -87,21 +78,10 @@ def served(tmp_path_factory) -> Iterator[Served]:
         RewardTokens("k" * 32), challenger_client=challenger,
     )
     app = create_app(plane, admin_token=TOKEN, registry_root=str(tmp / "registry"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="features-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail("the in-process server did not start")
-        time.sleep(0.05)
     try:
-        yield Served(f"http://127.0.0.1:{port}", tmp, policy)
+        with served_in_thread(app, "features-uvicorn") as port:
+            yield Served(f"http://127.0.0.1:{port}", tmp, policy)
     finally:
-        server.should_exit = True
-        thread.join(30)
         redis.stop()
 
 

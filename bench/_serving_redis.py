@@ -350,7 +350,8 @@ def measure_store_vs_redis_benchmark(redis_url: str, seconds: float, calls: int)
     """ExperimentStore.apply_rewards (the router's update path, batches of 1,000) against
     redis-benchmark running EVALSHA of the same script on the same server."""
     from gateway.store import keys
-    from gateway.store.experiments import ExperimentStore, RewardItem
+    from gateway.store.experiments import ExperimentStore
+    from gateway.store.snapshot import RewardItem
 
     client = redis_client(redis_url)
     # Keyspace for redis-benchmark, 10x its calls: ~95% of the random keys are fresh, so nearly

@@ -90,7 +90,7 @@ from gateway.policy import Policy, ShadowFirst, load_policy_file
 # The retrainer's champion choice and minimum window live in the Ray Serve module (importing
 # it loads Ray, ~5 s, but starts nothing).
 from gateway.sim.churn import make_churn
-from gateway.store.experiments import ArmCounts, Snapshot
+from gateway.store.snapshot import ArmCounts, Snapshot
 
 START, END = "<!-- learning:start -->", "<!-- learning:end -->"
 POLICY_FILE = ROOT / "policies" / "default.yaml"

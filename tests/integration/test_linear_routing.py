@@ -13,7 +13,7 @@ from gateway.bandit.linear_ts import LinearStats, linear_shares
 from gateway.decisions import linear
 from gateway.sim import churn
 from gateway.store import keys
-from gateway.store.experiments import RewardItem
+from gateway.store.snapshot import RewardItem
 from tests.planes import Clock, env, run, serve  # noqa: F401 - env is a fixture
 
 pytestmark = pytest.mark.integration

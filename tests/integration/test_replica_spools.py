@@ -22,7 +22,8 @@ from gateway.policy import load_policy_file
 from gateway.sim import churn
 from gateway.store import keys
 from gateway.store.embedded import EmbeddedRedis
-from gateway.store.experiments import ExperimentStore, RewardItem
+from gateway.store.experiments import ExperimentStore
+from gateway.store.snapshot import RewardItem
 from gateway.store.spool import Spool
 from gateway.dataplane.tokens import RewardTokens, TokenClaims
 from tests.planes import BASE, run

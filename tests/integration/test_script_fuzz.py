@@ -34,10 +34,9 @@ from gateway.store.experiments import (
     HISTORY_MAXLEN,
     SERIES_MAXLEN,
     ExperimentStore,
-    RewardItem,
-    RewardRules,
 )
 from gateway.store.limits import SHADOW_LOG_BYTES, SHADOW_LOG_MAXLEN
+from gateway.store.snapshot import RewardItem, RewardRules
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from gateway.decisions.allocation import (
 )
 from gateway.bandit.selection import floor_schedule
 from gateway.policy import PolicyError, parse_policy
-from gateway.store.experiments import ArmCounts
+from gateway.store.snapshot import ArmCounts
 
 NOW = 1_700_000_000.0
 

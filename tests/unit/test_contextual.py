@@ -39,7 +39,7 @@ from gateway.bandit.selection import apply_floor
 from gateway.bandit.sequential import always_valid_p, evaluate_sequential
 from gateway.decisions.allocation import allocate
 from gateway.policy import parse_policy
-from gateway.store.experiments import ArmCounts
+from gateway.store.snapshot import ArmCounts
 
 FEATURES = ["tenure", "monthly_charges", "support_calls", "plan"]
 RULE = PromotionRule(prob_best=0.95, max_expected_loss=0.0025, min_samples=200)

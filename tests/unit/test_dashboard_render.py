@@ -23,7 +23,7 @@ from gateway.api.dashboard import dashboard_routes, render_static_report
 from gateway.policy import parse_policy
 from gateway.cli.report import write_report
 from gateway.decisions.state import experiment_state
-from gateway.store.experiments import ArmCounts, Snapshot
+from gateway.store.snapshot import ArmCounts, Snapshot
 
 CHART_IDS = ["chart-posterior", "chart-traffic", "chart-reward", "chart-prob-best", "timeline"]
 T0 = 1_790_000_000.0

@@ -6,7 +6,7 @@ import json
 from gateway.decisions import allocation
 from gateway.decisions.guardrails import BREAKER_COOLDOWN_S, BREAKER_FAILURES, MIN_REQUESTS, VariantHealth, breach, renormalise
 from gateway.policy import Guardrails, parse_policy
-from gateway.store.experiments import ArmCounts
+from gateway.store.snapshot import ArmCounts
 
 RAILS = Guardrails(max_error_rate=0.05, max_p99_latency_ms=200)
 

@@ -17,7 +17,8 @@ from gateway.decisions import allocation, linear
 from gateway.decisions.state import experiment_state
 from gateway.policy import PolicyError, parse_policy
 from gateway.schemas import ExperimentState
-from gateway.store.experiments import ArmCounts, ExperimentStore, Snapshot
+from gateway.store.experiments import ExperimentStore
+from gateway.store.snapshot import ArmCounts, Snapshot
 
 FEATURES = [
     {"name": "tenure", "type": "numeric"},

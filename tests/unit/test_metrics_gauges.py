@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import monitoring
 from gateway.policy import parse_policy
 from gateway.decisions.state import experiment_state
-from gateway.store.experiments import ArmCounts, Snapshot
+from gateway.store.snapshot import ArmCounts, Snapshot
 from gateway.telemetry.metrics import GatewayMetrics
 
 POLICY = parse_policy(

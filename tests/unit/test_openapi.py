@@ -27,7 +27,8 @@ from gateway.dataplane.feedback import _rejected
 from gateway.errors import Forbidden, NotFound, TooManyRequests, Unprocessable
 from gateway.policy import parse_policy
 from gateway.decisions.state import experiment_state
-from gateway.store.experiments import ArmCounts, ExperimentStore, Snapshot
+from gateway.store.experiments import ExperimentStore
+from gateway.store.snapshot import ArmCounts, Snapshot
 from gateway.dataplane.tokens import RewardTokens
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

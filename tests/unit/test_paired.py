@@ -10,7 +10,7 @@ import pytest
 from gateway.bandit.paired import log_e_values, mcnemar_p_value
 from gateway.decisions import shadow_first
 from gateway.policy import parse_policy
-from gateway.store.experiments import ArmCounts
+from gateway.store.snapshot import ArmCounts
 
 
 def _ever_crosses(p: float, rows: int, runs: int, alpha: float, seed: int) -> tuple[float, float]:

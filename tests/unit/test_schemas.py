@@ -34,7 +34,8 @@ from gateway.schemas import (
     RewardItem, RewardResponse, RewardResult, Series, parse_feedback,
 )
 from gateway.store.embedded import EmbeddedRedis
-from gateway.store.experiments import ArmCounts, ExperimentStore, Snapshot
+from gateway.store.experiments import ExperimentStore
+from gateway.store.snapshot import ArmCounts, Snapshot
 from tests.models import loaded_variants
 from tests.unit.test_openapi import GAUSSIAN, POLICY, decisions, served
 

@@ -9,7 +9,7 @@ import pytest
 from gateway.decisions import allocation
 from gateway.policy import parse_policy
 from gateway.decisions.state import experiment_state
-from gateway.store.experiments import ArmCounts, Snapshot
+from gateway.store.snapshot import ArmCounts, Snapshot
 
 STARTED = 1_700_000_000.0
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from gateway.cli.status_view import interval_text, off_policy_tables, posterior_text, segments_tables, status_tables
 from gateway.decisions.state import experiment_state
 from gateway.policy import parse_policy
-from gateway.store.experiments import ArmCounts, Snapshot
+from gateway.store.snapshot import ArmCounts, Snapshot
 
 STARTED = 1_700_000_000.0
 # The names a real run reaches: the policy's, a holdout, and the retrainer's '<algorithm>-r<k>'.

@@ -15,7 +15,7 @@ from gateway.schemas import MAX_ID_LEN, MAX_LABEL_BYTES, MAX_REWARDS_PER_BATCH, 
 from gateway.schemas import parse_feedback
 from gateway.schemas.feedback import SentItem
 from gateway.store.experiments import ExperimentStore
-from gateway.store.experiments import RewardItem as StoredReward
+from gateway.store.snapshot import RewardItem as StoredReward
 from gateway.store.writer import STORE_DOWN, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import context_from_carrier, tracer

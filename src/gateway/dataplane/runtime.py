@@ -16,7 +16,7 @@ from gateway.errors import NotFound
 from gateway.learning.features import FeatureEncoder
 from gateway.learning.views import FeatureView
 from gateway.policy import Policy
-from gateway.store.experiments import RewardRules, Snapshot
+from gateway.store.snapshot import RewardRules, Snapshot
 
 
 class VariantClient(Protocol):

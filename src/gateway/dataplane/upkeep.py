@@ -20,7 +20,8 @@ from gateway.dataplane.transitions import rollback_champion
 from gateway.errors import Conflict, Unavailable
 from gateway.decisions.guardrails import VariantHealth, accuracy_breach, breach
 from gateway.decisions.state import experiment_state
-from gateway.store.experiments import ExperimentStore, Snapshot
+from gateway.store.experiments import ExperimentStore
+from gateway.store.snapshot import Snapshot
 from gateway.store.writer import STORE_DOWN, ReplayReward, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import tracer

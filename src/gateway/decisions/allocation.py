@@ -16,7 +16,7 @@ import numpy as np
 
 from gateway.bandit import beta, cuped, discounted, gaussian, promotion, selection, sequential
 from gateway.policy import Policy, Variant
-from gateway.store.experiments import ArmCounts
+from gateway.store.snapshot import ArmCounts
 
 # Columns of the counter arrays: rewards, reward sum, sum of squared rewards.
 _N, _S, _SS = 0, 1, 2

@@ -21,7 +21,7 @@ import numpy as np
 from gateway.bandit import linear_ts, selection
 from gateway.decisions import allocation
 from gateway.policy import LinearPriorSettings, Policy
-from gateway.store.experiments import ArmCounts, Snapshot
+from gateway.store.snapshot import ArmCounts, Snapshot
 
 # A context value beyond this is not learned from (its square and products must stay finite in
 # the reward script's sums, which refuses it too).

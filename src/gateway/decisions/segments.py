@@ -22,7 +22,7 @@ from gateway.bandit import contextual, segment_promotion
 from gateway.bandit.promotion import Decision, PromotionRule
 from gateway.decisions import allocation
 from gateway.policy import Policy
-from gateway.store.experiments import ArmCounts, Snapshot
+from gateway.store.snapshot import ArmCounts, Snapshot
 
 
 def is_contextual(policy: Policy) -> bool:

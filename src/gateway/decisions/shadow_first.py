@@ -16,7 +16,7 @@ from typing import Any
 from gateway.bandit.paired import log_e_values, mcnemar_p_value
 from gateway.decisions import allocation
 from gateway.policy import Policy
-from gateway.store.experiments import ArmCounts
+from gateway.store.snapshot import ArmCounts
 
 
 # The level when the policy turns retrain.max_p_value off: shadow first still needs evidence.

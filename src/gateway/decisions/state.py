@@ -10,7 +10,7 @@ import numpy as np
 from gateway.bandit import contextual
 from gateway.decisions import allocation, linear, segments
 from gateway.policy import Policy
-from gateway.store.experiments import ArmCounts, Snapshot
+from gateway.store.snapshot import ArmCounts, Snapshot
 
 # Monte-Carlo draws and seed of the holdout uplift's credible interval: fixed, so the same
 # counters always give the same figures (standard error of a 2.5% quantile ~ 0.002 sd).

@@ -3,9 +3,8 @@ counters, status and decision history. Async, for the router replicas."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from importlib import resources
 
 import redis.asyncio as aioredis
@@ -14,7 +13,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.bandit.linear_ts import LinearStats
 from gateway.store import keys
 from gateway.store.connect import Replication, drop_idle_connections, open_redis, split_url
 from gateway.store.limits import (
@@ -28,9 +26,8 @@ from gateway.store.limits import (
 from gateway.store.logs import LogReads
 from gateway.store.replication import ReplicaWaits, ScriptCalls, execute
 from gateway.store.shadow import ShadowRecords
+from gateway.store.snapshot import RewardItem, RewardRules, Snapshot, parse_arms, parse_linear, parse_segments
 from gateway.store.unit_reads import UnitReads
-
-
 
 # Shared functions each script starts with: scoring of labelled predictions, linear-model counters,
 # what a 0/1 label is.
@@ -41,97 +38,6 @@ def _lua(name: str) -> str:
     folder = resources.files("gateway.store").joinpath("lua")
     libs = "".join(folder.joinpath("lib", lib).read_text() for lib in _LIBS.get(name, ()))
     return libs + folder.joinpath(name).read_text()
-
-
-@dataclass(frozen=True)
-class ArmCounts:
-    rewards: int = 0
-    reward_sum: float = 0.0
-    reward_sq_sum: float = 0.0
-    requests: int = 0
-    # variance_reduction: sums of the covariate, its square and its product with the reward.
-    x_sum: float = 0.0
-    xx_sum: float = 0.0
-    xy_sum: float = 0.0
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    arms: dict[str, ArmCounts]
-    meta: dict[str, str]
-    dynamic: dict[str, dict] = field(default_factory=dict)  # challengers added at run time
-    # Contextual routing: each segment's counters per variant (segment -> variant -> counts).
-    segments: dict[str, dict[str, ArmCounts]] = field(default_factory=dict)
-    # linear_thompson: each variant's linear-model statistics (one variant each, k = 1).
-    linear: dict[str, LinearStats] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RewardItem:
-    experiment: str
-    request_id: str
-    variant: str
-    reward: float
-    label: str = ""  # JSON of the label(s) when the feedback carried them
-    from_label: bool = False  # the reward was made from the label ('match'): shadows may earn theirs
-
-
-@dataclass(frozen=True)
-class RewardRules:
-    """What the policy says about feedback, as the reward script needs it."""
-
-    default: float | None = None  # applied after the window; later feedback is 'late'
-    max_per_unit: int | None = None  # rewards per unit_id within the window
-    window_s: float = 86_400.0
-    # A label-made reward also earns each shadow that answered the request its own, for when it
-    # goes live (gateway.decisions.shadow_first.credits_shadow_rewards).
-    shadows_earn: bool = False
-    # linear_thompson: the context its counters are kept under (keys.linear).
-    linear_context: tuple[str, ...] = ()
-    # The policy's `aggregates`: seconds a unit's counters live (None: the policy keeps none).
-    unit_window_s: float | None = None
-
-
-def _parse_segments(raw: dict[str, str]) -> dict[str, dict[str, ArmCounts]]:
-    """'<segment>|<variant>:<counter>' fields by segment (a variant's name has no '|')."""
-    cells: dict[str, dict[str, str]] = {}
-    for key, value in raw.items():
-        cell, _, counter = key.rpartition(":")
-        cells.setdefault(cell, {})[counter] = value
-    out: dict[str, dict[str, ArmCounts]] = {}
-    for cell, fields in cells.items():
-        segment, _, variant = cell.rpartition("|")
-        out.setdefault(segment, {})[variant] = _counts(fields)
-    return out
-
-
-def _parse_linear(raw: dict[str, str]) -> dict[str, LinearStats]:
-    """'<variant>|<field>' fields by variant, each as LinearStats of one variant; the dimension is
-    the one its fields show (a variant name has no '|')."""
-    fields: dict[str, dict[str, str]] = {}
-    for key, value in raw.items():
-        variant, _, name = key.partition("|")
-        fields.setdefault(variant, {})[name] = value
-    out = {}
-    for variant, f in fields.items():
-        d = 1 + max((int(name.split(":")[1]) for name in f if name.startswith("xty:")), default=-1)
-        if d >= 1:
-            out[variant] = LinearStats.from_fields([f], d)
-    return out
-
-
-def _counts(f: dict[str, str]) -> ArmCounts:
-    return ArmCounts(rewards=int(f.get("n", 0)), reward_sum=float(f.get("s", 0.0)),
-                     reward_sq_sum=float(f.get("ss", 0.0)), requests=int(f.get("req", 0)),
-                     x_sum=float(f.get("x", 0.0)), xx_sum=float(f.get("xx", 0.0)), xy_sum=float(f.get("xy", 0.0)))
-
-
-def _parse_arms(raw: dict[str, str]) -> dict[str, ArmCounts]:
-    fields: dict[str, dict[str, str]] = {}
-    for key, value in raw.items():
-        variant, _, counter = key.rpartition(":")
-        fields.setdefault(variant, {})[counter] = value
-    return {v: _counts(f) for v, f in fields.items()}
 
 
 class ExperimentStore(ShadowRecords, LogReads):
@@ -342,11 +248,11 @@ class ExperimentStore(ShadowRecords, LogReads):
         models = dict(zip(linear, raw[4 * len(experiments):]))
         return {
             e: Snapshot(
-                arms=_parse_arms(raw[4 * i]),
+                arms=parse_arms(raw[4 * i]),
                 meta=raw[4 * i + 1],
                 dynamic={k: json.loads(v) for k, v in raw[4 * i + 2].items()},
-                segments=_parse_segments(raw[4 * i + 3]),
-                linear=_parse_linear(models.get(e, {})),
+                segments=parse_segments(raw[4 * i + 3]),
+                linear=parse_linear(models.get(e, {})),
             )
             for i, e in enumerate(experiments)
         }

@@ -511,7 +511,8 @@ class Growth(Sections):
                     time.sleep(2.0)  # the last requests' records written, the loops back to idle
                     idle = self.idle_cost(client, proc, self.args.idle)
                     fig[n] = {"rps": c16["rps"], "p50_ms": c1["p50_ms"], "p99_ms_c16": c16["p99_ms"],
-                              "non_2xx": c16["non_2xx"] + c1["non_2xx"], **idle}
+                              "non_2xx": c16["non_2xx"] + c1["non_2xx"],
+                              "cpu_ms_per_request": c16.get("cpu_ms_per_request", {}).get("total"), **idle}
                 finally:
                     client.close()
                     self.stop(proc)
@@ -590,11 +591,14 @@ def render(results: dict, args: argparse.Namespace) -> tuple[str, list[tuple[str
     var = results.get("variants")
     if var:
         lines += ["### Variants per experiment (placement router)", "",
-                  "| variants | req/s at 16 (median) | throughput ratio | p50 at 1, ms (median) | p50 ratio | RSS MiB (median) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| variants | req/s at 16 (median) | throughput ratio | p50 at 1, ms (median) | p50 ratio | "
+                  "CPU ms/request at 16 (all processes) | ratio | RSS MiB (median) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        cpu = ratios(var["rounds"], "cpu_ms_per_request", VARIANTS[0])
         for n in VARIANTS:
             lines.append(f"| {n} | {_med(var['rounds'], n, 'rps'):,.0f} | {_r(var['throughput_ratio'][str(n)])} | "
                          f"{_med(var['rounds'], n, 'p50_ms'):.2f} | {_r(var['p50_ratio'][str(n)])} | "
+                         f"{_med(var['rounds'], n, 'cpu_ms_per_request'):.2f} | {_r(cpu[str(n)])} | "
                          f"{_med(var['rounds'], n, 'rss_mib'):,.0f} |")
         lines.append("")
         s = var["throughput_ratio"][str(VARIANTS[-1])]
@@ -754,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-report", action="store_true", help="do not write bench/growth.md and the plots")
     p.add_argument("--cache-dir", default=os.environ.get("GATEWAY_BENCH_CACHE", "/tmp/gateway-bench-cache"))
     p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--render", metavar="JSON", help="only write the report and plots from a saved --json")
     args = p.parse_args(argv)
     q = args.quick
     for name, full, quick in (("warmup", 3.0, 1.5), ("measure", 8.0, 4.0), ("idle", 20.0, 10.0), ("fill", 1_000_000, 200_000),
@@ -762,6 +767,18 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is None:
             setattr(args, name, quick if q else full)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        for sec in ("rows", "variants", "experiments"):  # JSON made the configs' keys strings
+            for r in results.get(sec, {}).get("rounds", []):
+                for k in [k for k in r if k.isdigit()]:
+                    r[int(k)] = r.pop(k)
+        for k, v in results["args"].items():
+            setattr(args, k, v)
+        text, _ = render(results, args)
+        write_readme(REPORT, text, START, END)
+        log(f"wrote {REPORT} and {plots(results)}")
+        return 0
     unknown = [s for s in args.only if s not in SECTIONS]
     if unknown:
         p.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")

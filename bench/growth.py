@@ -39,8 +39,11 @@ experiments  Gateways with 1, 10 and 100 experiments of 2 variants each (one pol
              seconds: Redis commands/s (INFO stats), Redis CPU (INFO cpu) and the CPU of the Router
              replica (psutil) while no request arrives (the refresh, series and monitor loops).
 
---quick: shorter load points and windows, 200k predictions for the fill; a whole run takes ~15-20
-minutes. The results go to bench/growth.md (between <!-- growth:start --> and <!-- growth:end -->)
+--baseline-src DIR (with experiments): only the largest count, alternating a gateway run from the
+source folder DIR (the children's PYTHONPATH) with one from this source: a lever's before/after.
+
+--quick: shorter load points and windows, 200k predictions for the fill. The full run took 39 min
+here; the 18 gateway starts (20-55 s each on the shared machine) are most of what --quick keeps. The results go to bench/growth.md (between <!-- growth:start --> and <!-- growth:end -->)
 and plots bench/growth-*.png, unless --no-report or --only is a strict subset (then only --json).
 The systems are started and stopped with bench/serving.py's helpers (its `--role gateway` child),
 with this process's PYTHONPATH passed on so that a worktree's source is what runs.
@@ -488,8 +491,35 @@ class Growth(Sections):
     # -- experiments --------------------------------------------------------------------------
 
     def section_experiments(self) -> None:
+        if self.args.baseline_src:
+            # The lever's own measure: the largest count, this source against the baseline's.
+            n = EXPERIMENTS[-1]
+            base_env = {"PYTHONPATH": f"{Path(self.args.baseline_src).resolve()}:{ROOT}"}
+            rounds = self._experiment_rounds([("baseline", n, base_env), ("this", n, self.child_env)])
+            self.results["experiments_vs_baseline"] = {
+                "rounds": rounds, "experiments": n, "baseline_src": self.args.baseline_src,
+                "idle_window_s": self.args.idle,
+                **{f"{m}_ratio": ratios(rounds, m, "baseline") for m in (
+                    "rps", "p50_ms", "cpu_ms_per_request", "idle_redis_commands_per_s", "idle_router_cpu_pct",
+                    "idle_replicas_cpu_pct")},
+            }
+            log(f"  this / baseline: {self.results['experiments_vs_baseline']}")
+            return
+        rounds = self._experiment_rounds([(n, n, self.child_env) for n in EXPERIMENTS])
+        lo = EXPERIMENTS[0]
+        self.results["experiments"] = {
+            "rounds": rounds,
+            "idle_window_s": self.args.idle,
+            **{f"{m}_ratio": ratios(rounds, m, lo) for m in (
+                "rps", "p50_ms", "idle_redis_commands_per_s", "idle_redis_cpu_pct", "idle_router_cpu_pct",
+                "idle_replicas_cpu_pct")},
+        }
+        log(f"  experiments: throughput {self.results['experiments']['rps_ratio']}")
+
+    def _experiment_rounds(self, configs: list[tuple[Any, int, dict]]) -> list[dict]:
+        """Alternating rounds over (label, experiments, child environment)."""
         folders, paths = {}, {}
-        for n in EXPERIMENTS:
+        for n in {c[1] for c in configs}:
             folder = self.work / f"experiments-{n}"
             names = [EXPERIMENT if i == 0 else f"{EXPERIMENT}-{i:03d}" for i in range(n)]
             for name in names:
@@ -500,8 +530,8 @@ class Growth(Sections):
         rounds = []
         for r in range(self.args.rounds):
             fig: dict[Any, Any] = {"round": r}
-            for n in EXPERIMENTS:
-                proc, info = self.start(f"growth-experiments{n}-r{r}", folders[n])
+            for label, n, env in configs:
+                proc, info = self.gateway(f"growth-experiments-{label}-r{r}", folders[n], env=env)
                 client = redis_client(info["redis_url"])
                 try:
                     url = f"{info['url']}/v2/models/{EXPERIMENT}/infer"
@@ -510,25 +540,18 @@ class Growth(Sections):
                         c1 = self.loader.run(url, self.body_file, 1, proc=proc)
                     time.sleep(2.0)  # the last requests' records written, the loops back to idle
                     idle = self.idle_cost(client, proc, self.args.idle)
-                    fig[n] = {"rps": c16["rps"], "p50_ms": c1["p50_ms"], "p99_ms_c16": c16["p99_ms"],
-                              "non_2xx": c16["non_2xx"] + c1["non_2xx"],
-                              "cpu_ms_per_request": c16.get("cpu_ms_per_request", {}).get("total"), **idle}
+                    fig[label] = {"rps": c16["rps"], "p50_ms": c1["p50_ms"], "p99_ms_c16": c16["p99_ms"],
+                                  "non_2xx": c16["non_2xx"] + c1["non_2xx"],
+                                  "cpu_ms_per_request": c16.get("cpu_ms_per_request", {}).get("total"), **idle}
                 finally:
                     client.close()
                     self.stop(proc)
             rounds.append(fig)
             log(f"  experiments round {r}: " + ", ".join(
-                f"{n}: {fig[n]['rps']:.0f} req/s, p50 {fig[n]['p50_ms']:.2f} ms, idle {fig[n]['idle_redis_commands_per_s']:.0f} "
-                f"cmd/s, router {fig[n]['idle_router_cpu_pct']:.1f}% CPU" for n in EXPERIMENTS))
-        lo = EXPERIMENTS[0]
-        self.results["experiments"] = {
-            "rounds": rounds,
-            "idle_window_s": self.args.idle,
-            **{f"{m}_ratio": ratios(rounds, m, lo) for m in (
-                "rps", "p50_ms", "idle_redis_commands_per_s", "idle_redis_cpu_pct", "idle_router_cpu_pct",
-                "idle_replicas_cpu_pct")},
-        }
-        log(f"  experiments: throughput {self.results['experiments']['rps_ratio']}")
+                f"{c[0]}: {fig[c[0]]['rps']:.0f} req/s, p50 {fig[c[0]]['p50_ms']:.2f} ms, idle "
+                f"{fig[c[0]]['idle_redis_commands_per_s']:.0f} cmd/s, router {fig[c[0]]['idle_router_cpu_pct']:.1f}% CPU"
+                for c in configs))
+        return rounds
 
     def idle_cost(self, client, proc, seconds: float) -> dict:
         routers = find_processes(proc, "ServeReplica:gateway:Router")
@@ -632,6 +655,19 @@ def render(results: dict, args: argparse.Namespace) -> tuple[str, list[tuple[str
         goals.append((f"idle cost grows less than linearly ({n}x experiments: ratio < {n})",
                       f"Redis commands {_r(cmd)}, router CPU {_r(cpu)}",
                       bool(cmd["median"] and cmd["median"] < n and cpu["median"] and cpu["median"] < n)))
+    vs = results.get("experiments_vs_baseline")
+    if vs:
+        lines += [f"### {vs['experiments']} experiments: this source against `{vs['baseline_src']}` (alternating, "
+                  f"idle window {vs['idle_window_s']:g} s)", "",
+                  "| measure | baseline (median) | this (median) | this / baseline |", "| --- | --- | --- | --- |"]
+        for m, label in (("rps", "req/s at 16 connections"), ("p50_ms", "p50 at 1 connection, ms"),
+                         ("cpu_ms_per_request", "CPU ms per request at 16 (all processes)"),
+                         ("idle_router_cpu_pct", "idle router CPU %"), ("idle_replicas_cpu_pct", "idle CPU % of all replicas"),
+                         ("idle_redis_commands_per_s", "idle Redis commands/s")):
+            b, h = _med(vs["rounds"], "baseline", m), _med(vs["rounds"], "this", m)
+            lines.append(f"| {label} | {b if b is None else round(b, 2)} | {h if h is None else round(h, 2)} | "
+                         f"{_r(vs[f'{m}_ratio']['this'])} |")
+        lines.append("")
     mem = results.get("memory_http")
     if mem:
         per = mem["per_prediction"]
@@ -753,6 +789,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-predictions", type=int, help="predictions through HTTP for bytes/prediction (10k; quick 3k)")
     p.add_argument("--reward-records", type=int, help="records prepared for each HTTP reward run (120k; quick 60k)")
     p.add_argument("--store-calls", type=int, help="calls of each redis-benchmark / store run (60k; quick 30k)")
+    p.add_argument("--baseline-src", help="experiments: only the largest count, alternating the gateway from this "
+                   "source folder (PYTHONPATH for the children) and from this one; ratios this / baseline")
     p.add_argument("--profile", help="an extra HTTP reward run under py-spy, stacks into this folder")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--no-report", action="store_true", help="do not write bench/growth.md and the plots")

@@ -42,8 +42,8 @@ experiments  Gateways with 1, 10 and 100 experiments of 2 variants each (one pol
 --baseline-src DIR (with experiments): only the largest count, alternating a gateway run from the
 source folder DIR (the children's PYTHONPATH) with one from this source: a lever's before/after.
 
---quick: shorter load points and windows, 200k predictions for the fill. The full run took 39 min
-here; the 18 gateway starts (20-55 s each on the shared machine) are most of what --quick keeps. The results go to bench/growth.md (between <!-- growth:start --> and <!-- growth:end -->)
+--quick: shorter load points and windows, 200k predictions for the fill: 20 min here (the full run
+39 min); the 18 gateway starts (20-55 s each on the shared machine) are most of what remains. The results go to bench/growth.md (between <!-- growth:start --> and <!-- growth:end -->)
 and plots bench/growth-*.png, unless --no-report or --only is a strict subset (then only --json).
 The systems are started and stopped with bench/serving.py's helpers (its `--role gateway` child),
 with this process's PYTHONPATH passed on so that a worktree's source is what runs.

@@ -1,6 +1,8 @@
 -- wrk script for bench/serving.py: POST one JSON body (read from the file named by the
 -- BENCH_BODY_FILE environment variable) on every request, and print the run's figures as one
--- JSON line prefixed with BENCH_RESULT so that serving.py can parse them.
+-- JSON line prefixed with BENCH_RESULT so that serving.py can parse them. With BENCH_PATHS_FILE
+-- (one URL path a line), the requests go to those paths in turn (bench/growth.py spreads its load
+-- evenly over many experiments this way).
 
 local path = os.getenv("BENCH_BODY_FILE")
 if path == nil then
@@ -13,6 +15,19 @@ fh:close()
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
+
+local paths_file = os.getenv("BENCH_PATHS_FILE")
+if paths_file ~= nil and paths_file ~= "" then
+  local paths = {}
+  for line in io.lines(paths_file) do
+    if line ~= "" then paths[#paths + 1] = line end
+  end
+  local i = 0
+  request = function()
+    i = i % #paths + 1
+    return wrk.format(nil, paths[i])
+  end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

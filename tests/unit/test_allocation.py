@@ -620,3 +620,42 @@ def test_shares_respect_the_scheduled_floor(counts, reward, algorithm, min_weigh
         assert alloc.shares[v] >= scale * lowest - 1e-12
         if min(arms[u].rewards for u in bandit) < 50:
             assert alloc.shares[v] >= scale * min_weight - 1e-12
+
+
+def test_mc_stats_are_computed_once_per_posterior_and_equal_to_a_fresh_computation(monkeypatch):
+    """The dashboard series asks for every experiment's Monte-Carlo figures every 2 s: equal
+    posteriors (seeded draws) reuse the figures, other posteriors compute theirs, and a caller
+    changing the returned arrays does not change what the next caller gets."""
+    from gateway.bandit import beta
+    from gateway.decisions import allocation
+
+    policy = make_policy(("a", "b"))
+    idle = arm_posteriors(policy, {"a": arm(300, 0.2), "b": arm(300, 0.3)}, ["a", "b"])
+    fresh = beta._mc_stats(idle.params["alpha"], idle.params["beta"], beta.DEFAULT_DRAWS, None)
+    calls = []
+    real = beta._mc_stats
+    monkeypatch.setattr(beta, "_mc_stats", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(allocation, "_MC_CACHE", type(allocation._MC_CACHE)())
+
+    pb, el = idle.mc_stats()
+    np.testing.assert_array_equal(pb, fresh[0])
+    np.testing.assert_array_equal(el, fresh[1])
+    pb[:] = -1.0
+    again = arm_posteriors(policy, {"a": arm(300, 0.2), "b": arm(300, 0.3)}, ["a", "b"]).mc_stats()
+    np.testing.assert_array_equal(again[0], fresh[0])
+    assert len(calls) == 1
+
+    moved = arm_posteriors(policy, {"a": arm(301, 0.2), "b": arm(300, 0.3)}, ["a", "b"]).mc_stats()
+    assert len(calls) == 2
+    assert not np.array_equal(moved[1], fresh[1])
+
+
+def test_the_mc_stats_memo_is_bounded(monkeypatch):
+    from gateway.decisions import allocation
+
+    monkeypatch.setattr(allocation, "_MC_CACHE", type(allocation._MC_CACHE)())
+    monkeypatch.setattr(allocation, "_MC_CACHE_SIZE", 3)
+    policy = make_policy(("a", "b"))
+    for n in range(10, 16):
+        arm_posteriors(policy, {"a": arm(n, 0.5), "b": arm(n, 0.5)}, ["a", "b"]).mc_stats()
+    assert len(allocation._MC_CACHE) == 3

@@ -9,6 +9,8 @@ passes it to :func:`allocate` (see gateway.bandit.discounted)."""
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +22,14 @@ from gateway.store.snapshot import ArmCounts
 
 # Columns of the counter arrays: rewards, reward sum, sum of squared rewards.
 _N, _S, _SS = 0, 1, 2
+
+# ArmPosteriors.mc_stats by posterior: the draws are seeded, so equal posteriors give equal
+# figures, and the dashboard series recomputes every experiment's every 2 s whether or not its
+# counters moved (20,000 draws each; with 100 idle experiments that was most of the router's idle
+# CPU, bench/growth.md). Bounded: an entry is a few arrays of k floats.
+_MC_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_MC_CACHE_SIZE = 4096
+_MC_LOCK = threading.Lock()  # the contextual and linear routings run in worker threads
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,20 @@ class ArmPosteriors:
         return ArmPosteriors(self.reward, {k: v[list(idx)] for k, v in self.params.items()})
 
     def mc_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """(prob_best, expected_loss) from one shared, seeded set of draws."""
-        return self._module()._mc_stats(*self._args(), beta.DEFAULT_DRAWS, None)
+        """(prob_best, expected_loss) from one shared, seeded set of draws; remembered for the
+        newest posteriors seen (the same seeded draws would give the same figures again)."""
+        key = (self.reward, *((k, v.dtype.str, v.shape, v.tobytes()) for k, v in self.params.items()))
+        with _MC_LOCK:
+            hit = _MC_CACHE.get(key)
+            if hit is not None:
+                _MC_CACHE.move_to_end(key)
+        if hit is None:
+            hit = self._module()._mc_stats(*self._args(), beta.DEFAULT_DRAWS, None)
+            with _MC_LOCK:
+                _MC_CACHE[key] = hit
+                while len(_MC_CACHE) > _MC_CACHE_SIZE:
+                    _MC_CACHE.popitem(last=False)
+        return hit[0].copy(), hit[1].copy()  # the caller may change its arrays; the cache's stay
 
     def prob_best(self) -> np.ndarray:
         return self._module().prob_best(*self._args())

@@ -78,8 +78,11 @@ class Headline:
         proc, info = s.gateway("gateway-headline", s.models["one"]["policy"])
         self.systems["gateway"] = (proc, f"{info['url']}/v2/models/{EXPERIMENT}/infer", s.body_file)
         artifact = s.models["one"]["artifacts"]["logreg"]
+        # Through the gateway's own ingress path, as the serving section's bare chain.
+        self.bare_run_dir = s.work / "bare-headline-ingress"
+        env, _ = s.bare_ingress_env(self.bare_run_dir)
         proc, info = start_role("bare", "bare-headline", {"port": free_port(), "artifact": artifact,
-                                                          "features": s.models["features"]}, s.work)
+                                                          "features": s.models["features"]}, s.work, env)
         url = f"{info['url']}/v2/models/{EXPERIMENT}/infer"
         self.systems["bare"] = (proc, url, s.body_file)
         wait_http(lambda: http("POST", url, s.body_file.read_bytes())[0] == 200, "bare", 120, proc)
@@ -96,9 +99,13 @@ class Headline:
         log("  headline systems ready: " + ", ".join(self.systems))
 
     def stop(self) -> None:
+        from gateway.serving.ingress import stop_haproxy
+
         for name, (proc, _url, _body) in self.systems.items():
             # MLServer 1.7.1 can hang in uvicorn's "Waiting for background tasks" after SIGTERM.
             self.s.stop(proc, timeout=10 if name.startswith("mlserver") else 60)
+        if getattr(self, "bare_run_dir", None) is not None:
+            stop_haproxy(self.bare_run_dir)
 
     def run(self) -> dict[str, Any]:
         rounds: list[dict[str, dict[int, dict]]] = []

@@ -178,13 +178,12 @@ class Sections:
                                     for f in rounds], tuple(on), "off"),
         }
 
-    def section_bare(self) -> None:
-        from gateway.serving.ingress import prepare_ingress_files, serve_environment, stop_haproxy
+    def bare_ingress_env(self, run_dir: Path) -> tuple[dict[str, str], int]:
+        """The gateway's default ingress path for the bare chain (HAProxy in front of direct
+        ingress, throughput-optimised Serve), and the first direct-ingress port."""
+        from gateway.serving.ingress import prepare_ingress_files, serve_environment
         from gateway.settings import Settings
 
-        # The gateway's default ingress path (HAProxy in front of direct ingress, throughput-
-        # optimised Serve); the ingress replica's own port beside it is the fastest Serve offers.
-        run_dir = self.work / "bare-ingress"
         env = serve_environment(Settings().ingress, "127.0.0.1", run_dir)
         prepare_ingress_files(env, "127.0.0.1", run_dir)  # the HAProxy bind wrapper the env names
         di_http = int(env.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", 0))
@@ -193,6 +192,14 @@ class Sections:
             env = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(di_http),
                    "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(di_http + 19),
                    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"}
+        return env, di_http
+
+    def section_bare(self) -> None:
+        from gateway.serving.ingress import stop_haproxy
+
+        # The ingress replica's own port beside the gateway's path is the fastest Serve offers.
+        run_dir = self.work / "bare-ingress"
+        env, di_http = self.bare_ingress_env(run_dir)
         log(f"starting bare Ray Serve (ingress path: {'HAProxy + direct ingress' if 'RAY_SERVE_ENABLE_HA_PROXY' in env else 'proxy'})")
         t0 = time.perf_counter()
         artifact = self.models["one"]["artifacts"]["logreg"]

@@ -87,7 +87,8 @@ from gateway.bandit.contextual import (  # noqa: E402
     segment_shares,
     shrunk_beta,
 )
-from gateway.bandit.linear_ts import LinearPrior, LinearStats, linear_posterior, linear_shares, predictive  # noqa: E402
+from gateway.bandit.linear_routing import linear_shares  # noqa: E402
+from gateway.bandit.linear_ts import LinearPrior, LinearStats, linear_posterior, predictive  # noqa: E402
 from gateway.bandit.promotion import PromotionRule  # noqa: E402
 from gateway.bandit.segment_promotion import segment_decisions  # noqa: E402
 from gateway.policy import Policy  # noqa: E402

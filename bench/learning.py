@@ -85,7 +85,8 @@ from gateway.learning import artifacts
 from gateway.learning.features import FeatureEncoder
 from gateway.learning.registry import ModelRegistry
 from gateway.learning.retrain import MIN_ROWS, LabelledData, live_refs, retrain_against_live
-from gateway.policy import Policy, ShadowFirst, load_policy_file
+from gateway.policy import Policy, load_policy_file
+from gateway.policy_learning import ShadowFirst
 
 # The retrainer's champion choice and minimum window live in the Ray Serve module (importing
 # it loads Ray, ~5 s, but starts nothing).

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.bandit.linear_ts import LinearStats, linear_shares
+from gateway.bandit.linear_routing import linear_shares
+from gateway.bandit.linear_ts import LinearStats
 from gateway.decisions import linear
 from gateway.sim import churn
 from gateway.store import keys

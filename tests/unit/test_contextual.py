@@ -23,15 +23,14 @@ from gateway.bandit.contextual import (
     shrunk_beta,
 )
 from gateway.bandit.segment_promotion import segment_decisions, segment_level
+from gateway.bandit.linear_routing import floor_rows, linear_shares
 from gateway.bandit.linear_ts import (
     LinearPrior,
     LinearStats,
     context_vector,
-    floor_rows,
     increments,
     linear_posterior,
     linear_prob_best,
-    linear_shares,
     predictive,
 )
 from gateway.bandit.promotion import PromotionRule

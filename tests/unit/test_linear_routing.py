@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from gateway.bandit.linear_ts import LinearPrior, LinearStats, linear_shares
+from gateway.bandit.linear_routing import linear_shares
+from gateway.bandit.linear_ts import LinearPrior, LinearStats
 from gateway.bandit.srm import SrmTracker
 from gateway.cli.status_view import linear_tables
 from gateway.dataplane import DataPlane

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.bandit import linear_ts, selection
+from gateway.bandit import linear_routing, linear_ts, selection
 from gateway.decisions import allocation
 from gateway.policy import LinearPriorSettings, Policy
 from gateway.store.snapshot import ArmCounts, Snapshot
@@ -72,7 +72,7 @@ class LinearRoutes:
     """The live variants' routing at any context vector, as of one snapshot."""
 
     names: tuple[str, ...]
-    routing: linear_ts.LinearRouting
+    routing: linear_routing.LinearRouting
 
     def shares(self, x: np.ndarray) -> dict[str, float]:
         return dict(zip(self.names, map(float, self.routing.shares(np.asarray(x, dtype=float)[None, :])[0])))
@@ -96,7 +96,7 @@ def routing(policy: Policy, snap: Snapshot) -> LinearRoutes:
     """The routing of the snapshot's live variants: burn-in by each variant's linear-model
     rewards, then P(best) at the request's vector, floored."""
     live = allocation.live_arms(policy, snap.meta)
-    routes = linear_ts.LinearRouting.build(
+    routes = linear_routing.LinearRouting.build(
         prior(policy), stats(policy, snap, live), min_weight=floor(policy, snap.arms, live),
         burn_in=policy.burn_in_rewards,
     )

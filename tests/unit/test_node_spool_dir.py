@@ -50,10 +50,23 @@ def test_a_nodes_bad_value_is_named_when_the_replica_starts(monkeypatch, tmp_pat
         node_spool_dir({})
 
 
-def test_a_relative_value_is_made_absolute(monkeypatch, tmp_path):
+def test_a_relative_value_set_where_the_gateway_was_built_means_the_folder_resolved_there(monkeypatch, tmp_path):
+    from gateway.serving.app import router_options
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GATEWAY_SPOOL_DIR", "spool-here")
-    assert node_spool_dir({}) == tmp_path / "spool-here"
+    options = router_options(load_settings(state_dir=tmp_path / "state"))
+    monkeypatch.chdir("/")  # a local worker inherits the value, but not the folder it was set in
+    assert node_spool_dir(options) == tmp_path / "spool-here"
+
+
+def test_a_relative_value_of_another_node_is_refused_naming_it(monkeypatch, tmp_path):
+    import pytest
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEWAY_SPOOL_DIR", "spool-here")
+    with pytest.raises(ValueError, match="GATEWAY_SPOOL_DIR='spool-here' on this node: give an absolute path"):
+        node_spool_dir({"spool_dir": "/shared/state/spool", "spool_dir_as_set": "/elsewhere"})
 
 
 def test_the_spool_and_its_files_are_private_in_a_folder_made_wide(tmp_path):

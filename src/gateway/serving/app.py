@@ -3,6 +3,7 @@
 the policy files. `build_app` is the import path for `serve run` / `serve deploy`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,28 @@ APP_NAME = "gateway"
 
 def deployment_name(experiment: str, variant: str) -> str:
     return f"{experiment}--{variant}"
+
+
+def router_options(settings: Settings) -> dict[str, Any]:
+    """What every router replica is started with, besides the policies and the deployments."""
+    state_dir = settings.state_dir.resolve()
+    return {
+        "reward_secret": settings.reward_secret,
+        "admin_token": settings.admin_token,
+        "registry_root": str(ModelRegistry.in_state_dir(state_dir).root),
+        "reward_secret_previous": settings.reward_secret_previous,
+        "max_instances": settings.max_instances,
+        "max_body_bytes": settings.max_body_bytes,
+        # The OIP gRPC API: each router replica serves it on this port (None: off).
+        "grpc_port": settings.grpc_port,
+        "grpc_host": settings.http_host,
+        "posterior_refresh_s": settings.posterior_refresh_s,
+        # Where a router spools writes while Redis is unreachable (local disk, per replica); a
+        # replica's own node may name another folder (router.node_spool_dir).
+        "spool_dir": str((settings.spool_dir or state_dir / "spool").resolve()),
+        # The value as it was set here: this machine's workers inherit it, relative or not.
+        "spool_dir_as_set": os.environ.get("GATEWAY_SPOOL_DIR"),
+    }
 
 
 def build_application(settings: Settings, redis_url: str) -> Application:
@@ -52,21 +75,7 @@ def build_application(settings: Settings, redis_url: str) -> Application:
     registry_root = str(ModelRegistry.in_state_dir(state_dir).root)
     pool = ChallengerPool.bind(registry_root) if in_deployments else None
     retrainer = Retrainer.bind(policy_dicts, artifacts, redis_url, registry_root)
-    options: dict[str, Any] = {
-        "reward_secret": settings.reward_secret,
-        "admin_token": settings.admin_token,
-        "registry_root": str(ModelRegistry.in_state_dir(state_dir).root),
-        "reward_secret_previous": settings.reward_secret_previous,
-        "max_instances": settings.max_instances,
-        "max_body_bytes": settings.max_body_bytes,
-        # The OIP gRPC API: each router replica serves it on this port (None: off).
-        "grpc_port": settings.grpc_port,
-        "grpc_host": settings.http_host,
-        "posterior_refresh_s": settings.posterior_refresh_s,
-        # Where a router spools writes while Redis is unreachable (local disk, per replica); a
-        # replica's own node may name another folder (router.node_spool_dir).
-        "spool_dir": str((settings.spool_dir or state_dir / "spool").resolve()),
-    }
+    options = router_options(settings)
     # Overload: bounded queues everywhere, and a quick 503 + Retry-After beyond them.
     router = Router.options(
         num_replicas=settings.router_replicas,

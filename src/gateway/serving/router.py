@@ -58,10 +58,15 @@ def node_spool_dir(options: dict[str, Any]) -> Path | None:
     environment (`ray start` passes its environment to the node's workers), else the one the
     application was built with. The spool must stay on the node: a replica started there later
     adopts what a stopped one left, and SQLite with flock is not for network shares."""
-    where = os.environ.get("GATEWAY_SPOOL_DIR") or options.get("spool_dir")
-    if not where:
-        return None
+    where = os.environ.get("GATEWAY_SPOOL_DIR")
+    if not where or where == options.get("spool_dir_as_set"):
+        # Unset here, or the value the application was built with (inherited by this machine's
+        # workers): the folder as resolved where it was set.
+        return Path(options["spool_dir"]) if options.get("spool_dir") else None
     try:
+        if not Path(where.strip()).expanduser().is_absolute():
+            # A worker's working folder is Ray's, not the one `ray start` ran in.
+            raise ValueError("give an absolute path; a relative one would be relative to Ray's worker folder")
         return spool_folder(where)
     except ValueError as err:
         raise ValueError(f"GATEWAY_SPOOL_DIR={where!r} on this node: {err}") from None

@@ -196,6 +196,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         if not k.startswith(("GATEWAY_", "OTEL_", "RAY_SERVE_")) and k not in ("RAY_ADDRESS", "PYTHONPATH")
     }
     env.update({"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "1"})
+    # The code beside this script, not whichever checkout the venv's editable install names: a
+    # run from another worktree measures that worktree (`extra` may still name another).
+    env["PYTHONPATH"] = str(ROOT / "src")
     env.update(extra or {})
     return env
 

@@ -30,8 +30,11 @@ class Shadow(_Strict):
     timeout_s: float = Field(default=10.0, gt=0)
     # Seconds copies are gathered before one model call and one round trip answer them all: a
     # shadow's answer is never waited for, and per call the model and Redis cost far more than
-    # per row (bench/serving.py's shadow section). 0: each copy as soon as a worker is free.
-    batch_wait_s: float = Field(default=0.05, ge=0, le=5)
+    # per row (~1.6 ms a batch against ~0.035 ms a copy in the router), so the wait sets the
+    # cost of a thin stream of copies: at 10% of ~650 req/s, 0.05 s made batches of ~3 and cost
+    # the router ~4%; 0.25 s makes ~16 (bench/shadow_cost.py). 0: each copy as soon as a worker
+    # is free.
+    batch_wait_s: float = Field(default=0.25, ge=0, le=5)
 
 
 class ShadowFirst(_Strict):

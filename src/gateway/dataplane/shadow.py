@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +23,9 @@ from gateway.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.shadow")
 
-# Copies answered by one model call at most.
-BATCH_MAX = 64
+# Copies answered by one model call at most: a full queue at 100% copies is answered in a few
+# calls a second (a call costs far more than a row), and one call of this many rows stays short.
+BATCH_MAX = 256
 
 
 def mirrored(request_id: str, fraction: float) -> bool:
@@ -116,9 +118,10 @@ class ShadowMirror:
                     except Exception:  # the worker must outlive any one batch (a script error, a bad answer)
                         log.exception("shadow %s of %s: answers not recorded", variant, copies[0].experiment)
                         outcomes = ["failed"] * len(copies)
-                    for outcome in outcomes:
-                        self.metrics.shadow.add(1, {"experiment": copies[0].experiment, "variant": variant,
-                                                    "outcome": outcome})
+                    # One add per outcome, not per copy: a batch mostly has a single outcome.
+                    for outcome, count in Counter(outcomes).items():
+                        self.metrics.shadow.add(count, {"experiment": copies[0].experiment, "variant": variant,
+                                                        "outcome": outcome})
             finally:
                 for _ in batch:
                     queue.task_done()

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _systems import BENCH, EXPERIMENT, child_env, free_port, http, log, oip_body, prepare_models  # noqa: E402
+from _systems import BENCH, EXPERIMENT, ROOT, child_env, free_port, http, log, oip_body, prepare_models  # noqa: E402
 
 POLL_S = 0.05
 READY_TIMEOUT_S = 180.0
@@ -113,7 +113,7 @@ def bare_round(work: Path, artifact: dict, features: list, body: bytes, n: int) 
         "applications": [{"name": "bare", "route_prefix": "/", "import_path": "_startup_bare:app"}],
     }))
     env = child_env({"BARE_ARTIFACT": artifact["path"], "BARE_SHA256": artifact["sha256"],
-                     "BARE_FEATURES": json.dumps(features), "PYTHONPATH": str(BENCH)})
+                     "BARE_FEATURES": json.dumps(features), "PYTHONPATH": f"{BENCH}:{ROOT / 'src'}"})
     serve = str(Path(sys.executable).parent / "serve")
     run = Timed([serve, "run", str(config)], env, BENCH)
     try:

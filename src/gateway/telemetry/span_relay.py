@@ -112,11 +112,6 @@ class SpanPacker:
         )
 
 
-def pack_span(span: ReadableSpan) -> tuple[Any, ...]:
-    """The span as plain values (what `span_export_child.unpack_span` rebuilds)."""
-    return SpanPacker().pack(span)
-
-
 def _int_env(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:

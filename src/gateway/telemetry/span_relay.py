@@ -57,32 +57,59 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+_PLAIN_TYPES = frozenset((str, bool, int, float))
+
+
 def _attributes(attributes: Any) -> dict[str, Any]:
-    return {str(k): _plain(v) for k, v in (attributes or {}).items()}
+    if not attributes:
+        return {}
+    # The SDK has already checked keys (str) and values; almost always every value is of a
+    # plain type already, and one pass of type() checks is much cheaper than _plain on each.
+    # A BoundedAttributes' own dict, copied in C (the Mapping protocol is one call per key).
+    out = dict(getattr(attributes, "_dict", attributes))
+    for value in out.values():
+        if type(value) not in _PLAIN_TYPES:
+            return {str(k): _plain(v) for k, v in out.items()}
+    return out
 
 
 def _dropped(bounded: Any) -> int:
     return int(getattr(bounded, "dropped", 0) or 0)
 
 
-def pack_span(span: ReadableSpan) -> tuple[Any, ...]:
-    """The span as plain values (what `span_export_child.unpack_span` rebuilds)."""
-    ctx, parent = span.context, span.parent
-    status = span.status
-    scope = span.instrumentation_scope
-    return (
-        span.name, ctx.trace_id, ctx.span_id, int(ctx.trace_flags), ctx.trace_state.to_header(),
-        (parent.span_id, parent.is_remote) if parent is not None else None,
-        span.kind.value, span.start_time, span.end_time,
-        status.status_code.value, status.description,
-        _attributes(span.attributes),
-        tuple((e.name, e.timestamp, _attributes(e.attributes)) for e in span.events),
-        tuple((link.context.trace_id, link.context.span_id, int(link.context.trace_flags), link.context.is_remote,
-               _attributes(link.attributes)) for link in span.links),
-        (scope.name, scope.version, scope.schema_url, _attributes(scope.attributes)) if scope is not None
-        else ("gateway", None, None, {}),
-        (span.dropped_attributes, span.dropped_events, span.dropped_links),
-    )
+class SpanPacker:
+    """Packs ended spans as plain values (what `span_export_child.unpack_span` rebuilds), on
+    every traced request's path, so it reads the span's own fields rather than its properties
+    (which copy them) and packs each instrumentation scope once."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[Any, tuple[Any, ...]] = {}
+
+    def _scope(self, scope: Any) -> tuple[Any, ...]:
+        packed = self._scopes.get(scope)
+        if packed is None:
+            packed = (scope.name, scope.version, scope.schema_url, _attributes(scope.attributes)) if scope is not None \
+                else ("gateway", None, None, {})
+            self._scopes[scope] = packed
+        return packed
+
+    def pack(self, span: ReadableSpan) -> tuple[Any, ...]:
+        ctx, parent = span.context, span.parent
+        status = span.status
+        attributes, events, links = span._attributes, span._events, span._links  # noqa: SLF001 (see above)
+        trace_state = ctx.trace_state
+        return (
+            span.name, ctx.trace_id, ctx.span_id, int(ctx.trace_flags), trace_state.to_header() if trace_state else "",
+            (parent.span_id, parent.is_remote) if parent is not None else None,
+            span.kind.value, span.start_time, span.end_time,
+            status.status_code.value, status.description,
+            _attributes(attributes),
+            tuple((e.name, e.timestamp, _attributes(e.attributes)) for e in events) if events else (),
+            tuple((link.context.trace_id, link.context.span_id, int(link.context.trace_flags), link.context.is_remote,
+                   _attributes(link.attributes)) for link in links) if links else (),
+            self._scope(span.instrumentation_scope),
+            (_dropped(attributes), _dropped(events), _dropped(links)),
+        )
 
 
 def _int_env(name: str, default: int) -> int:
@@ -111,6 +138,7 @@ class SpanRelay(SpanProcessor):
     def __init__(self, resource_attributes: dict[str, Any], schema_url: str, settings: BatchSettings) -> None:
         self.settings = settings
         self.dropped = 0
+        self._packer = SpanPacker()
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake = threading.Event()
         self._pipe_lock = threading.RLock()
@@ -137,7 +165,7 @@ class SpanRelay(SpanProcessor):
             if self.dropped == 1:
                 log.warning("trace export queue full (OTEL_BSP_MAX_QUEUE_SIZE=%d): dropping spans", self.settings.max_queue)
             return
-        self._queue.append(pack_span(span))
+        self._queue.append(self._packer.pack(span))
         if len(self._queue) >= self.settings.batch:
             self._wake.set()
 

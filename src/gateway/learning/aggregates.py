@@ -52,7 +52,8 @@ def _spec(spec: Aggregates) -> tuple[Aggregates, tuple[str, ...], tuple[str, ...
         if len(_SPECS) >= 1024:  # policies come and go (reloads): never more than this kept
             _SPECS.clear()
         keys = tuple(f"{a.name}:{a.kind}" for a in spec.features)
-        known = _SPECS[id(spec)] = (spec, keys, tuple(a.kind for a in spec.features), tuple(json.dumps(k) for k in keys))
+        kinds = tuple(a.kind for a in spec.features)
+        known = _SPECS[id(spec)] = (spec, keys, kinds, tuple(json.dumps(k) for k in keys))
     return known
 
 

@@ -29,10 +29,12 @@ class Loader:
         self.measure = measure
         self.wrk = shutil.which("wrk")
 
-    def _wrk(self, url: str, body_file: Path, connections: int, duration: float) -> dict:
+    def _wrk(self, url: str, body_file: Path, connections: int, duration: float, per_line: bool = False) -> dict:
         cmd = [self.wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
                "--latency", "-s", str(LUA), url]
         env = {**os.environ, "BENCH_BODY_FILE": str(body_file)}
+        if per_line:
+            env["BENCH_BODIES_FILE"] = str(body_file)
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60, start_new_session=True, check=False)
         m = re.search(r"^BENCH_RESULT (.*)$", out.stdout, re.MULTILINE)
         if not m:
@@ -76,21 +78,22 @@ class Loader:
             "p99_ms": round(r["p99_ms"], 3),
         }
 
-    def warm(self, url: str, body_file: Path, connections: int) -> None:
+    def warm(self, url: str, body_file: Path, connections: int, per_line: bool = False) -> None:
         if self.warmup <= 0:
             return
         if self.wrk:
-            self._wrk(url, body_file, connections, self.warmup)
+            self._wrk(url, body_file, connections, self.warmup, per_line)
 
     def run(self, url: str, body_file: Path, connections: int, warm: bool = True, proc: Proc | None = None,
-            duration: float | None = None, quiet: bool = False) -> dict:
+            duration: float | None = None, quiet: bool = False, per_line: bool = False) -> dict:
         """One load point; `warm=False` when the caller already ran the warm-up. With `proc`, the
-        CPU time each kind of process of that system spent per request is added."""
+        CPU time each kind of process of that system spent per request is added. `per_line`: the
+        file holds one body a line, sent in turn (bench/_load.py always reads it so)."""
         if self.wrk:
             if warm:
-                self.warm(url, body_file, connections)
+                self.warm(url, body_file, connections, per_line)
             before = cpu_snapshot(proc) if proc else None
-            result = self._wrk(url, body_file, connections, duration or self.measure)
+            result = self._wrk(url, body_file, connections, duration or self.measure, per_line)
         else:
             before = cpu_snapshot(proc) if proc else None
             result = self._pyload(url, body_file, connections, self.warmup if warm else 0.0, duration or self.measure)

@@ -32,6 +32,8 @@ GOALS = {
     "tracing_rps_ratio": (">=", 0.9),
     "rss_mib": ("<=", 3072.0),
     "shadow_ratio_0.1": (">=", 0.95),
+    # Per-unit aggregates on, as a share of off (section aggregates, issue 20).
+    "aggregates_rps_ratio": (">=", 0.9),
     # The headline (section headline): medians of per-round ratios to MLServer's better setting.
     "headline_rps_c16_vs_mlserver": (">=", 1.5),
     "headline_rps_c64_vs_mlserver": (">=", 1.2),
@@ -136,6 +138,10 @@ def summarize(run) -> dict:
     sh = r.get("shadow", {})
     out["shadow_ratio_0.1"] = (sh.get("fraction_0.1") or {}).get("median_ratio")
     out["shadow_ratio_1.0"] = (sh.get("fraction_1.0") or {}).get("median_ratio")
+    agg = r.get("aggregates", {})
+    out["aggregates_rps_ratio"] = (agg.get("rps_c16", {}).get("on") or {}).get("median_ratio")
+    out["aggregates_used_rps_ratio"] = (agg.get("rps_c16", {}).get("used") or {}).get("median_ratio")
+    out["aggregates_p50_ratio"] = (agg.get("p50_c1", {}).get("on") or {}).get("median_ratio")
     for key, fig in (r.get("headline", {}).get("ratios") or {}).items():
         out[f"headline_{key}"] = fig.get("median")
     out["goals"] = {}

@@ -1,9 +1,9 @@
 """The sections of bench/serving.py, one method each (`section_gateway`, `section_traced`,
-`section_bare`, `section_mlserver`, `section_scaling`, `section_memory`): each starts its system,
-checks its answer against the model's own, runs its load points and records them in
-`self.points` and its other figures in `self.results`, and stops the system again (also on
-error). `Sections` also holds the run's state (the work dir, the OIP body, the loader); the order
-of the sections and the summary are serving.py's `Run`.
+`section_bare`, `section_mlserver`, `section_scaling`, `section_memory`; `section_aggregates` and
+`section_headline` in modules of their own): each starts its system, checks its answer against
+the model's own, runs its load points and records them in `self.points` and its other figures
+in `self.results`, and stops the system again (also on error). `Sections` also holds the run's
+state (the work dir, the OIP body, the loader); the order of the sections and the summary are serving.py's `Run`.
 """
 from __future__ import annotations
 
@@ -70,7 +70,12 @@ class Sections:
 
     # -- systems --------------------------------------------------------------------------------
 
-    def gateway(self, name: str, policy: str, *, env: dict | None = None, **spec: Any) -> tuple[Proc, dict]:
+    def gateway(self, name: str, policy: str, *, env: dict | None = None,
+                check: tuple[bytes, int | None] | None = None, **spec: Any) -> tuple[Proc, dict]:
+        """The gateway serving `policy`, ready and checked: `check` (body, expected label; the
+        label None: any) when the default body and the model's own label do not apply."""
+        body, label = check or (self.body_file.read_bytes(), self.expected_label)
+
         def start(attempt: int) -> tuple[Proc, dict]:
             state = self.work / f"state-{name}-{attempt}"
             port = free_port()
@@ -78,8 +83,7 @@ class Sections:
                                     self.work, env)
             try:
                 wait_http(lambda: http("GET", f"{info['url']}/v2/health/ready")[0] == 200, name, 120, proc)
-                check_answer(f"{info['url']}/v2/models/{EXPERIMENT}/infer", self.body_file.read_bytes(),
-                             self.expected_label)
+                check_answer(f"{info['url']}/v2/models/{EXPERIMENT}/infer", body, label)
                 proc.processes()
             except BaseException:
                 proc.stop()
@@ -343,6 +347,11 @@ class Sections:
             rounds.append(figures)
             log(f"  round {r}: " + ", ".join(f"{k} {v:,.0f} req/s" for k, v in figures.items()))
         self.results["shadow"] = shadow_summary(rounds)
+
+    def section_aggregates(self) -> None:
+        from _serving_aggregates import section_aggregates
+
+        section_aggregates(self)
 
     def section_headline(self) -> None:
         from _serving_headline import section_headline

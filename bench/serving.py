@@ -61,6 +61,12 @@ memory    The gateway with a 4-variant policy (logistic regression, XGBoost, his
           gradient boosting, a second logistic regression; all trained by the bootstrap
           recipe): RSS (and PSS) summed over every process of the system (the driver, Ray's
           processes and workers, redis-server) after a 16-connection run.
+aggregates  Per-unit aggregates' serving cost (issue 20; _serving_aggregates.py): the gateway
+          without aggregates, with an aggregates block, and with a variant that takes one (the
+          unit's past requests), requests carrying a unit_id from a pool of --aggregates-units
+          (10,000), in alternating rounds (--aggregates-rounds, default 3): p50 at 1 connection,
+          throughput and the Router's CPU per request at 16, each round's ratio to its own
+          'off', median and range. --aggregates-baseline DIR adds another checkout's code.
 headline  The gateway, the bare Ray Serve chain and MLServer at parallel_workers 1 and 0, all
           running for the whole section, loaded in turn at 1, 16 and 64 connections in
           alternating rounds (--headline-rounds, default 3; _serving_headline.py): the median
@@ -105,7 +111,7 @@ from _serving_report import README, machine, render_table, summarize, write_read
 from _serving_sections import Sections
 from _systems import encoded_row, ensure_tools, log, prepare_models
 
-SECTIONS = ("gateway", "traced", "bare", "mlserver", "scaling", "memory", "shadow", "headline")
+SECTIONS = ("gateway", "traced", "bare", "mlserver", "scaling", "memory", "shadow", "aggregates", "headline")
 
 
 class Run(Sections):
@@ -166,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--headline-rounds", type=int, default=3, help="alternating rounds of the headline section")
     p.add_argument("--traced-rounds", type=int, default=3, help="alternating rounds of the traced section")
     p.add_argument("--traced-baseline", help="a checkout whose code the traced section also measures, traced")
+    p.add_argument("--aggregates-rounds", type=int, default=3, help="alternating rounds of the aggregates section")
+    p.add_argument("--aggregates-units", type=int, default=10_000, help="the pool of unit_ids of the aggregates section")
+    p.add_argument("--aggregates-baseline", help="a checkout whose code the aggregates section also measures")
     p.add_argument("--profile", help="record py-spy stacks of the router, variant and proxy into this folder")
     p.add_argument("--cache-dir", default=os.environ.get("GATEWAY_BENCH_CACHE", "/tmp/gateway-bench-cache"),
                    help="where the MLServer venv is kept")

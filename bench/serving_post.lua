@@ -2,7 +2,8 @@
 -- BENCH_BODY_FILE environment variable) on every request, and print the run's figures as one
 -- JSON line prefixed with BENCH_RESULT so that serving.py can parse them. With BENCH_PATHS_FILE
 -- (one URL path a line), the requests go to those paths in turn (bench/growth.py spreads its load
--- evenly over many experiments this way).
+-- evenly over many experiments this way). With BENCH_BODIES_FILE (one JSON body a line), the
+-- requests carry those bodies in turn (bench/_serving_aggregates.py: a unit_id per request).
 
 local path = os.getenv("BENCH_BODY_FILE")
 if path == nil then
@@ -15,6 +16,19 @@ fh:close()
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
+
+local bodies_file = os.getenv("BENCH_BODIES_FILE")
+if bodies_file ~= nil and bodies_file ~= "" then
+  local bodies = {}
+  for line in io.lines(bodies_file) do
+    if line ~= "" then bodies[#bodies + 1] = line end
+  end
+  local j = 0
+  request = function()
+    j = j % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[j])
+  end
+end
 
 local paths_file = os.getenv("BENCH_PATHS_FILE")
 if paths_file ~= nil and paths_file ~= "" then

@@ -174,6 +174,20 @@ def test_aggregate_values_as_served_and_as_logged():
     assert aggregates.values(policy(), ["1"] * 5) == []  # no aggregates declared
 
 
+def test_logged_aggregates_read_back_as_exactly_the_floats_served():
+    from gateway.learning import aggregates
+
+    p = policy(aggregates={"features": [{"name": "n", "kind": "count"}, {"name": "m", "kind": "mean_label"}]})
+    keys = aggregates.spec_keys(p)
+    for served in ([1 / 3, 5e-324], [-0.0, 1.7976931348623157e308], [2.0**53 + 2, math.nan], [0.1 + 0.2, 1e-7]):
+        text = aggregates.dumps(p, served)
+        assert json.loads(text) == {k: None if math.isnan(v) else v for k, v in zip(keys, served)}
+        back = aggregates.loads(text, keys)
+        assert [repr(v) for v in back] == [repr(v) for v in served]
+    with pytest.raises(ValueError):
+        aggregates.dumps(p, [1.0])  # a vector of another spec is never logged under this one
+
+
 def test_logged_aggregates_are_read_by_name_and_rows_under_other_specs_are_left_out_of_training():
     from gateway.learning import aggregates
     from gateway.learning.training_data import LabelledData

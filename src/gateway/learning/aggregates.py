@@ -9,41 +9,78 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.policy import Policy
+from gateway.policy_features import Aggregates
 
 
-def values(policy: Policy, counters: Sequence[str | None] | None) -> list[float]:
+def values(policy: Policy, counters: Sequence[str | bytes | None] | None) -> list[float]:
     """The policy's aggregates, in order, from [n, ln, ls, rn, rs] (None: the unit is new, or
     no unit_id: counts are 0 and means missing, NaN)."""
     if policy.aggregates is None:
         return []
-    n, ln, ls, rn, rs = (_num(c) for c in (counters or [None] * 5))
-    by_kind = {
-        "count": n if counters is not None else math.nan,
-        "labels": ln if counters is not None else math.nan,
-        "mean_label": ls / ln if ln > 0 else math.nan,
-        "mean_reward": rs / rn if rn > 0 else math.nan,
-    }
-    return [float(by_kind[a.kind]) for a in policy.aggregates.features]
+    known = counters is not None
+    n, ln, ls, rn, rs = map(_num, counters) if known else (0.0,) * 5
+    out = []
+    # Per request: only the kinds the policy keeps are computed.
+    for kind in _spec(policy.aggregates)[2]:
+        if kind == "count":
+            out.append(n if known else math.nan)
+        elif kind == "labels":
+            out.append(ln if known else math.nan)
+        elif kind == "mean_label":
+            out.append(ls / ln if ln > 0 else math.nan)
+        else:  # mean_reward
+            out.append(rs / rn if rn > 0 else math.nan)
+    return out
 
 
-def _num(value: str | None) -> float:
+def _num(value: str | bytes | None) -> float:
     if value is None:
         return 0.0
     x = float(value)
     return x if math.isfinite(x) else math.nan
 
 
+# Per aggregates block: (the block, its spec keys, its kinds, its keys as JSON strings), worked
+# out once rather than on every request. By id, the block kept so its id cannot be reused: a
+# frozen model's own hash walks all its fields, which costs more than the work it would save.
+_SPECS: dict[int, tuple[Aggregates, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _spec(spec: Aggregates) -> tuple[Aggregates, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    known = _SPECS.get(id(spec))
+    if known is None or known[0] is not spec:
+        if len(_SPECS) >= 1024:  # policies come and go (reloads): never more than this kept
+            _SPECS.clear()
+        keys = tuple(f"{a.name}:{a.kind}" for a in spec.features)
+        kinds = tuple(a.kind for a in spec.features)
+        known = _SPECS[id(spec)] = (spec, keys, kinds, tuple(json.dumps(k) for k in keys))
+    return known
+
+
 def spec_keys(policy: Policy) -> list[str]:
     """Each aggregate's key in the decision log, '<name>:<kind>', in the policy's order (none
     without aggregates): a logged value says what it is, so a row is never read under another
     spec (the aggregates reordered, renamed, or one's kind changed)."""
-    return [f"{a.name}:{a.kind}" for a in policy.aggregates.features] if policy.aggregates else []
+    return list(_spec(policy.aggregates)[1]) if policy.aggregates else []
 
 
 def dumps(policy: Policy, vector: Sequence[float]) -> str:
     """The decision log's form: a JSON object by spec key, NaN as null; repr-exact floats (json
-    round-trips them)."""
-    return json.dumps({k: None if math.isnan(v) else v for k, v in zip(spec_keys(policy), vector, strict=True)})
+    round-trips them). The text json.dumps writes for that object, put together here: this runs
+    on every request, and json.dumps of a fresh dict costs several times more."""
+    keys = _spec(policy.aggregates)[3] if policy.aggregates else ()
+    if len(keys) != len(vector):
+        raise ValueError(f"{len(vector)} aggregate values for {len(keys)} aggregates")
+    return "{" + ", ".join(f"{k}: {_json_float(float(v))}" for k, v in zip(keys, vector)) + "}"
+
+
+def _json_float(x: float) -> str:
+    # json.dumps's own spelling (allow_nan: Infinity) except NaN, which is logged as null.
+    if x != x:
+        return "null"
+    if x in (math.inf, -math.inf):
+        return "Infinity" if x > 0 else "-Infinity"
+    return float.__repr__(x)
 
 
 def loads(text: Any, keys: Sequence[str]) -> list[float] | None:

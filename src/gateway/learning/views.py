@@ -79,10 +79,12 @@ class FeatureView:
     def complete(self, x: np.ndarray, aggregates: Any = None) -> np.ndarray:
         """Encoded rows (encoder.encode) with the aggregates and the derived columns appended."""
         if self.aggregates:
-            a = np.full((x.shape[0], len(self.aggregates)), np.nan)
-            if aggregates is not None:
-                a[:] = np.asarray(aggregates, dtype=np.float64)
-            x = np.hstack([x, a])
+            # Filled in place (per request: np.full and np.hstack cost several times more).
+            width = x.shape[1]
+            out = np.empty((x.shape[0], width + len(self.aggregates)))
+            out[:, :width] = x
+            out[:, width:] = np.nan if aggregates is None else np.asarray(aggregates, dtype=np.float64)
+            x = out
         return self.derivation.extend(x)
 
     def select(self, variant: str, frame: np.ndarray) -> np.ndarray:

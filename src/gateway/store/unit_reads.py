@@ -29,25 +29,34 @@ class UnitReads:
         future = loop.create_future()
         self._pending.append((key, future))
         if len(self._pending) == 1:
-            loop.call_soon(self._start_flush)
+            # The task's first step runs after the callbacks already due this turn, so it takes
+            # the reads of every request that arrived together (one turn, without a hop more).
+            self._start(loop, self._flush_pending())
         elif len(self._pending) >= MAX_BATCH:
-            self._start_flush()
+            batch, self._pending = self._pending, []
+            self._start(loop, self._send(batch))
         return await future
 
-    def _start_flush(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush())
+    def _start(self, loop: asyncio.AbstractEventLoop, flush: Any) -> None:
+        task = loop.create_task(flush)
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    async def _flush(self) -> None:
+    async def _flush_pending(self) -> None:
         batch, self._pending = self._pending, []
-        if not batch:
-            return
+        if batch:
+            await self._send(batch)
+
+    async def _send(self, batch: list[tuple[str, asyncio.Future]]) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for key, _ in batch:
-                pipe.hmget(key, FIELDS)
-            results = await pipe.execute(raise_on_error=False)
+            if len(batch) == 1:
+                # A lone read as a plain command: a pipeline of one costs more on the client.
+                results = [await self.client.hmget(batch[0][0], FIELDS)]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for key, _ in batch:
+                    pipe.hmget(key, FIELDS)
+                results = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:  # the loop is shutting down: so are its requests
             for _, future in batch:
                 future.cancel()

@@ -367,6 +367,13 @@ def mlserver_table(rounds: list[dict], args: argparse.Namespace, workers: list[i
     lines += ["", f"Gateway over gRPC / MLServer over gRPC ({label[best]}, the better by median): "
                   f"{_spread(ratios[best])}; goal >= 1.0.",
               f"Against the better MLServer of each round: {_spread(best_of_round)}."]
+    # CPU per request holds on a shared machine where throughput does not: the gateway's router
+    # against MLServer's whole process tree (its workers included).
+    cpu = {k: [r[k]["server_cpu_ms_per_request"] for r in rounds if "server_cpu_ms_per_request" in r[k]] for k in ["grpc", *keys]}
+    if all(cpu.values()):
+        lines += ["", "Server CPU per gRPC request (ms, median [min, max]; warm-up included): " + ", ".join(
+            f"{'gateway router' if k == 'grpc' else label[k]} {statistics.median(v):.2f} [{min(v):.2f}, {max(v):.2f}]"
+            for k, v in cpu.items()) + "."]
     # The systems not under load share the machine: what they spent meanwhile.
     names = ["gateway", *keys]
     idle_rows = []

@@ -1,6 +1,6 @@
-"""The in-process model's batcher: requests of one loop turn (or of a hold a caller asks for) share
-a call, each gets its own
-answer, a failure reaches every caller of its batch, big batches leave the loop's thread."""
+"""The in-process model's batcher: requests of one loop turn (or of a hold a caller asks for)
+share a call, each gets its own answer, a failure reaches every caller of its batch, big batches
+leave the loop's thread."""
 from __future__ import annotations
 
 import asyncio

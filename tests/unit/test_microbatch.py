@@ -1,6 +1,5 @@
-"""The in-process model's batcher: requests of one loop turn (or of a hold a caller asks for)
-share a call, each gets its own answer, a failure reaches every caller of its batch, big batches
-leave the loop's thread."""
+"""The in-process model's batcher: requests of one loop turn share a call, each gets its own
+answer, a failure reaches every caller of its batch, big batches leave the loop's thread."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +8,7 @@ import time
 
 import pytest
 
-from gateway.serving.microbatch import MicroBatcher, batch_hold_s
+from gateway.serving.microbatch import MicroBatcher
 
 
 class Model:
@@ -136,35 +135,3 @@ def test_one_big_batch_in_a_thread_at_a_time():
 
     assert run(main()) == list(range(6))
     assert most == 1
-
-
-async def _later_caller(batcher: MicroBatcher, item: int, turns: int) -> int:
-    for _ in range(turns):
-        await asyncio.sleep(0)
-    return await batcher.submit(item)
-
-
-def test_a_caller_that_asks_for_a_hold_shares_the_call_with_callers_of_later_turns():
-    model = Model()
-
-    async def first_caller(batcher: MicroBatcher) -> int:
-        batch_hold_s.set(0.05)  # the gRPC service asks for it while other calls are under way
-        return await batcher.submit(1)
-
-    async def main():
-        batcher = MicroBatcher(model, max_batch=64, in_thread=lambda items: False)
-        return await asyncio.gather(first_caller(batcher), _later_caller(batcher, 2, 3))
-
-    assert run(main()) == [10, 20]
-    assert model.calls == [[1, 2]]
-
-
-def test_without_a_hold_callers_of_later_turns_get_calls_of_their_own():
-    model = Model()
-
-    async def main():
-        batcher = MicroBatcher(model, max_batch=64, in_thread=lambda items: False)
-        return await asyncio.gather(batcher.submit(1), _later_caller(batcher, 2, 3))
-
-    assert run(main()) == [10, 20]
-    assert model.calls == [[1], [2]]

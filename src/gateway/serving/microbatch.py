@@ -3,25 +3,15 @@
 What `ray.serve.batch` with no wait does for the in-process model, without its per-batch
 bookkeeping: Serve records six metrics and runs a queue task per batch, which cost the router
 ~40 µs a request over REST and ~130 over gRPC, where calls arrive one per turn (bench/README.md,
-where the time goes). A call with many rows runs in a thread so the loop keeps moving.
-
-A caller may ask its batch to wait a little for others (`batch_hold_s`, set in its context):
-grpc.aio accepts one call per turn and reads each call's message in a turn of its own, so
-concurrent gRPC calls never reach the model in the same turn, and a call of a scikit-learn
-pipeline costs about the same for one row as for ten. The gRPC service asks for it only while
-other calls are under way, so a lone caller never waits."""
+where the time goes). A call with many rows runs in a thread so the loop keeps moving."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
-
-# Seconds the batch a caller starts waits for more callers (0: the turn's own callers only).
-batch_hold_s: contextvars.ContextVar[float] = contextvars.ContextVar("batch_hold_s", default=0.0)
 
 
 class MicroBatcher(Generic[Item, Answer]):
@@ -44,11 +34,7 @@ class MicroBatcher(Generic[Item, Answer]):
         if not self._flush_scheduled:
             # After the callbacks already ready in this turn: the requests that arrived together.
             self._flush_scheduled = True
-            hold = batch_hold_s.get()
-            if hold > 0:
-                loop.call_later(hold, self._flush)
-            else:
-                loop.call_soon(self._flush)
+            loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:

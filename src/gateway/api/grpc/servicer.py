@@ -25,17 +25,11 @@ from gateway.api.grpc.status import SERVER_FAULTS, status_of
 from gateway.api.oip_responses import model_metadata, server_metadata
 from gateway.dataplane import DataPlane, new_request_id
 from gateway.errors import GatewayError
-from gateway.serving.microbatch import batch_hold_s
 from gateway.telemetry.tracing import incoming_context, tracer
 
 log = logging.getLogger("gateway.api.grpc")
 
 SERVICE = "inference.GRPCInferenceService"
-
-# While other ModelInfer calls are under way, a call's model batch waits this long for them
-# (serving/microbatch.py): grpc.aio hands over concurrent calls one loop turn apart, and the
-# model's call costs about the same for several rows as for one.
-BATCH_HOLD_S = 0.002
 
 Call = Callable[[Any, Any, grpc.aio.ServicerContext, str], Awaitable[Any]]
 
@@ -87,7 +81,6 @@ def rpc(method: str) -> Callable[[Call], Callable[..., Awaitable[Any]]]:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, plane: DataPlane):
         self.plane = plane
-        self.infers_under_way = 0
 
     @rpc("ServerLive")
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any, request_id: str) -> pb.ServerLiveResponse:
@@ -121,11 +114,5 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         rt = oip_ops.model_runtime(self.plane, request.model_name)
         variant = oip_ops.model_version(rt, request.model_version) if request.model_version else None
         body, binary = request_body(request)
-        self.infers_under_way += 1
-        # This call's own task and context (grpc.aio runs each call in a task of its own).
-        batch_hold_s.set(BATCH_HOLD_S if self.infers_under_way > 1 else 0.0)
-        try:
-            answer = await oip_ops.infer(self.plane, request.model_name, body, binary, request_id, variant=variant)
-        finally:
-            self.infers_under_way -= 1
+        answer = await oip_ops.infer(self.plane, request.model_name, body, binary, request_id, variant=variant)
         return response_message(answer)

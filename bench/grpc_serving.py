@@ -254,13 +254,27 @@ def cpu_seconds(procs: list) -> dict[int, float]:
 # -- runs and the tables ------------------------------------------------------------------------
 
 
-def run_load(command: list[str], idle: dict[str, int] | None = None) -> dict:
+def router_processes(gateway_pid: int) -> list:
+    """The gateway's router replica(s): the Ray workers whose title names the Router deployment."""
+    found = []
+    for p in process_tree(gateway_pid):
+        with contextlib.suppress(Exception):
+            if "Router" in " ".join(p.cmdline()):
+                found.append(p)
+    return found
+
+
+def run_load(command: list[str], idle: dict[str, int] | None = None, server: list | None = None,
+             seconds: float | None = None) -> dict:
     """One load process's figures, with the CPU it spent per answered request (the clients
     differ, and on 2 cores the client's CPU is the servers' loss), and the CPU the systems not
-    under load spent meanwhile (`idle`: name -> root pid), in % of one core."""
+    under load spent meanwhile (`idle`: name -> root pid), in % of one core. With `server` (the
+    processes serving the load), the CPU they spent per request: over the whole run, warm-up
+    included, divided by the measured rate times `seconds` (the run's length)."""
     import resource
 
     idle = idle or {}
+    server_before = cpu_seconds(server or [])
     trees = {name: process_tree(pid) for name, pid in idle.items()}
     idle_before = {name: cpu_seconds(procs) for name, procs in trees.items()}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -271,6 +285,10 @@ def run_load(command: list[str], idle: dict[str, int] | None = None) -> dict:
     result = json.loads(out.stdout)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result["client_cpu_ms_per_request"] = cpu * 1e3 / max(1, result["requests"])
+    if server and seconds and result["rps"]:
+        now = cpu_seconds(server)
+        spent = sum(now[pid] - server_before[pid] for pid in now if pid in server_before)
+        result["server_cpu_ms_per_request"] = spent * 1e3 / (result["rps"] * seconds)
     result["idle_cpu_pct"] = {}
     for name, procs in trees.items():
         now = cpu_seconds(procs)
@@ -279,16 +297,16 @@ def run_load(command: list[str], idle: dict[str, int] | None = None) -> dict:
     return result
 
 
-def rest_run(http_port: int, bodies: Path, args: argparse.Namespace, idle: dict[str, int]) -> dict:
+def rest_run(http_port: int, bodies: Path, args: argparse.Namespace, idle: dict[str, int], server: list) -> dict:
     return run_load([sys.executable, str(ROOT / "bench" / "_load.py"), f"http://127.0.0.1:{http_port}/v2/models/{EXPERIMENT}/infer",
                      "--bodies", str(bodies), "--repeat", "--connections", str(args.connections),
-                     "--warmup", str(args.warmup), "--duration", str(args.measure)], idle)
+                     "--warmup", str(args.warmup), "--duration", str(args.measure)], idle, server, args.warmup + args.measure)
 
 
-def grpc_run(target: str, body: Path, args: argparse.Namespace, idle: dict[str, int]) -> dict:
+def grpc_run(target: str, body: Path, args: argparse.Namespace, idle: dict[str, int], server: list) -> dict:
     return run_load([sys.executable, __file__, "--role", "grpc-load", "--target", target,
                      "--body", str(body), "--connections", str(args.connections),
-                     "--warmup", str(args.warmup), "--measure", str(args.measure)], idle)
+                     "--warmup", str(args.warmup), "--measure", str(args.measure)], idle, server, args.warmup + args.measure)
 
 
 def _spread(values: list[float]) -> str:
@@ -299,13 +317,20 @@ def table(rounds: list[dict], args: argparse.Namespace) -> str:
     lines = [f"OIP infer at {args.connections} connections, one row, {args.replicas} router replica(s), "
              f"{args.measure:g} s measured after {args.warmup:g} s warm-up, {len(rounds)} alternating rounds",
              "", "| round | first | gRPC req/s | REST req/s | gRPC/REST | gRPC p50 ms | REST p50 ms "
-             "| client CPU ms/req gRPC | REST |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| client CPU ms/req gRPC | REST | router CPU ms/req gRPC | REST |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for i, r in enumerate(rounds, 1):
         lines.append(f"| {i} | {r['first']} | {r['grpc']['rps']:.0f} | {r['rest']['rps']:.0f} | {r['ratio']:.2f} | "
                      f"{r['grpc']['p50_ms']:.1f} | {r['rest']['p50_ms']:.1f} | "
-                     f"{r['grpc']['client_cpu_ms_per_request']:.2f} | {r['rest']['client_cpu_ms_per_request']:.2f} |")
+                     f"{r['grpc']['client_cpu_ms_per_request']:.2f} | {r['rest']['client_cpu_ms_per_request']:.2f} | "
+                     f"{r['grpc'].get('server_cpu_ms_per_request', float('nan')):.2f} | "
+                     f"{r['rest'].get('server_cpu_ms_per_request', float('nan')):.2f} |")
     lines += ["", f"Median gRPC/REST throughput ratio: {_spread([r['ratio'] for r in rounds])}."]
+    cpu = {k: [r[k]["server_cpu_ms_per_request"] for r in rounds if "server_cpu_ms_per_request" in r[k]] for k in ("grpc", "rest")}
+    if cpu["grpc"] and cpu["rest"]:
+        lines.append(f"Router CPU per request (ms, median [min, max]; warm-up included): gRPC "
+                     f"{statistics.median(cpu['grpc']):.2f} [{min(cpu['grpc']):.2f}, {max(cpu['grpc']):.2f}], REST "
+                     f"{statistics.median(cpu['rest']):.2f} [{min(cpu['rest']):.2f}, {max(cpu['rest']):.2f}].")
     return "\n".join(lines)
 
 
@@ -342,6 +367,13 @@ def mlserver_table(rounds: list[dict], args: argparse.Namespace, workers: list[i
     lines += ["", f"Gateway over gRPC / MLServer over gRPC ({label[best]}, the better by median): "
                   f"{_spread(ratios[best])}; goal >= 1.0.",
               f"Against the better MLServer of each round: {_spread(best_of_round)}."]
+    # CPU per request holds on a shared machine where throughput does not: the gateway's router
+    # against MLServer's whole process tree (its workers included).
+    cpu = {k: [r[k]["server_cpu_ms_per_request"] for r in rounds if "server_cpu_ms_per_request" in r[k]] for k in ["grpc", *keys]}
+    if all(cpu.values()):
+        lines += ["", "Server CPU per gRPC request (ms, median [min, max]; warm-up included): " + ", ".join(
+            f"{'gateway router' if k == 'grpc' else label[k]} {statistics.median(v):.2f} [{min(v):.2f}, {max(v):.2f}]"
+            for k, v in cpu.items()) + "."]
     # The systems not under load share the machine: what they spent meanwhile.
     names = ["gateway", *keys]
     idle_rows = []
@@ -427,16 +459,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"{kind} at {target} answered {value!r}; the model itself says {expected!r}")
         print(f"every system answers {expected!r}: {checks}", file=sys.stderr)
         kinds = ["grpc", "rest", *(f"mlserver_pw{w}" for w in workers)]
+        routers = router_processes(gw.pid)
+        if not routers:
+            raise RuntimeError("no Router replica among the gateway's processes")
         for i in range(args.rounds):
             order = kinds if i % 2 == 0 else kinds[::-1]
             r: dict = {"order": order, "first": next(k for k in order if k in ("grpc", "rest"))}
             for kind in order:
                 owner = "gateway" if kind in ("grpc", "rest") else kind
                 idle = {n: pid for n, pid in pids.items() if n != owner}
+                server = routers if owner == "gateway" else process_tree(pids[kind])
                 if kind == "rest":
-                    r[kind] = rest_run(http_port, work / "rest.jsonl", args, idle)
+                    r[kind] = rest_run(http_port, work / "rest.jsonl", args, idle, server)
                 else:
-                    r[kind] = grpc_run(targets[kind], work / ("grpc.bin" if kind == "grpc" else "mlserver.bin"), args, idle)
+                    r[kind] = grpc_run(targets[kind], work / ("grpc.bin" if kind == "grpc" else "mlserver.bin"), args, idle, server)
                 print(f"round {i + 1} {kind}: {r[kind]['rps']:.0f} req/s, statuses {r[kind]['statuses']}", file=sys.stderr)
             r["ratio"] = r["grpc"]["rps"] / r["rest"]["rps"] if r["rest"]["rps"] else float("nan")
             rounds.append(r)

@@ -177,6 +177,38 @@ def test_the_queue_is_bounded_and_the_sample_follows_the_request_id(env):
     assert abs(sum(sample) - 2000) < 260
 
 
+def test_copies_left_when_the_gateway_stops_are_counted_as_dropped(env):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from gateway.telemetry.metrics import GatewayMetrics
+
+    reader = InMemoryMetricReader()
+    holder: dict = {}
+    plane = env.plane(Clock(), variants=SHADOWED, wrap=gated("xgb", holder),
+                      shadow={"fraction": 1.0, "queue": 10, "concurrency": 1, "batch_wait_s": 0})
+    plane.shadow.metrics = GatewayMetrics(lambda: [], MeterProvider(metric_readers=[reader]).get_meter("test"))
+    rows, _ = churn.make_churn(5, seed=15)
+
+    async def scenario():
+        await plane.start()
+        try:
+            await serve(plane, rows)
+            await asyncio.sleep(0)  # the worker takes its first copy, and waits at the closed gate
+        finally:
+            await plane.stop()
+
+    run(scenario())
+    counts: dict = {}
+    for metric in (m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics):
+        if metric.name == "gateway.shadow.requests":
+            for point in metric.data.data_points:
+                counts[point.attributes["outcome"]] = counts.get(point.attributes["outcome"], 0) + point.value
+    # The copy in the worker's hands and the four queued: none answered, every one counted.
+    assert holder["gate"].calls == 1
+    assert counts == {"dropped": 5}
+
+
 def test_an_operator_moves_a_variant_in_and_out_of_shadow(env):
     plane = env.plane(Clock())
     name = plane.experiment_names()[0]

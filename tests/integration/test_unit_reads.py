@@ -69,3 +69,24 @@ def test_a_request_is_counted_with_its_record_once_per_request_id(redis_url):
 
     counters, ttl = asyncio.run(scenario())
     assert counters[0] == "1" and 0 < ttl <= 60
+
+
+def test_when_redis_is_unreachable_every_waiting_read_fails_and_none_hangs():
+    """A lone read (a plain HMGET) and reads that share a pipeline alike: each request gets the
+    connection error (the data plane then serves without aggregates), none waits forever."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from tests.integration.conftest import free_port
+
+    async def scenario():
+        store = ExperimentStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+        try:
+            lone = await asyncio.wait_for(asyncio.gather(store.unit_counters("ur", "u"), return_exceptions=True), 30)
+            together = await asyncio.wait_for(
+                asyncio.gather(*(store.unit_counters("ur", f"u{i}") for i in range(5)), return_exceptions=True), 30)
+            return lone + together
+        finally:
+            await store.close()
+
+    outcomes = asyncio.run(scenario())
+    assert len(outcomes) == 6 and all(isinstance(o, RedisConnectionError) for o in outcomes), outcomes

@@ -12,7 +12,7 @@ import pytest
 from scipy import integrate
 from scipy import stats as sps
 
-from gateway.bandit import contextual, linear_ts, segment_keys, segment_promotion
+from gateway.bandit import contextual, linear_routing, linear_ts, segment_keys, segment_promotion
 from gateway.bandit.beta import posterior, prob_best
 from gateway.bandit.contextual import (
     DEFAULT_STRENGTH,
@@ -47,7 +47,7 @@ RULE = PromotionRule(prob_best=0.95, max_expected_loss=0.0025, min_samples=200)
 def test_doctests():
     assert doctest.testmod(contextual).failed == 0
     assert doctest.testmod(segment_keys).failed == 0 and doctest.testmod(segment_promotion).failed == 0
-    assert doctest.testmod(linear_ts).failed == 0
+    assert doctest.testmod(linear_ts).failed == 0 and doctest.testmod(linear_routing).failed == 0
 
 
 # --------------------------------------------------------------------------- segment keys

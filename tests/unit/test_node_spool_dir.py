@@ -67,6 +67,10 @@ def test_a_relative_value_of_another_node_is_refused_naming_it(monkeypatch, tmp_
     monkeypatch.setenv("GATEWAY_SPOOL_DIR", "spool-here")
     with pytest.raises(ValueError, match="GATEWAY_SPOOL_DIR='spool-here' on this node: give an absolute path"):
         node_spool_dir({"spool_dir": "/shared/state/spool", "spool_dir_as_set": "/elsewhere"})
+    # The same text set on another machine is that machine's own value, and refused the same way.
+    with pytest.raises(ValueError, match="give an absolute path"):
+        node_spool_dir({"spool_dir": "/shared/state/spool", "spool_dir_as_set": "spool-here",
+                        "spool_dir_set_on": "another-host"})
 
 
 def test_the_spool_and_its_files_are_private_in_a_folder_made_wide(tmp_path):

@@ -281,9 +281,7 @@ class DataPlane:
         timeout for values it would be served without anyway."""
         if unit_id is None or rt.policy.aggregates is None or self.writer.spooling:
             return None
-        # A plain span, not made current: nothing under it opens spans, and attaching the
-        # context costs every request.
-        with tracer().start_span("redis.unit_aggregates", attributes={"db.system": "redis"}):
+        with tracer().start_as_current_span("redis.unit_aggregates", attributes={"db.system": "redis"}):
             try:
                 return await self.store.unit_counters(experiment, unit_id)
             except STORE_DOWN:

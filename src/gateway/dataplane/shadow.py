@@ -26,6 +26,8 @@ log = logging.getLogger("gateway.shadow")
 # Copies answered by one model call at most: a full queue at 100% copies is answered in a few
 # calls a second (a call costs far more than a row), and one call of this many rows stays short.
 BATCH_MAX = 256
+# And rows: a batch takes no more copies once it has this many (copies of many-row requests).
+BATCH_ROWS = 1024
 
 
 def mirrored(request_id: str, fraction: float) -> bool:
@@ -69,8 +71,7 @@ class ShadowMirror:
         try:
             queue.put_nowait(ShadowCopy(name, request_id, shadows, matrix, carrier))
         except asyncio.QueueFull:
-            for v in shadows:
-                self.metrics.shadow.add(1, {"experiment": name, "variant": v, "outcome": "dropped"})
+            self._count_dropped([ShadowCopy(name, request_id, shadows, matrix, carrier)])
             return False
         return True
 
@@ -95,7 +96,16 @@ class ShadowMirror:
             task.cancel()
         if self._workers:
             await asyncio.wait(self._workers, timeout=5)
+        for queue in self._queues.values():  # copies never answered are dropped, and counted
+            while not queue.empty():
+                self._count_dropped([queue.get_nowait()])
         self._workers, self._queues = [], {}
+
+    def _count_dropped(self, copies: list[ShadowCopy], variants: list[str] | None = None) -> None:
+        """Count copies that no shadow answer will come for (of `variants`, default all theirs)."""
+        for copy in copies:
+            for v in copy.variants if variants is None else [v for v in variants if v in copy.variants]:
+                self.metrics.shadow.add(1, {"experiment": copy.experiment, "variant": v, "outcome": "dropped"})
 
     async def _work(self, queue: asyncio.Queue[ShadowCopy], gathering: asyncio.Lock, wait_s: float) -> None:
         while True:
@@ -106,14 +116,18 @@ class ShadowMirror:
                 batch = [await queue.get()]
                 if wait_s > 0 and queue.qsize() < BATCH_MAX - 1:
                     await asyncio.sleep(wait_s)
-                while len(batch) < BATCH_MAX and not queue.empty():
+                rows = len(batch[0].matrix)
+                while len(batch) < BATCH_MAX and rows < BATCH_ROWS and not queue.empty():
                     batch.append(queue.get_nowait())
+                    rows += len(batch[-1].matrix)
             try:
-                for variant in dict.fromkeys(v for copy in batch for v in copy.variants):
+                variants = list(dict.fromkeys(v for copy in batch for v in copy.variants))
+                for k, variant in enumerate(variants):
                     copies = [c for c in batch if variant in c.variants]
                     try:
                         outcomes = await self._answer(copies, variant)
-                    except asyncio.CancelledError:
+                    except asyncio.CancelledError:  # stopping: the rest of this batch goes unanswered
+                        self._count_dropped(batch, variants[k:])
                         raise
                     except Exception:  # the worker must outlive any one batch (a script error, a bad answer)
                         log.exception("shadow %s of %s: answers not recorded", variant, copies[0].experiment)

@@ -1,13 +1,13 @@
 """Linear Thompson sampling's decisions (algorithm linear_thompson), from a snapshot: each
 request's traffic shares at its context vector, and the learned models the state shows. Pure;
-the math is gateway.bandit.linear_ts's.
+the math is gateway.bandit.linear_ts's (the model) and linear_routing's (the shares).
 
 A request's context vector is [1, then its first row's values of the policy's `context`
 features]. Every live variant has a Bayesian linear model of the reward in that vector (its
 counters are the snapshot's `linear`, added by the reward script). The refresh builds a
 :class:`LinearRoutes` once per change of the counters (posteriors and the seeded Monte-Carlo
 draws); a request then costs one predictive at its vector, and its shares are exactly
-linear_shares's for those counters. Promotion is the experiment's overall rule
+linear_routing.linear_shares's for those counters. Promotion is the experiment's overall rule
 (allocation.promotion_decision): per-segment promotion has no meaning for numeric context."""
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ the policy files. `build_app` is the import path for `serve run` / `serve deploy
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ def router_options(settings: Settings) -> dict[str, Any]:
         # Where a router spools writes while Redis is unreachable (local disk, per replica); a
         # replica's own node may name another folder (router.node_spool_dir).
         "spool_dir": str((settings.spool_dir or state_dir / "spool").resolve()),
-        # The value as it was set here: this machine's workers inherit it, relative or not.
+        # The value as it was set here, and where: this machine's workers inherit it, relative
+        # or not, and it means the folder resolved here.
         "spool_dir_as_set": os.environ.get("GATEWAY_SPOOL_DIR"),
+        "spool_dir_set_on": socket.gethostname(),
     }
 
 

@@ -5,6 +5,7 @@ import asyncio
 import functools
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,14 @@ def variant_client(where: DeploymentHandle | dict) -> VariantClient:
 
 def node_spool_dir(options: dict[str, Any]) -> Path | None:
     """The spool folder of the node this replica runs on: GATEWAY_SPOOL_DIR in the node's own
-    environment (`ray start` passes its environment to the node's workers), else the one the
-    application was built with. The spool must stay on the node: a replica started there later
-    adopts what a stopped one left, and SQLite with flock is not for network shares."""
+    environment (`ray start` passes its environment to the node's workers), an absolute path,
+    else the one the application was built with (also for the value this machine's workers
+    inherited from where it was built, resolved there). The spool must stay on the node: a
+    replica started there later adopts what a stopped one left, and SQLite with flock is not for
+    network shares."""
     where = os.environ.get("GATEWAY_SPOOL_DIR")
-    if not where or where == options.get("spool_dir_as_set"):
+    inherited = where == options.get("spool_dir_as_set") and socket.gethostname() == options.get("spool_dir_set_on")
+    if not where or inherited:
         # Unset here, or the value the application was built with (inherited by this machine's
         # workers): the folder as resolved where it was set.
         return Path(options["spool_dir"]) if options.get("spool_dir") else None

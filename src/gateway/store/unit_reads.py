@@ -1,7 +1,7 @@
 """Per-unit aggregate reads (HMGET of the unit's counters) of requests that arrive together, sent
-as one pipeline: the read is on the request path, and under concurrency one round trip for many
-requests costs far less than one each (bench/learning.py --world unit-signal measures it). A lone
-request waits one turn of the event loop, no more.
+as one pipeline (a lone read as a plain HMGET): the read is on the request path, and under
+concurrency one round trip for many requests costs far less than one each (bench/serving.py's
+aggregates section measures it). A lone request waits one turn of the event loop, no more.
 
 The reads only read: the request is counted by record.lua when its record is written (once per
 request id, replayed once from a spool), so a read sent again changes nothing, and there is no

@@ -55,7 +55,8 @@ _FLAGS = {f: TraceFlags(f) for f in (0, 1)}
 
 
 def _flags(value: int) -> TraceFlags:
-    return _FLAGS.get(value) or TraceFlags(value)
+    flags = _FLAGS.get(value)  # TraceFlags(0) is falsy: no `or` here
+    return flags if flags is not None else TraceFlags(value)
 
 
 def unpack_span(packed: tuple[Any, ...], resource: Resource, scopes: dict[tuple[Any, ...], InstrumentationScope]) -> ReadableSpan:

@@ -3,7 +3,7 @@
 Redis does not undo a script's earlier writes when a later command in it fails, so every script
 in src/gateway/store/lua must check all of its arguments (and that the variant's reward sums stay
 finite) before its first write. A bad argument gets either an error reply (ResponseError) or the
-outcome 'invalid' (reward.lua); in both cases the database must be exactly as it was.
+outcome 'invalid' for every item (reward.lua); in both cases the database must be exactly as it was.
 
 The scripts run on one embedded redis-server for the whole module (FLUSHALL and a fresh seed
 through the public API before every example), called directly by evalsha with arguments that mix
@@ -65,6 +65,9 @@ SEED_REQUESTS = [
     ("r5", "b", None, None),
 ]
 REQUEST_IDS = [rid for rid, *_ in SEED_REQUESTS] + ["n0", "n1"]  # n*: never served
+# reward.lua's keys before the request records of its items.
+REW_SHARED_KEYS = [keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP), keys.paired(EXP),
+                   keys.segments(EXP), keys.shadow_rewards(EXP), keys.linear(EXP)]
 SCRIPTS = ["record", "reward", "expire", "series", "claim_retrain", "retrain_lock", "transition", "annotate", "add_variant",
            "shadow", "set_role"]
 
@@ -255,7 +258,8 @@ def call(raw: redis.Redis, shas: dict[str, str], script: str, ks: list[str], arg
         reply = raw.evalsha(shas[script], len(ks), *ks, *argv)
     except ResponseError as e:
         return True, f"ResponseError: {e}"
-    refused = isinstance(reply, list) and len(reply) == 2 and reply[0] == b"invalid"
+    # reward.lua answers {outcome, traceparent} per item: refused when every item is 'invalid'.
+    refused = script == "reward" and all(item[0] == b"invalid" for item in reply)
     return refused, reply
 
 
@@ -359,19 +363,20 @@ def valid_call(draw) -> tuple[str, list[str], list]:
         ]
     elif script == "reward":
         # Half the time a request that has a unit and no reward yet: the full path, quota included.
-        rid = draw(st.one_of(st.sampled_from(REQUEST_IDS), st.sampled_from(["r2", "r4"])))
+        # A batch of one or two (the same request twice, sometimes).
+        rids = draw(st.lists(st.one_of(st.sampled_from(REQUEST_IDS), st.sampled_from(["r2", "r4"])), min_size=1, max_size=2))
         default = draw(st.sampled_from([None, 0.0, 1.0]))
         quota = draw(st.sampled_from([None, 5, 5]))
-        ks = [keys.request(EXP, rid), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
-              keys.paired(EXP), keys.segments(EXP), keys.shadow_rewards(EXP), keys.linear(EXP)]
+        ks = [*REW_SHARED_KEYS, *(keys.request(EXP, rid) for rid in rids)]
         argv = [
-            draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))), now,
-            draw(st.sampled_from(["", "1", "[0]", '"x"'])), str(FEEDBACK_MAXLEN),
-            "" if default is None else repr(default), "" if quota is None else str(quota),
-            keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES), draw(st.sampled_from(["0", "1"])),
+            now, str(FEEDBACK_MAXLEN), "" if default is None else repr(default), "" if quota is None else str(quota),
+            keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES),
             # Half the time the policy keeps per-unit aggregates: the unit's counters grow too.
-            *draw(st.sampled_from([[], [keys.unit_prefix(EXP), "3600"]])),
+            *draw(st.sampled_from([["", ""], [keys.unit_prefix(EXP), "3600"]])),
         ]
+        for _ in rids:
+            argv += [draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))),
+                     draw(st.sampled_from(["", "1", "[0]", '"x"'])), draw(st.sampled_from(["0", "1"]))]
     elif script == "expire":
         ks = [keys.pending(EXP), keys.arms(EXP), keys.segments(EXP), keys.linear(EXP)]
         argv = [now, repr(draw(st.sampled_from([0.0, 1.0, -0.5]))), str(draw(st.sampled_from([1, 10, 1000]))),
@@ -426,7 +431,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
 # ARGV positions (0-based) that the scripts read as numbers: most replacements land on one of
 # these, where Lua's and Redis's parsers can disagree.
 NUMERIC_ARGS = {
-    "record": [1, 2, 3, 5, 6, 7, 8], "reward": [1, 2, 4, 5, 6, 8, 9], "expire": [0, 1, 2], "series": [0, 1],
+    "record": [1, 2, 3, 5, 6, 7, 8], "reward": [0, 1, 2, 3, 5, 6, 8, 10], "expire": [0, 1, 2], "series": [0, 1],
     "claim_retrain": [0, 1], "retrain_lock": [1], "transition": [4, 7], "annotate": [4], "add_variant": [3, 4],
     "shadow": [3, 4, 5, 6, 7], "set_role": [5, 6],
 }
@@ -480,13 +485,12 @@ def _rec(ttl="86400", deadline="", log_pairs=("rid", "n0"), unit_ttl="") -> list
             *log_pairs]
 
 
-def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES), quota="5") -> list:
-    return ["a", "1.0", repr(T0 + 1), "", maxlen, "", quota, keys.quota_prefix(EXP), window, budget]
+def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES), quota="5", unit=("", "")) -> list:
+    return [repr(T0 + 1), maxlen, "", quota, keys.quota_prefix(EXP), window, budget, *unit, "a", "1.0", "", "0"]
 
 
 REC_KEYS = [keys.request(EXP, "n0"), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP)]
-REW_KEYS = [keys.request(EXP, "r2"), keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP),
-              keys.paired(EXP), keys.segments(EXP), keys.shadow_rewards(EXP), keys.linear(EXP)]
+REW_KEYS = [*REW_SHARED_KEYS, keys.request(EXP, "r2")]
 HIST = [keys.meta(EXP), keys.history(EXP)]
 
 FOUND = [
@@ -497,7 +501,10 @@ FOUND = [
     pytest.param("record", REC_KEYS, _rec(log_pairs=("f", "v") * 5_000), id="record-10000-log-fields"),
     pytest.param("reward", REW_KEYS, _rew(window="1.0"), id="reward-quota-window-1.0"),
     pytest.param("reward", REW_KEYS, _rew(maxlen="1e20", budget="1e30", quota=""), id="reward-feedback-maxlen-1e20"),
-    pytest.param("reward", REW_KEYS, [*_rew(), "0", keys.unit_prefix(EXP), "1e3"], id="reward-unit-ttl-1e3"),
+    pytest.param("reward", REW_KEYS, _rew(unit=(keys.unit_prefix(EXP), "1e3")), id="reward-unit-ttl-1e3"),
+    pytest.param("reward", REW_KEYS, _rew(unit=(keys.unit_prefix(EXP), "")), id="reward-unit-key-without-ttl"),
+    # One argument short of an item: an error, before anything is written.
+    pytest.param("reward", [*REW_KEYS, keys.request(EXP, "r4")], [*_rew(), "a", "1.0", ""], id="reward-item-short"),
     pytest.param("record", [*REC_KEYS, keys.unit_prefix(EXP) + "u0"], _rec(unit_ttl="3600.0"), id="record-unit-ttl-3600.0"),
     pytest.param("record", [*REC_KEYS, keys.unit_prefix(EXP) + "u0"], _rec(), id="record-unit-key-without-ttl"),
     pytest.param("record", REC_KEYS, _rec(unit_ttl="3600"), id="record-unit-ttl-without-key"),

@@ -34,8 +34,9 @@ def test_all_keys_a_script_touches_share_one_cluster_slot(experiment):
         # With per-unit aggregates, the request's unit's counters too (it is counted there).
         "record": [keys.request(experiment, "r1"), keys.arms(experiment), keys.decision_log(experiment),
                    keys.pending(experiment), keys.unit_prefix(experiment) + "unit-7"],
-        # The quota key is built inside the script from its prefix and the request's unit.
-        "reward": [keys.request(experiment, "r1"), keys.arms(experiment), keys.feedback(experiment), keys.meta(experiment),
+        # The quota key is built inside the script from its prefix and the request's unit; one
+        # call carries many requests of the experiment.
+        "reward": [keys.request(experiment, "r1"), keys.request(experiment, "r2"), keys.arms(experiment), keys.feedback(experiment), keys.meta(experiment),
                    keys.pending(experiment), keys.kpis(experiment), keys.paired(experiment),
                    keys.segments(experiment), keys.shadow_rewards(experiment), keys.linear(experiment),
                    keys.quota_prefix(experiment) + "unit-7", keys.unit_prefix(experiment) + "unit-7"],

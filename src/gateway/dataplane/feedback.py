@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -115,6 +116,8 @@ class Feedback:
             return await self._queue(items, [p for p in pending if results[p[0]].get("status") != "rejected"],
                                      [r if r.get("status") == "rejected" else {} for r in results], now)
         server_span = trace.get_current_span()
+        # Summed per label set and added once each: one add per item was ~5% of the router's time.
+        reward_sums: Counter[tuple[str, str]] = Counter()
         for p, (outcome, traceparent) in zip(ready, outcomes):
             i, rid, claims, reward, _ = p
             if outcome == "accepted" and traceparent:
@@ -123,7 +126,7 @@ class Feedback:
                 if link.is_valid:
                     server_span.add_link(link, {"gateway.request_id": rid})
             if outcome == "accepted":
-                self.metrics.reward_sum.add(reward, {"experiment": claims.experiment, "variant": claims.variant})
+                reward_sums[claims.experiment, claims.variant] += reward
             if outcome in ("accepted", "duplicate", "late"):
                 results[i] = {"request_id": rid, "status": outcome, "variant": claims.variant, "reward": reward}
             elif outcome == "quota":
@@ -138,11 +141,16 @@ class Feedback:
                 unknown.append(p)
             else:
                 results[i] = _rejected(rid, Forbidden("the token is for another variant", code="token_invalid"))
+        for (experiment, variant), total in reward_sums.items():
+            self.metrics.reward_sum.add(total, {"experiment": experiment, "variant": variant})
         if unknown:
             await self._unknown(items, unknown, results, now, replaying)
-        for r in results:
-            self.metrics.rewards.add(1, {"outcome": r["status"]})
+        self._count(results)
         return results
+
+    def _count(self, results: list[dict[str, Any]]) -> None:
+        for status, n in Counter(r["status"] for r in results).items():
+            self.metrics.rewards.add(n, {"outcome": status})
 
     async def _unknown(self, items: list[Any], unknown: list, results: list[dict[str, Any]], now: float, replaying: bool) -> None:
         """Feedback with a valid token for a request Redis does not know: its record may still
@@ -165,8 +173,7 @@ class Feedback:
         for i, rid, claims, reward, _ in entries:
             results[i] = {"request_id": rid, "status": "queued", "variant": claims.variant, "reward": reward}
         if count:
-            for r in results:
-                self.metrics.rewards.add(1, {"outcome": r["status"]})
+            self._count(results)
         return results
 
     async def _rewards_from_labels(self, pending: list, results: list[dict[str, Any]]) -> list:

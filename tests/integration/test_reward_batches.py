@@ -1,0 +1,165 @@
+"""Rewards applied in batches (one reward.lua call per experiment and chunk of items) answer and
+count exactly as the same rewards applied one at a time, on a real embedded Redis."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from gateway.store import keys
+from gateway.store.embedded import EmbeddedRedis
+from gateway.store.experiments import REWARDS_PER_CALL, ExperimentStore
+from gateway.store.snapshot import RewardItem, RewardRules
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000.0
+EXP, OTHER = "exp", "other"
+# A default reward (so a late reward exists), one reward per unit in the window, unit aggregates.
+RULES = {EXP: RewardRules(default=0.0, max_per_unit=1, window_s=3600, unit_window_s=3600),
+         OTHER: RewardRules(default=0.0, max_per_unit=1, window_s=3600, unit_window_s=3600)}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[EmbeddedRedis]:
+    r = EmbeddedRedis(tmp_path_factory.mktemp("reward-batches")).start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+def raw(server) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(server.url, decode_responses=True)
+    c.flushall()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def run(server: EmbeddedRedis, work):
+    async def go():
+        store = ExperimentStore.from_url(server.url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+async def seed(store: ExperimentStore, experiment: str) -> None:
+    """Served requests for every outcome: fresh ones, one already rewarded, one whose unit used
+    its quota, one past its deadline (it takes the default, so its feedback is late), one with a
+    prediction and a traceparent to score a label against."""
+    served = [
+        ("fresh", "a", T0 + 3600, "u-fresh"), ("fresh2", "b", T0 + 3600, None), ("done", "a", T0 + 3600, None),
+        ("quota0", "a", T0 + 3600, "u-quota"), ("quota1", "a", T0 + 3600, "u-quota"), ("past", "b", T0 - 60, None),
+        ("other-variant", "b", T0 + 3600, None), ("big", "a", T0 + 3600, None), ("labelled", "b", T0 + 3600, "u-label"),
+    ]
+    for i, (rid, variant, deadline, unit) in enumerate(served):
+        record = {"pred": "[1]", "tp": f"00-{i + 1:032x}-{i + 1:016x}-01"}
+        if unit:
+            record["unit"] = unit
+        assert await store.record_prediction(experiment, rid, variant, record, 86_400, {"rid": rid}, deadline=deadline,
+                                             nonce=f"n-{rid}", unit_window_s=3600)
+    before = [RewardItem(experiment, "done", "a", 1.0), RewardItem(experiment, "quota0", "a", 1.0)]
+    assert [o for o, _ in await store.apply_rewards(before, T0 + 1, RULES)] == ["accepted", "accepted"]
+
+
+def mixed(experiment: str) -> list[RewardItem]:
+    return [
+        RewardItem(experiment, "fresh", "a", 1.0),
+        RewardItem(experiment, "done", "a", 0.0),  # duplicate
+        RewardItem(experiment, "never-served", "a", 1.0),  # unknown
+        RewardItem(experiment, "quota1", "a", 1.0),  # its unit used its one reward
+        RewardItem(experiment, "fresh2", "b", float("nan")),  # invalid: not a number, nothing written
+        RewardItem(experiment, "big", "a", 1e200),  # invalid: the sum of squares would overflow
+        RewardItem(experiment, "past", "b", 1.0),  # late
+        RewardItem(experiment, "other-variant", "a", 1.0),  # mismatch
+        RewardItem(experiment, "labelled", "b", 1.0, label="1", from_label=True),
+        RewardItem(experiment, "fresh2", "b", 0.5),  # its invalid item before did not claim it
+    ]
+
+
+EXPECTED = ["accepted", "duplicate", "unknown", "quota", "invalid", "invalid", "late", "mismatch", "accepted", "accepted"]
+
+
+def state(raw: redis.Redis) -> dict:
+    """Every key's content; stream entries without their ids (they carry the time of writing)."""
+    out = {}
+    for key in sorted(raw.scan_iter(count=1000)):
+        kind = raw.type(key)
+        if kind == "hash":
+            out[key] = raw.hgetall(key)
+        elif kind == "stream":
+            out[key] = [fields for _, fields in raw.xrange(key)]
+        elif kind == "zset":
+            out[key] = raw.zrange(key, 0, -1, withscores=True)
+        else:
+            out[key] = raw.get(key)
+    return out
+
+
+def test_a_mixed_batch_answers_and_writes_as_the_same_rewards_one_at_a_time(server, raw):
+    async def batch(store):
+        await seed(store, EXP)
+        return await store.apply_rewards(mixed(EXP), T0 + 2, RULES)
+
+    async def one_by_one(store):
+        await seed(store, EXP)
+        return [(await store.apply_rewards([it], T0 + 2, RULES))[0] for it in mixed(EXP)]
+
+    together = run(server, batch)
+    after_batch = state(raw)
+    raw.flushall()
+    alone = run(server, one_by_one)
+    assert [o for o, _ in together] == EXPECTED
+    assert together == alone  # traceparents too
+    assert together[0][1] == "00-" + f"{1:032x}" + "-" + f"{1:016x}" + "-01"
+    assert state(raw) == after_batch
+
+
+def test_a_batch_across_two_experiments_answers_each_item_in_place(server, raw):
+    # Interleaved, and more items than one call carries, so each experiment takes several calls.
+    extra = 2 * REWARDS_PER_CALL + 7
+
+    async def go(store):
+        for experiment in (EXP, OTHER):
+            await seed(store, experiment)
+            for k in range(extra):
+                assert await store.record_prediction(experiment, f"bulk-{k}", "a", {"pred": "[1]"}, 86_400, None)
+        items = []
+        for k in range(extra):
+            items += [RewardItem(EXP, f"bulk-{k}", "a", 1.0), RewardItem(OTHER, f"bulk-{k}", "a", 0.0)]
+        items[10:10] = mixed(OTHER)
+        items += mixed(EXP)
+        return items, await store.apply_rewards(items, T0 + 2, RULES)
+
+    items, outcomes = run(server, go)
+    assert len(outcomes) == len(items)
+    bulk = [o for it, (o, _) in zip(items, outcomes) if it.request_id.startswith("bulk-")]
+    assert bulk == ["accepted"] * (2 * extra)
+    assert [o for o, _ in outcomes[10:10 + len(EXPECTED)]] == EXPECTED
+    assert [o for o, _ in outcomes[-len(EXPECTED):]] == EXPECTED
+    # Arm a: 'done' and 'quota0' before, then the bulk and 'fresh' (1.0 each in EXP, 0.0 in OTHER).
+    assert raw.hget(keys.arms(EXP), "a:n") == str(2 + extra + 1)
+    assert float(raw.hget(keys.arms(EXP), "a:s")) == 2 + extra + 1
+    assert raw.hget(keys.arms(OTHER), "a:n") == str(2 + extra + 1)
+    assert float(raw.hget(keys.arms(OTHER), "a:s")) == 2 + 1
+
+
+def test_a_request_rewarded_twice_in_one_batch_counts_once(server, raw):
+    async def go(store):
+        assert await store.record_prediction(EXP, "r1", "a", {"pred": "[1]"}, 86_400, None)
+        return await store.apply_rewards(
+            [RewardItem(EXP, "r1", "a", 1.0), RewardItem(EXP, "r1", "a", 1.0), RewardItem(EXP, "r1", "a", 0.0)], T0, {})
+
+    assert [o for o, _ in run(server, go)] == ["accepted", "duplicate", "duplicate"]
+    assert raw.hget(keys.arms(EXP), "a:n") == "1"
+    assert float(raw.hget(keys.arms(EXP), "a:s")) == 1.0
+    assert raw.xlen(keys.feedback(EXP)) == 1

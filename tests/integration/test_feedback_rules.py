@@ -192,8 +192,11 @@ def test_online_kpis_match_scikit_learn_for_each_variant(env):
         await plane.start()
         try:
             served = await serve(plane, rows)
-            for p, y in zip(served, labels):
-                await plane.rewards({"request_id": p["request_id"], "label": int(y), "token": p["reward_token"]})
+            # However a client spells class 0 or 1, it is the same label to every figure.
+            spellings = (int, float, bool, lambda v: str(int(v)))
+            for i, (p, y) in enumerate(zip(served, labels)):
+                label = spellings[i % 4](y)
+                await plane.rewards({"request_id": p["request_id"], "label": label, "token": p["reward_token"]})
             await plane.monitor_now()
             return served, await plane.state(plane.experiment_names()[0])
         finally:
@@ -213,6 +216,8 @@ def test_online_kpis_match_scikit_learn_for_each_variant(env):
         window = state["kpis"][variant]["window"]
         assert window["n"] == min(50, len(idx))
         assert window["accuracy"] == pytest.approx(accuracy_score(y[-50:], pred[-50:]))
+        assert window["precision"] == pytest.approx(precision_score(y[-50:], pred[-50:], zero_division=0))
+        assert window["recall"] == pytest.approx(recall_score(y[-50:], pred[-50:], zero_division=0))
         assert window["roc_auc"] is not None  # both models give scores
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from opentelemetry import trace
 
 from gateway.dataplane.runtime import Experiments
+from gateway.learning.labels import same
 from gateway.errors import Forbidden, GatewayError, NotFound, TooManyRequests, Unprocessable
 from gateway.schemas import MAX_ID_LEN, MAX_LABEL_BYTES, MAX_REWARDS_PER_BATCH, RewardBatch, RewardClaim, RewardItem
 from gateway.schemas import parse_feedback
@@ -201,15 +202,9 @@ class Feedback:
                         ),
                     )
                     continue
-                matches = sum(_same(a, b) for a, b in zip(labels, predictions))
+                matches = sum(same(a, b) for a, b in zip(labels, predictions))
                 pending[k] = (i, rid, claims, matches / len(predictions), label)
         return unknown
-
-
-def _same(label: Any, prediction: Any) -> bool:
-    if isinstance(label, (int, float)) and not isinstance(label, bool) and isinstance(prediction, (int, float)):
-        return float(label) == float(prediction)
-    return str(label) == str(prediction)
 
 
 def _rejected(request_id: Any, err: GatewayError) -> dict[str, Any]:

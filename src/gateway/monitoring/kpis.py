@@ -14,8 +14,8 @@ round to the same point (of the order of 1/score_grid for spread-out scores).
 
 Binary metrics treat `positive_label` (default 1) as the positive class and everything else as
 negative; accuracy is the share of predictions equal to their label. Labels and predictions are
-compared as the gateway compares them when it turns a label into a reward: numbers by value
-(1 == 1.0), anything else as text. Not thread-safe: feed it from one task.
+compared by the gateway's one rule (gateway.learning.labels: numbers by value, 1 == 1.0 == "1"
+== true). Not thread-safe: feed it from one task.
 
 >>> k = OnlineKPIs(window=3)
 >>> k.update("a", [1, 0, 1, 1], [1, 0, 0, 1], scores=[0.9, 0.2, 0.6, 0.8])
@@ -32,13 +32,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _norm(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_)):
-        return float(value)
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    return str(value)
+from gateway.learning.labels import label_key
 
 
 def _as_list(value: Any) -> list:
@@ -159,7 +153,7 @@ class OnlineKPIs:
         if score_grid < 1:
             raise ValueError(f"score_grid must be at least 1, got {score_grid}")
         self.window = window
-        self.positive = _norm(positive_label)
+        self.positive = label_key(positive_label)
         self.grid = score_grid
         self._variants: dict[str, _VariantKPIs] = {}
 
@@ -203,8 +197,9 @@ class OnlineKPIs:
                 state.since = t
             state.last_t = t
         for k, (p, y) in enumerate(zip(preds, labs, strict=True)):
-            p_n, y_n = _norm(p), _norm(y)
-            pred_pos, label_pos, correct = p_n == self.positive, y_n == self.positive, p_n == y_n
+            p_n, y_n = label_key(p), label_key(y)
+            pred_pos, label_pos = p_n is not None and p_n == self.positive, y_n is not None and y_n == self.positive
+            correct = p_n is not None and p_n == y_n
             score = sc[k] if sc is not None else math.nan
             state.lifetime.add(pred_pos, label_pos, correct)
             state.recent.add(pred_pos, label_pos, correct)

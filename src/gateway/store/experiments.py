@@ -31,7 +31,8 @@ from gateway.store.unit_reads import UnitReads
 
 # Shared functions each script starts with: scoring of labelled predictions, linear-model counters,
 # what a 0/1 label is.
-_LIBS = {"reward.lua": ("scoring.lua", "linear.lua", "labels.lua", "reward_rule.lua"), "shadow.lua": ("scoring.lua",), "expire.lua": ("linear.lua",)}
+_LIBS = {"reward.lua": ("labels.lua", "scoring.lua", "linear.lua", "reward_rule.lua"), "shadow.lua": ("labels.lua", "scoring.lua"),
+         "expire.lua": ("linear.lua",)}
 
 
 # Rewards per reward.lua call: fewer calls cost the router less, but a call holds Redis while

@@ -1,13 +1,10 @@
 -- Scoring a labelled prediction, shared by reward.lua (the served variant and its shadows) and
 -- shadow.lua (a shadow answer that arrives after the label): prepended to both when loaded, so
 -- a shadow variant is scored by exactly the rule that scores the served one.
--- Class 1 (or true) is the positive class; labels and predictions compare as the router
--- compares them: numbers by value, anything else as text.
-local function score_positive(v) return v == 1 or v == true end
-local function score_same(a, b)
-  if type(a) == 'number' and type(b) == 'number' then return a == b end
-  return tostring(a) == tostring(b)
-end
+-- Class 1 is the positive class, and labels and predictions compare, by the one rule of
+-- lib/labels.lua (loaded before this file).
+local function score_positive(v) return label_key(v) == '1' end
+local score_same = label_same
 
 -- {labels, preds} decoded from JSON when they line up row for row, else nil.
 local function score_rows(label_json, pred_json)

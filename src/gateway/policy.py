@@ -68,7 +68,8 @@ class Reward(_Strict):
     # reward (revenue, negative latency), Normal-Inverse-Gamma posteriors (reward.prior).
     type: Literal["bernoulli", "gaussian"] = "bernoulli"
     range: tuple[float, float] | None = None
-    # How a label becomes a reward: 'match' gives 1 when the label equals the prediction.
+    # How a label becomes a reward: 'match' gives the share of rows whose label matches the
+    # prediction (gateway.learning.labels: by value, so 1, 1.0, "1" and true are one class).
     from_label: Literal["match"] = "match"
     # Feedback later than this after the prediction is refused (the request id expires).
     window_s: float = Field(default=86_400.0, gt=0)

@@ -35,6 +35,8 @@ def test_metrics_follow_prometheus_conventions_and_move_with_traffic(client):
     assert any(s.labels["code"] == "invalid_instances" for s in errors)
     rewards = {s.labels["outcome"]: s.value for s in families["gateway_rewards"] if s.name == "gateway_rewards_total"}
     assert rewards.get("accepted", 0) >= 1
+    reward_sum = {s.labels["variant"]: s.value for s in families["gateway_reward_sum"] if s.labels["experiment"] == "churn"}
+    assert reward_sum.get(out["variant"], 0) >= 1
     prob_best = {s.labels["variant"]: s.value for s in families["gateway_prob_best"] if s.labels["experiment"] == "churn"}
     assert set(prob_best) == {"logreg", "xgb"} and abs(sum(prob_best.values()) - 1) < 1e-9
     shares = {s.labels["variant"]: s.value for s in families["gateway_traffic_share"] if s.labels["experiment"] == "churn"}

@@ -10,7 +10,8 @@ import redis
 
 from gateway.store import keys
 from gateway.store.embedded import EmbeddedRedis
-from gateway.store.experiments import REWARDS_PER_CALL, ExperimentStore
+from gateway.store.experiments import ExperimentStore
+from gateway.store.reward_calls import REWARDS_PER_CALL
 from gateway.store.snapshot import RewardItem, RewardRules
 
 pytestmark = pytest.mark.integration
@@ -163,3 +164,51 @@ def test_a_request_rewarded_twice_in_one_batch_counts_once(server, raw):
     assert raw.hget(keys.arms(EXP), "a:n") == "1"
     assert float(raw.hget(keys.arms(EXP), "a:s")) == 1.0
     assert raw.xlen(keys.feedback(EXP)) == 1
+
+
+def test_an_item_the_script_fails_on_holds_back_no_other_item_of_its_call(server, raw):
+    """A corrupt record (a deadline that is not a number) makes reward.lua fail on its item: the
+    batch answers with the error, but every other item of the call is applied, once."""
+    from redis.exceptions import ResponseError
+
+    async def go(store):
+        for rid in ("r1", "bad", "r2"):
+            assert await store.record_prediction(EXP, rid, "a", {"pred": "[1]"}, 86_400, None, deadline=T0 + 3600)
+        raw.hset(keys.request(EXP, "bad"), "dl", "not-a-number")
+        items = [RewardItem(EXP, rid, "a", 1.0) for rid in ("r1", "bad", "r2")]
+        with pytest.raises(ResponseError):
+            await store.apply_rewards(items, T0, RULES)
+        # The client retries: the two good items were applied exactly once the first time.
+        with pytest.raises(ResponseError):
+            await store.apply_rewards(items, T0, RULES)
+        return await store.apply_rewards([items[0], items[2]], T0, RULES)
+
+    assert [o for o, _ in run(server, go)] == ["duplicate", "duplicate"]
+    assert raw.hget(keys.arms(EXP), "a:n") == "2"
+
+
+def test_a_call_is_cut_by_label_rows_as_well_as_items():
+    from gateway.store.reward_calls import LABEL_ROWS_PER_CALL, reward_calls
+
+    wide = "[" + ",".join(["1"] * 400) + "]"
+    items = [RewardItem(EXP, f"w{k}", "a", 1.0, label=wide) for k in range(5)] + [RewardItem(EXP, "one", "a", 1.0)]
+    calls = reward_calls(items)
+    assert [ids for _, ids in calls] == [[0, 1], [2, 3], [4, 5]]
+    assert all(400 * sum(1 for i in ids if i < 5) <= LABEL_ROWS_PER_CALL for _, ids in calls)
+
+
+def test_a_units_label_counts_take_a_list_only_when_every_value_is_0_or_1(server, raw):
+    """As training does (it skips such a request whole): a unit's `labels` aggregate never counts
+    labels its model is not trained on."""
+    async def go(store):
+        for rid in ("mixed", "binary"):
+            assert await store.record_prediction(EXP, rid, "a", {"pred": "[1, 0]", "unit": "u1"}, 86_400, None,
+                                                 unit_window_s=3600)
+        items = [RewardItem(EXP, "mixed", "a", 0.5, label='[1, "yes"]', from_label=True),
+                 RewardItem(EXP, "binary", "a", 0.5, label="[1, 0]", from_label=True)]
+        outcomes = await store.apply_rewards(items, T0, {EXP: RewardRules(window_s=3600, unit_window_s=3600)})
+        return outcomes, await store.unit_counters(EXP, "u1")
+
+    outcomes, (n, labels, label_sum, rewards, _) = run(server, go)
+    assert [o for o, _ in outcomes] == ["accepted", "accepted"]
+    assert (n, labels, label_sum, rewards) == ("2", "2", "1", "2")

@@ -131,6 +131,7 @@ def test_who_sends_an_item_is_judged_first(body, expected):
     ({"label": None}, LABEL),
     ({"label": {"y": 1}}, LABEL),
     ({"reward": 1, "label": "x" * 70_000}, (422, "invalid_label", "label: at most 65536 bytes as JSON")),
+    ({"label": ["\ud800", 1]}, (422, "invalid_label", "label: a string that is not valid Unicode (a lone surrogate)")),
     ({"reward": 7, "label": {}}, (422, "invalid_reward", "reward: 7 is outside the policy's range [0.0, 1.0]")),
     ({"reward": float("nan")}, (422, "invalid_reward", "reward: nan is outside the policy's range [0.0, 1.0]")),
     ({"reward": 10**400}, (422, "invalid_reward", f"reward: {10**400!r} is outside the policy's range [0.0, 1.0]")),

@@ -52,7 +52,8 @@ class RewardItem(RewardClaim):
     label: Label = Field(
         default=None,
         description="The true outcome: a value, or a list of values with one per instance of the prediction. The "
-        "policy turns it into a reward (1 when it equals the prediction).",
+        "policy turns it into a reward: the share of instances whose label matches the prediction, by value "
+        "(1, 1.0, \"1\" and true are the same class; null, lists and objects never match).",
     )
 
     refusals = {
@@ -73,6 +74,11 @@ class RewardItem(RewardClaim):
     @field_validator("label")
     @classmethod
     def _bounded(cls, label: Label) -> Label:
+        text = json.dumps(label, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: Redis's Lua could not read it, Python could
+            raise ValueError("label: a string that is not valid Unicode (a lone surrogate)") from None
         if len(json.dumps(label)) > MAX_LABEL_BYTES:
             raise ValueError(f"label: at most {MAX_LABEL_BYTES} bytes as JSON")
         return label

@@ -10,11 +10,12 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
-from gateway.store.connect import Replication, drop_idle_connections, open_redis, split_url
+from gateway.store.reward_calls import reward_calls
+from gateway.store.connect import STORE_DOWN, Replication, drop_idle_connections, open_redis, split_url
 from gateway.store.limits import (
     DECISION_LOG_BYTES,
     DECISION_LOG_MAXLEN,
@@ -33,11 +34,6 @@ from gateway.store.unit_reads import UnitReads
 # what a 0/1 label is.
 _LIBS = {"reward.lua": ("labels.lua", "scoring.lua", "linear.lua", "reward_rule.lua"), "shadow.lua": ("labels.lua", "scoring.lua"),
          "expire.lua": ("linear.lua",)}
-
-
-# Rewards per reward.lua call: fewer calls cost the router less, but a call holds Redis while
-# other clients wait (30-40 µs of Redis CPU an item in bench/growth.py's reward run: ~4 ms).
-REWARDS_PER_CALL = 100
 
 
 def _lua(name: str) -> str:
@@ -198,17 +194,19 @@ class ExperimentStore(ShadowRecords, LogReads):
         if not items:
             return []
         rules = rules or {}
-        # One call per experiment (its keys share one slot) and chunk: the items of a call keep
-        # their order, so a request rewarded twice in a batch reads 'duplicate' the second time.
-        by_experiment: dict[str, list[int]] = {}
-        for i, it in enumerate(items):
-            by_experiment.setdefault(it.experiment, []).append(i)
-        chunks = [
-            (experiment, ids[start : start + REWARDS_PER_CALL])
-            for experiment, ids in by_experiment.items()
-            for start in range(0, len(ids), REWARDS_PER_CALL)
-        ]
+        chunks = reward_calls(items)
+        try:
+            return await self._apply_chunks(items, chunks, now, rules)
+        except ResponseError as err:
+            if isinstance(err, STORE_DOWN) or all(len(ids) == 1 for _, ids in chunks):
+                raise
+            # A script error in one item (a corrupt value in Redis) must not hold back the others
+            # of its call: one item a call, so every other item applies (those applied already
+            # read 'duplicate') and only the bad one fails, as before rewards were batched.
+            return await self._apply_chunks(items, [(e, [i]) for e, ids in chunks for i in ids], now, rules)
 
+    async def _apply_chunks(self, items: list[RewardItem], chunks: list[tuple[str, list[int]]], now: float,
+                            rules: dict[str, RewardRules]) -> list[tuple[str, str]]:
         def build(pipe):
             for experiment, ids in chunks:
                 r = rules.get(experiment) or RewardRules()
@@ -231,6 +229,8 @@ class ExperimentStore(ShadowRecords, LogReads):
 
         outcomes: list[tuple[str, str]] = [("", "")] * len(items)
         for (_, ids), replies in zip(chunks, await self._run_scripted(build)):
+            if len(replies) != len(ids):
+                raise ResponseError(f"reward.lua answered {len(replies)} items of {len(ids)}")
             for i, (outcome, tp) in zip(ids, replies):
                 outcomes[i] = (outcome, tp)
         return outcomes

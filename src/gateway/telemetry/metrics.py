@@ -105,7 +105,9 @@ class GatewayMetrics:
             description="Copies of live requests for shadow variants, by outcome (recorded, scored, "
             "dropped: the queue was full, failed, gone: the request's record had expired, store_unavailable)",
         )
-        self.reward_sum = meter.create_counter(
+        # Up and down: a gaussian reward may be negative, which a counter drops (and a batch's
+        # net sum would then count or not by how the rewards happened to be batched).
+        self.reward_sum = meter.create_up_down_counter(
             "gateway.reward.sum", unit="1", description="Sum of accepted rewards, by experiment and variant"
         )
         for name, key, desc in (

@@ -126,11 +126,14 @@ local function reward_apply(K, C, req, variant, reward, label, from_label_arg)
     end
     local ok, decoded = pcall(cjson.decode, label)
     local values = ok and (type(decoded) == 'table' and decoded or {decoded}) or {}
+    -- A list counts only when every value is 0 or 1, as training takes it (or skips it whole).
     for _, v in ipairs(values) do
       local b = binary_label(v)  -- lib/labels.lua: the rule training learns by
-      if b then
-        unit_labels, unit_label_sum = unit_labels + 1, unit_label_sum + b
+      if b == nil then
+        unit_labels, unit_label_sum = 0, 0
+        break
       end
+      unit_labels, unit_label_sum = unit_labels + 1, unit_label_sum + b
     end
   end
   local quota_key = nil

@@ -17,29 +17,31 @@ wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
 
-local bodies_file = os.getenv("BENCH_BODIES_FILE")
-if bodies_file ~= nil and bodies_file ~= "" then
-  local bodies = {}
-  for line in io.lines(bodies_file) do
-    if line ~= "" then bodies[#bodies + 1] = line end
+-- The non-empty lines of a file named by an environment variable, or nil when it is unset.
+local function lines_of(name)
+  local file = os.getenv(name)
+  if file == nil or file == "" then return nil end
+  local out = {}
+  for line in io.lines(file) do
+    if line ~= "" then out[#out + 1] = line end
   end
-  local j = 0
-  request = function()
-    j = j % #bodies + 1
-    return wrk.format(nil, nil, nil, bodies[j])
-  end
+  return out
 end
 
-local paths_file = os.getenv("BENCH_PATHS_FILE")
-if paths_file ~= nil and paths_file ~= "" then
-  local paths = {}
-  for line in io.lines(paths_file) do
-    if line ~= "" then paths[#paths + 1] = line end
-  end
-  local i = 0
+local bodies, paths = lines_of("BENCH_BODIES_FILE"), lines_of("BENCH_PATHS_FILE")
+if bodies and paths then
+  error("BENCH_BODIES_FILE and BENCH_PATHS_FILE: set one, not both")
+end
+local turn = 0
+if bodies then
   request = function()
-    i = i % #paths + 1
-    return wrk.format(nil, paths[i])
+    turn = turn % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[turn])
+  end
+elseif paths then
+  request = function()
+    turn = turn % #paths + 1
+    return wrk.format(nil, paths[turn])
   end
 end
 

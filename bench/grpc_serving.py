@@ -49,7 +49,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,17 +56,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _systems import EXPERIMENT, MLSERVER_VERSION, ROW
+from _systems import EXPERIMENT, MLSERVER_VERSION, ROW, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 RAW_DTYPES = {"FP64": "<f8", "FP32": "<f4", "INT64": "<i8", "INT32": "<i4", "BOOL": "?"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the requests -------------------------------------------------------------------------------

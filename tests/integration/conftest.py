@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from gateway.serving import ports
 from tests.integration.otlp_collector import OtlpCollector
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -27,9 +27,9 @@ ROW = [12.0, 80.5, 2.0, "pro"]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # Not bind(0): that port is from the ephemeral range, where Ray's outgoing connections can
+    # take it before the gateway binds it (CI saw HAProxy fail with "Address already in use").
+    return ports.free_port()
 
 
 def gateway_command() -> list[str]:

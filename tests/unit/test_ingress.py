@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.serving import ingress
+from gateway.serving import ingress, ports
 
 PORT_VARIABLES = ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
                   "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
@@ -40,6 +40,36 @@ def test_two_gateways_get_distinct_ports_and_files(fast):
     assert len({a[k] for k in PORT_VARIABLES}) == len(PORT_VARIABLES)
     assert a["RAY_SERVE_HAPROXY_SOCKET_PATH"] != b["RAY_SERVE_HAPROXY_SOCKET_PATH"]
     assert a["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] != b["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]
+
+
+def test_ports_come_from_below_the_ephemeral_range_and_never_twice():
+    # A port from the ephemeral range can be taken by an outgoing connection (Ray opens many)
+    # between the check and the listener's bind.
+    picked = [ports.free_port() for _ in range(200)]
+    assert len(set(picked)) == len(picked)
+    assert all(ports.LOWEST <= p < ports.ephemeral_low() for p in picked)
+
+
+def test_a_port_in_use_or_named_to_avoid_is_not_picked():
+    window = ports.free_ports(count=4)
+    ports._handed_out.difference_update(range(window, window + 4))
+    everything_else = set(range(ports.LOWEST, ports.ephemeral_low())) - set(range(window, window + 4))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", window + 1))
+        taken.listen()
+        # Of the four, only window + 2 starts two ports that are free and not to be avoided.
+        assert ports.free_ports(count=2, avoid=everything_else) == window + 2
+
+
+def test_the_gateways_own_ports_are_kept_out_of_the_ingress_environment():
+    # The gateway's HTTP and gRPC ports are not bound yet when Serve's ports are chosen.
+    block = ports.free_ports(count=40)
+    ports._handed_out.difference_update(range(block, block + 40))
+    own = set(range(ports.LOWEST, ports.ephemeral_low())) - set(range(block, block + 40))
+    env = ingress.serve_environment("fast", "127.0.0.1", Path("/nonexistent/state"), own_ports=own)
+    base = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
+    for port in [base, base + 31, *(int(env[k]) for k in PORT_VARIABLES)]:
+        assert block <= port < block + 40
 
 
 def test_socket_paths_fit_haproxy_with_serves_node_id(fast):
@@ -148,7 +178,7 @@ def apply(monkeypatch):
 
 def test_stats_and_metrics_listen_only_on_the_gateway_host(apply, tmp_path):
     env = apply(tmp_path)
-    http_port = ingress._free_port("127.0.0.1")
+    http_port = ports.free_port()
     script = tmp_path / "serve_haproxy.py"
     script.write_text(SERVE_HAPROXY)
     result = subprocess.run(

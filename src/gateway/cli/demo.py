@@ -3,7 +3,6 @@ promotion, and an HTML report."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from gateway.cli.report import write_report
 from gateway.cli.status_view import fmt, interval_text
 from gateway.cli.terminal import log_path, ray_output_to_log
 from gateway.cli.local import LocalGateway, quiet_ray_environment
+from gateway.serving.ports import free_port
 from gateway.settings import load_settings
 from gateway.sim.churn import make_churn
 from gateway.sim.traffic import SimulatedUsers, TrafficStats, poll_state
@@ -46,12 +46,6 @@ QUICK = DemoPlan(max_traffic_s=110, max_requests=8000, requests_after_promotion=
 FULL = DemoPlan(
     max_traffic_s=420, max_requests=30000, requests_after_promotion=400, concurrency=8, drift_after_promotion=500
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fresh_state_dir(state_dir: Path | None) -> Path:
@@ -155,7 +149,7 @@ def run_demo(
         raise DemoError(f"--policy {policy}: no such file (run the demo from the repository root, or pass --policy)")
     experiment = load_policy_file(policy).experiment
     state_dir = _fresh_state_dir(state_dir)
-    settings = load_settings(policy=policy, state_dir=state_dir, http_port=port or _free_port(), verbose=verbose or None)
+    settings = load_settings(policy=policy, state_dir=state_dir, http_port=port or free_port(), verbose=verbose or None)
     plan = QUICK if quick else FULL
     quiet_ray_environment()
     t0 = time.monotonic()

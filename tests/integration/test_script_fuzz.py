@@ -337,6 +337,27 @@ def _json(d) -> str:
 
 
 @st.composite
+def valid_reward_call(draw, now: str, max_items: int) -> tuple[list[str], list]:
+    """reward.lua's keys and arguments for a batch of 1..max_items items, as apply_rewards sends them."""
+    # Half the time a request that has a unit and no reward yet: the full path, quota included.
+    rids = draw(st.lists(st.one_of(st.sampled_from(REQUEST_IDS), st.sampled_from(["r2", "r4"])), min_size=1,
+                         max_size=max_items))
+    default = draw(st.sampled_from([None, 0.0, 1.0]))
+    quota = draw(st.sampled_from([None, 5, 5]))
+    ks = [*REW_SHARED_KEYS, *(keys.request(EXP, rid) for rid in rids)]
+    argv = [
+        now, str(FEEDBACK_MAXLEN), "" if default is None else repr(default), "" if quota is None else str(quota),
+        keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES),
+        # Half the time the policy keeps per-unit aggregates: the unit's counters grow too.
+        *draw(st.sampled_from([["", ""], [keys.unit_prefix(EXP), "3600"]])),
+    ]
+    for _ in rids:
+        argv += [draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))),
+                 draw(st.sampled_from(["", "1", "[0]", '"x"'])), draw(st.sampled_from(["0", "1"]))]
+    return ks, argv
+
+
+@st.composite
 def valid_call(draw) -> tuple[str, list[str], list]:
     """A call as ExperimentStore makes it (same keys, same argument layout) on the seeded state."""
     script = draw(st.sampled_from(SCRIPTS))
@@ -362,21 +383,8 @@ def valid_call(draw) -> tuple[str, list[str], list]:
             *[x for kv in record.items() for x in kv], *[x for kv in (log or {}).items() for x in kv],
         ]
     elif script == "reward":
-        # Half the time a request that has a unit and no reward yet: the full path, quota included.
         # A batch of one or two (the same request twice, sometimes).
-        rids = draw(st.lists(st.one_of(st.sampled_from(REQUEST_IDS), st.sampled_from(["r2", "r4"])), min_size=1, max_size=2))
-        default = draw(st.sampled_from([None, 0.0, 1.0]))
-        quota = draw(st.sampled_from([None, 5, 5]))
-        ks = [*REW_SHARED_KEYS, *(keys.request(EXP, rid) for rid in rids)]
-        argv = [
-            now, str(FEEDBACK_MAXLEN), "" if default is None else repr(default), "" if quota is None else str(quota),
-            keys.quota_prefix(EXP), "3600", str(FEEDBACK_BYTES),
-            # Half the time the policy keeps per-unit aggregates: the unit's counters grow too.
-            *draw(st.sampled_from([["", ""], [keys.unit_prefix(EXP), "3600"]])),
-        ]
-        for _ in rids:
-            argv += [draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))),
-                     draw(st.sampled_from(["", "1", "[0]", '"x"'])), draw(st.sampled_from(["0", "1"]))]
+        ks, argv = draw(valid_reward_call(now, max_items=2))
     elif script == "expire":
         ks = [keys.pending(EXP), keys.arms(EXP), keys.segments(EXP), keys.linear(EXP)]
         argv = [now, repr(draw(st.sampled_from([0.0, 1.0, -0.5]))), str(draw(st.sampled_from([1, 10, 1000]))),
@@ -521,6 +529,104 @@ FOUND = [
 def test_found_partial_writes(raw, shas, store, loop, script, ks, argv):
     reset(raw, store, loop)
     assert_no_partial_write(raw, shas, script, ks, argv)
+    assert_sums_finite(store, loop)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2b: one bad item in a batch of rewards. reward.lua's contract (its header, and apply_rewards'):
+# an item whose own arguments are bad is 'invalid' with nothing of it written, and the other items
+# of the call apply as if it had not been sent. So the call with the bad item must leave exactly
+# the state that the same call without it leaves, from the same starting state.
+
+# Rewards that are not a finite number within the scripts' +-1e300 by any parser (Lua's tonumber
+# included: hex, padding and exponents are left out, as Lua reads those as numbers).
+BAD_REWARDS = ["", "abc", "nan", "-nan", "NaN", "inf", "-inf", "infinity", "1e999", "-1e999", "1e301", "-1e301",
+               str(10**400), "1e", "--1", "1..2", "1,5", "true", "nil", "{}", "[1]", "é", "🙂", "١٢٣", "\x00", "\u00a05"]
+bad_reward = st.one_of(
+    st.sampled_from(BAD_REWARDS),
+    st.floats(min_value=1.0000001e300).map(repr),
+    st.floats(max_value=-1.0000001e300).map(repr),
+)
+# from_label must be '', '0' or '1'.
+bad_from_label = st.one_of(
+    st.sampled_from(["2", "-1", "01", "00", " 1", "1 ", "1.0", "true", "yes", "\x00"]),
+    st.text(max_size=5).filter(lambda t: t not in ("", "0", "1")),
+)
+# xinfo fields that hold entry ids: XADD '*' takes its ids from the clock, so two runs of the same
+# call differ there and only there.
+_STREAM_ID_FIELDS = {"last-generated-id", "first-entry", "last-entry", "max-deleted-entry-id", "recorded-first-entry-id",
+                     "radix-tree-keys", "radix-tree-nodes"}
+
+
+def db_state_without_stream_ids(raw: redis.Redis) -> dict[bytes, tuple]:
+    out = db_state(raw)
+    for key, (kind, content, encoding, has_ttl) in out.items():
+        if kind == "stream":
+            entries, info = content
+            content = ([fields for _, fields in entries], [kv for kv in info if str(kv[0]) not in _STREAM_ID_FIELDS])
+            out[key] = (kind, content, encoding, has_ttl)
+    return out
+
+
+def dump_all(raw: redis.Redis) -> list[tuple[bytes, int, bytes]]:
+    names = list(raw.scan_iter(count=1000))
+    pipe = raw.pipeline(transaction=False)
+    for key in names:
+        pipe.pttl(key)
+        pipe.dump(key)
+    replies = pipe.execute()
+    return [(key, replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(names)]
+
+
+def restore_all(raw: redis.Redis, dumped: list[tuple[bytes, int, bytes]]) -> None:
+    """Back to the dumped state, byte for byte (RESTORE keeps encodings and the streams' ids)."""
+    raw.flushall()
+    pipe = raw.pipeline(transaction=False)
+    for key, pttl, payload in dumped:
+        pipe.restore(key, max(pttl, 0), payload)
+    pipe.execute()
+
+
+@st.composite
+def reward_call_with_a_bad_item(draw) -> tuple[list[str], list, int]:
+    """A valid reward.lua call of 2-4 items, then one item's reward or from_label made bad; the
+    bad item's index."""
+    now = repr(T0 + draw(st.sampled_from([1.0, 120.0, 7200.0])))
+    ks, argv = draw(valid_reward_call(now, max_items=4).filter(lambda c: len(c[0]) - len(REW_SHARED_KEYS) >= 2))
+    n = len(ks) - len(REW_SHARED_KEYS)
+    bad = draw(st.integers(0, n - 1))
+    first = len(argv) - 4 * n + 4 * bad  # the bad item's variant; then reward, label, from_label
+    if draw(st.booleans()):
+        argv[first + 1] = draw(bad_reward)
+    else:
+        argv[first + 3] = draw(bad_from_label)
+    return ks, argv, bad
+
+
+@FUZZ
+@given(call_and_bad=reward_call_with_a_bad_item())
+def test_a_bad_item_writes_nothing_and_holds_back_no_other(raw, shas, store, loop, call_and_bad):
+    ks, argv, bad = call_and_bad
+    n = len(ks) - len(REW_SHARED_KEYS)
+    first = len(argv) - 4 * n + 4 * bad
+    ks_without = ks[: len(REW_SHARED_KEYS) + bad] + ks[len(REW_SHARED_KEYS) + bad + 1:]
+    argv_without = argv[:first] + argv[first + 4:]
+    note(f"with item {bad} bad: {describe_call('reward', ks, argv)}")
+    reset(raw, store, loop)
+    hold_ttls(raw)
+    start = dump_all(raw)
+
+    replies = raw.evalsha(shas["reward"], len(ks), *ks, *argv)
+    with_bad = db_state_without_stream_ids(raw)
+    restore_all(raw, start)
+    replies_without = raw.evalsha(shas["reward"], len(ks_without), *ks_without, *argv_without)
+    without = db_state_without_stream_ids(raw)
+
+    assert replies[bad] == [b"invalid", b""], f"item {bad} has bad arguments but read {replies[bad]!r}"
+    assert replies[:bad] + replies[bad + 1:] == replies_without, "the bad item changed the other items' outcomes"
+    if with_bad != without:
+        raise AssertionError(f"the bad item {bad} wrote, or changed what the others wrote:\n"
+                             f"{describe_diff(without, with_bad)}")
     assert_sums_finite(store, loop)
 
 

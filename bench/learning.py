@@ -318,7 +318,7 @@ class System:
                 r[1] += float(shadow_right)
 
     def _shadow_first(self, i: int) -> None:
-        """Upkeep._shadow_first: graduate (set_role.lua: live, exploration reopens) or retire."""
+        """promotions.judge_shadows: graduate (set_role.lua: live, exploration reopens) or retire."""
         found = shadow_first.verdicts(self.policy, self.arms, self.meta, self.dynamic, self.paired)
         for verdict in found:
             if verdict.outcome == "wait":
@@ -333,7 +333,7 @@ class System:
                     self.arms[verdict.variant] = ArmCounts(c.rewards + n, c.reward_sum + s, c.reward_sq_sum + s, c.requests)
                 self._reopen(self.now(i))
                 if shadow_first.promotes_on_graduation(self.policy, self.meta, verdict.variant):
-                    self._transition("promoted", verdict.variant)  # Upkeep._promote_graduate
+                    self._transition("promoted", verdict.variant)  # promotions._promote_graduate
                 self.live_at_row[verdict.variant] = i
             else:
                 self._retire([verdict.variant], i)

@@ -3,6 +3,7 @@
 - plane: the façade, with the predict path and the lifecycle (what the HTTP and gRPC edges call);
 - feedback: rewards and labels, validated and applied exactly once;
 - upkeep: refresh, promotion, guardrails, expiry, monitoring, series, retraining triggers;
+- promotions: the upkeep's steps when a rule decides (a champion, per segment, shadow first);
 - runtime: the experiments served, their policies, variants and last computed figures;
 - transitions: status changes shared by the upkeep and operators.
 Where a write goes (Redis or the local spool) is gateway.store.writer's one decision."""

@@ -1,7 +1,8 @@
 """Upkeep: the work a router replica does beside requests. Every refresh reloads the counters,
-recomputes the traffic weights, applies the promotion rule and the guardrails, replays the spool
-and sweeps expired rewards; less often it monitors KPIs and drift, records the dashboard's
-series and triggers retraining. The request path never waits on it."""
+recomputes the traffic weights, applies the promotion rule (gateway.dataplane.promotions takes
+its steps) and the guardrails, replays the spool and sweeps expired rewards; less often it
+monitors KPIs and drift, records the dashboard's series and triggers retraining. The request path
+never waits on it."""
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +13,9 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.decisions import allocation, linear, segments, shadow_first
 from gateway import monitoring
-from gateway.dataplane import evaluation
+from gateway.dataplane import evaluation, promotions
+from gateway.decisions import allocation, linear, segments
 from gateway.dataplane.runtime import ExperimentRuntime, Experiments, VariantClient
 from gateway.dataplane.transitions import rollback_champion
 from gateway.errors import Conflict, Unavailable
@@ -24,7 +25,6 @@ from gateway.store.experiments import ExperimentStore
 from gateway.store.snapshot import Snapshot
 from gateway.store.writer import STORE_DOWN, ReplayReward, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
-from gateway.telemetry.tracing import tracer
 
 log = logging.getLogger("gateway.upkeep")
 
@@ -139,15 +139,15 @@ class Upkeep:
                 if segments.is_contextual(rt.policy):
                     # Monte-Carlo per segment: off the event loop, which serves the requests.
                     rt.segments = await asyncio.to_thread(segments.routing, rt.policy, snap)
-                    await self._maybe_promote_segments(name, rt, snap, now)
+                    await promotions.promote_segments(self.store, name, rt, snap, now)
                 elif linear.is_linear(rt.policy):
                     rt.linear = await asyncio.to_thread(linear.routing, rt.policy, snap)
-                await self._maybe_promote(name, rt, snap, now)
+                await promotions.promote_by_rule(self.store, name, rt, snap, now, self.experiments.linear_contexts())
             if await self.check_guardrails(rt):
                 rt.evaluated_counts = None  # the champion changed: recompute on the next refresh
             if rt.shadows and now - rt.shadow_checked_at >= SHADOW_FIRST_EVERY_S:
                 rt.shadow_checked_at = now
-                await self._shadow_first(name, rt, snap)
+                await promotions.judge_shadows(self.store, name, rt, snap, self.clock)
         if now - self._expire_at >= self.expire_every_s:
             self._expire_at = now
             await self._expire_rewards(now)
@@ -217,39 +217,6 @@ class Upkeep:
         live = await self.store.recent_decisions(name, window)
         rt.drift = await asyncio.to_thread(monitoring.drift_report, rt.policy, reference, live, kind)
         await self._drift_alarm(name, rt, snap)
-
-    async def _shadow_first(self, name: str, rt: ExperimentRuntime, snap: Snapshot) -> None:
-        """Challengers in shadow that have been compared enough go live or are retired, once
-        (the store's steps are conditional, so replicas that decide together act once)."""
-        found = shadow_first.verdicts(rt.policy, snap.arms, snap.meta, snap.dynamic, await self.store.paired_counts(name))
-        for verdict in found:
-            if verdict.outcome == "wait":
-                continue
-            entry = {"action": verdict.outcome, "variant": verdict.variant, "at": self.clock(), "by": "shadow_first",
-                     "reason": verdict.reason, "evidence": verdict.evidence}
-            if verdict.outcome == "graduate":
-                done = await self.store.set_role(name, verdict.variant, "live", expected="shadow", policy_role="shadow",
-                                                 entry=entry, now=entry["at"],
-                                                 credit=shadow_first.credits_shadow_rewards(rt.policy))
-                if done and shadow_first.promotes_on_graduation(rt.policy, snap.meta, verdict.variant):
-                    await self._promote_graduate(name, verdict)
-            else:
-                gone = sorted(allocation.retired(snap.meta) | {verdict.variant})
-                # Only over the list it was computed from: another retirement meanwhile is kept.
-                done = await self.store.annotate(name, "retired", json.dumps(gone), entry,
-                                                 expected=snap.meta.get("retired", ""))
-            if done:
-                log.info("shadow first in %s: %s %s: %s", name, verdict.outcome, verdict.variant, verdict.reason)
-                rt.evaluated_counts = None
-
-    async def _promote_graduate(self, name: str, verdict: shadow_first.ShadowVerdict) -> None:
-        """retrain.shadow_first.on_graduation 'promote': the graduate becomes the champion."""
-        entry = {"action": "promote", "variant": verdict.variant, "at": self.clock(), "by": "shadow_first",
-                 "reason": f"graduated from shadow: {verdict.reason}", "evidence": verdict.evidence}
-        # Going live reopened exploration (set_role.lua); a paused or rolled-back experiment stays so.
-        if await self.store.transition(name, expected_status="exploring", new_status="promoted",
-                                       champion=verdict.variant, entry=entry, now=entry["at"]):
-            log.info("promoted %s in %s on graduating from shadow", verdict.variant, name)
 
     async def _drift_alarm(self, name: str, rt: ExperimentRuntime, snap: Snapshot) -> None:
         spec = rt.base_policy.retrain
@@ -353,48 +320,6 @@ class Upkeep:
             raise Conflict(f"a retraining of {experiment!r} is already running", code="retrain_running")
         await self.refresh()
         return outcome
-
-    async def _maybe_promote_segments(self, name: str, rt: ExperimentRuntime, snap: Snapshot, now: float) -> None:
-        """Contextual routing: each segment whose own evidence passes the rule gets its champion,
-        once (the store's step is conditional on the champions it was computed from)."""
-        raw = snap.meta.get("segment_champions", "")
-        for segment, decision in (await asyncio.to_thread(segments.promotions, rt.policy, snap, now)).items():
-            if decision.outcome != "promote":
-                continue
-            after = json.dumps({**segments.champions({"segment_champions": raw}), segment: decision.variant},
-                               sort_keys=True)
-            entry = {"action": "promote_segment", "variant": decision.variant, "segment": segment, "at": now,
-                     "by": "rule", "reason": decision.reason, "evidence": decision.evidence}
-            # Only over the champions this was computed from: another replica's promotion is kept.
-            if not await self.store.annotate(name, "segment_champions", after, entry, expected=raw):
-                return
-            log.info("promoted %s in segment %s of %s: %s", decision.variant, segment, name, decision.reason)
-            raw = after
-            rt.evaluated_counts = None  # route the segment to its champion from the next refresh
-
-    async def _maybe_promote(self, name: str, rt: ExperimentRuntime, snap: Snapshot, now: float) -> None:
-        decision = allocation.promotion_decision(rt.policy, snap.arms, snap.meta, now)
-        if decision is None or decision.outcome != "promote":
-            return
-        entry = {
-            "action": "promote",
-            "variant": decision.variant,
-            "at": now,
-            "reason": decision.reason,
-            "evidence": decision.evidence,
-            "by": "rule",
-        }
-        with tracer().start_as_current_span("experiment.promote") as span:
-            span.set_attributes({"gateway.experiment": name, "gateway.variant": decision.variant})
-            done = await self.store.transition(
-                name, expected_status="exploring", new_status="promoted", champion=decision.variant, entry=entry, now=now
-            )
-        if done:
-            log.info("promoted %s in %s: %s", decision.variant, name, decision.reason)
-            snaps = await self.store.snapshots([name], self.experiments.linear_contexts())
-            rt.snapshot = snaps[name]
-            rt.discount = allocation.discount(rt.policy, rt.snapshot.arms, rt.snapshot.meta, rt.discount)
-            rt.allocation = allocation.allocate(rt.policy, rt.snapshot.arms, rt.snapshot.meta, rt.discount)
 
     async def check_guardrails(self, rt: ExperimentRuntime) -> bool:
         """A promoted champion that breaks its guardrails (or whose breaker opened) is rolled

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 
 import pytest
 
-from tests.integration.conftest import ADMIN_TOKEN, gateway_command
+from tests.integration.conftest import ADMIN_TOKEN, POLICIES, free_port, gateway_command
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +63,31 @@ def test_ope_estimates_a_policy_from_the_logged_traffic(gateway, client):
         assert name in out.stdout, out.stdout
     refused = run(gateway, "ope", "churn", "--target", "no-such-variant")
     assert refused.returncode == 1 and "422 invalid_target" in refused.stderr
+
+
+@pytest.mark.parametrize("taken", ["GATEWAY_GRPC_PORT", "GATEWAY_HTTP_PORT"])
+def test_serve_refuses_a_port_another_process_listens_on(tmp_path, taken):
+    # The gRPC API binds with SO_REUSEPORT: without the check a second gateway would start and
+    # take part of the first one's calls. The check comes before Redis and Ray start.
+    ports = {"GATEWAY_HTTP_PORT": free_port(), "GATEWAY_GRPC_PORT": free_port()}
+    state_dir = tmp_path / "state"
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "RAY_USAGE_STATS_ENABLED": "0",
+           "COLUMNS": "200"}  # the message on one line
+    with socket.socket() as other:
+        if taken == "GATEWAY_GRPC_PORT":
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another gateway's gRPC server binds
+        other.bind(("127.0.0.1", ports[taken]))
+        other.listen()
+        serve = [*gateway_command(), "serve", "--policy", str(POLICIES / "churn.yaml"), "--state-dir", str(state_dir)]
+        proc = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)  # it started: stop all it started (Ray's workers too)
+            proc.communicate(timeout=90)
+            pytest.fail(f"gateway serve started although port {ports[taken]} ({taken}) was in use")
+    assert proc.returncode != 0, out
+    assert f"port {ports[taken]}" in err and "already in use" in err, err
+    assert not (state_dir / "redis").exists(), "the embedded Redis was started"
+    assert "gateway serving" not in out, out

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from gateway.cli.local import LocalGateway
+from gateway.serving.ports import free_port
 from gateway.settings import Settings
 from gateway.store.embedded import EmbeddedRedis
 
@@ -28,7 +29,8 @@ def umask():
 def start_dirs(monkeypatch):
     """LocalGateway.start() up to where Redis and Ray would start."""
     monkeypatch.setattr(LocalGateway, "_start", lambda self: None)
-    return lambda state_dir: LocalGateway(Settings(state_dir=state_dir)).start()
+    # A free port: start() refuses one that another process (a gateway on 8000?) listens on.
+    return lambda state_dir: LocalGateway(Settings(state_dir=state_dir, http_port=free_port())).start()
 
 
 def test_new_state_dir_and_spool_are_private(start_dirs, umask, tmp_path):

@@ -8,6 +8,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 
+from gateway.serving.ports import refuse_ports_in_use
 from gateway.settings import Settings
 from gateway.store.embedded import EmbeddedRedis, private_dir
 from gateway.telemetry import metrics_export
@@ -33,6 +34,12 @@ class LocalGateway:
         private_dir(self.settings.state_dir)
         # The routers' spool (serving/app.py), made here so one an older version left wider is fixed.
         private_dir(self.settings.spool_dir or self.settings.state_dir / "spool")
+        if not self.settings.ray_address:
+            # Before anything starts, so a refusal leaves nothing to stop (stop() would also stop
+            # the HAProxy of the state dir, which may be the running gateway's). On a cluster the
+            # listeners are on its nodes, not here.
+            refuse_ports_in_use(self.settings.http_host, {"HTTP": self.settings.http_port,
+                                                          "gRPC (GATEWAY_GRPC_PORT)": self.settings.grpc_port})
         try:
             self._start()
         except BaseException:

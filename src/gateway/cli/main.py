@@ -39,6 +39,7 @@ def serve(
 ) -> None:
     """Run the gateway until SIGINT or SIGTERM, then stop everything it started."""
     from gateway.cli.local import LocalGateway, quiet_ray_environment
+    from gateway.serving.ports import PortInUse
 
     try:
         settings = load_settings(policy=policy, http_port=port, state_dir=state_dir, verbose=verbose or None)
@@ -69,7 +70,7 @@ def serve(
         except KeyboardInterrupt:
             console.print("stopped during start-up")
             return
-        except (PolicyError, ValueError) as err:
+        except (PolicyError, ValueError, PortInUse) as err:
             _fail(str(err))
         starting.clear()
         grpc = f", OIP gRPC at {settings.http_host}:{settings.grpc_port}" if settings.grpc_port else ""

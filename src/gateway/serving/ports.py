@@ -8,6 +8,7 @@ be bound yet when the next one is asked for.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import random
 import socket
@@ -37,6 +38,38 @@ def is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def listened_on(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a listener holds host:port now (another process's: the check binds, with
+    SO_REUSEADDR as servers do, so the TIME_WAIT sockets of an earlier run's connections do not
+    count, where is_free counts them). Any other failure to bind is left to the server to report."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError):
+        return False
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
+
+
+class PortInUse(RuntimeError):
+    """A port the gateway would listen on is held by another process."""
+
+
+def refuse_ports_in_use(host: str, ports: dict[str, int | None]) -> None:
+    """PortInUse naming the first of `ports` (what it is for -> port) that a listener holds on
+    host. The gRPC API binds with SO_REUSEPORT (router replicas on a node share it), so a second
+    gateway there would not fail: it would silently take half of the first one's calls."""
+    for what, port in ports.items():
+        if port and listened_on(port, host):
+            raise PortInUse(f"{what} port {port} on {host} is already in use by another process "
+                            f"(another gateway?): stop it or choose another port")
 
 
 def free_ports(host: str = "127.0.0.1", count: int = 1, *, avoid: Collection[int] = (), top: int | None = None) -> int:

@@ -387,3 +387,98 @@ def test_retrain_without_mlflow_logs_nothing(logged, tmp_path):
     policy, data, live, registry = _retrain_setup(tmp_path, mlflow_on=False)
     out = retrain_against_live(policy, data, live, registry, seed=0)
     assert out["admitted"] and "mlflow" not in out
+
+
+# -- an operator's add-variant ------------------------------------------------------------------
+
+
+ADMIN_TOKEN = "a" * 32
+
+
+@pytest.fixture()
+def gateway_app(logged, tmp_path):
+    """The churn experiment with one variant from a file, served over real HTTP by the gateway's
+    own app around an in-process DataPlane (no Ray), with a registry for added variants."""
+    from gateway.api.app import create_app
+    from gateway.dataplane import DataPlane
+    from gateway.dataplane.tokens import RewardTokens
+    from gateway.serving.challengers import load_registered
+    from gateway.serving.variant import LoadedVariant
+    from gateway.store.embedded import EmbeddedRedis
+    from gateway.store.experiments import ExperimentStore
+    from tests.integration.inprocess_server import served_in_thread
+
+    policy_path = _write_policy(tmp_path / "policies", {"champ": str(tmp_path / "champ.skops")},
+                                promotion={"min_samples": 100000})
+    policy = load_policy_file(policy_path)
+    digest = artifacts.save_model(logged["models"]["logistic_regression"], tmp_path / "champ.skops")
+    registry = ModelRegistry(tmp_path / "registry")
+    redis = EmbeddedRedis(tmp_path / "state").start()
+    plane = DataPlane(
+        {"churn": policy}, ExperimentStore.from_url(redis.url),
+        {"churn": {"champ": LoadedVariant({"experiment": "churn", "variant": "champ",
+                                           "path": str(tmp_path / "champ.skops"), "sha256": digest})}},
+        RewardTokens("k" * 32), challenger_client=lambda e, name, sha: load_registered(registry, e, name, sha),
+    )
+    app = create_app(plane, admin_token=ADMIN_TOKEN, registry_root=str(registry.root))
+    try:
+        with served_in_thread(app, "mlflow-admin-uvicorn") as port:
+            yield f"http://127.0.0.1:{port}", registry
+    finally:
+        redis.stop()
+
+
+def test_add_variant_takes_an_mlflow_uri_as_a_policy_does(logged, data, gateway_app, tracking_uri):
+    from tests.integration.conftest import gateway_command
+
+    url, registry = gateway_app
+    _, _, X_test = data
+    uris = {"xgb_alias": "models:/churn-xgb@champion", "logreg_v1": "models:/churn-logreg/1",
+            "hgb_run": f"runs:/{logged['run_id']}/hgb"}
+    originals = {"xgb_alias": "xgboost", "logreg_v1": "logistic_regression", "hgb_run": "hist_gradient_boosting"}
+    env = {**os.environ, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, "COLUMNS": "200"}
+    for name, uri in uris.items():
+        # As an operator runs it; the URI reaches the gateway as written (not as a local path).
+        out = subprocess.run([*gateway_command(), "add-variant", "churn", name, uri, "--url", url],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+
+    with httpx.Client(base_url=url, timeout=60) as http:
+        state = http.get("/v1/experiments/churn").json()
+        assert {v["name"] for v in state["variants"]} == {"champ", *uris}
+        added = {h["variant"]: h for h in state["history"] if h["action"] == "challenger_added"}
+        assert {n: h["reason"] for n, h in added.items()} == {n: f"added from {u}" for n, u in uris.items()}
+
+        # Copied into the registry as a policy's MLflow variant is (its URI and what it resolved
+        # to in the metadata), and the copy predicts exactly as the logged model.
+        for name, uri in uris.items():
+            entry = registry.get("churn", name)
+            assert entry.metadata["mlflow"]["uri"] == uri and entry.metadata["mlflow"]["tracking_uri"] == tracking_uri
+            assert entry.metadata["source"] == uri and entry.sha256 == added[name]["sha256"]
+            _assert_same_predictions(registry.load(entry), logged["models"][originals[name]], X_test)
+        assert registry.get("churn", "xgb_alias").metadata["mlflow"]["identity"] == {
+            "registered_model": "churn-xgb", "version": "1"}
+
+        # Refused, with nothing added: a pickle (never loaded), a sha256 with a URI, an unknown
+        # version, and (503: the gateway's side) a tracking server that does not answer.
+        entries = registry.entries("churn")
+
+        def add(body):
+            return http.post("/v1/experiments/churn/variants", json=body,
+                             headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+
+        pickled = add({"name": "bad", "model": f"runs:/{logged['run_id']}/evil"})
+        assert pickled.status_code == 422 and pickled.json()["error"]["code"] == "invalid_artifact"
+        assert "can run any code" in pickled.json()["error"]["message"] and not logged["marker"].exists()
+        with_sha = add({"name": "bad", "model": "models:/churn-logreg/1", "sha256": "0" * 64})
+        assert with_sha.status_code == 422 and "sha256" in with_sha.json()["error"]["message"]
+        unknown = add({"name": "bad", "model": "models:/churn-logreg/99"})
+        assert unknown.status_code == 422 and "not found on the tracking server" in unknown.json()["error"]["message"]
+        os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        try:
+            away = add({"name": "bad", "model": "models:/churn-xgb@champion"})
+        finally:
+            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        assert away.status_code == 503 and away.json()["error"]["code"] == "mlflow_unavailable", away.text
+        assert registry.entries("churn") == entries
+        assert {v["name"] for v in http.get("/v1/experiments/churn").json()["variants"]} == {"champ", *uris}

@@ -93,16 +93,23 @@ def register(app: typer.Typer) -> None:
     def add_variant(
         experiment: str,
         name: str,
-        model: str = typer.Argument(..., help="Artifact path (.skops, .ubj, .json) on the gateway's machine."),
+        model: str = typer.Argument(..., help="Artifact path (.skops, .ubj, .json) on the gateway's machine, or an "
+                                    "MLflow model URI: models:/<name>/<version>, models:/<name>@<alias>, "
+                                    "runs:/<run_id>/<path>."),
         sha256: Optional[str] = typer.Option(None, help="Refuse the artifact unless its sha256 is this."),
         features: Optional[str] = typer.Option(
             None, help="Comma-separated features the model takes, in its column order (default: its metadata's, "
             "else all the policy's)."),
         url: str = URL,
     ) -> None:
-        """Add a challenger from a model artifact; the bandit starts testing it at once."""
+        """Add a challenger from a model artifact or an MLflow model; the bandit starts testing it at once."""
+        from gateway.learning.mlflow_models import is_mlflow_uri
+
         names = [n.strip() for n in features.split(",") if n.strip()] if features else None
-        decided(_call(url, lambda c: c.add_variant(experiment, name, str(Path(model).resolve()), sha256, names)))
+        # A path is made absolute here (the gateway's working directory is not this one); an
+        # MLflow URI goes as it is, for the gateway to fetch.
+        source = model if is_mlflow_uri(model) else str(Path(model).resolve())
+        decided(_call(url, lambda c: c.add_variant(experiment, name, source, sha256, names)))
 
     @app.command()
     def retrain(experiment: str, url: str = URL) -> None:

@@ -86,6 +86,7 @@ class Client(ClientBase[httpx.BaseTransport]):
 
     def add_variant(self, experiment: str, name: str, model: str, sha256: str | None = None,
                     features: list[str] | None = None) -> Any:
-        """A challenger from an artifact on the gateway's file system (checked against sha256),
-        taking `features` (unset: as its metadata says, else all the policy's features)."""
+        """A challenger from an artifact on the gateway's file system (checked against sha256) or
+        an MLflow model URI (models:/..., runs:/...), taking `features` (unset: as its metadata
+        says, else all the policy's features)."""
         return self._send(Routes.add_variant(experiment, name, model, sha256, features))

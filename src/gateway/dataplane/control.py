@@ -11,7 +11,7 @@ from gateway.decisions import allocation, shadow_first
 from gateway.dataplane import DataPlane
 from gateway.dataplane.runtime import ExperimentRuntime
 from gateway.dataplane.transitions import rollback_champion
-from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.errors import Conflict, NotFound, Unavailable, Unprocessable
 from gateway.schemas import AddVariantRequest, AdminRequest, PromoteRequest
 
 
@@ -131,8 +131,11 @@ class Control:
         return rt
 
     async def add_variant(self, experiment: str, request: AddVariantRequest) -> dict[str, Any]:
-        """Add a challenger from a model artifact on the gateway's file system: it is loaded (sha256
-        and skops types checked, nothing unpickled), copied into the registry and served at once."""
+        """Add a challenger from a model artifact on the gateway's file system, or from an MLflow
+        model URI (models:/<name>/<version>, models:/<name>@<alias>, runs:/<run_id>/<path>:
+        fetched by gateway.learning.mlflow_models, as a policy's are): it is loaded (sha256 and
+        skops types checked, nothing unpickled), copied into the registry and served at once."""
+        from gateway.learning import mlflow_models
         from gateway.learning.artifacts import ArtifactError, load_model
         from gateway.learning.registry import ModelRegistry, RegistryError
         from gateway.learning.variant_features import check_derived, declared_features, feature_record
@@ -140,29 +143,42 @@ class Control:
         plane = self.plane
         rt = self.can_add_variants(experiment)
         assert self.registry_root is not None
-        name, path = request.name, request.model
+        name, source = request.name, request.model
+        from_mlflow = mlflow_models.is_mlflow_uri(source)
         if name in rt.variants:
             raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
+        if from_mlflow and request.sha256 is not None:
+            raise Unprocessable("sha256: for an artifact path; an MLflow URI names its model itself (a version, "
+                                "an alias or a run's artifact)", code="invalid_variant")
         registry = ModelRegistry(Path(self.registry_root))
         try:
             # The features the model takes, checked against the experiment's schema before the
-            # artifact is even read: a name the policy lacks is refused, naming it.
-            features = declared_features(path, request.features)
+            # artifact is even read: a name the policy lacks is refused, naming it. An MLflow
+            # model has no metadata file beside it: the given features, else all the policy's.
+            features = list(request.features) if from_mlflow and request.features else (
+                None if from_mlflow else declared_features(source, request.features))
             record = feature_record(rt.policy, features)
-            check_derived(rt.policy, path)
+            if not from_mlflow:
+                check_derived(rt.policy, source)
         except ValueError as err:
             raise Unprocessable(f"features: {err}", code="invalid_features") from None
 
         def load_and_register():
-            model = load_model(path, expected_sha256=request.sha256)
+            if from_mlflow:
+                model, provenance = mlflow_models.fetch_model(name, source)
+            else:
+                model, provenance = load_model(source, expected_sha256=request.sha256), {}
             try:
                 checked = feature_record(rt.policy, features, model)
             except ValueError as err:  # the model's width does not match its features
                 raise _BadFeatures(str(err)) from None
-            return registry.register(experiment, name, model, {"source": path, "added_by": "admin", **checked})
+            return registry.register(experiment, name, model,
+                                     {"source": source, "added_by": "admin", **provenance, **checked})
 
         try:
             entry = await asyncio.to_thread(load_and_register)
+        except mlflow_models.MlflowUnavailable as err:
+            raise Unavailable(f"model: {err}", code="mlflow_unavailable") from None
         except (ArtifactError, FileNotFoundError) as err:
             raise Unprocessable(f"model: {err}", code="invalid_artifact") from None
         except _BadFeatures as err:
@@ -171,9 +187,9 @@ class Control:
             raise Conflict(str(err), code="variant_exists") from None
         now = plane.clock()
         variant = {"name": name, "algorithm": entry.algorithm, "path": str(entry.path), "sha256": entry.sha256,
-                   "added_at": now, "source": path}
+                   "added_at": now, "source": source}
         history = {"action": "challenger_added", "variant": name, "at": now, "by": "admin",
-                   "reason": request.reason or f"added from {path}", "sha256": entry.sha256}
+                   "reason": request.reason or f"added from {source}", "sha256": entry.sha256}
         if features is not None:  # absent: all the policy's features, as before subsets
             variant["features"] = history["features"] = record["features"]
         if not await plane.store.add_variant(experiment, name, variant, history, now):

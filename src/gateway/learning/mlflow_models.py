@@ -61,6 +61,11 @@ class MlflowModelError(artifacts.ArtifactError):
     """An MLflow model the gateway cannot use: bad URI, unreachable server, unsafe format."""
 
 
+class MlflowUnavailable(MlflowModelError):
+    """MLflow cannot be asked (no client, no tracking URI, no answer): the gateway's side, not
+    the model's (an operator's add-variant answers 503, not 422)."""
+
+
 @dataclass(frozen=True)
 class MlflowUri:
     uri: str
@@ -165,14 +170,14 @@ def _mlflow():
     try:
         import mlflow
     except ImportError:
-        raise MlflowModelError(f"MLflow model URIs need the mlflow extra: {INSTALL_HINT}") from None
+        raise MlflowUnavailable(f"MLflow model URIs need the mlflow extra: {INSTALL_HINT}") from None
     return mlflow
 
 
 def tracking_uri() -> str:
     uri = os.environ.get(TRACKING_ENV, "").strip()
     if not uri:
-        raise MlflowModelError(f"MLflow model URIs need {TRACKING_ENV} (the tracking server, e.g. http://127.0.0.1:5000)")
+        raise MlflowUnavailable(f"MLflow model URIs need {TRACKING_ENV} (the tracking server, e.g. http://127.0.0.1:5000)")
     return uri
 
 
@@ -243,10 +248,10 @@ def resolve(uri: MlflowUri) -> Resolved:
             raise MlflowModelError(f"{uri.uri}: not found on the tracking server {shown_uri(tracking_uri())}: "
                                      f"{redact(err.message, tracking_uri())}") from err
         # MLflow wraps a connection failure (after its retries) in an MlflowException too.
-        raise MlflowModelError(f"{uri.uri}: cannot read it from the tracking server {shown_uri(tracking_uri())}: "
+        raise MlflowUnavailable(f"{uri.uri}: cannot read it from the tracking server {shown_uri(tracking_uri())}: "
                                  f"{redact(err.message, tracking_uri())}") from err
     except OSError as err:  # requests' connection errors are OSErrors
-        raise MlflowModelError(f"{uri.uri}: cannot reach the tracking server {shown_uri(tracking_uri())}: "
+        raise MlflowUnavailable(f"{uri.uri}: cannot reach the tracking server {shown_uri(tracking_uri())}: "
                              f"{redact(str(err), tracking_uri())}") from err
     return Resolved(uri, f"models:/{mv.name}/{mv.version}", version=str(mv.version), run_id=mv.run_id)
 
@@ -260,7 +265,7 @@ def _download(base: str, relative: str, dst: Path) -> Path:
     except mlflow.exceptions.MlflowException as err:
         raise MlflowModelError(f"{base}: cannot download {relative}: {err.message}") from err
     except OSError as err:
-        raise MlflowModelError(f"{base}: cannot download {relative}: {err}") from err
+        raise MlflowUnavailable(f"{base}: cannot download {relative}: {err}") from err
     path = Path(local)
     if not path.is_file():
         raise MlflowModelError(f"{base}: {relative} is not a file")
@@ -316,8 +321,6 @@ def _copy_of(registry: ModelRegistry, experiment: str, variant: str, identity: M
 def import_model(registry: ModelRegistry, experiment: str, variant: str, uri_text: str) -> RegistryEntry:
     """The registry entry holding the model `uri_text` names, copying it from MLflow if the
     registry has no copy of that exact version (or run artifact) yet."""
-    from gateway.learning.registry import infer_algorithm
-
     uri = parse_mlflow_uri(uri_text)
     if uri.pinned:
         # A pinned URI names the same bytes forever: the copy serves a restart without MLflow.
@@ -329,11 +332,30 @@ def import_model(registry: ModelRegistry, experiment: str, variant: str, uri_tex
         if (entry := _copy_of(registry, experiment, variant, resolved.identity())) is not None:
             return entry
         fetched = fetch(resolved)
-    model = fetched.model
-    metadata = {
+    # Entry names are the variant's (shortened to fit the name pattern) plus a revision.
+    name = registry.next_name(experiment, f"{variant[:40]}.mlflow")
+    return registry.register(experiment, name, fetched.model, _registry_metadata(fetched, variant))
+
+
+def fetch_model(variant: str, uri_text: str) -> tuple[Any, dict[str, Any]]:
+    """The model `uri_text` names, fetched and loaded as import_model does, and the metadata its
+    registry copy records, for a caller that checks the model before registering it (an
+    operator's add-variant: a model that does not fit the experiment leaves no copy)."""
+    uri = parse_mlflow_uri(uri_text)
+    with bounded_retries():
+        fetched = fetch(resolve(uri))
+    return fetched.model, _registry_metadata(fetched, variant)
+
+
+def _registry_metadata(fetched: Fetched, variant: str) -> dict[str, Any]:
+    """What a registry copy of an MLflow model records: where it came from, to find it again."""
+    from gateway.learning.registry import infer_algorithm
+
+    model, resolved = fetched.model, fetched.resolved
+    return {
         "algorithm": infer_algorithm(model) or f"{type(model).__module__}.{type(model).__name__}",
         "mlflow": {
-            "uri": uri.uri,
+            "uri": resolved.uri.uri,
             "resolved_uri": resolved.base,
             "tracking_uri": shown_uri(tracking_uri()),
             "variant": variant,
@@ -344,9 +366,6 @@ def import_model(registry: ModelRegistry, experiment: str, variant: str, uri_tex
             "source_sha256": fetched.source_sha256,
         },
     }
-    # Entry names are the variant's (shortened to fit the name pattern) plus a revision.
-    name = registry.next_name(experiment, f"{variant[:40]}.mlflow")
-    return registry.register(experiment, name, model, metadata)
 
 
 def resolve_variant(experiment: str, variant: str, uri_text: str, state_dir: Path) -> ArtifactRef:

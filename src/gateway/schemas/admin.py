@@ -44,7 +44,8 @@ class PromoteRequest(Body):
 class AddVariantRequest(Body):
     name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
     model: Annotated[str, StringConstraints(min_length=1)] = Field(
-        description="Path of a .skops, .ubj or .json artifact on the gateway's file system.")
+        description="Path of a .skops, .ubj or .json artifact on the gateway's file system, or an MLflow model URI "
+        "(models:/<name>/<version>, models:/<name>@<alias>, runs:/<run_id>/<path>; the gateway's MLFLOW_TRACKING_URI).")
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
         default=None, description="Expected digest; the artifact is refused when it differs.")
     features: Annotated[list[Annotated[str, StringConstraints(pattern=NAME_PATTERN)]], Field(min_length=1)] | None = Field(
@@ -56,7 +57,7 @@ class AddVariantRequest(Body):
                             "the body must be {'name': ..., 'model': <artifact path>, 'sha256': ...}")
     refusals = {
         "name": Refusal(Unprocessable, "invalid_variant", f"name: must match {NAME_PATTERN}"),
-        "model": Refusal(Unprocessable, "invalid_variant", "model: the path of a .skops, .ubj or .json artifact"),
+        "model": Refusal(Unprocessable, "invalid_variant", "model: the path of a .skops, .ubj or .json artifact, or an MLflow model URI"),
         "sha256": Refusal(Unprocessable, "invalid_variant", "sha256: 64 lowercase hex digits"),
         "features": Refusal(Unprocessable, "invalid_features", f"features: a non-empty list of names matching {NAME_PATTERN}"),
         "reason": REASON,

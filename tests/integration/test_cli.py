@@ -91,3 +91,16 @@ def test_serve_refuses_a_port_another_process_listens_on(tmp_path, taken):
     assert f"port {ports[taken]}" in err and "already in use" in err, err
     assert not (state_dir / "redis").exists(), "the embedded Redis was started"
     assert "gateway serving" not in out, out
+
+
+def test_demo_on_a_port_in_use_says_so_without_a_traceback(tmp_path):
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"}
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        demo = [*gateway_command(), "demo", "--quick", "--port", str(port), "--state-dir", str(tmp_path / "demo")]
+        result = subprocess.run(demo, capture_output=True, text=True, env=env, timeout=120, start_new_session=True)
+    assert result.returncode != 0, result.stdout
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr

@@ -145,11 +145,12 @@ def demo(
     """Run the whole system with simulated users, show the bandit learn and promote, and
     leave an HTML report."""
     from gateway.cli.demo import DemoError, run_demo
+    from gateway.serving.ports import PortInUse
 
     try:
         summary = run_demo(quick=quick, seed=seed, state_dir=state_dir, policy=policy, port=port, console=console,
                            consoles=[console, err_console], verbose=verbose)
-    except (DemoError, PolicyError, SettingsError) as err:
+    except (DemoError, PolicyError, SettingsError, PortInUse) as err:
         _fail(str(err))
     if summary_json is not None:
         import json

@@ -4,6 +4,7 @@ A real DataPlane, the embedded redis-server, a real model and a real incompatibl
 call fails), both loaded in-process; the clock is the one fake."""
 from __future__ import annotations
 
+import asyncio
 
 import numpy as np
 import pytest
@@ -117,3 +118,42 @@ def test_calls_to_a_named_version_do_not_count_toward_its_breaker_or_guardrails(
     finally:
         redis.stop()
     assert stats["requests"] == 0 and not stats["breaker_open"]
+
+
+class Stalled:
+    """A variant that never answers (a wedged replica)."""
+
+    async def predict(self, matrix, carrier):
+        await asyncio.Event().wait()
+
+
+def test_a_variant_that_does_not_answer_in_time_is_a_503_that_counts_against_it(tmp_path):
+    clock = Clock()
+    plane, _, redis = trial_plane(tmp_path, clock)
+    plane.experiments["trial"].variants["broken"] = Stalled()
+    plane.variant_timeout_s = 0.05
+    matrix = plane.encode(plane.experiments["trial"], [churn.make_churn(1, seed=2)[0][0]])
+    row = churn.make_churn(1, seed=2)[0][0]
+
+    async def scenario():
+        await plane.start()
+        try:
+            with pytest.raises(Unavailable) as named:
+                await plane.predict_variant("trial", "broken", matrix)
+            routed = []
+            for i in range(40):
+                try:
+                    routed.append((await plane.predict("trial", {"instances": [row]}, f"t{i}"))["variant"])
+                except Unavailable as err:
+                    routed.append(err.message)
+            return named.value, routed, plane._health("trial", "broken").stats()
+        finally:
+            await plane.stop()
+
+    try:
+        named, routed, stats = run(scenario())
+    finally:
+        redis.stop()
+    assert named.message == "variant 'broken' timed out; retry the request" and named.status == 503
+    assert "variant 'broken' timed out; retry the request" in routed and "ok" in routed
+    assert stats["requests"] >= 1

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import skops.io
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
@@ -193,3 +194,13 @@ def test_models_trained_with_missing_values_predict_rows_with_missing_values(tmp
     rows = np.array([[np.nan, 1.0, 0.0], [2.0, np.nan, np.nan]])
     labels, _ = predict(loaded, rows)
     assert labels.shape == (2,) and set(labels.tolist()) <= {0, 1}
+
+
+def test_a_model_that_refuses_missing_values_still_refuses_them():
+    # predict() skips scikit-learn's scan for NaN only when it found none itself: a model
+    # without an imputer must still refuse a NaN, not answer a label computed from it.
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    model = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression())]).fit(X, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        predict(model, np.array([[np.nan, 1.0]]))
+    assert predict(model, np.array([[1.0, 0.0]]))[0].tolist() == model.predict([[1.0, 0.0]]).tolist()

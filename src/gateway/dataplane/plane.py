@@ -341,7 +341,10 @@ class DataPlane:
         matrix = rt.view.select(variant, matrix)  # the frame's columns this variant takes
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(client.predict(matrix, current_carrier()), self.variant_timeout_s)
+            # A timeout scope, not wait_for: that would run the call in a task of its own (a
+            # task and a turn of the loop per request, for an in-process model mostly).
+            async with asyncio.timeout(self.variant_timeout_s):
+                result = await client.predict(matrix, current_carrier())
         except (Unavailable, asyncio.CancelledError):
             # The client's own verdict (e.g. the variant's queue is full: overload, not a fault
             # of the model) or a caller that went away: no evidence either way, but a half-open

@@ -2,8 +2,9 @@
 
 What `ray.serve.batch` with no wait does for the in-process model, without its per-batch
 bookkeeping: Serve records six metrics and runs a queue task per batch, which cost the router
-~40 µs a request over REST and ~130 over gRPC, where calls arrive one per turn (bench/README.md,
-where the time goes). A call with many rows runs in a thread so the loop keeps moving."""
+~40 µs a request over REST and ~130 over gRPC (bench/README.md, where the time goes). gRPC calls
+reach it together only because the replica runs several grpc.aio servers, each taking in one call
+per turn (api/grpc/server.py). A call with many rows runs in a thread so the loop keeps moving."""
 from __future__ import annotations
 
 import asyncio

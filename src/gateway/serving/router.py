@@ -119,9 +119,9 @@ class Router:
             spool=Spool(spool_dir) if (spool_dir := node_spool_dir(options)) else None,
         )
         # The OIP gRPC API on this replica's event loop, beside the HTTP app, on the same plane.
-        self.grpc_server = None
+        self.grpc_servers = None
         if options.get("grpc_port"):
-            self.grpc_server = await start_grpc_server(
+            self.grpc_servers = await start_grpc_server(
                 self.plane, options.get("grpc_host") or "127.0.0.1", options["grpc_port"], self.max_body_bytes
             )
 
@@ -130,7 +130,7 @@ class Router:
                           registry_root=self.registry_root)
 
     async def __del__(self):
-        await stop_grpc_server(getattr(self, "grpc_server", None))
+        await stop_grpc_server(getattr(self, "grpc_servers", None))
         await self.store.close()
         # Flushing waits on the exporter process: not on the event loop that still answers.
         await asyncio.to_thread(shutdown_tracing)

@@ -62,14 +62,39 @@ def idle_cpu_ms_per_s(proc, seconds: float) -> float:
     return spent / (time.perf_counter() - t0)
 
 
+# Frames of the shadow's own work in the Router: the mirror and its store calls, the shadow model.
+SHADOW_FRAMES = ("gateway/dataplane/shadow.py", "gateway/store/shadow.py", "xgboost/")
+
+
+def shadow_share(raw_stacks: Path) -> float | None:
+    """The share of a py-spy raw profile's samples (active ones only) inside shadow work: on the
+    same run as the rest, so a contended machine slows both alike."""
+    total = shadow = 0
+    if not raw_stacks.exists():
+        return None
+    for line in raw_stacks.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            total += int(count)
+            shadow += int(count) if any(f in stack for f in SHADOW_FRAMES) else 0
+    return round(shadow / total, 4) if total else None
+
+
 def shadow_summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
     """Throughput and CPU per request ratios to 'none' (a baseline checkout's to its own 'none')."""
+    import statistics
+
     out = round_ratios(rounds, ("fraction_0.1", "fraction_1.0"), "none")
     for base in ("none", "none_baseline"):
         suffix = base[len("none"):]
         labels = [f"fraction_{f}{suffix}" for f in ("0.1", "1.0")]
         if suffix:
             out.update({k: v for k, v in round_ratios(rounds, labels, base).items() if k != "rounds"})
+        for label in labels:
+            shares = [r[f"{label}_router_shadow_share"] for r in rounds if r.get(f"{label}_router_shadow_share") is not None]
+            if shares:
+                out[f"{label}_router_shadow_share"] = {"median": statistics.median(shares), "min": min(shares),
+                                                        "max": max(shares)}
         for figure in ("cpu_ms", "net_cpu_ms", "projected_rps"):
             cpu = round_ratios(rounds, [f"{label}_{figure}" for label in labels], f"{base}_{figure}")
             out.update({k: v for k, v in cpu.items() if k != "rounds"})
@@ -384,6 +409,13 @@ class Sections:
                         figures[f"{label}_idle_cpu_ms_s"] = round(idle, 2)
                         # The throughput both cores would give: what the background leaves, over the net cost.
                         figures[f"{label}_projected_rps"] = round((2000 - idle) / net, 1)
+                    if self.args.profile and label.startswith("fraction"):
+                        # After the measured run: py-spy's reads cost the target a little CPU.
+                        spied = profile_run(proc, self.loader, url, self.body_file, Path(self.args.profile) / f"shadow-{label}-{r}")
+                        router = Path(self.args.profile) / f"shadow-{label}-{r}" / "predict-c16-router.txt"
+                        figures[f"{label}_router_shadow_share"] = shadow_share(router)
+                        log(f"  {label}: {figures[f'{label}_router_shadow_share']:.2%} of the Router's samples shadowing "
+                            f"({spied.get('router', {}).get('samples', 0)} samples)")
                 finally:
                     self.stop(proc)
             rounds.append(figures)

@@ -61,6 +61,8 @@ shadow    The gateway with XGBoost as a shadow variant of the logistic regressio
           of the background rate measured idle (6 s) before the load, and for the throughput
           that net cost projects on 2 cores (what the background leaves / net). --shadow-fractions
           picks the fractions (0.1,1.0); --shadow-baseline DIR adds another checkout's code.
+          With --profile, an extra run of each shadowed gateway under py-spy: the share of the
+          Router's samples in shadow work (the mirror, its store calls, XGBoost).
 memory    The gateway with a 4-variant policy (logistic regression, XGBoost, histogram
           gradient boosting, a second logistic regression; all trained by the bootstrap
           recipe): RSS (and PSS) summed over every process of the system (the driver, Ray's

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -135,6 +136,7 @@ def main_whole(args: argparse.Namespace) -> int:
             print(f"round {r}: " + ", ".join(f"{k} {v:.4f} ms" for k, v in cost.items()), flush=True)
     finally:
         env.redis.stop()
+        shutil.rmtree(env.tmp, ignore_errors=True)  # the models trained for the run, Redis's files
     out = {f: {"median_ratio": round(statistics.median(v), 4), "min_ratio": round(min(v), 4), "max_ratio": round(max(v), 4)}
            for f, v in ratios.items()}
     print(json.dumps(out))
@@ -169,6 +171,7 @@ def main() -> int:
             print(f"fraction {fraction}: {json.dumps(out[str(fraction)])}", flush=True)
     finally:
         env.redis.stop()
+        shutil.rmtree(env.tmp, ignore_errors=True)  # the models trained for the run, Redis's files
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from _serving_load import Loader
-from _serving_probes import profile_run, system_memory
+from _serving_probes import cpu_per_request, cpu_snapshot, profile_run, system_memory
 from _serving_redis import measure_redis_per_predict, measure_rewards, measure_store_vs_redis_benchmark, redis_client
 from _systems import (
     EXPERIMENT,
@@ -50,8 +50,55 @@ def round_ratios(rounds: list[dict[str, float]], labels: tuple[str, ...], base: 
     return out
 
 
+# Seconds each shadow configuration is watched idle before its load: its background CPU rate.
+SHADOW_IDLE_S = 6.0
+
+
+def idle_cpu_ms_per_s(proc, seconds: float) -> float:
+    """CPU milliseconds a second that all the system's processes spend with no load."""
+    before, t0 = cpu_snapshot(proc), time.perf_counter()
+    time.sleep(seconds)
+    spent = cpu_per_request(before, cpu_snapshot(proc), 1)["total"]
+    return spent / (time.perf_counter() - t0)
+
+
+# Frames of the shadow's own work in the Router: the mirror and its store calls, the shadow model.
+SHADOW_FRAMES = ("gateway/dataplane/shadow.py", "gateway/store/shadow.py", "xgboost/")
+
+
+def shadow_share(raw_stacks: Path) -> float | None:
+    """The share of a py-spy raw profile's samples (active ones only) inside shadow work: on the
+    same run as the rest, so a contended machine slows both alike."""
+    total = shadow = 0
+    if not raw_stacks.exists():
+        return None
+    for line in raw_stacks.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            total += int(count)
+            shadow += int(count) if any(f in stack for f in SHADOW_FRAMES) else 0
+    return round(shadow / total, 4) if total else None
+
+
 def shadow_summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
-    return round_ratios(rounds, ("fraction_0.1", "fraction_1.0"), "none")
+    """Throughput and CPU per request ratios to 'none' (a baseline checkout's to its own 'none')."""
+    import statistics
+
+    out = round_ratios(rounds, ("fraction_0.1", "fraction_1.0"), "none")
+    for base in ("none", "none_baseline"):
+        suffix = base[len("none"):]
+        labels = [f"fraction_{f}{suffix}" for f in ("0.1", "1.0")]
+        if suffix:
+            out.update({k: v for k, v in round_ratios(rounds, labels, base).items() if k != "rounds"})
+        for label in labels:
+            shares = [r[f"{label}_router_shadow_share"] for r in rounds if r.get(f"{label}_router_shadow_share") is not None]
+            if shares:
+                out[f"{label}_router_shadow_share"] = {"median": statistics.median(shares), "min": min(shares),
+                                                        "max": max(shares)}
+        for figure in ("cpu_ms", "net_cpu_ms", "projected_rps"):
+            cpu = round_ratios(rounds, [f"{label}_{figure}" for label in labels], f"{base}_{figure}")
+            out.update({k: v for k, v in cpu.items() if k != "rounds"})
+    return out
 
 
 class Sections:
@@ -328,24 +375,51 @@ class Sections:
         log(f"  redeployed in {time.perf_counter() - t0:.1f}s")
 
     def section_shadow(self) -> None:
-        """Throughput at 16 connections with XGBoost in shadow on 10% and on 100% of the requests,
-        against none, in alternating rounds (none, 10%, 100%, none, ...): each round's ratio to
-        the round's own 'none', so that drift of the machine's speed cancels."""
-        configs = (("none", "one"), ("fraction_0.1", "shadow10"), ("fraction_1.0", "shadow100"))
+        """Throughput at 16 connections with XGBoost in shadow on 10% and on 100% of the requests
+        (--shadow-fractions), against none, in alternating rounds (none, 10%, 100%, none, ...):
+        each round's ratio to the round's own 'none', so that drift of the machine's speed
+        cancels; and the same for the CPU time per request of all the gateway's processes, which
+        a shared machine blurs far less (on a CPU-bound machine it sets the throughput).
+        --shadow-baseline DIR runs every configuration again with another checkout's code."""
+        policies = {"0.1": "shadow10", "1.0": "shadow100"}
+        configs = [("none", "one", {})] + [(f"fraction_{f}", policies[f], {}) for f in self.args.shadow_fractions.split(",")]
+        if self.args.shadow_baseline:
+            # Another checkout's code (its src first on the path of the gateway and its replicas).
+            env = {"PYTHONPATH": str(Path(self.args.shadow_baseline) / "src")}
+            configs += [(f"{label}_baseline", policy, env) for label, policy, _ in configs]
         rounds: list[dict[str, float]] = []
         for r in range(self.args.shadow_rounds):
             figures = {}
-            for label, policy in configs:
-                proc, info = self.gateway(f"gateway-shadow-{label}-{r}", self.models[policy]["policy"])
+            for label, policy, env in (configs if r % 2 == 0 else configs[::-1]):
+                proc, info = self.gateway(f"gateway-shadow-{label}-{r}", self.models[policy]["policy"], env=env)
                 try:
                     url = f"{info['url']}/v2/models/{EXPERIMENT}/infer"
+                    idle = idle_cpu_ms_per_s(proc, SHADOW_IDLE_S)
                     point = self.loader.run(url, self.body_file, 16, proc=proc)
+                    point["idle_cpu_ms_per_s"] = idle
                     self.points[f"shadow_{label}_round{r}_c16"] = point
                     figures[label] = point["rps"]
+                    gross = point.get("cpu_ms_per_request", {}).get("total")
+                    figures[f"{label}_cpu_ms"] = gross
+                    if gross is not None:
+                        # Less the background (upkeep, Ray) the window would have cost idle: what
+                        # the requests themselves cost, however many a contended machine let in.
+                        net = gross - idle * point["window_s"] / max(1, point["requests"])
+                        figures[f"{label}_net_cpu_ms"] = round(net, 4)
+                        figures[f"{label}_idle_cpu_ms_s"] = round(idle, 2)
+                        # The throughput both cores would give: what the background leaves, over the net cost.
+                        figures[f"{label}_projected_rps"] = round((2000 - idle) / net, 1)
+                    if self.args.profile and label.startswith("fraction"):
+                        # After the measured run: py-spy's reads cost the target a little CPU.
+                        spied = profile_run(proc, self.loader, url, self.body_file, Path(self.args.profile) / f"shadow-{label}-{r}")
+                        router = Path(self.args.profile) / f"shadow-{label}-{r}" / "predict-c16-router.txt"
+                        figures[f"{label}_router_shadow_share"] = shadow_share(router)
+                        log(f"  {label}: {figures[f'{label}_router_shadow_share']:.2%} of the Router's samples shadowing "
+                            f"({spied.get('router', {}).get('samples', 0)} samples)")
                 finally:
                     self.stop(proc)
             rounds.append(figures)
-            log(f"  round {r}: " + ", ".join(f"{k} {v:,.0f} req/s" for k, v in figures.items()))
+            log(f"  round {r}: " + ", ".join(f"{k} {v:,.3f}" for k, v in figures.items() if v is not None))
         self.results["shadow"] = shadow_summary(rounds)
 
     def section_aggregates(self) -> None:

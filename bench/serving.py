@@ -56,7 +56,13 @@ scaling   The gateway redeployed (serve.run on its running Serve instance) with 
           then 1/1 with the default placement again. 1/1 is the `gateway` section's figure.
 shadow    The gateway with XGBoost as a shadow variant of the logistic regression, copied 10% and
           100% of the requests, against none: throughput at 16 connections, alternating rounds
-          (--shadow-rounds, default 3), each round's ratio to its own 'none', median and range.
+          (--shadow-rounds, default 3), each round's ratio to its own 'none', median and range;
+          the same for the CPU time per request of all the gateway's processes, gross and net
+          of the background rate measured idle (6 s) before the load, and for the throughput
+          that net cost projects on 2 cores (what the background leaves / net). --shadow-fractions
+          picks the fractions (0.1,1.0); --shadow-baseline DIR adds another checkout's code.
+          With --profile, an extra run of each shadowed gateway under py-spy: the share of the
+          Router's samples in shadow work (the mirror, its store calls, XGBoost).
 memory    The gateway with a 4-variant policy (logistic regression, XGBoost, histogram
           gradient boosting, a second logistic regression; all trained by the bootstrap
           recipe): RSS (and PSS) summed over every process of the system (the driver, Ray's
@@ -169,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reward-records", type=int, default=120_000, help="served requests prepared for rewards")
     p.add_argument("--store-calls", type=int, default=60_000, help="rewards for the store / redis-benchmark run")
     p.add_argument("--shadow-rounds", type=int, default=3, help="alternating rounds of the shadow section")
+    p.add_argument("--shadow-fractions", default="0.1,1.0", help="the shadow section's fractions (of 0.1,1.0)")
+    p.add_argument("--shadow-baseline", help="a checkout whose code the shadow section also measures")
     p.add_argument("--headline-rounds", type=int, default=3, help="alternating rounds of the headline section")
     p.add_argument("--traced-rounds", type=int, default=3, help="alternating rounds of the traced section")
     p.add_argument("--traced-baseline", help="a checkout whose code the traced section also measures, traced")

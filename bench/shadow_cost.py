@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -76,13 +77,85 @@ def stream(env: Env, redis: psutil.Process, fraction: float, rate: float, second
     return run(scenario())
 
 
+def whole(env: Env, redis: psutil.Process, fraction: float | None, seconds: float, tag: str) -> dict:
+    """16 clients calling DataPlane.predict back to back for `seconds`: the live variant alone
+    (`fraction` None) or with XGBoost in shadow at `fraction`, copies drained at the end. The
+    process's and redis-server's CPU time over it: everything shadowing adds, the request path's
+    sampling check and the shadow's model included."""
+    rows, _ = churn.make_churn(500, seed=3)
+    variants = [BASE["variants"][0]] + ([] if fraction is None else [{**BASE["variants"][1], "role": "shadow"}])
+    plane = env.plane(Clock(), variants=variants, name=f"whole{tag}",
+                      **({} if fraction is None else {"shadow": {"fraction": fraction}}))
+    name = plane.experiment_names()[0]
+
+    async def scenario() -> dict:
+        await plane.start()
+        try:
+            await asyncio.sleep(1.0)  # the runtime's shadows are known after a refresh
+            served = 0
+            t_end = time.perf_counter() + seconds
+
+            async def client(k: int) -> None:
+                nonlocal served
+                i = 0
+                while time.perf_counter() < t_end:
+                    await plane.predict(name, {"instances": [rows[(k * 31 + i) % len(rows)]]}, f"{tag}-{k}-{i}")
+                    i += 1
+                    served += 1
+
+            c0, t = time.process_time(), redis.cpu_times()
+            r0 = t.user + t.system
+            await asyncio.gather(*(client(k) for k in range(16)))
+            await plane.shadow.drain()
+            t = redis.cpu_times()
+            return {"requests": served, "router_s": time.process_time() - c0, "redis_s": t.user + t.system - r0}
+        finally:
+            await plane.stop()
+
+    return run(scenario())
+
+
+def main_whole(args: argparse.Namespace) -> int:
+    """Alternating rounds (none, then each fraction; the order reversed every other round): the
+    CPU time (this process and redis-server) per request of each, as a ratio to the round's none."""
+    import statistics
+
+    env = Env(Path(tempfile.mkdtemp(prefix="gw-shadow-whole-")))
+    fractions = [float(f) for f in args.fractions.split(",")]
+    ratios: dict[str, list[float]] = {str(f): [] for f in fractions}
+    try:
+        redis = next(c for c in psutil.Process().children(recursive=True) if "redis" in c.name())
+        configs: list[float | None] = [None, *fractions]
+        for r in range(args.rounds):
+            cost = {}
+            for f in (configs if r % 2 == 0 else configs[::-1]):
+                s = whole(env, redis, f, args.seconds, f"{r}-{f}")
+                cost[f] = (s["router_s"] + s["redis_s"]) * 1e3 / s["requests"]
+            for f in fractions:
+                ratios[str(f)].append(cost[f] / cost[None])
+            print(f"round {r}: " + ", ".join(f"{k} {v:.4f} ms" for k, v in cost.items()), flush=True)
+    finally:
+        env.redis.stop()
+        shutil.rmtree(env.tmp, ignore_errors=True)  # the models trained for the run, Redis's files
+    out = {f: {"median_ratio": round(statistics.median(v), 4), "min_ratio": round(min(v), 4), "max_ratio": round(max(v), 4)}
+           for f, v in ratios.items()}
+    print(json.dumps(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=650.0, help="live requests a second")
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--fractions", default="0.1,1.0")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--whole", action="store_true", help="whole requests, shadow vs a policy without it (see main_whole)")
+    p.add_argument("--rounds", type=int, default=5, help="--whole: alternating rounds")
     args = p.parse_args()
+    if args.whole:
+        return main_whole(args)
     env = Env(Path(tempfile.mkdtemp(prefix="gw-shadow-cost-")))
     try:
         redis = next(c for c in psutil.Process().children(recursive=True) if "redis" in c.name())
@@ -98,6 +171,7 @@ def main() -> int:
             print(f"fraction {fraction}: {json.dumps(out[str(fraction)])}", flush=True)
     finally:
         env.redis.stop()
+        shutil.rmtree(env.tmp, ignore_errors=True)  # the models trained for the run, Redis's files
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

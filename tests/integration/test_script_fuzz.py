@@ -68,6 +68,9 @@ REQUEST_IDS = [rid for rid, *_ in SEED_REQUESTS] + ["n0", "n1"]  # n*: never ser
 # reward.lua's keys before the request records of its items.
 REW_SHARED_KEYS = [keys.arms(EXP), keys.feedback(EXP), keys.meta(EXP), keys.pending(EXP), keys.kpis(EXP), keys.paired(EXP),
                    keys.segments(EXP), keys.shadow_rewards(EXP), keys.linear(EXP)]
+# shadow.lua's keys before the request records of its answers.
+SHADOW_SHARED_KEYS = [keys.kpis(EXP), keys.paired(EXP), keys.shadow_log(EXP), keys.feedback(EXP), keys.shadow_rewards(EXP),
+                      keys.meta(EXP), keys.arms(EXP)]
 SCRIPTS = ["record", "reward", "expire", "series", "claim_retrain", "retrain_lock", "transition", "annotate", "add_variant",
            "shadow", "set_role"]
 
@@ -416,13 +419,14 @@ def valid_call(draw) -> tuple[str, list[str], list]:
                 draw(st.sampled_from(["", "1"])), str(HISTORY_MAXLEN),
                 *draw(st.sampled_from([[], ["", ""], ["1", "seeded"], ["1", ""]]))]
     elif script == "shadow":
-        # A request with a label (scored at once), one without, and one never served.
-        rid = draw(st.sampled_from(["r0", "r2", "n1"]))
-        ks = [keys.request(EXP, rid), keys.kpis(EXP), keys.paired(EXP), keys.shadow_log(EXP), keys.feedback(EXP),
-              keys.shadow_rewards(EXP), keys.meta(EXP), keys.arms(EXP)]
-        argv = [draw(st.sampled_from(["s", "t"])), draw(st.sampled_from(["[1]", "[0]", '"x"'])),
-                draw(st.sampled_from(["", "[0.5]"])), now, str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
-                str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES)]
+        # Requests with a label (scored at once), without, and never served; a batch of one or
+        # two answers (the same request and variant twice, sometimes).
+        rids = draw(st.lists(st.sampled_from(["r0", "r2", "n1"]), min_size=1, max_size=2))
+        ks = [*SHADOW_SHARED_KEYS, *(keys.request(EXP, rid) for rid in rids)]
+        argv = [now, str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES), str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES)]
+        for _ in rids:
+            argv += [draw(st.sampled_from(["s", "t"])), draw(st.sampled_from(["[1]", "[0]", '"x"'])),
+                     draw(st.sampled_from(["", "[0.5]"]))]
     elif script == "set_role":
         ks = [keys.meta(EXP), keys.history(EXP), keys.shadow_rewards(EXP), keys.arms(EXP)]
         argv = [draw(st.sampled_from(["s", "c"])), draw(st.sampled_from(["live", "shadow"])),
@@ -441,7 +445,7 @@ def valid_call(draw) -> tuple[str, list[str], list]:
 NUMERIC_ARGS = {
     "record": [1, 2, 3, 5, 6, 7, 8], "reward": [0, 1, 2, 3, 5, 6, 8, 10], "expire": [0, 1, 2], "series": [0, 1],
     "claim_retrain": [0, 1], "retrain_lock": [1], "transition": [4, 7], "annotate": [4], "add_variant": [3, 4],
-    "shadow": [3, 4, 5, 6, 7], "set_role": [5, 6],
+    "shadow": [0, 1, 2, 3, 4], "set_role": [5, 6],
 }
 
 
@@ -497,6 +501,10 @@ def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES),
     return [repr(T0 + 1), maxlen, "", quota, keys.quota_prefix(EXP), window, budget, *unit, "a", "1.0", "", "0"]
 
 
+def _sh() -> list:
+    return [repr(T0 + 1), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES), str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES)]
+
+
 REC_KEYS = [keys.request(EXP, "n0"), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP)]
 REW_KEYS = [*REW_SHARED_KEYS, keys.request(EXP, "r2")]
 HIST = [keys.meta(EXP), keys.history(EXP)]
@@ -513,6 +521,12 @@ FOUND = [
     pytest.param("reward", REW_KEYS, _rew(unit=(keys.unit_prefix(EXP), "")), id="reward-unit-key-without-ttl"),
     # One argument short of an item: an error, before anything is written.
     pytest.param("reward", [*REW_KEYS, keys.request(EXP, "r4")], [*_rew(), "a", "1.0", ""], id="reward-item-short"),
+    # A batch whose second answer is bad (one argument short; a variant name that is no name):
+    # an error, and the first answer not written either.
+    pytest.param("shadow", [*SHADOW_SHARED_KEYS, keys.request(EXP, "r2"), keys.request(EXP, "r4")],
+                 [*_sh(), "s", "[1]", "", "t", "[1]"], id="shadow-item-short"),
+    pytest.param("shadow", [*SHADOW_SHARED_KEYS, keys.request(EXP, "r2"), keys.request(EXP, "r4")],
+                 [*_sh(), "s", "[1]", "", "t:x", "[1]", ""], id="shadow-second-variant-bad"),
     pytest.param("record", [*REC_KEYS, keys.unit_prefix(EXP) + "u0"], _rec(unit_ttl="3600.0"), id="record-unit-ttl-3600.0"),
     pytest.param("record", [*REC_KEYS, keys.unit_prefix(EXP) + "u0"], _rec(), id="record-unit-key-without-ttl"),
     pytest.param("record", REC_KEYS, _rec(unit_ttl="3600"), id="record-unit-ttl-without-key"),
@@ -530,6 +544,13 @@ def test_found_partial_writes(raw, shas, store, loop, script, ks, argv):
     reset(raw, store, loop)
     assert_no_partial_write(raw, shas, script, ks, argv)
     assert_sums_finite(store, loop)
+
+
+@pytest.mark.parametrize(("ks", "argv"), [pytest.param(*p.values[1:], id=p.id) for p in FOUND if p.values[0] == "shadow"])
+def test_a_bad_answer_refuses_the_whole_shadow_batch(raw, shas, store, loop, ks, argv):
+    reset(raw, store, loop)
+    reply = assert_no_partial_write(raw, shas, "shadow", ks, argv)
+    assert str(reply).startswith("ResponseError: shadow:")
 
 
 # ---------------------------------------------------------------------------------------------

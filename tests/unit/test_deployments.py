@@ -40,7 +40,8 @@ def test_all_keys_a_script_touches_share_one_cluster_slot(experiment):
                    keys.pending(experiment), keys.kpis(experiment), keys.paired(experiment),
                    keys.segments(experiment), keys.shadow_rewards(experiment), keys.linear(experiment),
                    keys.quota_prefix(experiment) + "unit-7", keys.unit_prefix(experiment) + "unit-7"],
-        "shadow": [keys.request(experiment, "r1"), keys.kpis(experiment), keys.paired(experiment),
+        # One call carries many answers to requests of the experiment.
+        "shadow": [keys.request(experiment, "r1"), keys.request(experiment, "r2"), keys.kpis(experiment), keys.paired(experiment),
                    keys.shadow_log(experiment), keys.feedback(experiment), keys.shadow_rewards(experiment),
                    keys.meta(experiment), keys.arms(experiment)],
         "set_role": [keys.meta(experiment), keys.history(experiment), keys.shadow_rewards(experiment),

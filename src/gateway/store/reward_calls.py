@@ -1,4 +1,5 @@
-"""How a batch of rewards is cut into reward.lua calls: one call per experiment (its keys share one
+"""How a batch of rewards is cut into reward.lua calls (and a batch of shadow answers into
+shadow.lua calls, by the same bounds): one call per experiment (its keys share one
 slot on a cluster) and chunk, the items of a call in their order, so a request rewarded twice in
 a batch reads 'duplicate' the second time. Fewer calls cost the router less, but a call holds
 Redis while other clients wait, so a chunk is bounded by items and by label rows (a labelled
@@ -25,20 +26,25 @@ def label_rows(label: str) -> int:
         return 1
 
 
+def bounded_calls(rows: Sequence[int], items_per_call: int, rows_per_call: int) -> list[list[int]]:
+    """Indices of items (each of `rows[i]` rows) cut, in order, into calls of at most
+    `items_per_call` items and `rows_per_call` rows (an item of more rows goes alone)."""
+    calls: list[list[int]] = []
+    total = 0
+    for i, n in enumerate(rows):
+        if not calls or len(calls[-1]) >= items_per_call or total + n > rows_per_call:
+            calls.append([])
+            total = 0
+        calls[-1].append(i)
+        total += n
+    return calls
+
+
 def reward_calls(items: Sequence[RewardItem]) -> list[tuple[str, list[int]]]:
     """(experiment, indices of its items) per call, in the items' order within each experiment."""
     by_experiment: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         by_experiment.setdefault(it.experiment, []).append(i)
-    calls: list[tuple[str, list[int]]] = []
-    for experiment, ids in by_experiment.items():
-        rows = 0
-        for i in ids:
-            n = label_rows(items[i].label)
-            if not calls or calls[-1][0] != experiment or len(calls[-1][1]) >= REWARDS_PER_CALL \
-                    or rows + n > LABEL_ROWS_PER_CALL:
-                calls.append((experiment, []))
-                rows = 0
-            calls[-1][1].append(i)
-            rows += n
-    return calls
+    return [(experiment, [ids[k] for k in call])
+            for experiment, ids in by_experiment.items()
+            for call in bounded_calls([label_rows(items[i].label) for i in ids], REWARDS_PER_CALL, LABEL_ROWS_PER_CALL)]

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from gateway.store import keys
+from gateway.store.reward_calls import bounded_calls, label_rows
 from gateway.store.limits import (
     FEEDBACK_BYTES,
     FEEDBACK_MAXLEN,
@@ -13,6 +14,11 @@ from gateway.store.limits import (
     SHADOW_LOG_BYTES,
     SHADOW_LOG_MAXLEN,
 )
+
+# A shadow answer costs the script about what a reward does (a few commands, and per row when the
+# label came first): the same bounds keep one call as short.
+SHADOWS_PER_CALL = 100
+SHADOW_ROWS_PER_CALL = 1000
 
 
 class ShadowRecords:
@@ -29,21 +35,26 @@ class ShadowRecords:
     async def record_shadows(
         self, experiment: str, answers: list[tuple[str, str, str, str | None]], now: float
     ) -> list[str]:
-        """Several shadow answers (request id, variant, predictions, scores) in one round trip,
-        each its own script call: an outcome per answer, as record_shadow gives."""
+        """Several shadow answers (request id, variant, predictions, scores) in one round trip and
+        a few script calls (bounded by answers and rows, as rewards are): an outcome per answer,
+        as record_shadow gives, in order."""
+        calls = bounded_calls([label_rows(predictions) for _, _, predictions, _ in answers],
+                              SHADOWS_PER_CALL, SHADOW_ROWS_PER_CALL)
+        shared_keys = (keys.kpis(experiment), keys.paired(experiment), keys.shadow_log(experiment),
+                       keys.feedback(experiment), keys.shadow_rewards(experiment), keys.meta(experiment),
+                       keys.arms(experiment))
+        shared_args = (repr(now), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES), str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES))
 
         def build(pipe):
-            for request_id, variant, predictions, scores in answers:
+            for ids in calls:
+                call = [answers[i] for i in ids]
                 pipe.execute_command(
-                    "EVALSHA", self._shas["shadow"], 8,
-                    keys.request(experiment, request_id), keys.kpis(experiment), keys.paired(experiment),
-                    keys.shadow_log(experiment), keys.feedback(experiment), keys.shadow_rewards(experiment),
-                    keys.meta(experiment), keys.arms(experiment),
-                    variant, predictions, scores or "", repr(now), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES),
-                    str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES),
+                    "EVALSHA", self._shas["shadow"], len(shared_keys) + len(call), *shared_keys,
+                    *(keys.request(experiment, request_id) for request_id, *_ in call), *shared_args,
+                    *(x for _, variant, predictions, scores in call for x in (variant, predictions, scores or "")),
                 )
 
-        return list(await self._run_scripted(build)) if answers else []
+        return [outcome for outcomes in await self._run_scripted(build) for outcome in outcomes] if answers else []
 
     async def set_role(
         self, experiment: str, variant: str, role: str, *, expected: str, policy_role: str, entry: dict[str, Any],

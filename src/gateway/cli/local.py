@@ -6,7 +6,10 @@ import logging
 import os
 import signal
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.settings import Settings
 from gateway.store.embedded import EmbeddedRedis, private_dir
@@ -52,30 +55,42 @@ class LocalGateway:
         import ray
         from ray import serve
 
-        from gateway.serving.app import APP_NAME, build_application
-
+        # On this (main) thread: the embedded Redis dies with the thread that started it.
         if self.settings.redis_url:
             self.redis_url = self.settings.redis_url
         else:
             self.redis = EmbeddedRedis(self.settings.state_dir, self.settings.appendfsync).start()
             self.redis_url = self.redis.url
-        if not ray.is_initialized():
-            saved = _signal_handlers()
-            ray.init(
-                address=self.settings.ray_address or "local",
-                include_dashboard=False,
-                # Ray's own ports stay on loopback unless a cluster address is given.
-                _node_ip_address=None if self.settings.ray_address else "127.0.0.1",
-                log_to_driver=self.log_to_driver,
-                logging_level=logging.WARNING,
-                configure_logging=True,
-            )
-            # Ray's core replaces SIGTERM/SIGINT with handlers that abort the process; the
-            # caller's own handlers must keep deciding how this process stops.
-            _restore_signal_handlers(saved)
+        # Importing the application's modules and reading the policies and models costs seconds
+        # of Python; they overlap Ray's start, which mostly waits for its processes.
+        with ThreadPoolExecutor(1, thread_name_prefix="gateway-build") as pool:
+            built = pool.submit(_build, self.settings, self.redis_url)
+            try:
+                self._init_ray(ray)
+            finally:
+                wait([built])  # never leave the build running behind a failed start
+            name, app = built.result()
         serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
-        app = build_application(self.settings, self.redis_url)
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run_many([serve.RunTarget(app, name=name, route_prefix="/")], wait_for_ingress_deployment_creation=False,
+                       wait_for_applications_running=False)
+        _wait_until_running(name)
+
+    def _init_ray(self, ray: Any) -> None:
+        if ray.is_initialized():
+            return
+        saved = _signal_handlers()
+        ray.init(
+            address=self.settings.ray_address or "local",
+            include_dashboard=False,
+            # Ray's own ports stay on loopback unless a cluster address is given.
+            _node_ip_address=None if self.settings.ray_address else "127.0.0.1",
+            log_to_driver=self.log_to_driver,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+        # Ray's core replaces SIGTERM/SIGINT with handlers that abort the process; the
+        # caller's own handlers must keep deciding how this process stops.
+        _restore_signal_handlers(saved)
 
     def stop(self) -> None:
         try:
@@ -104,6 +119,31 @@ class LocalGateway:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How often the start checks whether the application is up: Serve's own wait (serve.run) looks
+# once a second, so "gateway serving" came up to a second after the gateway already answered.
+READY_POLL_S = 0.2
+
+
+def _build(settings: Settings, redis_url: str) -> tuple[str, Any]:
+    from gateway.serving.app import APP_NAME, build_application
+
+    return APP_NAME, build_application(settings, redis_url)
+
+
+def _wait_until_running(name: str) -> None:
+    """Until Serve reports the application RUNNING; its failure raises as serve.run's would."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    while True:
+        app = serve.status().applications.get(name)
+        if app is None:
+            raise RuntimeError(f"Waiting for application {name} to be RUNNING, but application doesn't exist.")
+        if app.status == ApplicationStatus.RUNNING:
+            return
+        if app.status == ApplicationStatus.DEPLOY_FAILED:
+            raise RuntimeError(f"Deploying application {name} failed: {app.message}")
+        time.sleep(READY_POLL_S)
 
 
 def _signal_handlers() -> dict:

@@ -2,6 +2,7 @@
 Ray, Serve and the gateway application."""
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -55,25 +56,31 @@ class LocalGateway:
         import ray
         from ray import serve
 
-        # On this (main) thread: the embedded Redis dies with the thread that started it.
+        # On this (main) thread: redis-server gets PR_SET_PDEATHSIG, so it dies with the thread
+        # that started it, not only with this process.
         if self.settings.redis_url:
             self.redis_url = self.settings.redis_url
         else:
             self.redis = EmbeddedRedis(self.settings.state_dir, self.settings.appendfsync).start()
             self.redis_url = self.redis.url
-        # Importing the application's modules and reading the policies and models costs seconds
-        # of Python; they overlap Ray's start, which mostly waits for its processes.
-        with ThreadPoolExecutor(1, thread_name_prefix="gateway-build") as pool:
-            built = pool.submit(_build, self.settings, self.redis_url)
+        # Importing the application's modules (the router's chain: scipy, scikit-learn, FastAPI...)
+        # costs seconds of Python; it overlaps Ray's start, which mostly waits for its processes.
+        # Only the import: building the app may train missing models, which on a loaded machine
+        # could starve Ray's own processes past its start-up timeout.
+        with ThreadPoolExecutor(1, thread_name_prefix="gateway-import") as pool:
+            imported = pool.submit(importlib.import_module, "gateway.serving.app")
             try:
                 self._init_ray(ray)
             finally:
-                wait([built])  # never leave the build running behind a failed start
-            name, app = built.result()
+                wait([imported])  # never leave the import running behind a failed start
+            imported.result()  # its error, if any, raised here
+        from gateway.serving.app import APP_NAME, build_application
+
         serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
-        serve.run_many([serve.RunTarget(app, name=name, route_prefix="/")], wait_for_ingress_deployment_creation=False,
-                       wait_for_applications_running=False)
-        _wait_until_running(name)
+        app = build_application(self.settings, self.redis_url)
+        serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/")],
+                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+        _wait_until_running(APP_NAME)
 
     def _init_ray(self, ray: Any) -> None:
         if ray.is_initialized():
@@ -122,12 +129,6 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How often the start checks whether the application is up: Serve's own wait (serve.run) looks
 # once a second, so "gateway serving" came up to a second after the gateway already answered.
 READY_POLL_S = 0.2
-
-
-def _build(settings: Settings, redis_url: str) -> tuple[str, Any]:
-    from gateway.serving.app import APP_NAME, build_application
-
-    return APP_NAME, build_application(settings, redis_url)
 
 
 def _wait_until_running(name: str) -> None:

@@ -2,11 +2,15 @@
 Ray, Serve and the gateway application."""
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.serving.ports import refuse_ports_in_use
 from gateway.settings import Settings
@@ -59,30 +63,48 @@ class LocalGateway:
         import ray
         from ray import serve
 
-        from gateway.serving.app import APP_NAME, build_application
-
+        # On this (main) thread: redis-server gets PR_SET_PDEATHSIG, so it dies with the thread
+        # that started it, not only with this process.
         if self.settings.redis_url:
             self.redis_url = self.settings.redis_url
         else:
             self.redis = EmbeddedRedis(self.settings.state_dir, self.settings.appendfsync).start()
             self.redis_url = self.redis.url
-        if not ray.is_initialized():
-            saved = _signal_handlers()
-            ray.init(
-                address=self.settings.ray_address or "local",
-                include_dashboard=False,
-                # Ray's own ports stay on loopback unless a cluster address is given.
-                _node_ip_address=None if self.settings.ray_address else "127.0.0.1",
-                log_to_driver=self.log_to_driver,
-                logging_level=logging.WARNING,
-                configure_logging=True,
-            )
-            # Ray's core replaces SIGTERM/SIGINT with handlers that abort the process; the
-            # caller's own handlers must keep deciding how this process stops.
-            _restore_signal_handlers(saved)
+        # Importing the application's modules (the router's chain: scipy, scikit-learn, FastAPI...)
+        # costs seconds of Python; it overlaps Ray's start, which mostly waits for its processes.
+        # Only the import: building the app may train missing models, which on a loaded machine
+        # could starve Ray's own processes past its start-up timeout.
+        with ThreadPoolExecutor(1, thread_name_prefix="gateway-import") as pool:
+            imported = pool.submit(importlib.import_module, "gateway.serving.app")
+            try:
+                self._init_ray(ray)
+            finally:
+                wait([imported])  # never leave the import running behind a failed start
+            imported.result()  # its error, if any, raised here
+        from gateway.serving.app import APP_NAME, build_application
+
         serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
         app = build_application(self.settings, self.redis_url)
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run_many([serve.RunTarget(app, name=APP_NAME, route_prefix="/")],
+                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+        _wait_until_running(APP_NAME)
+
+    def _init_ray(self, ray: Any) -> None:
+        if ray.is_initialized():
+            return
+        saved = _signal_handlers()
+        ray.init(
+            address=self.settings.ray_address or "local",
+            include_dashboard=False,
+            # Ray's own ports stay on loopback unless a cluster address is given.
+            _node_ip_address=None if self.settings.ray_address else "127.0.0.1",
+            log_to_driver=self.log_to_driver,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+        # Ray's core replaces SIGTERM/SIGINT with handlers that abort the process; the
+        # caller's own handlers must keep deciding how this process stops.
+        _restore_signal_handlers(saved)
 
     def stop(self) -> None:
         try:
@@ -111,6 +133,27 @@ class LocalGateway:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How often the start checks whether the application is up: Serve's own wait (serve.run) looks
+# once a second, so "gateway serving" came up to a second after the gateway already answered.
+# Not much more often: each serve.status() builds Serve's whole status in the controller and
+# this process (at 0.2 s the driver spent ~0.5 s more CPU per start, on 2 busy cores).
+READY_POLL_S = 0.25
+
+
+def _wait_until_running(name: str) -> None:
+    """Until Serve reports the application RUNNING; its failure raises as serve.run's would."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    while True:
+        app = serve.status().applications.get(name)
+        if app is None:
+            raise RuntimeError(f"Waiting for application {name} to be RUNNING, but application doesn't exist.")
+        if app.status == ApplicationStatus.RUNNING:
+            return
+        if app.status == ApplicationStatus.DEPLOY_FAILED:
+            raise RuntimeError(f"Deploying application {name} failed: {app.message}")
+        time.sleep(READY_POLL_S)
 
 
 def _signal_handlers() -> dict:

@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 from gateway.learning.bootstrap import as_dict
 from gateway.learning.artifacts import ArtifactError
 from gateway.learning.registry import ModelRegistry
+from gateway.serving.drain import DRAIN_POLL_S
 from gateway.serving.variant import LoadedVariant
 from gateway.telemetry.logs import QUIET, setup_logging
 from gateway.telemetry.tracing import context_from_carrier, setup_tracing, shutdown_tracing, tracer
@@ -31,7 +32,8 @@ def load_registered(registry: ModelRegistry, experiment: str, name: str, sha256:
     return LoadedVariant(as_dict(entry.ref()))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET,
+                  graceful_shutdown_wait_loop_s=DRAIN_POLL_S)
 class ChallengerPool:
     def __init__(self, registry_root: str):
         setup_tracing("variant")

@@ -18,6 +18,7 @@ from gateway.decisions import allocation
 from gateway.learning import aggregates
 from gateway.learning.registry import ModelRegistry
 from gateway.learning.retrain import MIN_ROWS, LabelledData, live_refs, retrain_against_live
+from gateway.serving.drain import DRAIN_POLL_S
 from gateway.policy import Policy
 from gateway.store.experiments import ExperimentStore
 from gateway.telemetry.logs import setup_logging
@@ -51,7 +52,8 @@ def _variant(policy: Policy, name: str):
     return next((v for v in policy.variants if v.name == name), None)
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=8)
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=8,
+                  graceful_shutdown_wait_loop_s=DRAIN_POLL_S)
 class Retrainer:
     def __init__(self, policies: dict[str, dict], artifacts: dict[str, dict[str, dict]], redis_url: str, registry_root: str):
         setup_tracing("retrainer")

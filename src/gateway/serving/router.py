@@ -20,6 +20,7 @@ from gateway.api.http import DEFAULT_MAX_BODY_BYTES
 from gateway.dataplane import DataPlane, VariantClient
 from gateway.learning.registry import ModelRegistry
 from gateway.errors import Unavailable
+from gateway.serving.drain import DRAIN_POLL_S
 from gateway.serving.challengers import ChallengerClient, load_registered
 from gateway.serving.variant import InProcessVariant, LoadedVariant
 from gateway.policy import Policy
@@ -76,7 +77,8 @@ def node_spool_dir(options: dict[str, Any]) -> Path | None:
         raise ValueError(f"GATEWAY_SPOOL_DIR={where!r} on this node: {err}") from None
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET,
+                  graceful_shutdown_wait_loop_s=DRAIN_POLL_S)
 @serve.ingress()
 class Router:
     async def __init__(

@@ -11,6 +11,7 @@ from opentelemetry.trace import SpanKind
 from ray import serve
 
 from gateway.learning import artifacts
+from gateway.serving.drain import DRAIN_POLL_S
 from gateway.serving.microbatch import MicroBatcher
 from gateway.telemetry.logs import QUIET, setup_logging
 from gateway.telemetry.tracing import context_from_carrier, setup_tracing, shutdown_tracing, tracer
@@ -98,7 +99,8 @@ class InProcessVariant:
         return predict_batch(self._variant, [m for m, _ in items], [c for _, c in items])
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET,
+                  graceful_shutdown_wait_loop_s=DRAIN_POLL_S)
 class VariantModel:
     def __init__(self, artifact: dict):
         setup_tracing("variant")

@@ -382,7 +382,10 @@ class Sections:
         a shared machine blurs far less (on a CPU-bound machine it sets the throughput).
         --shadow-baseline DIR runs every configuration again with another checkout's code."""
         policies = {"0.1": "shadow10", "1.0": "shadow100"}
-        configs = [("none", "one", {})] + [(f"fraction_{f}", policies[f], {}) for f in self.args.shadow_fractions.split(",")]
+        fractions = self.args.shadow_fractions.split(",")
+        if set(fractions) - set(policies):
+            raise SystemExit(f"--shadow-fractions takes {', '.join(policies)}, not {self.args.shadow_fractions}")
+        configs = [("none", "one", {})] + [(f"fraction_{f}", policies[f], {}) for f in fractions]
         if self.args.shadow_baseline:
             # Another checkout's code (its src first on the path of the gateway and its replicas).
             env = {"PYTHONPATH": str(Path(self.args.shadow_baseline) / "src")}
@@ -401,21 +404,22 @@ class Sections:
                     figures[label] = point["rps"]
                     gross = point.get("cpu_ms_per_request", {}).get("total")
                     figures[f"{label}_cpu_ms"] = gross
-                    if gross is not None:
+                    if gross is not None and point.get("requests"):
                         # Less the background (upkeep, Ray) the window would have cost idle: what
                         # the requests themselves cost, however many a contended machine let in.
                         net = gross - idle * point["window_s"] / max(1, point["requests"])
                         figures[f"{label}_net_cpu_ms"] = round(net, 4)
                         figures[f"{label}_idle_cpu_ms_s"] = round(idle, 2)
                         # The throughput both cores would give: what the background leaves, over the net cost.
-                        figures[f"{label}_projected_rps"] = round((2000 - idle) / net, 1)
+                        # (None when the idle estimate swallows the whole cost: a window too noisy to read.)
+                        figures[f"{label}_projected_rps"] = round((2000 - idle) / net, 1) if net > 0 else None
                     if self.args.profile and label.startswith("fraction"):
                         # After the measured run: py-spy's reads cost the target a little CPU.
                         spied = profile_run(proc, self.loader, url, self.body_file, Path(self.args.profile) / f"shadow-{label}-{r}")
                         router = Path(self.args.profile) / f"shadow-{label}-{r}" / "predict-c16-router.txt"
-                        figures[f"{label}_router_shadow_share"] = shadow_share(router)
-                        log(f"  {label}: {figures[f'{label}_router_shadow_share']:.2%} of the Router's samples shadowing "
-                            f"({spied.get('router', {}).get('samples', 0)} samples)")
+                        share = figures[f"{label}_router_shadow_share"] = shadow_share(router)
+                        log(f"  {label}: " + (f"{share:.2%}" if share is not None else "no profile") +
+                            f" of the Router's samples shadowing ({spied.get('router', {}).get('samples', 0)} samples)")
                 finally:
                     self.stop(proc)
             rounds.append(figures)

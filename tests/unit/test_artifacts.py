@@ -204,3 +204,18 @@ def test_a_model_that_refuses_missing_values_still_refuses_them():
     with pytest.raises(ValueError, match="NaN"):
         predict(model, np.array([[np.nan, 1.0]]))
     assert predict(model, np.array([[1.0, 0.0]]))[0].tolist() == model.predict([[1.0, 0.0]]).tolist()
+
+
+def test_a_pipeline_step_that_makes_the_input_non_finite_is_refused():
+    # The input is finite; a step (exp overflowing) makes it infinite, which only the next
+    # step's own scan refuses: the answer must not be a label.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    model = make_pipeline(FunctionTransformer(np.exp), LogisticRegression()).fit(X, (X[:, 0] > 0).astype(int))
+    assert predict(model, X[:3])[1] is not None
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="infinity"):
+        predict(model, np.array([[1e4, 0.0]]))

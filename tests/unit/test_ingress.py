@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,64 @@ def test_our_existing_haproxy_folder_is_made_private(apply, tmp_path):
     assert folder.stat().st_mode & 0o777 == 0o700
     wrapper = Path(os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"])
     assert wrapper.parent == folder and wrapper.stat().st_mode & 0o777 == 0o700
+
+
+ORPHAN_CONFIG = """
+global
+  pidfile {run_dir}/haproxy.pid
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 1s
+  timeout server 1s
+frontend http_frontend
+  bind 127.0.0.1:{port}
+  default_backend nowhere
+backend nowhere
+  server none 127.0.0.1:1
+"""
+
+
+def _haproxy_on(state_dir: Path, port: int) -> Path:
+    run_dir = ingress.haproxy_dir(state_dir)
+    run_dir.mkdir(mode=0o700)
+    config = run_dir / "haproxy.cfg"
+    config.write_text(ORPHAN_CONFIG.format(run_dir=run_dir, port=port))
+    return config
+
+
+def test_a_haproxy_left_by_a_killed_gateway_is_stopped_before_the_port_check(tmp_path):
+    # -D: HAProxy detaches, as one whose Ray actor was killed is left: its parent is init.
+    port = ports.free_port()
+    config = _haproxy_on(tmp_path, port)
+    subprocess.run([ingress._real_haproxy(), "-f", str(config), "-D"], check=True, timeout=30)
+    try:
+        assert ports.listened_on(port, "127.0.0.1")
+        assert ingress.stop_haproxy(tmp_path, orphans_only=True) == 1
+        assert not ports.listened_on(port, "127.0.0.1")
+        ports.refuse_ports_in_use("127.0.0.1", {"HTTP": port})  # the restart may go on
+    finally:
+        ingress.stop_haproxy(tmp_path)
+
+
+def test_a_running_gateways_haproxy_is_not_an_orphan(tmp_path):
+    # Its parent is the Ray actor that started it (Ray names the process ray::HAProxyManager).
+    port = ports.free_port()
+    config = _haproxy_on(tmp_path, port)
+    actor = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:-1])",
+         ingress._real_haproxy(), "-f", str(config), "-db", "ray::HAProxyManager"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if ports.listened_on(port, "127.0.0.1"):
+                break
+            time.sleep(0.1)
+        assert ingress.stop_haproxy(tmp_path, orphans_only=True) == 0
+        assert ports.listened_on(port, "127.0.0.1") and ingress.haproxy_dir(tmp_path).exists()
+        with pytest.raises(ports.PortInUse, match=f"port {port}"):
+            ports.refuse_ports_in_use("127.0.0.1", {"HTTP": port})
+    finally:
+        ingress.stop_haproxy(tmp_path)
+        actor.wait(timeout=30)

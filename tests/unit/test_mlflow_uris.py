@@ -2,8 +2,11 @@
 loaded (no MLflow server or package needed here; tests/integration/test_mlflow.py has both)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from gateway.learning import mlflow_models
 from gateway.learning.mlflow_models import MlflowModelError, choose_flavor, is_mlflow_uri, parse_mlflow_uri
 from gateway.policy import PolicyError, parse_policy
 from gateway.sim.churn import FEATURES
@@ -164,3 +167,46 @@ def test_a_tracking_uri_s_credentials_never_reach_a_message():
     assert shown_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     message = redact(f"GET {uri}/api/2.0/x failed; token s3cret refused", uri)
     assert "s3cret" not in message and "mlflow.example.com:5000/base/api" in message
+
+
+@pytest.mark.parametrize(("code", "kind", "says"), [
+    ("RESOURCE_DOES_NOT_EXIST", "model", "not found on"),
+    ("PERMISSION_DENIED", "model", "refused by"),  # asking again will not help: not a 503
+    ("INVALID_PARAMETER_VALUE", "model", "refused by"),
+    # How MLflow reports a download whose connection failed, after its retries.
+    ("INTERNAL_ERROR", "unavailable", "cannot read it from"),
+    ("TEMPORARILY_UNAVAILABLE", "unavailable", "cannot read it from"),
+])
+def test_mlflows_answers_are_the_models_fault_or_an_outage(monkeypatch, code, kind, says):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ErrorCode
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:s3cret@127.0.0.1:5000")
+    err = MlflowException("The following failures occurred (http://user:s3cret@127.0.0.1:5000)",
+                          error_code=ErrorCode.Value(code))
+    got = mlflow_models._classified(err, "models:/churn/1/model.skops", "MLflow's artifact store")
+    assert isinstance(got, mlflow_models.MlflowUnavailable) == (kind == "unavailable")
+    assert isinstance(got, mlflow_models.MlflowModelError)
+    assert says in str(got) and "s3cret" not in str(got)
+
+
+def test_overlapping_calls_keep_the_retry_limits_until_the_last_one_ends(monkeypatch):
+    # Two admin calls in the router's threads: the first to end must not take the limits away
+    # from the other, which would then retry for minutes on MLflow's defaults.
+    for key in mlflow_models._RETRY_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    first, second = mlflow_models.bounded_retries(), mlflow_models.bounded_retries()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert all(os.environ.get(k) == v for k, v in mlflow_models._RETRY_DEFAULTS.items())
+    second.__exit__(None, None, None)
+    assert not any(k in os.environ for k in mlflow_models._RETRY_DEFAULTS)
+
+
+def test_the_users_own_retry_settings_win(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    with mlflow_models.bounded_retries():
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9" and "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ

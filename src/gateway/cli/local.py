@@ -39,6 +39,11 @@ class LocalGateway:
         # The routers' spool (serving/app.py), made here so one an older version left wider is fixed.
         private_dir(self.settings.spool_dir or self.settings.state_dir / "spool")
         if not self.settings.ray_address:
+            from gateway.serving.ingress import stop_haproxy
+
+            # A HAProxy left by this state dir's gateway when it was killed still holds its port:
+            # not "another process". Only an orphan: a running gateway's HAProxy is left alone.
+            stop_haproxy(self.settings.state_dir.resolve(), orphans_only=True)
             # Before anything starts, so a refusal leaves nothing to stop (stop() would also stop
             # the HAProxy of the state dir, which may be the running gateway's). On a cluster the
             # listeners are on its nodes, not here.
@@ -80,7 +85,10 @@ class LocalGateway:
                 self._init_ray(ray)
             finally:
                 wait([imported])  # never leave the import running behind a failed start
-            imported.result()  # its error, if any, raised here
+            if imported.exception() is not None:
+                # An import racing another thread's can fail on a partly made module: once more
+                # here, where a real error raises as it would have without the thread.
+                importlib.import_module("gateway.serving.app")
         from gateway.serving.app import APP_NAME, build_application
 
         serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})

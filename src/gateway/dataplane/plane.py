@@ -341,8 +341,8 @@ class DataPlane:
         matrix = rt.view.select(variant, matrix)  # the frame's columns this variant takes
         started = time.perf_counter()
         try:
-            # A timeout scope, not wait_for: that would run the call in a task of its own (a
-            # task and a turn of the loop per request, for an in-process model mostly).
+            # A timeout scope, not wait_for: on Python 3.11 that runs the call in a task of its
+            # own (a task and a turn of the loop per request, for an in-process model mostly).
             async with asyncio.timeout(self.variant_timeout_s):
                 result = await client.predict(matrix, current_carrier())
         except (Unavailable, asyncio.CancelledError):

@@ -199,25 +199,23 @@ def _load_xgboost(path: Path, data: bytes) -> Any:
     return model
 
 
-def _fast_checks(X: np.ndarray) -> contextlib.AbstractContextManager:
-    """scikit-learn without the checks that cannot fail here, ~10-25% of a one-row call: the
-    validation of its own methods' parameters (ours are fixed), and the scan for NaN and
-    infinities when this one finds none (a matrix with them keeps it, so a model that refuses
-    them still does)."""
+def _fast_checks() -> contextlib.AbstractContextManager:
+    """scikit-learn without the validation of its own methods' parameters (ours are fixed),
+    ~10% of a one-row call. Its scan for NaN and infinities stays: a pipeline step can make a
+    finite input infinite, and only the next step's scan refuses it."""
     import sklearn
 
-    finite = X.dtype.kind == "f" and bool(np.isfinite(X).all())
-    return sklearn.config_context(skip_parameter_validation=True, assume_finite=finite)
+    return sklearn.config_context(skip_parameter_validation=True)
 
 
 def predict(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Predicted labels as int64, and the probability of class 1 when the model has predict_proba."""
     if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
-        with _fast_checks(X):
+        with _fast_checks():
             return np.asarray(model.predict(X)).astype(np.int64, copy=False), None
     # One pass through the model, not two: the label is the most probable class, which is what
     # predict() returns for these classifiers (scikit-learn's and XGBoost's).
-    with _fast_checks(X):
+    with _fast_checks():
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
     classes = list(model.classes_)
     labels = np.asarray(classes, dtype=np.int64)[np.argmax(proba, axis=1)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import urllib.parse
 import re
 import tempfile
@@ -199,20 +200,34 @@ def redact(text: str, uri: str) -> str:
     return text.replace(password, "***") if password else text
 
 
+_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# The limits live in os.environ, which the router's request threads share: they are set by the
+# first user and removed by the last, so an overlapping call never runs on MLflow's defaults.
+_retries_lock = threading.Lock()
+_retries_users = 0
+_retries_added: list[str] = []
+
+
 @contextlib.contextmanager
 def bounded_retries() -> Iterator[None]:
     """MLflow retries a failed request 7 times with exponential backoff (minutes in all) by
     default; a gateway start or a retraining should fail or move on sooner. The user's own
     MLFLOW_HTTP_REQUEST_* settings win."""
-    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-    added = [k for k in defaults if k not in os.environ]
-    for k in added:
-        os.environ[k] = defaults[k]
+    global _retries_users, _retries_added
+    with _retries_lock:
+        if _retries_users == 0:
+            _retries_added = [k for k in _RETRY_DEFAULTS if k not in os.environ]
+            for k in _retries_added:
+                os.environ[k] = _RETRY_DEFAULTS[k]
+        _retries_users += 1
     try:
         yield
     finally:
-        for k in added:
-            os.environ.pop(k, None)
+        with _retries_lock:
+            _retries_users -= 1
+            if _retries_users == 0:
+                for k in _retries_added:
+                    os.environ.pop(k, None)
 
 
 @dataclass(frozen=True)
@@ -230,6 +245,24 @@ class Resolved:
         return {"registered_model": self.uri.name, "version": self.version}
 
 
+# MLflow's answers that the request itself is wrong: asking again cannot help (422). Anything
+# else, connection failures included (MLflow wraps them, after its retries, as INTERNAL_ERROR,
+# also when one file of a download fails), is an MLflow that cannot answer now (503).
+_REQUEST_ERRORS = frozenset({
+    "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "BAD_REQUEST", "PERMISSION_DENIED",
+    "UNAUTHENTICATED", "INVALID_STATE", "NOT_FOUND",
+})
+
+
+def _classified(err: Any, what: str, where: str) -> MlflowModelError:
+    message = redact(err.message, tracking_uri())
+    if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+        return MlflowModelError(f"{what}: not found on {where}: {message}")
+    if err.error_code in _REQUEST_ERRORS:
+        return MlflowModelError(f"{what}: refused by {where} ({err.error_code}): {message}")
+    return MlflowUnavailable(f"{what}: cannot read it from {where} ({err.error_code}): {message}")
+
+
 def resolve(uri: MlflowUri) -> Resolved:
     """Ask the tracking server which model version an alias points at (a pinned URI needs no
     question, but is checked to exist)."""
@@ -244,12 +277,7 @@ def resolve(uri: MlflowUri) -> Resolved:
         else:
             mv = client.get_model_version(uri.name, uri.version)
     except mlflow.exceptions.MlflowException as err:
-        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise MlflowModelError(f"{uri.uri}: not found on the tracking server {shown_uri(tracking_uri())}: "
-                                     f"{redact(err.message, tracking_uri())}") from err
-        # MLflow wraps a connection failure (after its retries) in an MlflowException too.
-        raise MlflowUnavailable(f"{uri.uri}: cannot read it from the tracking server {shown_uri(tracking_uri())}: "
-                                 f"{redact(err.message, tracking_uri())}") from err
+        raise _classified(err, uri.uri, f"the tracking server {shown_uri(tracking_uri())}") from err
     except OSError as err:  # requests' connection errors are OSErrors
         raise MlflowUnavailable(f"{uri.uri}: cannot reach the tracking server {shown_uri(tracking_uri())}: "
                              f"{redact(str(err), tracking_uri())}") from err
@@ -263,7 +291,7 @@ def _download(base: str, relative: str, dst: Path) -> Path:
             artifact_uri=f"{base}/{relative}", dst_path=str(dst), tracking_uri=tracking_uri()
         )
     except mlflow.exceptions.MlflowException as err:
-        raise MlflowModelError(f"{base}: cannot download {relative}: {err.message}") from err
+        raise _classified(err, f"{base}/{relative}", "MLflow's artifact store") from err
     except OSError as err:
         raise MlflowUnavailable(f"{base}: cannot download {relative}: {err}") from err
     path = Path(local)

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from gateway.serving.ports import free_port, free_ports
 from gateway.store.embedded import own_private_dir
@@ -151,10 +152,25 @@ def serve_environment(mode: str, host: str, state_dir: Path, own_ports: Collecti
     }
 
 
-def stop_haproxy(state_dir: Path) -> int:
-    """Stop the HAProxy processes of the gateway using `state_dir`. Serve starts HAProxy as a
-    child of one of its actors and does not stop it when Ray goes away; left running it would
-    keep the gateway's port."""
+def _is_orphan(proc: Any) -> bool:
+    """Whether a HAProxy outlived the Ray actor that started it (a gateway killed with SIGKILL):
+    its parent is gone, init, or anything but a Ray worker."""
+    import psutil
+
+    try:
+        parent = proc.parent()
+        # A Ray worker is titled ray::<Actor>, or runs default_worker.py before it takes a title.
+        return parent is None or parent.pid == 1 or not any(
+            arg.startswith("ray::") or arg.endswith("default_worker.py") for arg in parent.cmdline()
+        )
+    except psutil.Error:
+        return True
+
+
+def stop_haproxy(state_dir: Path, orphans_only: bool = False) -> int:
+    """Stop the HAProxy processes of the gateway using `state_dir` (`orphans_only`: only those
+    whose Ray actor is gone). Serve starts HAProxy as a child of one of its actors and does not
+    stop it when Ray goes away; left running it would keep the gateway's port."""
     import psutil
 
     run_dir = str(haproxy_dir(state_dir))
@@ -162,7 +178,10 @@ def stop_haproxy(state_dir: Path) -> int:
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = proc.info["cmdline"] or []
         if proc.info["name"] == "haproxy" and any(arg.startswith(run_dir) for arg in cmd):
-            found.append(proc)
+            if not orphans_only or _is_orphan(proc):
+                found.append(proc)
+    if orphans_only and not found:
+        return 0  # the folder may be a running gateway's
     for proc in found:
         with contextlib.suppress(psutil.Error):
             proc.terminate()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import random
 import socket
 from collections.abc import Collection
 from pathlib import Path
 
+log = logging.getLogger("gateway.ports")
 LOWEST = 20000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LINUX_EPHEMERAL_LOW = 32768  # the kernel's default, where the range cannot be read
@@ -27,8 +29,12 @@ def ephemeral_low() -> int:
         low = int(_EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return _LINUX_EPHEMERAL_LOW
-    # A range widened down to (or below) LOWEST leaves nothing safe: use the usual boundary.
-    return low if low > LOWEST + 1000 else _LINUX_EPHEMERAL_LOW
+    if low > LOWEST + 1000:
+        return low
+    # A range widened down to (or below) LOWEST leaves no port that is safe from the race.
+    log.warning("the ephemeral port range starts at %d: ports picked below %d may race outgoing connections",
+                low, _LINUX_EPHEMERAL_LOW)
+    return _LINUX_EPHEMERAL_LOW
 
 
 def is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -76,6 +82,8 @@ def free_ports(host: str = "127.0.0.1", count: int = 1, *, avoid: Collection[int
     """The first of `count` consecutive ports that bind on `host` now, are not in `avoid` and
     were not handed out before by this process; all below `top` (default: the ephemeral range)."""
     top = min(top or ephemeral_low(), ephemeral_low())
+    if top - count < LOWEST:
+        raise RuntimeError(f"no room for {count} ports between {LOWEST} and {top}")
     avoid = set(avoid)
     start = _random.randrange(LOWEST, top - count + 1)
     for base in itertools.chain(range(start, top - count + 1), range(LOWEST, start)):

@@ -43,8 +43,8 @@ async def start_grpc_server(plane: DataPlane, host: str, port: int, max_message_
                 server.add_insecure_port(address)
             except RuntimeError as err:
                 raise RuntimeError(f"GATEWAY_GRPC_PORT={port}: cannot listen on {address}: {err}") from None
+            servers.append(server)  # stopped below too if its start fails
             await server.start()
-            servers.append(server)
     except BaseException:
         await stop_grpc_server(servers)
         raise

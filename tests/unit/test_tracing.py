@@ -12,11 +12,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from gateway.telemetry import tracing
 from gateway.telemetry.tracing import (
     MAX_TRACEPARENT_LEN,
     TracingConfigError,
+    child_span,
     context_from_carrier,
     current_carrier,
     exporter_names,
@@ -74,6 +76,36 @@ def _hex(span_id: int, width: int) -> str:
 def _assert_root(span) -> None:
     assert span.parent is None
     assert _hex(span.context.trace_id, 32) != TRACE_ID
+
+
+# --------------------------------------------------------------------------- child spans
+
+
+def test_child_span_of_a_recorded_span_is_recorded_under_it(spans, monkeypatch):
+    tracer, finished = spans
+    monkeypatch.setattr(tracing, "tracer", lambda name="gateway": tracer)
+    with tracer.start_as_current_span("predict") as outer:
+        with child_span("redis.read", {"db.system": "redis"}) as inner:
+            assert trace.get_current_span() is inner
+    span = finished()["redis.read"]
+    assert span.parent.span_id == outer.get_span_context().span_id
+    assert span.attributes["db.system"] == "redis"
+
+
+def test_child_span_of_an_unsampled_span_opens_nothing_and_keeps_the_parents_context(monkeypatch):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    monkeypatch.setattr(tracing, "tracer", lambda name="gateway": tracer)
+    with tracer.start_as_current_span("predict") as outer:
+        with child_span("redis.read", {"db.system": "redis"}):
+            # What logs and the decision log take from here: still the request's span.
+            assert trace.get_current_span() is outer
+    with child_span("redis.read"):  # outside any span
+        assert not trace.get_current_span().get_span_context().is_valid
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
 
 
 # --------------------------------------------------------------------------- incoming context

@@ -35,7 +35,7 @@ from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from gateway.store.writer import STORE_DOWN, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
-from gateway.telemetry.tracing import current_carrier, tracer
+from gateway.telemetry.tracing import child_span, current_carrier, tracer
 from gateway.dataplane.tokens import RewardTokens, TokenClaims
 
 log = logging.getLogger("gateway.dataplane")
@@ -281,7 +281,7 @@ class DataPlane:
         timeout for values it would be served without anyway."""
         if unit_id is None or rt.policy.aggregates is None or self.writer.spooling:
             return None
-        with tracer().start_as_current_span("redis.unit_aggregates", attributes={"db.system": "redis"}):
+        with child_span("redis.unit_aggregates", {"db.system": "redis"}):
             try:
                 return await self.store.unit_counters(experiment, unit_id)
             except STORE_DOWN:

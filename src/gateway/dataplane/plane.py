@@ -35,7 +35,7 @@ from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
 from gateway.store.writer import STORE_DOWN, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
-from gateway.telemetry.tracing import child_span, current_carrier, tracer
+from gateway.telemetry.tracing import child_span, current_carrier
 from gateway.dataplane.tokens import RewardTokens, TokenClaims
 
 log = logging.getLogger("gateway.dataplane")
@@ -250,7 +250,7 @@ class DataPlane:
         # The unit's request count goes up with the record: once per request id, never for a
         # request refused here (409) or failed above, and for a spooled record when it is replayed.
         unit_window = {"unit_window_s": rt.policy.aggregates.window_s} if unit_id and rt.policy.aggregates else {}
-        with tracer().start_as_current_span("redis.record_prediction") as span:
+        with child_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
             fresh = await self.writer.record(
                 dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
@@ -294,7 +294,7 @@ class DataPlane:
 
     def _select(self, experiment: str, rt: ExperimentRuntime, unit_id: str | None,
                 segment: str | None = None, lx: np.ndarray | None = None) -> tuple[str, float]:
-        with tracer().start_as_current_span("bandit.select") as span:
+        with child_span("bandit.select") as span:
             alloc = rt.allocation
             if alloc is None:
                 raise Unavailable("the experiment's state is not loaded yet", code="not_ready")

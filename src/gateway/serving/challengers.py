@@ -16,7 +16,7 @@ from gateway.learning.registry import ModelRegistry
 from gateway.serving.drain import DRAIN_POLL_S
 from gateway.serving.variant import LoadedVariant
 from gateway.telemetry.logs import QUIET, setup_logging
-from gateway.telemetry.tracing import context_from_carrier, setup_tracing, shutdown_tracing, tracer
+from gateway.telemetry.tracing import carried_span, setup_tracing, shutdown_tracing
 
 
 def model_id(experiment: str, name: str, sha256: str) -> str:
@@ -48,7 +48,7 @@ class ChallengerPool:
 
     async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:
         variant = await self.load(serve.get_multiplexed_model_id())
-        with tracer().start_as_current_span("variant.predict", context=context_from_carrier(carrier)) as span:
+        with carried_span("variant.predict", carrier) as span:
             span.set_attributes(variant.span_attributes(len(matrix)))
             return variant.payload(*variant.predict_rows(matrix))
 

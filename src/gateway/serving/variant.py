@@ -14,7 +14,7 @@ from gateway.learning import artifacts
 from gateway.serving.drain import DRAIN_POLL_S
 from gateway.serving.microbatch import MicroBatcher
 from gateway.telemetry.logs import QUIET, setup_logging
-from gateway.telemetry.tracing import context_from_carrier, setup_tracing, shutdown_tracing, tracer
+from gateway.telemetry.tracing import carried_span, setup_tracing, shutdown_tracing
 
 
 class LoadedVariant:
@@ -44,7 +44,7 @@ class LoadedVariant:
 
     async def predict(self, matrix: np.ndarray, carrier: dict[str, str]) -> dict[str, Any]:
         """In-process use (tests, tools): the same answer the deployment gives."""
-        with tracer().start_as_current_span("variant.predict", context=context_from_carrier(carrier)):
+        with carried_span("variant.predict", carrier):
             return self.payload(*self.predict_rows(matrix))
 
 
@@ -57,7 +57,7 @@ def predict_batch(
     out, start = [], 0
     for matrix, carrier in zip(matrices, carriers):
         size = len(matrix)
-        with tracer().start_as_current_span("variant.predict", context=context_from_carrier(carrier), kind=kind) as span:
+        with carried_span("variant.predict", carrier, kind) as span:
             span.set_attributes({**v.span_attributes(size), "gateway.batch_size": len(matrices)})
         end = start + size
         out.append(v.payload(labels[start:end], None if scores is None else scores[start:end]))

@@ -43,7 +43,7 @@ def round_ratios(rounds: list[dict[str, float]], labels: tuple[str, ...], base: 
 
     out: dict[str, Any] = {"rounds": rounds}
     for label in labels:
-        ratios = [r[label] / r[base] for r in rounds if r.get(label) and r.get(base)]
+        ratios = [r[label] / r[base] for r in rounds if (r.get(label) or 0) > 0 and (r.get(base) or 0) > 0]
         out[label] = {"median_ratio": round(statistics.median(ratios), 3) if ratios else None,
                       "min_ratio": round(min(ratios), 3) if ratios else None,
                       "max_ratio": round(max(ratios), 3) if ratios else None}

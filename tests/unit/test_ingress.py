@@ -272,13 +272,15 @@ def test_a_haproxy_left_by_a_killed_gateway_is_stopped_before_the_port_check(tmp
         ingress.stop_haproxy(tmp_path)
 
 
-def test_a_running_gateways_haproxy_is_not_an_orphan(tmp_path):
-    # Its parent is the Ray actor that started it (Ray names the process ray::HAProxyManager).
+@pytest.mark.parametrize(("title", "orphan"), [("ray::HAProxyManager", False), ("something-else", True)])
+def test_only_a_haproxy_whose_parent_is_a_ray_worker_counts_as_a_running_gateways(tmp_path, title, orphan):
+    # Ray titles the actor's process ray::HAProxyManager; a HAProxy under any other live parent
+    # (a subreaper that took it in) was left by a gateway that is gone.
     port = ports.free_port()
     config = _haproxy_on(tmp_path, port)
     actor = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:-1])",
-         ingress._real_haproxy(), "-f", str(config), "-db", "ray::HAProxyManager"],
+         ingress._real_haproxy(), "-f", str(config), "-db", title],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -286,10 +288,13 @@ def test_a_running_gateways_haproxy_is_not_an_orphan(tmp_path):
             if ports.listened_on(port, "127.0.0.1"):
                 break
             time.sleep(0.1)
-        assert ingress.stop_haproxy(tmp_path, orphans_only=True) == 0
-        assert ports.listened_on(port, "127.0.0.1") and ingress.haproxy_dir(tmp_path).exists()
-        with pytest.raises(ports.PortInUse, match=f"port {port}"):
-            ports.refuse_ports_in_use("127.0.0.1", {"HTTP": port})
+        assert ingress.stop_haproxy(tmp_path, orphans_only=True) == int(orphan)
+        assert ingress.haproxy_dir(tmp_path).exists()  # a live one beside orphans may use it
+        if orphan:
+            assert not ports.listened_on(port, "127.0.0.1")
+        else:
+            with pytest.raises(ports.PortInUse, match=f"port {port}"):
+                ports.refuse_ports_in_use("127.0.0.1", {"HTTP": port})
     finally:
         ingress.stop_haproxy(tmp_path)
         actor.wait(timeout=30)

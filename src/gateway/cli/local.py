@@ -42,11 +42,11 @@ class LocalGateway:
             from gateway.serving.ingress import stop_haproxy
 
             # A HAProxy left by this state dir's gateway when it was killed still holds its port:
-            # not "another process". Only an orphan: a running gateway's HAProxy is left alone.
+            # not "another process". Only orphans here: a live HAProxy on the port is another
+            # gateway's, and the check below refuses to start beside it.
             stop_haproxy(self.settings.state_dir.resolve(), orphans_only=True)
             # Before anything starts, so a refusal leaves nothing to stop (stop() would also stop
-            # the HAProxy of the state dir, which may be the running gateway's). On a cluster the
-            # listeners are on its nodes, not here.
+            # the HAProxy of the state dir). On a cluster the listeners are on its nodes, not here.
             refuse_ports_in_use(self.settings.http_host, {"HTTP": self.settings.http_port,
                                                           "gRPC (GATEWAY_GRPC_PORT)": self.settings.grpc_port})
         try:

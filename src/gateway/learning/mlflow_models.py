@@ -248,15 +248,19 @@ class Resolved:
 # MLflow's answers that the request itself is wrong: asking again cannot help (422). Anything
 # else, connection failures included (MLflow wraps them, after its retries, as INTERNAL_ERROR,
 # also when one file of a download fails), is an MLflow that cannot answer now (503).
+# UNAUTHENTICATED is not among them: the gateway's own credentials, not the request, are wrong.
 _REQUEST_ERRORS = frozenset({
     "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "BAD_REQUEST", "PERMISSION_DENIED",
-    "UNAUTHENTICATED", "INVALID_STATE", "NOT_FOUND",
+    "INVALID_STATE", "NOT_FOUND",
 })
+# The artifact proxy's answer for a missing file reaches us as requests' HTTPError text inside
+# an INTERNAL_ERROR (download_artifacts wraps every failed file so).
+_MISSING_FILE = re.compile(r"\b40[04] Client Error")
 
 
 def _classified(err: Any, what: str, where: str) -> MlflowModelError:
     message = redact(err.message, tracking_uri())
-    if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+    if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or _MISSING_FILE.search(err.message or ""):
         return MlflowModelError(f"{what}: not found on {where}: {message}")
     if err.error_code in _REQUEST_ERRORS:
         return MlflowModelError(f"{what}: refused by {where} ({err.error_code}): {message}")

@@ -180,8 +180,6 @@ def stop_haproxy(state_dir: Path, orphans_only: bool = False) -> int:
         if proc.info["name"] == "haproxy" and any(arg.startswith(run_dir) for arg in cmd):
             if not orphans_only or _is_orphan(proc):
                 found.append(proc)
-    if orphans_only and not found:
-        return 0  # the folder may be a running gateway's
     for proc in found:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
@@ -189,7 +187,9 @@ def stop_haproxy(state_dir: Path, orphans_only: bool = False) -> int:
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    if _is_own_folder(Path(run_dir)):  # never another user's folder, nor through a symlink
+    # Never another user's folder, nor through a symlink; and not after orphans only: a live
+    # HAProxy beside them (Serve restarted its actor) still uses the folder's wrapper and socket.
+    if not orphans_only and _is_own_folder(Path(run_dir)):
         shutil.rmtree(run_dir, ignore_errors=True)
     return len(found)
 

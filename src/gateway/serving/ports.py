@@ -9,6 +9,7 @@ be bound yet when the next one is asked for.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import random
@@ -24,6 +25,7 @@ _handed_out: set[int] = set()
 _random = random.Random()  # seeded from the OS: two processes start at different places
 
 
+@functools.cache  # read once: the range does not move under a running process, and warn once
 def ephemeral_low() -> int:
     try:
         low = int(_EPHEMERAL_RANGE.read_text().split()[0])

@@ -123,8 +123,14 @@ def carried_span(name: str, carrier: Mapping[str, str] | None, kind: SpanKind = 
     """A span under the request's span carried across a Serve call; nothing when that span is
     not recorded (its traceparent's sampled flag off, or no traceparent: a caller outside any
     request), for the same ~25 us as child_span."""
-    traceparent = (carrier or {}).get("traceparent")
-    if not traceparent or not _sampled_flag(traceparent):
+    if not carrier:
+        return _NO_SPAN
+    traceparent = carrier.get("traceparent")
+    if traceparent is not None:
+        sampled = _sampled_flag(traceparent)
+    else:  # another propagator's headers (OTEL_PROPAGATORS=b3, jaeger): ask it
+        sampled = trace.get_current_span(context_from_carrier(carrier)).get_span_context().trace_flags.sampled
+    if not sampled:
         return _NO_SPAN
     return tracer().start_as_current_span(name, context=context_from_carrier(carrier), kind=kind)
 

@@ -2,17 +2,13 @@
 count exactly as the same rewards applied one at a time, on a real embedded Redis."""
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-
 import pytest
-import redis
 
 from gateway.store import keys
-from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.store.reward_calls import REWARDS_PER_CALL
 from gateway.store.snapshot import RewardItem, RewardRules
+from tests.integration.batch_store import raw, run, server, state  # noqa: F401 - raw, server are fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -21,36 +17,6 @@ EXP, OTHER = "exp", "other"
 # A default reward (so a late reward exists), one reward per unit in the window, unit aggregates.
 RULES = {EXP: RewardRules(default=0.0, max_per_unit=1, window_s=3600, unit_window_s=3600),
          OTHER: RewardRules(default=0.0, max_per_unit=1, window_s=3600, unit_window_s=3600)}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[EmbeddedRedis]:
-    r = EmbeddedRedis(tmp_path_factory.mktemp("reward-batches")).start()
-    try:
-        yield r
-    finally:
-        r.stop()
-
-
-@pytest.fixture
-def raw(server) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(server.url, decode_responses=True)
-    c.flushall()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-def run(server: EmbeddedRedis, work):
-    async def go():
-        store = ExperimentStore.from_url(server.url)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 async def seed(store: ExperimentStore, experiment: str) -> None:
@@ -88,22 +54,6 @@ def mixed(experiment: str) -> list[RewardItem]:
 
 
 EXPECTED = ["accepted", "duplicate", "unknown", "quota", "invalid", "invalid", "late", "mismatch", "accepted", "accepted"]
-
-
-def state(raw: redis.Redis) -> dict:
-    """Every key's content; stream entries without their ids (they carry the time of writing)."""
-    out = {}
-    for key in sorted(raw.scan_iter(count=1000)):
-        kind = raw.type(key)
-        if kind == "hash":
-            out[key] = raw.hgetall(key)
-        elif kind == "stream":
-            out[key] = [fields for _, fields in raw.xrange(key)]
-        elif kind == "zset":
-            out[key] = raw.zrange(key, 0, -1, withscores=True)
-        else:
-            out[key] = raw.get(key)
-    return out
 
 
 def test_a_mixed_batch_answers_and_writes_as_the_same_rewards_one_at_a_time(server, raw):

@@ -2,19 +2,14 @@
 exactly as the same answers recorded one at a time, on a real embedded Redis."""
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-
 import pytest
-import redis
 
 from gateway.store import keys
-from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
 from gateway.store.reward_calls import bounded_calls
 from gateway.store.shadow import SHADOW_ROWS_PER_CALL, SHADOWS_PER_CALL
 from gateway.store.snapshot import RewardItem, RewardRules
-from tests.integration.test_reward_batches import state
+from tests.integration.batch_store import raw, run, server, state  # noqa: F401 - raw, server are fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -24,36 +19,6 @@ EXP = "exp"
 RULES = {EXP: RewardRules(default=0.0, window_s=3600, shadows_earn=True)}
 # More answers than one call carries, so the batch takes several calls.
 BULK = 2 * SHADOWS_PER_CALL + 7
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[EmbeddedRedis]:
-    r = EmbeddedRedis(tmp_path_factory.mktemp("shadow-batches")).start()
-    try:
-        yield r
-    finally:
-        r.stop()
-
-
-@pytest.fixture
-def raw(server) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(server.url, decode_responses=True)
-    c.flushall()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-def run(server: EmbeddedRedis, work):
-    async def go():
-        store = ExperimentStore.from_url(server.url)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
 
 
 async def seed(store: ExperimentStore) -> None:

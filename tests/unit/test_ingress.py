@@ -43,25 +43,6 @@ def test_two_gateways_get_distinct_ports_and_files(fast):
     assert a["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] != b["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]
 
 
-def test_ports_come_from_below_the_ephemeral_range_and_never_twice():
-    # A port from the ephemeral range can be taken by an outgoing connection (Ray opens many)
-    # between the check and the listener's bind.
-    picked = [ports.free_port() for _ in range(200)]
-    assert len(set(picked)) == len(picked)
-    assert all(ports.LOWEST <= p < ports.ephemeral_low() for p in picked)
-
-
-def test_a_port_in_use_or_named_to_avoid_is_not_picked():
-    window = ports.free_ports(count=4)
-    ports._handed_out.difference_update(range(window, window + 4))
-    everything_else = set(range(ports.LOWEST, ports.ephemeral_low())) - set(range(window, window + 4))
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", window + 1))
-        taken.listen()
-        # Of the four, only window + 2 starts two ports that are free and not to be avoided.
-        assert ports.free_ports(count=2, avoid=everything_else) == window + 2
-
-
 def test_the_gateways_own_ports_are_kept_out_of_the_ingress_environment():
     # The gateway's HTTP and gRPC ports are not bound yet when Serve's ports are chosen.
     block = ports.free_ports(count=40)

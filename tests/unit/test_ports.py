@@ -1,12 +1,16 @@
-"""The start-up check of the gateway's own ports: a listener of another process counts, the
-TIME_WAIT sockets an earlier run's connections left behind do not (a restart must not fail)."""
+"""Ports the gateway picks for itself come from below the ephemeral range and never twice; the
+start-up check of its own ports: a listener of another process counts, the TIME_WAIT sockets an
+earlier run's connections left behind do not (a restart must not fail)."""
 from __future__ import annotations
 
 import socket
 
 import pytest
 
-from gateway.serving.ports import PortInUse, free_port, listened_on, refuse_ports_in_use
+from gateway.serving import ports
+from gateway.serving.ports import (
+    LOWEST, PortInUse, ephemeral_low, free_port, free_ports, listened_on, refuse_ports_in_use,
+)
 
 
 def test_a_listener_is_found_even_one_that_shares_its_port_by_so_reuseport():
@@ -34,3 +38,22 @@ def test_connections_left_in_time_wait_by_an_earlier_run_do_not_count():
         client.close()
     refuse_ports_in_use("127.0.0.1", {"HTTP": port})  # no PortInUse
     assert not listened_on(port, "127.0.0.1")
+
+
+def test_ports_come_from_below_the_ephemeral_range_and_never_twice():
+    # A port from the ephemeral range can be taken by an outgoing connection (Ray opens many)
+    # between the check and the listener's bind.
+    picked = [free_port() for _ in range(200)]
+    assert len(set(picked)) == len(picked)
+    assert all(LOWEST <= p < ephemeral_low() for p in picked)
+
+
+def test_a_port_in_use_or_named_to_avoid_is_not_picked():
+    window = free_ports(count=4)
+    ports._handed_out.difference_update(range(window, window + 4))  # to ask for them again
+    everything_else = set(range(LOWEST, ephemeral_low())) - set(range(window, window + 4))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", window + 1))
+        taken.listen()
+        # Of the four, only window + 2 starts two ports that are free and not to be avoided.
+        assert free_ports(count=2, avoid=everything_else) == window + 2

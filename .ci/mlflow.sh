@@ -27,7 +27,7 @@ echo "mlflow.sh: mlflow $MLFLOW_VERSION server ready in $MLFLOW_VENV (${SECONDS}
 
 export GATEWAY_TEST_MLFLOW_SERVER="$PWD/$MLFLOW_VENV/bin/mlflow"
 set +e
-"$PY" -m pytest tests/integration/test_mlflow.py tests/unit/test_mlflow_uris.py -p no:cacheprovider
+"$PY" -m pytest tests/integration/test_mlflow.py tests/unit/test_mlflow_uris.py tests/unit/test_mlflow_errors.py -p no:cacheprovider
 code=$?
 set -e
 echo "mlflow.sh: pytest exited $code (${SECONDS}s)" >&2

@@ -169,28 +169,6 @@ def test_a_tracking_uri_s_credentials_never_reach_a_message():
     assert "s3cret" not in message and "mlflow.example.com:5000/base/api" in message
 
 
-@pytest.mark.parametrize(("code", "kind", "says"), [
-    ("RESOURCE_DOES_NOT_EXIST", "model", "not found on"),
-    ("PERMISSION_DENIED", "model", "refused by"),  # asking again will not help: not a 503
-    ("INVALID_PARAMETER_VALUE", "model", "refused by"),
-    # How MLflow reports a download whose connection failed, after its retries.
-    ("INTERNAL_ERROR", "unavailable", "cannot read it from"),
-    ("UNAUTHENTICATED", "unavailable", "cannot read it from"),  # the gateway's credentials
-    ("TEMPORARILY_UNAVAILABLE", "unavailable", "cannot read it from"),
-])
-def test_mlflows_answers_are_the_models_fault_or_an_outage(monkeypatch, code, kind, says):
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import ErrorCode
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:s3cret@127.0.0.1:5000")
-    err = MlflowException("The following failures occurred (http://user:s3cret@127.0.0.1:5000)",
-                          error_code=ErrorCode.Value(code))
-    got = mlflow_models._classified(err, "models:/churn/1/model.skops", "MLflow's artifact store")
-    assert isinstance(got, mlflow_models.MlflowUnavailable) == (kind == "unavailable")
-    assert isinstance(got, mlflow_models.MlflowModelError)
-    assert says in str(got) and "s3cret" not in str(got)
-
-
 def test_overlapping_calls_keep_the_retry_limits_until_the_last_one_ends(monkeypatch):
     # Two admin calls in the router's threads: the first to end must not take the limits away
     # from the other, which would then retry for minutes on MLflow's defaults.
@@ -211,16 +189,3 @@ def test_the_users_own_retry_settings_win(monkeypatch):
     with mlflow_models.bounded_retries():
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9" and "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
-
-
-def test_a_file_missing_from_the_artifact_store_is_the_models_fault(monkeypatch):
-    # The artifact proxy's 404 arrives as requests' error text inside an INTERNAL_ERROR.
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    err = MlflowException("The following failures occurred while downloading one or more artifacts:\n"
-                          "##### File model.skops #####\n404 Client Error: Not Found for url: http://127.0.0.1:5000/x",
-                          error_code=INTERNAL_ERROR)
-    got = mlflow_models._classified(err, "models:/churn/1/model.skops", "MLflow's artifact store")
-    assert not isinstance(got, mlflow_models.MlflowUnavailable) and "not found on" in str(got)

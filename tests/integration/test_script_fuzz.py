@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 from gateway.store import keys
-from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import (
     DECISION_LOG_BYTES,
     DECISION_LOG_MAXLEN,
@@ -37,6 +36,8 @@ from gateway.store.experiments import (
 )
 from gateway.store.limits import SHADOW_LOG_BYTES, SHADOW_LOG_MAXLEN
 from gateway.store.snapshot import RewardItem, RewardRules
+
+from tests.integration.batch_store import server  # noqa: F401 - a fixture: one embedded Redis for the module
 
 pytestmark = pytest.mark.integration
 
@@ -77,15 +78,6 @@ SCRIPTS = ["record", "reward", "expire", "series", "claim_retrain", "retrain_loc
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: one server, one event loop, one store for the module.
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[EmbeddedRedis]:
-    r = EmbeddedRedis(tmp_path_factory.mktemp("fuzz-redis")).start()
-    try:
-        yield r
-    finally:
-        r.stop()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from gateway.store.logs import LogReads
 from gateway.store.replication import ReplicaWaits, ScriptCalls, execute
 from gateway.store.shadow import ShadowRecords
 from gateway.store.snapshot import RewardItem, RewardRules, Snapshot, parse_arms, parse_linear, parse_segments
-from gateway.store.unit_reads import UnitReads
+from gateway.store.turn_calls import TurnCalls
 
 # Shared functions each script starts with: scoring of labelled predictions, linear-model counters,
 # what a 0/1 label is.
@@ -51,7 +51,8 @@ class ExperimentStore(ShadowRecords, LogReads):
             "retrain_lock", "shadow", "set_role",
         )}
         self._shas: dict[str, str] = {}
-        self._unit_reads: UnitReads | None = None
+        # The records and unit reads of requests under way together: one pipeline per turn.
+        self._turn = TurnCalls(client, lambda build: self._run_scripted(build, isolate=True))
 
     @classmethod
     def from_url(cls, url: str) -> ExperimentStore:
@@ -67,12 +68,14 @@ class ExperimentStore(ShadowRecords, LogReads):
         for name, src in self._sources.items():
             self._shas[name] = await self.client.script_load(src)
 
-    async def _run_scripted(self, build) -> list:
+    async def _run_scripted(self, build, isolate: bool = False) -> list:
         """Run a pipeline that calls our scripts by sha; reload them once if Redis lost them
         (a restarted server forgets its script cache, and so may a replica promoted in a
         cluster failover). Scripts are called as EVALSHA commands (redis-py blocks pipe.evalsha
         on a cluster): a cluster pipeline then sends each to the node of its keys' slot (redis-py
-        refuses a call whose keys span slots), the calls of one node on one connection."""
+        refuses a call whose keys span slots), the calls of one node on one connection.
+        `isolate`: a call's own error (a script's refusal) is its answer, for the calls of
+        different requests in one pipeline; else it is raised."""
         if not self._shas:
             await self._load_scripts()
         reconnected = reloaded = False
@@ -108,9 +111,10 @@ class ExperimentStore(ShadowRecords, LogReads):
                 reloaded = True
                 earlier = results  # on a cluster, only the node that lost them answered NOSCRIPT
                 continue
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
+            if not isolate:
+                for r in results:
+                    if isinstance(r, Exception):
+                        raise r
             if masters:
                 self.waits.check(masters, results[-2 * len(masters):])
                 results = results[:-2 * len(masters)]
@@ -165,16 +169,14 @@ class ExperimentStore(ShadowRecords, LogReads):
                 *record_args, *log_args,
             )
 
-        (done,) = await self._run_scripted(build)
-        return bool(done)
+        # With the records and unit reads of the requests under way with this one (store.turn_calls).
+        return bool(await self._turn.call(build))
 
     async def unit_counters(self, experiment: str, unit: str) -> list[str | None]:
         """The unit's aggregate counters as they stand [n, ln, ls, rn, rs] (None: never set),
         read only (record_prediction counts the request): one round trip, shared with the
-        requests that arrive together (store.unit_reads)."""
-        if self._unit_reads is None:
-            self._unit_reads = UnitReads(self.client)
-        before = await self._unit_reads.read(keys.unit_prefix(experiment) + unit)
+        requests under way together (store.turn_calls)."""
+        before = await self._turn.read_unit(keys.unit_prefix(experiment) + unit)
         return [None if v is None else (v.decode() if isinstance(v, bytes) else str(v)) for v in before]
 
     async def read_requests(self, experiment: str, request_ids: list[str]) -> list[dict[str, str]]:

@@ -3,7 +3,7 @@
 -- KEYS[1] request record, KEYS[2] arms hash, KEYS[3] decision log stream, KEYS[4] pending zset,
 -- KEYS[5] (optional) the request's unit's aggregate counters hash (the policy's `aggregates`):
 -- the request is counted there ('n') with its record, so once per request id, a spooled record
--- once when replayed, and a refused or failed request never (store.unit_reads only reads it)
+-- once when replayed, and a refused or failed request never (store.turn_calls only reads it)
 -- ARGV[1] variant, ARGV[2] ttl seconds, ARGV[3] log max length ('0': no log entry),
 -- ARGV[4] reward deadline (unix seconds; '' when the policy has no default reward),
 -- ARGV[5] this call's nonce: a retry of a call whose reply was lost finds its own record and

@@ -14,6 +14,13 @@ from gateway.policy_learning import Bootstrap, Retrain, Shadow
 
 # Names end up in Redis keys, deployment names and URLs: keep them to a safe alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# A variant's `model` naming an MLflow model rather than a file (gateway.learning.mlflow_models
+# parses the forms; the prefix alone decides which kind a model is, here for every caller).
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+def is_mlflow_uri(model: str) -> bool:
+    return model.startswith(MLFLOW_SCHEMES)
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
@@ -169,7 +176,7 @@ class Variant(_Strict):
 
     @model_validator(mode="after")
     def _check_mlflow_uri(self) -> Variant:
-        if self.model.startswith(("models:/", "runs:/")):
+        if is_mlflow_uri(self.model):
             # Lazy: the parser lives with the MLflow loader, which imports this module.
             from gateway.learning.mlflow_models import parse_mlflow_uri
 

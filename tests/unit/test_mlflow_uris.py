@@ -7,7 +7,8 @@ import os
 import pytest
 
 from gateway.learning import mlflow_models
-from gateway.learning.mlflow_models import MlflowModelError, choose_flavor, is_mlflow_uri, parse_mlflow_uri
+from gateway.learning.mlflow_models import MlflowModelError, choose_flavor, parse_mlflow_uri
+from gateway.policy import is_mlflow_uri
 from gateway.policy import PolicyError, parse_policy
 from gateway.sim.churn import FEATURES
 

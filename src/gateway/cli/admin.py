@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         url: str = URL,
     ) -> None:
         """Add a challenger from a model artifact or an MLflow model; the bandit starts testing it at once."""
-        from gateway.learning.mlflow_models import is_mlflow_uri
+        from gateway.policy import is_mlflow_uri
 
         names = [n.strip() for n in features.split(",") if n.strip()] if features else None
         # A path is made absolute here (the gateway's working directory is not this one); an

@@ -12,6 +12,7 @@ from gateway.dataplane import DataPlane
 from gateway.dataplane.runtime import ExperimentRuntime
 from gateway.dataplane.transitions import rollback_champion
 from gateway.errors import Conflict, NotFound, Unavailable, Unprocessable
+from gateway.policy import is_mlflow_uri
 from gateway.schemas import AddVariantRequest, AdminRequest, PromoteRequest
 
 
@@ -144,7 +145,7 @@ class Control:
         rt = self.can_add_variants(experiment)
         assert self.registry_root is not None
         name, source = request.name, request.model
-        from_mlflow = mlflow_models.is_mlflow_uri(source)
+        from_mlflow = is_mlflow_uri(source)
         if name in rt.variants:
             raise Conflict(f"experiment {experiment!r} already has a variant {name!r}", code="variant_exists")
         if from_mlflow and request.sha256 is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.learning import artifacts
 from gateway.learning.views import FeatureView
-from gateway.policy import Policy, PolicyError, Variant
+from gateway.policy import Policy, PolicyError, Variant, is_mlflow_uri
 from gateway.sim import churn
 
 
@@ -75,7 +75,7 @@ def resolve_artifacts(policy: Policy, policy_file: Path, state_dir: Path) -> dic
     out: dict[str, ArtifactRef] = {}
     cache: dict = {}
     for v in policy.variants:
-        if v.model.startswith(("models:/", "runs:/")):
+        if is_mlflow_uri(v.model):
             from gateway.learning.mlflow_models import resolve_variant  # the optional extra
 
             out[v.name] = resolve_variant(policy.experiment, v.name, v.model, state_dir)

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from gateway.learning.bootstrap import ArtifactRef
     from gateway.learning.registry import ModelRegistry, RegistryEntry
 
-SCHEMES = ("models:/", "runs:/")
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 INSTALL_HINT = "pip install 'ab-auto-promotion[mlflow]'"
 SAFE_LOGGING_HINT = (
@@ -81,10 +80,6 @@ class MlflowUri:
     def pinned(self) -> bool:
         """The URI names one fixed model (an alias may move)."""
         return self.kind != "alias"
-
-
-def is_mlflow_uri(value: str) -> bool:
-    return value.startswith(SCHEMES)
 
 
 def parse_mlflow_uri(value: str) -> MlflowUri:

@@ -82,8 +82,8 @@ def test_a_request_is_counted_with_its_record_once_per_request_id(redis_url):
 
 def test_records_and_reads_under_way_together_share_one_round_trip_and_each_gets_its_own_answer(redis_url):
     """Two records of one unit, a record under a request id already used and a read of the unit,
-    sent together: one pipeline; the two new records counted, the reused id refused (False) and
-    not counted, and the read sees the unit as it stood before or after the records, never half."""
+    asked together: one pipeline, in the order asked; the two new records counted, the reused id
+    refused (False) and not counted, and the read, asked last, sees both records."""
     async def scenario():
         store = ExperimentStore.from_url(redis_url)
         real = store.client.pipeline
@@ -102,28 +102,109 @@ def test_records_and_reads_under_way_together_share_one_round_trip_and_each_gets
     (first, second, reused, read), round_trips, after = asyncio.run(scenario())
     assert round_trips == 1
     assert (first, second, reused) == (True, True, False)
-    assert read[0] in (None, "1", "2") and after[0] == "2"
+    assert read[0] == "2" and after[0] == "2"
+
+
+def refused_among_good(store: ExperimentStore, prefix: str):
+    """Two good records and, between them, one whose key holds another type (WRONGTYPE inside
+    record.lua, before its first write), asked together with a read of their unit."""
+    return asyncio.gather(record(store, f"{prefix}-good-1", prefix), record(store, f"{prefix}-clobbered", prefix),
+                          record(store, f"{prefix}-good-2", prefix), store.unit_counters("ur", prefix),
+                          return_exceptions=True)
 
 
 def test_a_record_its_script_refuses_fails_only_its_own_request(redis_url):
-    """A record whose key holds another type (WRONGTYPE inside record.lua) in the same pipeline
-    as two good ones: that caller gets the error, the others are written as if alone."""
+    """In one pipeline with two good records and a read: the refused record's caller gets the
+    error, the others are written and answered as if alone, and it counted nothing."""
+    from redis.exceptions import ResponseError
+
+    async def scenario():
+        store = ExperimentStore.from_url(redis_url)
+        real = store.client.pipeline
+        try:
+            await record(store, "warm", "w")  # the scripts loaded: the batch is one pipeline
+            await store.client.set(keys.request("ur", "g-clobbered"), "not a hash")
+            pipelines = counting_pipelines(store)
+            outcomes = await refused_among_good(store, "g")
+            store.client.pipeline = real
+            return outcomes, len(pipelines), await store.unit_counters("ur", "g")
+        finally:
+            store.client.pipeline = real
+            await store.close()
+
+    (one, refused, two, read), round_trips, after = asyncio.run(scenario())
+    assert round_trips == 1
+    assert one is True and two is True
+    assert isinstance(refused, ResponseError) and "WRONGTYPE" in str(refused)
+    assert read[0] == "2" and after[0] == "2"  # the refused request counted nothing
+
+
+def test_after_redis_lost_its_scripts_a_batch_is_sent_again_and_a_refusal_stays_a_refusal(redis_url):
+    """SCRIPT FLUSH (what a restarted server or a promoted replica has): every call of the batch
+    answers NOSCRIPT, the scripts are loaded again and the batch re-sent; the good records are
+    written once, the refused one is still refused, the read answered."""
     from redis.exceptions import ResponseError
 
     async def scenario():
         store = ExperimentStore.from_url(redis_url)
         try:
-            await store.client.set(keys.request("ur", "clobbered"), "not a hash")
-            return await asyncio.gather(record(store, "good-1", "g"), record(store, "clobbered", "g"),
-                                        record(store, "good-2", "g"), return_exceptions=True), \
-                await store.unit_counters("ur", "g"), await store.client.exists(keys.request("ur", "good-2"))
+            await record(store, "warm-2", "w")
+            await store.client.set(keys.request("ur", "n-clobbered"), "not a hash")
+            await store.client.script_flush()
+            return await refused_among_good(store, "n"), await store.unit_counters("ur", "n")
         finally:
             await store.close()
 
-    (one, refused, two), counters, written = asyncio.run(scenario())
-    assert one is True and two is True and written == 1
+    (one, refused, two, read), after = asyncio.run(scenario())
+    assert one is True and two is True
     assert isinstance(refused, ResponseError) and "WRONGTYPE" in str(refused)
-    assert counters[0] == "2"  # the refused request counted nothing
+    assert after[0] == "2" and read[0] in (None, "2")  # read before or after the re-sent records
+
+
+def test_when_writes_wait_for_replicas_reads_go_apart_and_are_not_held_by_the_wait(redis_url):
+    """wait_replicas=1 (this server has no replica, so nothing is owed): the records' pipeline
+    ends with ROLE and WAIT, and the reads asked with them go in a pipeline of their own."""
+    async def scenario():
+        store = ExperimentStore.from_url(f"{redis_url}?wait_replicas=1")
+        real = store.client.pipeline
+        try:
+            await record(store, "warm-3", "w3")
+            pipelines = counting_pipelines(store)
+            outcomes = await asyncio.gather(record(store, "a1", "apart"), store.unit_counters("ur", "apart"),
+                                            record(store, "a2", "apart"), store.unit_counters("ur", "w3"))
+            store.client.pipeline = real
+            return outcomes, len(pipelines)
+        finally:
+            store.client.pipeline = real
+            await store.close()
+
+    (first, read, second, warm), round_trips = asyncio.run(scenario())
+    assert round_trips == 2
+    assert first is True and second is True
+    assert read[0] is None and warm[0] == "1"  # the reads go first, before the records
+
+
+def test_a_request_that_goes_away_leaves_the_others_of_its_batch_answered(redis_url):
+    """A caller cancelled while its record waits in the batch: the others get their answers, and
+    the next calls are sent (nothing is left pending behind it)."""
+    async def scenario():
+        store = ExperimentStore.from_url(redis_url)
+        try:
+            gone = asyncio.ensure_future(record(store, "gone", "c"))
+            stays = asyncio.ensure_future(record(store, "stays", "c"))
+            await asyncio.sleep(0)  # both are in the batch
+            gone.cancel()
+            answer = await asyncio.wait_for(stays, 30)
+            later = await asyncio.wait_for(asyncio.gather(record(store, "later", "c"), store.unit_counters("ur", "c")), 30)
+            return answer, gone.cancelled(), later
+        finally:
+            await store.close()
+
+    answer, cancelled, (later, counters) = asyncio.run(scenario())
+    assert answer is True and cancelled and later is True
+    # The cancelled caller's record was already in the batch: it is written (its client has no
+    # token for it, so no reward can come), and counted like any record.
+    assert counters[0] == "3"
 
 
 def test_when_redis_is_unreachable_every_waiting_read_fails_and_none_hangs():

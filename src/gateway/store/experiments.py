@@ -36,6 +36,10 @@ _LIBS = {"reward.lua": ("labels.lua", "scoring.lua", "linear.lua", "reward_rule.
          "expire.lua": ("linear.lua",)}
 
 
+# A call's answer that says only that it did not run (or may not have): run again on a retry.
+_RETRIED = (NoScriptError, RedisConnectionError, RedisTimeoutError)
+
+
 def _lua(name: str) -> str:
     folder = resources.files("gateway.store").joinpath("lua")
     libs = "".join(folder.joinpath("lib", lib).read_text() for lib in _LIBS.get(name, ()))
@@ -52,7 +56,8 @@ class ExperimentStore(ShadowRecords, LogReads):
         )}
         self._shas: dict[str, str] = {}
         # The records and unit reads of requests under way together: one pipeline per turn.
-        self._turn = TurnCalls(client, lambda build: self._run_scripted(build, isolate=True))
+        self._turn = TurnCalls(client, lambda build: self._run_scripted(build, isolate=True),
+                               reads_apart=bool(replication.replicas))
 
     @classmethod
     def from_url(cls, url: str) -> ExperimentStore:
@@ -79,7 +84,8 @@ class ExperimentStore(ShadowRecords, LogReads):
         if not self._shas:
             await self._load_scripts()
         reconnected = reloaded = False
-        earlier: list | None = None  # answers from the try before, when only some calls failed
+        # Answers from the try before, when only some calls failed: of the calls (not ROLE/WAIT).
+        earlier: list | None = None
         while True:
             pipe = self.client.pipeline(transaction=False)
             calls = ScriptCalls(pipe)
@@ -87,16 +93,20 @@ class ExperimentStore(ShadowRecords, LogReads):
             masters = await self.waits.add(self.client, pipe, calls.first_keys)
             try:
                 results = await execute(pipe, masters)
+                # The confirmations (ROLE, WAIT per master) judge this try's writes, never an earlier one's.
+                answers, confirmations = (results[:-2 * len(masters)], results[-2 * len(masters):]) if masters \
+                    else (results, [])
                 if earlier is not None:
-                    # The calls that succeeded then ran again: keep their first answers (a
-                    # reward accepted then reads 'duplicate' now).
-                    results = [new if isinstance(old, Exception) else old for old, new in zip(earlier, results)]
+                    # The calls that failed only for want of the script or a connection ran again;
+                    # every other keeps its first answer (a reward accepted then reads 'duplicate'
+                    # now; a record's own error stays its error).
+                    answers = [new if isinstance(old, _RETRIED) else old for old, new in zip(earlier, answers)]
                     earlier = None
                 # A cluster pipeline reports a connection cut on one node in that node's results.
                 cut = next((r for r in results if isinstance(r, (RedisConnectionError, RedisTimeoutError))), None)
                 if cut is not None:
                     if not reconnected:
-                        earlier = results
+                        earlier = answers
                     raise cut
             except (RedisConnectionError, RedisTimeoutError):
                 # A connection cut mid-command: our scripts are safe to run again (rewards are
@@ -106,19 +116,18 @@ class ExperimentStore(ShadowRecords, LogReads):
                 reconnected = True
                 await drop_idle_connections(self.client)
                 continue
-            if not reloaded and any(isinstance(r, NoScriptError) for r in results):
+            if not reloaded and any(isinstance(r, NoScriptError) for r in answers):
                 await self._load_scripts()
                 reloaded = True
-                earlier = results  # on a cluster, only the node that lost them answered NOSCRIPT
+                earlier = answers  # on a cluster, only the node that lost them answered NOSCRIPT
                 continue
             if not isolate:
-                for r in results:
+                for r in answers:
                     if isinstance(r, Exception):
                         raise r
             if masters:
-                self.waits.check(masters, results[-2 * len(masters):])
-                results = results[:-2 * len(masters)]
-            return results
+                self.waits.check(masters, confirmations)
+            return answers
 
     async def ensure_experiment(self, experiment: str, now: float) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -65,6 +65,10 @@ class ReplicaWaits:
         """`answers`: the (ROLE, WAIT) replies of `masters`, flat. Raises NotReplicated if a
         master's replicas confirmed fewer writes than required."""
         for name, role, acked in zip(masters, answers[::2], answers[1::2]):
+            failed = next((a for a in (role, acked) if isinstance(a, Exception)), None)
+            if failed is not None:
+                # E.g. WAIT sent to a master a failover just made a replica: nothing confirmed.
+                raise NotReplicated(f"the writes' confirmation failed: {failed}") from failed
             replicas = len(role[2]) if role and role[0] == "master" else 0
             self.replicas[name] = replicas
             needed = min(self.replication.replicas, replicas)

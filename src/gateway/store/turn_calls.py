@@ -15,6 +15,7 @@ request id, replayed once from a spool), so a read sent again changes nothing.""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,12 +32,15 @@ Run = Callable[[Build], Awaitable[list]]
 
 
 class TurnCalls:
-    def __init__(self, client: Any, run: Run):
+    def __init__(self, client: Any, run: Run, reads_apart: bool = False):
+        """`reads_apart`: send the reads in a pipeline of their own, when the writes wait for
+        replicas to confirm them (wait_replicas): a read must not wait for that, nor fail with it."""
         self.client = client
         self.run = run
+        self.reads_apart = reads_apart
         self._pending: list[tuple[str | None, Build, asyncio.Future]] = []
-        # The flushes under way: the loop keeps only weak references to its tasks.
-        self._flushes: set[asyncio.Task] = set()
+        # The sends under way: the loop keeps only weak references to its tasks.
+        self._sends: set[asyncio.Task] = set()
 
     async def read_unit(self, key: str) -> list:
         """The unit's counters (FIELDS), raw as Redis answers them."""
@@ -51,48 +55,73 @@ class TurnCalls:
         future = loop.create_future()
         self._pending.append((read_key, build, future))
         if len(self._pending) == 1:
-            # The task's first step runs after the callbacks already due this turn, so it takes
-            # the calls of every request that got this far together (one turn, no hop more).
-            self._start(loop, self._flush_pending())
+            # After the callbacks already due this turn: it takes the calls of every request that
+            # got this far together. A callback, not a task's first step: a task cancelled before
+            # that step would leave the calls pending, and every later call waiting behind them.
+            loop.call_soon(self._take)
         elif len(self._pending) >= MAX_BATCH:
             batch, self._pending = self._pending, []
-            self._start(loop, self._send(batch))
+            self._start(batch)
         return await future
 
-    def _start(self, loop: asyncio.AbstractEventLoop, flush: Any) -> None:
-        task = loop.create_task(flush)
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush_pending(self) -> None:
+    def _take(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
-            await self._send(batch)
+            self._start(batch)
+
+    def _start(self, batch: list[tuple[str | None, Build, asyncio.Future]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sends.add(task)
+        task.add_done_callback(functools.partial(self._finished, batch))
+
+    def _finished(self, batch: list[tuple[str | None, Build, asyncio.Future]], task: asyncio.Task) -> None:
+        self._sends.discard(task)
+        for _, _, future in batch:  # a send cancelled before it ran (the loop shutting down)
+            future.cancel()
 
     async def _send(self, batch: list[tuple[str | None, Build, asyncio.Future]]) -> None:
-        try:
-            if len(batch) == 1 and batch[0][0] is not None:
-                # A lone read as a plain command: a pipeline of one costs more on the client.
-                results = [await self.client.hmget(batch[0][0], FIELDS)]
-            else:
-                def build(calls: Any) -> None:
-                    for _, add, _ in batch:
-                        add(calls)
+        reads = [item for item in batch if item[0] is not None]
+        if reads and (self.reads_apart or len(reads) == len(batch)):
+            writes = [item for item in batch if item[0] is None]
+            await self._answer(reads, lambda: self._read([key for key, _, _ in reads]))
+            if writes:
+                await self._answer(writes, lambda: self.run(_together(writes)))
+        else:
+            await self._answer(batch, lambda: self.run(_together(batch)))
 
-                results = await self.run(build)
+    async def _read(self, unit_keys: list[str]) -> list:
+        if len(unit_keys) == 1:  # a lone read as a plain command: a pipeline of one costs more
+            return [await self.client.hmget(unit_keys[0], FIELDS)]
+        pipe = self.client.pipeline(transaction=False)
+        for key in unit_keys:
+            pipe.hmget(key, FIELDS)
+        return await pipe.execute(raise_on_error=False)
+
+    @staticmethod
+    async def _answer(batch: list[tuple[str | None, Build, asyncio.Future]],
+                      send: Callable[[], Awaitable[list]]) -> None:
+        """Each call its own answer (or error); all of them the failure of the send."""
+        try:
+            results = await send()
         except asyncio.CancelledError:  # the loop is shutting down: so are its requests
             for _, _, future in batch:
                 future.cancel()
             raise
         except Exception as err:  # noqa: BLE001 - every waiting call gets the failure
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(err)
-            return
+            results = [err] * len(batch)
+        if len(results) != len(batch):
+            results = [RuntimeError(f"the store answered {len(results)} of {len(batch)} calls")] * len(batch)
         for (_, _, future), result in zip(batch, results):
-            if future.done():
+            if future.done():  # its request went away meanwhile
                 continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+def _together(batch: list[tuple[str | None, Build, asyncio.Future]]) -> Build:
+    def build(calls: Any) -> None:
+        for _, add, _ in batch:
+            add(calls)
+    return build

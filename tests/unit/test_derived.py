@@ -212,6 +212,29 @@ def test_logged_aggregates_are_read_by_name_and_rows_under_other_specs_are_left_
     assert len(data) == 1 and data.skipped == 3 and data.agg == [text]
 
 
+def test_logged_counters_give_every_spec_the_values_serving_computes_from_them():
+    """The log's counters form (record.lua's, or the router's for counters it read): the values
+    under any spec are values() of the same counters, float for float; a malformed one reads as
+    not logged; no counters (no unit, Redis away) log the missing values' JSON."""
+    from gateway.learning import aggregates
+
+    one = policy(aggregates={"features": [{"name": "n", "kind": "count"}, {"name": "m", "kind": "mean_label"}]})
+    other = policy(aggregates={"features": [{"name": "r", "kind": "mean_reward"}, {"name": "l", "kind": "labels"}]})
+    for counters in (["3", "2", "1", "3", "0.30000000000000004"], [None] * 5, ["1", None, None, "1", "1e-300"], [b"7", b"2", b"2", None, None]):
+        text = aggregates.logged(one, counters)
+        assert text.startswith(aggregates.COUNTERS)
+        for p in (one, other):
+            back = aggregates.loads(text, aggregates.spec_keys(p))
+            assert [repr(v) for v in back] == [repr(v) for v in aggregates.values(p, counters)]
+    assert aggregates.loads("c1:,,,,", aggregates.spec_keys(one))[0] == 0.0  # record.lua's new unit
+    keys = aggregates.spec_keys(one)
+    for bad in ("c1:1,2,3", "c1:x,,,,", "c1:1,,,,,"):
+        assert aggregates.loads(bad, keys) is None, bad
+    assert aggregates.loads("c1:1,,,,", ["n:median"]) is None  # a kind the gateway does not know
+    missing = aggregates.logged(one, None)
+    assert missing == aggregates.dumps(one, [math.nan, math.nan]) and all(math.isnan(v) for v in aggregates.loads(missing, keys))
+
+
 def test_aggregates_take_their_columns_between_the_request_and_the_derived_features():
     p = policy(aggregates={"features": [{"name": "visits", "kind": "count"}]},
                derived=[{"name": "lv", "op": "log", "of": ["visits"]}],

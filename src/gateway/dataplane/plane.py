@@ -203,11 +203,16 @@ class DataPlane:
         segment = segments.segment_of(rt.policy, request.instances[0]) if segments.is_contextual(rt.policy) else None
         # Linear Thompson sampling: its context vector (from the first row) picks them.
         lx = linear.context_of(rt.policy, request.instances[0]) if linear.is_linear(rt.policy) else None
-        agg = None
-        if view.aggregates:
-            # Before the draw, which opens a breaker's trial call that only the variant's answer
-            # closes. The read only reads: the request is counted with its record (record.lua).
-            agg = aggregates.values(rt.policy, await self._unit_counters(experiment, rt, unit_id))
+        agg, agg_logged = None, None
+        if view.needs_unit:
+            # A variant takes them: read before the draw, which opens a breaker's trial call that
+            # only the variant's answer closes. The read only reads: the request is counted with
+            # its record (record.lua).
+            counters = await self._unit_counters(experiment, rt, unit_id)
+            agg, agg_logged = aggregates.values(rt.policy, counters), aggregates.logged(rt.policy, counters)
+        elif view.aggregates:
+            # None does: nothing read here; record.lua logs the unit's counters as it counts the request.
+            agg_logged = aggregates.AT_RECORD if unit_id else aggregates.logged(rt.policy, None)
         matrix = view.complete(rows, agg)  # the aggregates and the derived features, once
         variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
         started = time.perf_counter()
@@ -245,7 +250,7 @@ class DataPlane:
             "traceparent": carrier.get("traceparent", ""),
             **({"seg": segment} if segment is not None else {}),
             # The aggregates as served: training reads these, never later values.
-            **({"agg": aggregates.dumps(rt.policy, agg)} if agg is not None else {}),
+            **({"agg": agg_logged} if agg_logged is not None else {}),
         }
         # The unit's request count goes up with the record: once per request id, never for a
         # request refused here (409) or failed above, and for a spooled record when it is replayed.

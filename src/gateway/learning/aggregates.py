@@ -1,6 +1,12 @@
 """Per-unit aggregates: the values a request is served with, from the unit's counters as Redis
 kept them before the request (store.unit_counters), and their logged form, which training reads
-back: the same floats, so a challenger trains on exactly what serving computed (point in time)."""
+back: the same floats, so a challenger trains on exactly what serving computed (point in time).
+
+The log keeps the counters themselves ('c1:' then n,ln,ls,rn,rs; empty: unset), and training
+computes the values from them with the same function serving used. When no variant takes the
+aggregates, serving reads nothing: record.lua logs the counters as they stand when it counts
+the request (AT_RECORD), still before any label of it can exist. An entry without a unit, or
+served while Redis was away, logs the values' JSON (NaN: missing), as older entries all did."""
 from __future__ import annotations
 
 import json
@@ -12,16 +18,26 @@ from gateway.policy import Policy
 from gateway.policy_features import Aggregates
 
 
+# The log's counters form, and what record.lua fills in (a log field 'agg' left empty).
+COUNTERS = "c1:"
+AT_RECORD = ""
+KINDS = ("count", "labels", "mean_label", "mean_reward")
+
+
 def values(policy: Policy, counters: Sequence[str | bytes | None] | None) -> list[float]:
-    """The policy's aggregates, in order, from [n, ln, ls, rn, rs] (None: the unit is new, or
-    no unit_id: counts are 0 and means missing, NaN)."""
+    """The policy's aggregates, in order, from [n, ln, ls, rn, rs] (a field None: never set;
+    counters None: no unit_id, or Redis away: all missing, NaN)."""
     if policy.aggregates is None:
         return []
+    return _from_counters(_spec(policy.aggregates)[2], counters)
+
+
+def _from_counters(kinds: Sequence[str], counters: Sequence[str | bytes | None] | None) -> list[float]:
     known = counters is not None
     n, ln, ls, rn, rs = map(_num, counters) if known else (0.0,) * 5
     out = []
     # Per request: only the kinds the policy keeps are computed.
-    for kind in _spec(policy.aggregates)[2]:
+    for kind in kinds:
         if kind == "count":
             out.append(n if known else math.nan)
         elif kind == "labels":
@@ -67,6 +83,14 @@ def spec_keys(policy: Policy) -> list[str]:
     return list(_spec(policy.aggregates)[1]) if policy.aggregates else []
 
 
+def logged(policy: Policy, counters: Sequence[str | bytes | None] | None) -> str:
+    """The decision log's form of the aggregates a request was served with: the counters as read
+    (values() gives the same floats back under any spec), or without them the values' JSON."""
+    if counters is None:
+        return dumps(policy, values(policy, None))
+    return COUNTERS + ",".join("" if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in counters)
+
+
 def dumps(policy: Policy, vector: Sequence[float]) -> str:
     """The decision log's form: a JSON object by spec key, NaN as null; repr-exact floats (json
     round-trips them). The text json.dumps writes for that object, filled into the spec's text
@@ -90,9 +114,21 @@ def _json_float(x: float) -> str:
 
 def loads(text: Any, keys: Sequence[str]) -> list[float] | None:
     """The logged values of `keys` (spec_keys), in that order; None when the entry does not carry
-    every one of them (logged under other specs, in the earlier positional form, or not at all)."""
+    every one of them (logged under other specs, in the earlier positional form, or not at all).
+    Logged counters give every spec its values."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    if isinstance(text, str) and text.startswith(COUNTERS):
+        fields = text[len(COUNTERS):].split(",")
+        kinds = [k.rpartition(":")[2] for k in keys]
+        if len(fields) != 5 or not all(k in KINDS for k in kinds):
+            return None
+        try:
+            return _from_counters(kinds, [f or None for f in fields])
+        except ValueError:
+            return None
     try:
-        raw = json.loads(text) if isinstance(text, (str, bytes)) else text
+        raw = json.loads(text) if isinstance(text, str) else text
     except ValueError:
         return None
     if not isinstance(raw, dict) or not all(k in raw for k in keys):

@@ -14,7 +14,10 @@
 -- budget / size of them (and never more than ARGV[3]), so it stays within about twice the budget,
 -- ARGV[8] number of record field/value pairs,
 -- ARGV[9] seconds the unit's counters live after this request (with KEYS[5]; '' without it),
--- then the record's pairs, then the log's pairs
+-- then the record's pairs, then the log's pairs. A log field 'agg' with an empty value is filled,
+-- with KEYS[5], with the unit's counters as they stand before this request is counted: 'c1:' and
+-- n,ln,ls,rn,rs (empty: unset), the form gateway.learning.aggregates reads (no variant took the
+-- aggregates, so the router read none; these are what training gets, never a later value).
 -- Every argument is checked before the first write: a bad one is an error and changes nothing.
 -- Numbers Redis will parse are written as digits (counts) or re-formatted by Lua (times): Lua's
 -- tonumber takes ' 5', '1e3' or '0x10', which Redis refuses once earlier writes are done.
@@ -41,6 +44,19 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   return 0
 end
+-- Read before the request is counted below.
+local fill_at, fill = nil, nil
+if KEYS[5] and maxlen > 0 then
+  for i = FIRST + 2 * pairs_n, #ARGV - 1, 2 do
+    if ARGV[i] == 'agg' and ARGV[i + 1] == '' then
+      local c = redis.call('HMGET', KEYS[5], 'n', 'ln', 'ls', 'rn', 'rs')
+      for j = 1, 5 do
+        if not c[j] then c[j] = '' end
+      end
+      fill_at, fill = i + 1, 'c1:' .. table.concat(c, ',')
+    end
+  end
+end
 local record = {'variant', ARGV[1], 'nonce', ARGV[5]}
 if ARGV[4] ~= '' then
   -- The on-time check of reward.lua reads the deadline here, not the sweeper's later time.
@@ -65,8 +81,9 @@ end
 if maxlen > 0 then
   local entry, bytes = {}, 0
   for i = FIRST + 2 * pairs_n, #ARGV do
-    entry[#entry + 1] = ARGV[i]
-    bytes = bytes + #ARGV[i]
+    local value = i == fill_at and fill or ARGV[i]
+    entry[#entry + 1] = value
+    bytes = bytes + #value
   end
   local keep = math.max(1, math.min(maxlen, math.floor(budget / math.max(bytes, 1))))
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', string.format('%d', keep), '*', unpack(entry))

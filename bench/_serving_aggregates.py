@@ -75,8 +75,8 @@ def section_aggregates(self: Any) -> None:
     first = write_bodies(bodies, self.args.aggregates_units, BODY_LINES)
     here = {"PYTHONPATH": str(ROOT / "src")}
     configs: list[tuple[str, str, dict]] = [("off", "off", here), ("on", "on", here), ("used", "used", here)]
+    there = {"PYTHONPATH": str(Path(self.args.aggregates_baseline or ROOT) / "src")}
     if self.args.aggregates_baseline:
-        there = {"PYTHONPATH": str(Path(self.args.aggregates_baseline) / "src")}
         configs += [("on_baseline", "on", there), ("used_baseline", "used", there)]
     rounds: list[dict[str, float]] = []
     for r in range(self.args.aggregates_rounds):
@@ -112,6 +112,13 @@ def section_aggregates(self: Any) -> None:
 
     self.results["aggregates"] = {"units": self.args.aggregates_units, "rps_c16": by("_rps_c16"),
                                   "p50_c1": by("_p50_c1"), "router_cpu_ms_c16": by("_router_cpu_ms_c16")}
+    if self.args.pair_starts:
+        from _serving_pairs import paired_windows
+
+        for suffix, env in [("", here)] + ([("_baseline", there)] if self.args.aggregates_baseline else []):
+            self.results["aggregates"][f"same_gateway{suffix}"] = paired_windows(
+                self, f"aggregates{suffix}", {label: policies[label] for label in ("off", "on", "used")}, "off",
+                bodies, starts=self.args.pair_starts, pairs=self.args.pairs, per_line=True, check=(first, None), env=env)
     for figure in ("rps_c16", "p50_c1", "router_cpu_ms_c16"):
         log(f"  {figure} / off: " + ", ".join(
             f"{label} {v['median_ratio']} [{v['min_ratio']}, {v['max_ratio']}]"

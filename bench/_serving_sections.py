@@ -413,8 +413,9 @@ class Sections:
                         # The throughput both cores would give: what the background leaves, over the net cost.
                         # (None when the idle estimate swallows the whole cost: a window too noisy to read.)
                         figures[f"{label}_projected_rps"] = round((2000 - idle) / net, 1) if net > 0 else None
-                    if self.args.profile and label.startswith("fraction"):
+                    if self.args.profile:
                         # After the measured run: py-spy's reads cost the target a little CPU.
+                        # 'none' too: the whole loop thread's profile is diffed against it.
                         spied = profile_run(proc, self.loader, url, self.body_file, Path(self.args.profile) / f"shadow-{label}-{r}")
                         router = Path(self.args.profile) / f"shadow-{label}-{r}" / "predict-c16-router.txt"
                         share = figures[f"{label}_router_shadow_share"] = shadow_share(router)
@@ -425,6 +426,13 @@ class Sections:
             rounds.append(figures)
             log(f"  round {r}: " + ", ".join(f"{k} {v:,.3f}" for k, v in figures.items() if v is not None))
         self.results["shadow"] = shadow_summary(rounds)
+        if self.args.pair_starts:
+            from _serving_pairs import paired_windows
+
+            chosen = {"none": self.models["one"]["policy"]}
+            chosen.update({f"fraction_{f}": self.models[policies[f]]["policy"] for f in fractions})
+            self.results["shadow"]["same_gateway"] = paired_windows(
+                self, "shadow", chosen, "none", self.body_file, starts=self.args.pair_starts, pairs=self.args.pairs)
 
     def section_aggregates(self) -> None:
         from _serving_aggregates import section_aggregates

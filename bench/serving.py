@@ -62,7 +62,11 @@ shadow    The gateway with XGBoost as a shadow variant of the logistic regressio
           that net cost projects on 2 cores (what the background leaves / net). --shadow-fractions
           picks the fractions (0.1,1.0); --shadow-baseline DIR adds another checkout's code.
           With --profile, an extra run of each shadowed gateway under py-spy: the share of the
-          Router's samples in shadow work (the mirror, its store calls, XGBoost).
+          Router's samples in shadow work (the mirror, its store calls, XGBoost). Then, as the
+          section's figure, every configuration served side by side by one gateway (its own
+          experiment each), the load alternating between them in windows: --pairs pairs in each
+          of --pair-starts gateways (_serving_pairs.py), the median of the pairs' ratios, its
+          range and the pooled ratio; a restarted gateway's speed varies more than the effect.
 memory    The gateway with a 4-variant policy (logistic regression, XGBoost, histogram
           gradient boosting, a second logistic regression; all trained by the bootstrap
           recipe): RSS (and PSS) summed over every process of the system (the driver, Ray's
@@ -73,6 +77,7 @@ aggregates  Per-unit aggregates' serving cost (issue 20; _serving_aggregates.py)
           (10,000), in alternating rounds (--aggregates-rounds, default 3): p50 at 1 connection,
           throughput and the Router's CPU per request at 16, each round's ratio to its own
           'off', median and range. --aggregates-baseline DIR adds another checkout's code.
+          Then off, on and used side by side in one gateway, as the shadow section's pairs.
 headline  The gateway, the bare Ray Serve chain and MLServer at parallel_workers 1 and 0, all
           running for the whole section, loaded in turn at 1, 16 and 64 connections in
           alternating rounds (--headline-rounds, default 3; _serving_headline.py): the median
@@ -181,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--traced-rounds", type=int, default=3, help="alternating rounds of the traced section")
     p.add_argument("--traced-baseline", help="a checkout whose code the traced section also measures, traced")
     p.add_argument("--aggregates-rounds", type=int, default=3, help="alternating rounds of the aggregates section")
+    p.add_argument("--pair-starts", type=int, default=2,
+                   help="shadow and aggregates: gateways serving every configuration side by side (0: none)")
+    p.add_argument("--pairs", type=int, default=5, help="alternating pairs of windows in each of those gateways")
     p.add_argument("--aggregates-units", type=int, default=10_000, help="the pool of unit_ids of the aggregates section")
     p.add_argument("--aggregates-baseline", help="a checkout whose code the aggregates section also measures")
     p.add_argument("--profile", help="record py-spy stacks of the router, variant and proxy into this folder")

@@ -287,12 +287,12 @@ def test_a_request_counts_for_its_unit_once_and_only_when_recorded(env, world):
     assert [logged(entries, rid)[0] for rid in ("o1", "o2", "o3")] == [0.0, 1.0, 2.0]
 
 
-def spooling_plane(env, world, name: str, folder) -> DataPlane:
+def spooling_plane(env, world, name: str, folder, **changes) -> DataPlane:
     from gateway.store.spool import Spool
 
     tmp, refs = world
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy_dict(name)))
+    path.write_text(yaml.safe_dump({**policy_dict(name), **changes}))
     policy = load_policy_file(path)
     variants = {v: Recorder(LoadedVariant({**ref, "experiment": name})) for v, ref in refs.items()
                 if v in {x.name for x in policy.variants}}
@@ -381,3 +381,31 @@ def test_a_request_computes_its_derived_features_once(env, world):
             await plane.stop()
 
     assert run(scenario()) == 1
+
+
+def test_a_record_spooled_before_its_counters_were_logged_logs_them_missing_not_as_at_its_replay(env, world, tmp_path):
+    """No variant takes the aggregates, so record.lua would log the unit's counters. A request
+    spooled while Redis was away (p1) cannot: filled at its replay they would hold what happened
+    meanwhile, here a later request of the unit (p2) recorded and labelled before the replay. It
+    logs them missing; p2, recorded in Redis, logs the unit as it stood, without p1."""
+    async def scenario():
+        name = "agg-spool-at-record"
+        plane = spooling_plane(env, world, name, tmp_path, **PLAIN_ONLY)
+        await plane.start()
+        try:
+            await plane.upkeep.stop()  # the outage is simulated: the upkeep would end it at once
+            plane.store_ok = False
+            await plane.predict(name, {"instances": [row(0)], "unit_id": "late"}, "p1")
+            plane.store_ok = True  # back; the spool is not replayed yet
+            second = await plane.predict(name, {"instances": [row(1)], "unit_id": "late"}, "p2")
+            await plane.rewards({"request_id": "p2", "label": 1, "token": second["reward_token"]})
+            await plane.writer.replay(plane.feedback.replay)
+            return await plane.store.recent_decisions(name, 10), await unit_count(plane, name, "late")
+        finally:
+            await plane.stop()
+
+    entries, count = run(scenario())
+    assert next(e for e in entries if e["rid"] == "p1")["agg"] == aggregates.MISSING
+    assert same(logged(entries, "p1"), [math.nan] * 3)
+    assert same(logged(entries, "p2"), [0.0, math.nan, math.nan])
+    assert count == "2"  # both counted, once each

@@ -215,7 +215,7 @@ def test_logged_aggregates_are_read_by_name_and_rows_under_other_specs_are_left_
 def test_logged_counters_give_every_spec_the_values_serving_computes_from_them():
     """The log's counters form (record.lua's, or the router's for counters it read): the values
     under any spec are values() of the same counters, float for float; a malformed one reads as
-    not logged; no counters (no unit, Redis away) log the missing values' JSON."""
+    not logged; no counters (no unit, Redis away) log MISSING, every value NaN under any spec."""
     from gateway.learning import aggregates
 
     one = policy(aggregates={"features": [{"name": "n", "kind": "count"}, {"name": "m", "kind": "mean_label"}]})
@@ -232,7 +232,7 @@ def test_logged_counters_give_every_spec_the_values_serving_computes_from_them()
         assert aggregates.loads(bad, keys) is None, bad
     assert aggregates.loads("c1:1,,,,", ["n:median"]) is None  # a kind the gateway does not know
     missing = aggregates.logged(one, None)
-    assert missing == aggregates.dumps(one, [math.nan, math.nan]) and all(math.isnan(v) for v in aggregates.loads(missing, keys))
+    assert missing == aggregates.MISSING and all(math.isnan(v) for v in aggregates.loads(missing, keys))
 
 
 def test_aggregates_take_their_columns_between_the_request_and_the_derived_features():

@@ -255,17 +255,22 @@ class DataPlane:
         # The unit's request count goes up with the record: once per request id, never for a
         # request refused here (409) or failed above, and for a spooled record when it is replayed.
         unit_window = {"unit_window_s": rt.policy.aggregates.window_s} if unit_id and rt.policy.aggregates else {}
+        args = dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
+                    log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8),
+                    **unit_window)
+        # Filled at a later replay, the unit's counters could hold labels sent after this request.
+        spooled = (lambda: {**args, "log_entry": {**log_entry, "agg": aggregates.MISSING}}) \
+            if agg_logged == aggregates.AT_RECORD else None
         with child_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
-            fresh = await self.writer.record(
-                dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
-                     log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8),
-                     **unit_window)
-            )
+            fresh = await self.writer.record(args, spooled)
         if not fresh:
             raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
-        # After the record exists, so that the shadows' answers can be put on it.
-        self.shadow.offer(rt, request_id, matrix, carrier)
+        # After the record exists, so that the shadows' answers can be put on it. Not when a
+        # variant joined meanwhile: the frame was built for the view before (a new shadow may
+        # take columns, aggregates, it lacks).
+        if rt.view is view:
+            self.shadow.offer(rt, request_id, matrix, carrier)
         token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + keep_s))
         self.metrics.requests.add(1, labels)
         # A plain dict, not a PredictResponse: every field is the gateway's own and already of its

@@ -6,7 +6,7 @@ The log keeps the counters themselves ('c1:' then n,ln,ls,rn,rs; empty: unset), 
 computes the values from them with the same function serving used. When no variant takes the
 aggregates, serving reads nothing: record.lua logs the counters as they stand when it counts
 the request (AT_RECORD), still before any label of it can exist. An entry without a unit, or
-served while Redis was away, logs the values' JSON (NaN: missing), as older entries all did."""
+served or spooled while Redis was away, logs MISSING. Older entries' JSON values still read."""
 from __future__ import annotations
 
 import json
@@ -18,9 +18,12 @@ from gateway.policy import Policy
 from gateway.policy_features import Aggregates
 
 
-# The log's counters form, and what record.lua fills in (a log field 'agg' left empty).
+# The log's counters form; what record.lua fills in (a log field 'agg' left empty); and the
+# counters not known (no unit_id, Redis away, or a record spooled before record.lua could log
+# them: filled at its replay they could hold labels sent after the request): all missing.
 COUNTERS = "c1:"
 AT_RECORD = ""
+MISSING = COUNTERS + "?"
 KINDS = ("count", "labels", "mean_label", "mean_reward")
 
 
@@ -85,9 +88,9 @@ def spec_keys(policy: Policy) -> list[str]:
 
 def logged(policy: Policy, counters: Sequence[str | bytes | None] | None) -> str:
     """The decision log's form of the aggregates a request was served with: the counters as read
-    (values() gives the same floats back under any spec), or without them the values' JSON."""
+    (values() gives the same floats back under any spec), or MISSING without them."""
     if counters is None:
-        return dumps(policy, values(policy, None))
+        return MISSING
     return COUNTERS + ",".join("" if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in counters)
 
 
@@ -119,9 +122,13 @@ def loads(text: Any, keys: Sequence[str]) -> list[float] | None:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     if isinstance(text, str) and text.startswith(COUNTERS):
-        fields = text[len(COUNTERS):].split(",")
         kinds = [k.rpartition(":")[2] for k in keys]
-        if len(fields) != 5 or not all(k in KINDS for k in kinds):
+        if not all(k in KINDS for k in kinds):
+            return None
+        if text == MISSING:
+            return _from_counters(kinds, None)
+        fields = text[len(COUNTERS):].split(",")
+        if len(fields) != 5:
             return None
         try:
             return _from_counters(kinds, [f or None for f in fields])

@@ -75,8 +75,10 @@ class StoreWriter:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def record(self, args: dict[str, Any]) -> bool:
-        """A served prediction's record: False if its request id was already used."""
+    async def record(self, args: dict[str, Any], spooled: Callable[[], dict[str, Any]] | None = None) -> bool:
+        """A served prediction's record: False if its request id was already used. `spooled`:
+        the record to keep instead if it goes to the spool (what must be settled now, not when
+        it is replayed)."""
         if not self.spooling:
             try:
                 return await self.store.record_prediction(**args)
@@ -84,7 +86,7 @@ class StoreWriter:
                 if self.spool is None:
                     raise
                 self.lost()
-        await self.spool.put("record", args)
+        await self.spool.put("record", spooled() if spooled else args)
         return True
 
     async def queue_rewards(self, payloads: list[dict[str, Any]]) -> None:

@@ -54,6 +54,7 @@ if KEYS[5] and maxlen > 0 then
         if not c[j] then c[j] = '' end
       end
       fill_at, fill = i + 1, 'c1:' .. table.concat(c, ',')
+      break
     end
   end
 end

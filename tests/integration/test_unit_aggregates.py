@@ -409,3 +409,47 @@ def test_a_record_spooled_before_its_counters_were_logged_logs_them_missing_not_
     assert same(logged(entries, "p1"), [math.nan] * 3)
     assert same(logged(entries, "p2"), [0.0, math.nan, math.nan])
     assert count == "2"  # both counted, once each
+
+
+def test_a_shadow_that_joins_while_a_request_is_served_never_gets_that_requests_frame(env, world):
+    """The request's frame is built for the view of its start, where no variant took the
+    aggregates (none read: missing). A shadow taking them joins while the live model answers:
+    that request is not mirrored (the shadow would get missing aggregates it never saw in
+    training); the next one is, with the unit's counters read for it."""
+    from gateway.policy import Policy
+
+    name = "agg-join"
+    tmp, refs = world
+    with_shadow = Policy.model_validate({**policy_dict(name), "shadow": {"fraction": 1.0}, "variants": [
+        PLAIN_ONLY["variants"][0], {"name": "agg", "model": "agg.ubj", "features": USES, "role": "shadow"}]})
+    joining = Recorder(LoadedVariant({**refs["agg"], "experiment": name}))
+
+    async def scenario():
+        plane, variants = plane_for(env, world, name, Clock(), shadow={"fraction": 1.0}, **PLAIN_ONLY)
+        await plane.start()
+        rt = plane.runtime(name)
+        live = variants["plain"]
+        answer = live.predict
+
+        async def join_meanwhile(matrix, carrier):
+            if "agg" not in rt.variants:  # as a challenger joins: variants, policy and view, no await between
+                rt.variants["agg"] = joining
+                rt.set_policy(with_shadow)
+                rt.shadows = ("agg",)
+            return await answer(matrix, carrier)
+
+        live.predict = join_meanwhile
+        try:
+            await plane.predict(name, {"instances": [row(0)], "unit_id": "j"}, "j1")
+            await plane.shadow.drain()
+            before = len(joining.seen)
+            await plane.predict(name, {"instances": [row(1)], "unit_id": "j"}, "j2")
+            await plane.shadow.drain()
+            return before, joining.seen
+        finally:
+            await plane.stop()
+
+    before, seen = run(scenario())
+    assert before == 0 and len(seen) == 1
+    visits = FeatureView(with_shadow).column_names(USES).index("visits")
+    assert seen[0][0, visits] == 1.0  # j1 counted before j2 was read: a real value, not missing

@@ -6,6 +6,8 @@ record.lua), so a read sent again is harmless."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 
@@ -29,33 +31,33 @@ async def record(store: ExperimentStore, rid: str, unit: str, window_s: float | 
     return await store.record_prediction("ur", rid, "a", {"pred": "[1]", "unit": unit}, 60, None, unit_window_s=window_s)
 
 
-def counting_pipelines(store: ExperimentStore) -> list:
-    """Counts the pipelines the store opens from now on (restore with `store.client.pipeline = real`)."""
-    pipelines = []
+async def counted(store: ExperimentStore, together: Awaitable) -> tuple[Any, int]:
+    """What `together` answers, and how many pipelines the store opened meanwhile."""
+    pipelines = 0
     real = store.client.pipeline
 
     def counting(*args, **kwargs):
-        pipelines.append(1)
+        nonlocal pipelines
+        pipelines += 1
         return real(*args, **kwargs)
 
     store.client.pipeline = counting
-    return pipelines
+    try:
+        return await together, pipelines
+    finally:
+        store.client.pipeline = real
 
 
 def test_concurrent_reads_share_one_round_trip_and_each_gets_its_units_counters(redis_url):
     async def scenario():
         store = ExperimentStore.from_url(redis_url)
-        real = store.client.pipeline
         try:
             for i in range(3):
                 await record(store, f"s{i}", "same")
-            pipelines = counting_pipelines(store)
-            answers = await asyncio.gather(*(store.unit_counters("ur", "same" if i % 2 else "other") for i in range(16)))
-            store.client.pipeline = real
-            again = await store.unit_counters("ur", "same")
-            return answers, len(pipelines), again
+            answers, round_trips = await counted(
+                store, asyncio.gather(*(store.unit_counters("ur", "same" if i % 2 else "other") for i in range(16))))
+            return answers, round_trips, await store.unit_counters("ur", "same")
         finally:
-            store.client.pipeline = real
             await store.close()
 
     answers, round_trips, again = asyncio.run(scenario())
@@ -86,17 +88,13 @@ def test_records_and_reads_under_way_together_share_one_round_trip_and_each_gets
     refused (False) and not counted, and the read, asked last, sees both records."""
     async def scenario():
         store = ExperimentStore.from_url(redis_url)
-        real = store.client.pipeline
         try:
             assert await record(store, "used-before", "other")
-            pipelines = counting_pipelines(store)
-            outcomes = await asyncio.gather(record(store, "t1", "together"), record(store, "t2", "together"),
-                                            record(store, "used-before", "together"),
-                                            store.unit_counters("ur", "together"))
-            store.client.pipeline = real
-            return outcomes, len(pipelines), await store.unit_counters("ur", "together")
+            outcomes, round_trips = await counted(store, asyncio.gather(
+                record(store, "t1", "together"), record(store, "t2", "together"),
+                record(store, "used-before", "together"), store.unit_counters("ur", "together")))
+            return outcomes, round_trips, await store.unit_counters("ur", "together")
         finally:
-            store.client.pipeline = real
             await store.close()
 
     (first, second, reused, read), round_trips, after = asyncio.run(scenario())
@@ -120,16 +118,12 @@ def test_a_record_its_script_refuses_fails_only_its_own_request(redis_url):
 
     async def scenario():
         store = ExperimentStore.from_url(redis_url)
-        real = store.client.pipeline
         try:
             await record(store, "warm", "w")  # the scripts loaded: the batch is one pipeline
             await store.client.set(keys.request("ur", "g-clobbered"), "not a hash")
-            pipelines = counting_pipelines(store)
-            outcomes = await refused_among_good(store, "g")
-            store.client.pipeline = real
-            return outcomes, len(pipelines), await store.unit_counters("ur", "g")
+            outcomes, round_trips = await counted(store, refused_among_good(store, "g"))
+            return outcomes, round_trips, await store.unit_counters("ur", "g")
         finally:
-            store.client.pipeline = real
             await store.close()
 
     (one, refused, two, read), round_trips, after = asyncio.run(scenario())
@@ -166,16 +160,12 @@ def test_when_writes_wait_for_replicas_reads_go_apart_and_are_not_held_by_the_wa
     ends with ROLE and WAIT, and the reads asked with them go in a pipeline of their own."""
     async def scenario():
         store = ExperimentStore.from_url(f"{redis_url}?wait_replicas=1")
-        real = store.client.pipeline
         try:
             await record(store, "warm-3", "w3")
-            pipelines = counting_pipelines(store)
-            outcomes = await asyncio.gather(record(store, "a1", "apart"), store.unit_counters("ur", "apart"),
-                                            record(store, "a2", "apart"), store.unit_counters("ur", "w3"))
-            store.client.pipeline = real
-            return outcomes, len(pipelines)
+            return await counted(store, asyncio.gather(
+                record(store, "a1", "apart"), store.unit_counters("ur", "apart"),
+                record(store, "a2", "apart"), store.unit_counters("ur", "w3")))
         finally:
-            store.client.pipeline = real
             await store.close()
 
     (first, read, second, warm), round_trips = asyncio.run(scenario())

@@ -14,6 +14,7 @@ from gateway.policy_learning import Bootstrap, Retrain, Shadow
 
 # Names end up in Redis keys, deployment names and URLs: keep them to a safe alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 # A variant's `model` naming an MLflow model rather than a file (gateway.learning.mlflow_models
 # parses the forms; the prefix alone decides which kind a model is, here for every caller).
 MLFLOW_SCHEMES = ("models:/", "runs:/")
@@ -21,7 +22,6 @@ MLFLOW_SCHEMES = ("models:/", "runs:/")
 
 def is_mlflow_uri(model: str) -> bool:
     return model.startswith(MLFLOW_SCHEMES)
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 class PolicyError(ValueError):

@@ -209,10 +209,10 @@ class DataPlane:
             # only the variant's answer closes. The read only reads: the request is counted with
             # its record (record.lua).
             counters = await self._unit_counters(experiment, rt, unit_id)
-            agg, agg_logged = aggregates.values(rt.policy, counters), aggregates.logged(rt.policy, counters)
+            agg, agg_logged = aggregates.values(rt.policy, counters), aggregates.logged(counters)
         elif view.aggregates:
             # None does: nothing read here; record.lua logs the unit's counters as it counts the request.
-            agg_logged = aggregates.AT_RECORD if unit_id else aggregates.logged(rt.policy, None)
+            agg_logged = aggregates.AT_RECORD if unit_id else aggregates.MISSING
         matrix = view.complete(rows, agg)  # the aggregates and the derived features, once
         variant, propensity = self._select(experiment, rt, unit_id, segment, lx)
         started = time.perf_counter()

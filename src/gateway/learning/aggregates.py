@@ -59,23 +59,19 @@ def _num(value: str | bytes | None) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-# Per aggregates block: (the block, its spec keys, its kinds, the log entry's text with a %s for
-# each value), worked out once rather than on every request. By id, the block kept so its id
-# cannot be reused: a frozen model's own hash walks all its fields, which costs more than the
-# work it would save.
-_SPECS: dict[int, tuple[Aggregates, tuple[str, ...], tuple[str, ...], str]] = {}
+# Per aggregates block: (the block, its spec keys, its kinds), worked out once rather than on
+# every request. By id, the block kept so its id cannot be reused: a frozen model's own hash
+# walks all its fields, which costs more than the work it would save.
+_SPECS: dict[int, tuple[Aggregates, tuple[str, ...], tuple[str, ...]]] = {}
 
 
-def _spec(spec: Aggregates) -> tuple[Aggregates, tuple[str, ...], tuple[str, ...], str]:
+def _spec(spec: Aggregates) -> tuple[Aggregates, tuple[str, ...], tuple[str, ...]]:
     known = _SPECS.get(id(spec))
     if known is None or known[0] is not spec:
         if len(_SPECS) >= 1024:  # policies come and go (reloads): never more than this kept
             _SPECS.clear()
         keys = tuple(f"{a.name}:{a.kind}" for a in spec.features)
-        kinds = tuple(a.kind for a in spec.features)
-        # json.dumps's spelling of each key, a literal '%' in it escaped for the % formatting.
-        template = "{" + ", ".join(json.dumps(k).replace("%", "%%") + ": %s" for k in keys) + "}"
-        known = _SPECS[id(spec)] = (spec, keys, kinds, template)
+        known = _SPECS[id(spec)] = (spec, keys, tuple(a.kind for a in spec.features))
     return known
 
 
@@ -86,33 +82,12 @@ def spec_keys(policy: Policy) -> list[str]:
     return list(_spec(policy.aggregates)[1]) if policy.aggregates else []
 
 
-def logged(policy: Policy, counters: Sequence[str | bytes | None] | None) -> str:
+def logged(counters: Sequence[str | bytes | None] | None) -> str:
     """The decision log's form of the aggregates a request was served with: the counters as read
     (values() gives the same floats back under any spec), or MISSING without them."""
     if counters is None:
         return MISSING
     return COUNTERS + ",".join("" if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in counters)
-
-
-def dumps(policy: Policy, vector: Sequence[float]) -> str:
-    """The decision log's form: a JSON object by spec key, NaN as null; repr-exact floats (json
-    round-trips them). The text json.dumps writes for that object, filled into the spec's text
-    worked out once: this runs on every request, and json.dumps of a fresh dict costs several
-    times more."""
-    _, keys, _, template = _spec(policy.aggregates) if policy.aggregates else (None, (), (), "{}")
-    if len(keys) != len(vector):
-        raise ValueError(f"{len(vector)} aggregate values for {len(keys)} aggregates")
-    return template % tuple([_json_float(float(v)) for v in vector])
-
-
-def _json_float(x: float) -> str:
-    # json.dumps's own spelling (allow_nan: Infinity) except NaN, which is logged as null. The
-    # finite case first, and as one subtraction: this runs for every value of every request.
-    if x - x == 0.0:
-        return float.__repr__(x)
-    if x != x:
-        return "null"
-    return "Infinity" if x > 0 else "-Infinity"
 
 
 def loads(text: Any, keys: Sequence[str]) -> list[float] | None:

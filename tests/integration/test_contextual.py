@@ -41,11 +41,13 @@ def test_each_segment_promotes_its_own_champion(env):
                     r = float(rng.random() < RATES[plan][p["variant"]])
                     await c.post("/v1/rewards", json={"request_id": p["request_id"], "reward": r, "token": p["reward_token"]})
                     served.append((plan, p["variant"], p["propensity"]))
-                    if i % 20 == 19:
-                        clock.t += 1
-                        await plane.refresh()
-                    state = (await c.get(f"/v1/experiments/{name}")).json() if i % 200 == 199 else None
-                    if state and all((state["segments"].get(f"plan={p}") or {}).get("champion") for p in ("basic", "pro")):
+                    if i % 20 != 19:
+                        continue
+                    clock.t += 1
+                    await plane.refresh()
+                    # Stop on the refresh that shows both champions: routing must follow at once.
+                    state = (await c.get(f"/v1/experiments/{name}")).json()
+                    if all((state["segments"].get(f"plan={p}") or {}).get("champion") for p in ("basic", "pro")):
                         break
                 final = (await c.get(f"/v1/experiments/{name}")).json()
                 after = []

@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from gateway import monitoring
@@ -137,9 +138,13 @@ class Upkeep:
                 rt.evaluated_counts = key
                 rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount)
                 if segments.is_contextual(rt.policy):
+                    # Promote first, so a segment is routed to its champion from the moment the
+                    # state shows one.
+                    won = await promotions.promote_segments(self.store, name, rt, snap, now)
+                    if won != snap.meta.get("segment_champions", ""):
+                        snap = rt.snapshot = replace(snap, meta={**snap.meta, "segment_champions": won})
                     # Monte-Carlo per segment: off the event loop, which serves the requests.
                     rt.segments = await asyncio.to_thread(segments.routing, rt.policy, snap)
-                    await promotions.promote_segments(self.store, name, rt, snap, now)
                 elif linear.is_linear(rt.policy):
                     rt.linear = await asyncio.to_thread(linear.routing, rt.policy, snap)
                 await promotions.promote_by_rule(self.store, name, rt, snap, now, self.experiments.linear_contexts())

@@ -384,8 +384,9 @@ def test_a_master_killed_under_load_fails_over_and_every_acknowledged_reward_cou
 def test_with_wait_replicas_a_write_its_replica_did_not_confirm_is_spooled_and_counted_once(cenv, tmp_path):
     """Replication is asynchronous: a master killed right after answering can take a write with
     it. With ?wait_replicas=1 a write counts as taken only once the replica confirmed it: while
-    the replica is paused the gateway answers from its spool instead ('queued'), and after the
-    master is killed and the replica promoted every reward counts exactly once."""
+    the replica is paused the gateway answers from its spool instead ('queued'), a request id in
+    use is still refused (409) though its batch was not confirmed, and after the master is
+    killed and the replica promoted every reward counts exactly once."""
     own = RedisCluster(tmp_path / "cluster").start()
     try:
         env = Env(tmp_path / "planes", redis_url=own.url + "?wait_replicas=1&wait_ms=200")
@@ -407,7 +408,10 @@ def test_with_wait_replicas_a_write_its_replica_did_not_confirm_is_spooled_and_c
                 confirmed = await reward(first, 1)
                 own.pause(heir)
                 try:
-                    second = await plane.predict(name, {"instances": [rows[1]]}, "unconfirmed")
+                    # In one batch with a record that wrote: the id in use is still refused.
+                    second, reused = await asyncio.gather(
+                        plane.predict(name, {"instances": [rows[1]]}, "unconfirmed"),
+                        plane.predict(name, {"instances": [rows[1]]}, "confirmed"), return_exceptions=True)
                     unconfirmed = await reward(second, 1)
                 finally:
                     own.resume(heir)
@@ -415,14 +419,15 @@ def test_with_wait_replicas_a_write_its_replica_did_not_confirm_is_spooled_and_c
                 deadline = time.monotonic() + DRAIN_BOUND_S
                 while (plane.spool.pending() or not plane.store_ok) and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
-                return confirmed, unconfirmed, (await plane.store.snapshots([name]))[name], plane.spool.pending()
+                return confirmed, unconfirmed, reused, (await plane.store.snapshots([name]))[name], plane.spool.pending()
             finally:
                 await plane.stop()
                 await plane.store.close()
 
-        confirmed, unconfirmed, snap, left = run(scenario())
+        confirmed, unconfirmed, reused, snap, left = run(scenario())
         assert confirmed["status"] == "accepted"
         assert unconfirmed["status"] == "queued"  # not acknowledged from Redis: from the spool
+        assert isinstance(reused, GatewayError) and (reused.status, reused.code) == (409, "request_id_in_use")
         assert left == 0
         assert own.master_of_slot(key_slot(name.encode())) == heir
         assert sum(c.requests for c in snap.arms.values()) == 2

@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
 from gateway.store.reward_calls import reward_calls
-from gateway.store.connect import STORE_DOWN, Replication, drop_idle_connections, open_redis, split_url
+from gateway.store.connect import STORE_DOWN, NotReplicated, Replication, drop_idle_connections, open_redis, split_url
 from gateway.store.limits import (
     DECISION_LOG_BYTES,
     DECISION_LOG_MAXLEN,
@@ -80,7 +80,8 @@ class ExperimentStore(ShadowRecords, LogReads):
         on a cluster): a cluster pipeline then sends each to the node of its keys' slot (redis-py
         refuses a call whose keys span slots), the calls of one node on one connection.
         `isolate`: a call's own error (a script's refusal) is its answer, for the calls of
-        different requests in one pipeline; else it is raised."""
+        different requests in one pipeline, and writes the replicas did not confirm fail only
+        the calls that wrote; else the first error is raised."""
         if not self._shas:
             await self._load_scripts()
         reconnected = reloaded = False
@@ -126,7 +127,14 @@ class ExperimentStore(ShadowRecords, LogReads):
                     if isinstance(r, Exception):
                         raise r
             if masters:
-                self.waits.check(masters, confirmations)
+                try:
+                    self.waits.check(masters, confirmations)
+                except NotReplicated as err:
+                    if not isolate:
+                        raise
+                    # A call its script failed or refused (0: record.lua's id in use) wrote
+                    # nothing, so its answer stands; only the others' writes wait for replicas.
+                    return [a if isinstance(a, Exception) or a == 0 else err for a in answers]
             return answers
 
     async def ensure_experiment(self, experiment: str, now: float) -> None:

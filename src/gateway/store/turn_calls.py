@@ -6,9 +6,10 @@ what a turn of the event loop asks costs far less than one each; with aggregates
 mostly rides on a pipeline the records send anyway. A call waits one turn of the loop, no more.
 
 Each call is one command and gets its own answer: a script error of one record fails that record
-only. What fails the pipeline (Redis unreachable, writes not confirmed by the replicas) fails
-every call in it, as it would have failed each alone; the writer then spools the records (each
-carries its nonce, so one that did land is not counted twice when replayed).
+only. Redis unreachable fails every call in the pipeline, as it would have failed each alone;
+writes the replicas did not confirm (wait_replicas) fail every record that wrote, while one
+refused (its id in use) stays refused. The writer then spools the failed records (each carries
+its nonce, so one that did land is not counted twice when replayed).
 
 The reads only read: the request is counted by record.lua when its record is written (once per
 request id, replayed once from a spool), so a read sent again changes nothing."""

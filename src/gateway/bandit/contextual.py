@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -218,12 +218,21 @@ class SegmentAllocation:
     def for_segment(self, segment: str) -> dict[str, float]:
         return self.shares.get(segment, self.default)
 
+    def promoted(self, segment: str, champion: str) -> SegmentAllocation:
+        """This allocation with ``segment`` sent whole to its ``champion``."""
+        return replace(self, shares={**self.shares, segment: _all_to(self.names, champion)},
+                       modes={**self.modes, segment: "promoted"})
+
     def pick(self, segment: str, u: float) -> tuple[str, float]:
         """The variant for a uniform ``u`` in [0, 1) and its propensity (its share, exactly)."""
         shares = self.for_segment(segment)
         weights = [shares[v] for v in self.names]
         i = choose(weights, u)
         return self.names[i], float(weights[i])
+
+
+def _all_to(names: Sequence[str], champion: str) -> dict[str, float]:
+    return {v: float(v == champion) for v in names}
 
 
 def _shares(
@@ -348,7 +357,7 @@ def segment_shares(
     for key in sorted(seg):  # a fixed order, so a shared rng is consumed reproducibly
         sn, ss = seg[key]
         if key in champions:
-            shares[key] = {v: float(v == champions[key]) for v in names}
+            shares[key] = _all_to(names, champions[key])
             modes[key] = "promoted"
             continue
         a, b = shrunk_beta(pa, pb, on, os_, sn, ss, w)

@@ -46,10 +46,10 @@ async def promote_by_rule(store: ExperimentStore, name: str, rt: ExperimentRunti
         rt.allocation = allocation.allocate(rt.policy, rt.snapshot.arms, rt.snapshot.meta, rt.discount)
 
 
-async def promote_segments(store: ExperimentStore, name: str, rt: ExperimentRuntime, snap: Snapshot, now: float) -> str:
+async def promote_segments(store: ExperimentStore, name: str, rt: ExperimentRuntime, snap: Snapshot, now: float) -> None:
     """Contextual routing: each segment whose own evidence passes the rule gets its champion,
-    once (the store's step is conditional on the champions it was computed from). Returns the
-    champions as stored now, so the routing computed next sends each segment to its own."""
+    once (the store's step is conditional on the champions it was computed from), and is routed
+    to it from then on: the state shows the champion, so requests must not get the old shares."""
     raw = snap.meta.get("segment_champions", "")
     for segment, decision in (await asyncio.to_thread(segments.promotions, rt.policy, snap, now)).items():
         if decision.outcome != "promote":
@@ -60,10 +60,11 @@ async def promote_segments(store: ExperimentStore, name: str, rt: ExperimentRunt
                  "by": "rule", "reason": decision.reason, "evidence": decision.evidence}
         # Only over the champions this was computed from: another replica's promotion is kept.
         if not await store.annotate(name, "segment_champions", after, entry, expected=raw):
-            return raw  # another replica's promotion: the next refresh reads it
+            return  # another replica's promotion: the next refresh reads it
+        if rt.segments is not None:
+            rt.segments = rt.segments.promoted(segment, decision.variant)
         log.info("promoted %s in segment %s of %s: %s", decision.variant, segment, name, decision.reason)
         raw = after
-    return raw
 
 
 async def judge_shadows(store: ExperimentStore, name: str, rt: ExperimentRuntime, snap: Snapshot,

@@ -11,7 +11,6 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 from gateway import monitoring
@@ -135,19 +134,16 @@ class Upkeep:
                 tuple(sorted((s, v, c.rewards, c.reward_sum) for s, per in snap.segments.items() for v, c in per.items())),
             )
             if key != rt.evaluated_counts:
-                rt.evaluated_counts = key
                 rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount)
                 if segments.is_contextual(rt.policy):
-                    # Promote first, so a segment is routed to its champion from the moment the
-                    # state shows one.
-                    won = await promotions.promote_segments(self.store, name, rt, snap, now)
-                    if won != snap.meta.get("segment_champions", ""):
-                        snap = rt.snapshot = replace(snap, meta={**snap.meta, "segment_champions": won})
                     # Monte-Carlo per segment: off the event loop, which serves the requests.
                     rt.segments = await asyncio.to_thread(segments.routing, rt.policy, snap)
+                    await promotions.promote_segments(self.store, name, rt, snap, now)
                 elif linear.is_linear(rt.policy):
                     rt.linear = await asyncio.to_thread(linear.routing, rt.policy, snap)
                 await promotions.promote_by_rule(self.store, name, rt, snap, now, self.experiments.linear_contexts())
+                # Only once every step ran: one that failed (the store away) runs again next time.
+                rt.evaluated_counts = key
             if await self.check_guardrails(rt):
                 rt.evaluated_counts = None  # the champion changed: recompute on the next refresh
             if rt.shadows and now - rt.shadow_checked_at >= SHADOW_FIRST_EVERY_S:

@@ -381,6 +381,44 @@ def test_a_master_killed_under_load_fails_over_and_every_acknowledged_reward_cou
         own.stop()
 
 
+def test_with_wait_replicas_a_record_found_written_is_confirmed_only_once_its_replica_has_it(cluster):
+    """A record written while the replica was paused (not confirmed, so spooled) and sent again
+    with its nonce from another connection (a replay, a retry after a cut) is found and writes
+    nothing: it must still not count as confirmed until the replica has the first write. WAIT
+    is documented to confirm its own connection's writes only (this redis-server's WAIT happens
+    to wait here anyway): the store writes a marker before it, so the answer does not hang on
+    that, nor on treating a found record as a call that wrote nothing, as a refusal is."""
+    from gateway.store.connect import NotReplicated
+
+    name = one_per_master(cluster, "found")[0]
+    heir = cluster.replica_of(cluster.master_of_slot(key_slot(name.encode())))
+    url = cluster.url + "?wait_replicas=1&wait_ms=200"
+
+    async def record(store: ExperimentStore, request_id: str = "r1") -> object:
+        try:
+            return await store.record_prediction(name, request_id, "logreg", {"variant": "logreg"}, 3600, None,
+                                                 nonce="n1")
+        except NotReplicated:
+            return "not confirmed"
+
+    async def scenario():
+        first, fresh = ExperimentStore.from_url(url), ExperimentStore.from_url(url)
+        try:
+            # The other connection's last write is one its replica has (and its scripts loaded).
+            assert await record(fresh, "r0") is True
+            cluster.pause(heir)
+            try:
+                while_paused = [await record(first), await record(fresh)]
+            finally:
+                cluster.resume(heir)
+            return while_paused, await record(fresh)
+        finally:
+            await first.close()
+            await fresh.close()
+
+    assert run(scenario()) == (["not confirmed", "not confirmed"], True)
+
+
 def test_with_wait_replicas_a_write_its_replica_did_not_confirm_is_spooled_and_counted_once(cenv, tmp_path):
     """Replication is asynchronous: a master killed right after answering can take a write with
     it. With ?wait_replicas=1 a write counts as taken only once the replica confirmed it: while

@@ -85,7 +85,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         if not self._shas:
             await self._load_scripts()
         reconnected = reloaded = False
-        # Answers from the try before, when only some calls failed: of the calls (not ROLE/WAIT).
+        # Answers from the try before, when only some calls failed: of the calls (not the confirmations).
         earlier: list | None = None
         while True:
             pipe = self.client.pipeline(transaction=False)
@@ -94,9 +94,8 @@ class ExperimentStore(ShadowRecords, LogReads):
             masters = await self.waits.add(self.client, pipe, calls.first_keys)
             try:
                 results = await execute(pipe, masters)
-                # The confirmations (ROLE, WAIT per master) judge this try's writes, never an earlier one's.
-                answers, confirmations = (results[:-2 * len(masters)], results[-2 * len(masters):]) if masters \
-                    else (results, [])
+                # This try's confirmations: they cover an earlier try's writes too (ReplicaWaits).
+                answers, confirmations = self.waits.split(results, masters)
                 if earlier is not None:
                     # The calls that failed only for want of the script or a connection ran again;
                     # every other keeps its first answer (a reward accepted then reads 'duplicate'

@@ -20,6 +20,20 @@ from redis.exceptions import RedisClusterException
 from gateway.store.connect import NotReplicated, Replication
 
 
+# The commands add() appends for each master: the marker write, ROLE and WAIT.
+PER_MASTER = 3
+# The marker only has to outlive its pipeline.
+MARKER_TTL_MS = 60_000
+
+
+def marker_key(key: str) -> str:
+    """A key of ours in `key`'s slot: the same hash tag (or, with none, `key` as the tag)."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start != -1 else -1
+    tag = key[start + 1:end] if end > start + 1 else key
+    return f"gw:{{{tag}}}:confirm"
+
+
 class ScriptCalls:
     """Stands in for the pipeline while a build function fills it: notes each script call's
     first key (its slot, so its master)."""
@@ -37,7 +51,13 @@ class ScriptCalls:
 class ReplicaWaits:
     """Adds the confirmations to a script pipeline and judges them. WAIT asks for as many
     replicas as the master had at its last ROLE answer (up to N): asking a master that lost its
-    replica for one would make every write wait the whole timeout."""
+    replica for one would make every write wait the whole timeout.
+
+    WAIT confirms the writes of its own connection only. A call can answer with a write an
+    earlier call made on another connection and write nothing itself (a record found by its
+    nonce after a cut or from the spool, a reward claimed before): so each master first gets a
+    small write of ours, and as a master's replicas take its writes in order, the replicas that
+    have that one have every write before it."""
 
     def __init__(self, replication: Replication):
         self.replication = replication
@@ -47,25 +67,36 @@ class ReplicaWaits:
         """Append ROLE and WAIT for each master the scripts go to; those masters' names."""
         if not self.replication.replicas or not first_keys:
             return []
+        # master -> one of its scripts' keys, and how to send a keyless command there
+        masters: dict[str, tuple[str, dict]] = {}
         if isinstance(client, RedisCluster):
             await client.initialize()  # a no-op once the slot map is known
-            masters = {}
             for key in first_keys:
                 node = client.get_node_from_key(key)
-                masters[node.name] = {"target_nodes": node}
+                masters.setdefault(node.name, (key, {"target_nodes": node}))
         else:
-            masters = {"": {}}
-        for name, target in masters.items():
+            masters[""] = (first_keys[0], {})
+        for name, (key, target) in masters.items():
             asked = min(self.replication.replicas, self.replicas.get(name, self.replication.replicas))
+            # Routed by its key's slot, so to the master and connection the scripts there use.
+            pipe.execute_command("SET", marker_key(key), "1", "PX", MARKER_TTL_MS)
             pipe.execute_command("ROLE", **target)
             pipe.execute_command("WAIT", asked, self.replication.timeout_ms, **target)
         return list(masters)
 
+    @staticmethod
+    def split(results: list, masters: list[str]) -> tuple[list, list]:
+        """A pipeline's results: the calls' answers, and the confirmations add() appended."""
+        if not masters:
+            return results, []
+        n = PER_MASTER * len(masters)
+        return results[:-n], results[-n:]
+
     def check(self, masters: list[str], answers: list) -> None:
-        """`answers`: the (ROLE, WAIT) replies of `masters`, flat. Raises NotReplicated if a
-        master's replicas confirmed fewer writes than required."""
-        for name, role, acked in zip(masters, answers[::2], answers[1::2]):
-            failed = next((a for a in (role, acked) if isinstance(a, Exception)), None)
+        """`answers`: the (SET, ROLE, WAIT) replies of `masters`, flat. Raises NotReplicated if
+        a master's replicas confirmed fewer writes than required."""
+        for name, marked, role, acked in zip(masters, answers[::3], answers[1::3], answers[2::3]):
+            failed = next((a for a in (marked, role, acked) if isinstance(a, Exception)), None)
             if failed is not None:
                 # E.g. WAIT sent to a master a failover just made a replica: nothing confirmed.
                 raise NotReplicated(f"the writes' confirmation failed: {failed}") from failed

@@ -37,6 +37,10 @@ BASE = {
 }
 
 
+# The background refresh of a test's plane: not within any test.
+BACKGROUND_REFRESH_OFF = 3600.0
+
+
 class Clock:
     """Starts at the real time: the decision log's stream ids are Redis's own clock."""
 
@@ -58,9 +62,12 @@ class Env:
         self.count = 0
 
     def plane(self, clock: Clock, *, wrap: Callable[[dict], dict] | None = None, challenger_client=None,
-              name: str | None = None, spool: Spool | None = None, **policy_fields) -> DataPlane:
+              name: str | None = None, spool: Spool | None = None, refresh_s: float = BACKGROUND_REFRESH_OFF,
+              **policy_fields) -> DataPlane:
         """A fresh experiment (its own keys, or `name`'s) with the shared, already trained models
-        (`wrap` may put an instrument around them: it gets and returns the variants by name)."""
+        (`wrap` may put an instrument around them: it gets and returns the variants by name).
+        The plane refreshes where its test calls refresh(), not also every `refresh_s` of real
+        time: the seeds then make a run the same every time, however loaded the machine."""
         self.count += 1
         name = name or f"fb{self.count}"
         path = self.tmp / f"{name}.yaml"
@@ -72,6 +79,7 @@ class Env:
         return DataPlane(
             {name: policy}, store, {name: wrap(dict(self.variants)) if wrap else self.variants}, RewardTokens("k" * 32),
             clock=clock, rng=np.random.default_rng(7), challenger_client=challenger_client, spool=spool,
+            refresh_s=refresh_s,
         )
 
 

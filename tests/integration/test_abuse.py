@@ -128,13 +128,13 @@ def test_a_retraining_run_longer_than_its_lock_keeps_it_and_frees_only_its_own(e
 
     async def slow_retrainer(experiment: str, trigger: str) -> dict:
         started.set()
-        await asyncio.sleep(2.5)  # longer than the 0.9 s lock below
+        await asyncio.sleep(5.0)  # longer than the 1.8 s lock below
         finished.append(trigger)
         return {"outcome": "skipped"}
 
     plane = env.plane(Clock())
     plane.upkeep.retrainer = slow_retrainer
-    plane.upkeep.retrain_lock_s = 0.9
+    plane.upkeep.retrain_lock_s = 1.8  # renewed every third: a stall over 1.2 s would lose it
     name = plane.experiment_names()[0]
 
     async def scenario():
@@ -142,7 +142,7 @@ def test_a_retraining_run_longer_than_its_lock_keeps_it_and_frees_only_its_own(e
         try:
             first = asyncio.create_task(plane.retrain_now(name))
             await started.wait()
-            await asyncio.sleep(1.5)  # past the lock's first ttl: it must have been renewed
+            await asyncio.sleep(3.0)  # past the lock's first ttl: it must have been renewed
             second = await plane.store.claim_retrain(name, 0, 10, "someone-else")
             stolen = await plane.store.release_retrain(name, "someone-else")
             await first

@@ -44,11 +44,18 @@ def test_metrics_follow_prometheus_conventions_and_move_with_traffic(client):
 
 
 def test_the_series_grows_every_few_seconds(client):
-    first = client.get("/v1/experiments/churn/series").json()
-    time.sleep(4.5)
-    later = client.get("/v1/experiments/churn/series").json()
-    assert len(later["points"]) >= len(first["points"]) + 1
-    point = later["points"][-1]
+    def points() -> list[dict]:
+        return client.get("/v1/experiments/churn/series").json()["points"]
+
+    first = points()
+    newest_then = first[-1]["t"] if first else float("-inf")
+    deadline = time.monotonic() + 15  # a point every 2 s, on a machine however busy
+    later = points()
+    while not (later and later[-1]["t"] > newest_then) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        later = points()
+    assert later and later[-1]["t"] > newest_then
+    point = later[-1]
     assert set(point["variants"]) == {"logreg", "xgb"}
     assert abs(sum(v["traffic_share"] for v in point["variants"].values()) - 1) < 1e-9
     newer = client.get("/v1/experiments/churn/series", params={"since": point["t"] - 0.001}).json()["points"]

@@ -32,7 +32,9 @@ from tests.models import loaded_variants
 pytestmark = pytest.mark.integration
 
 EXPERIMENT = "replicas"
-WINDOW_S = 60.0
+# Long, so the tokens (valid twice the window) outlive a slow machine's steps by minutes
+# after the clock is moved past the window.
+WINDOW_S = 600.0
 SECRET = "r" * 32
 
 
@@ -204,7 +206,7 @@ def test_feedback_for_a_request_no_spool_holds_is_404_and_a_waiting_reward_ends_
         try:
             # Redis up, nothing spooled anywhere: a validly signed but never-served request.
             now = node.clock()
-            ghost = tokens.sign("ghost", TokenClaims(EXPERIMENT, "logreg", now + 5))
+            ghost = tokens.sign("ghost", TokenClaims(EXPERIMENT, "logreg", now + 60))
             with pytest.raises(NotFound):
                 await plane.rewards({"request_id": "ghost", "reward": 1, "token": ghost})
             # While a record is spooled the same feedback waits (202); if its record never comes
@@ -216,7 +218,7 @@ def test_feedback_for_a_request_no_spool_holds_is_404_and_a_waiting_reward_ends_
             node.start_redis()
             await wait_for(lambda: plane.store_ok and plane.spool.pending() == 1, "the record to replay")
             waiting = plane.spool.pending()
-            node.clock.offset += 10  # past the ghost token's expiry
+            node.clock.offset += 70  # past the ghost token's expiry
             await wait_for(lambda: plane.spool.pending() == 0, "the expired reward to be dropped")
             return status, body, waiting
         finally:

@@ -381,6 +381,41 @@ def test_a_master_killed_under_load_fails_over_and_every_acknowledged_reward_cou
         own.stop()
 
 
+WAIT_FOR_ONE = "?wait_replicas=1&wait_ms=200"
+
+
+async def record_confirmed(store: ExperimentStore, experiment: str, request_id: str) -> object:
+    """record_prediction's answer, or 'not confirmed' (NotReplicated: the writer would spool it)."""
+    from gateway.store.connect import NotReplicated
+
+    try:
+        return await store.record_prediction(experiment, request_id, "logreg", {"variant": "logreg"}, 3600, None,
+                                             nonce="n1")
+    except NotReplicated:
+        return "not confirmed"
+
+
+def test_with_wait_replicas_only_the_records_on_the_master_left_unconfirmed_fail(cluster):
+    """Records of experiments on two masters go out in one pipeline while one master's replica
+    is paused: that master's record is not confirmed (so spooled), the other's is taken."""
+    held, free = one_per_master(cluster, "split")[:2]
+    heir = cluster.replica_of(cluster.master_of_slot(key_slot(held.encode())))
+
+    async def scenario():
+        store = ExperimentStore.from_url(cluster.url + WAIT_FOR_ONE)
+        try:
+            assert await record_confirmed(store, free, "warm") is True  # the scripts loaded, the slots known
+            cluster.pause(heir)
+            try:
+                return await asyncio.gather(record_confirmed(store, held, "r1"), record_confirmed(store, free, "r1"))
+            finally:
+                cluster.resume(heir)
+        finally:
+            await store.close()
+
+    assert run(scenario()) == ["not confirmed", True]
+
+
 def test_with_wait_replicas_a_record_found_written_is_confirmed_only_once_its_replica_has_it(cluster):
     """A record written while the replica was paused (not confirmed, so spooled) and sent again
     with its nonce from another connection (a replay, a retry after a cut) is found and writes
@@ -388,30 +423,21 @@ def test_with_wait_replicas_a_record_found_written_is_confirmed_only_once_its_re
     is documented to confirm its own connection's writes only (this redis-server's WAIT happens
     to wait here anyway): the store writes a marker before it, so the answer does not hang on
     that, nor on treating a found record as a call that wrote nothing, as a refusal is."""
-    from gateway.store.connect import NotReplicated
-
     name = one_per_master(cluster, "found")[0]
     heir = cluster.replica_of(cluster.master_of_slot(key_slot(name.encode())))
-    url = cluster.url + "?wait_replicas=1&wait_ms=200"
-
-    async def record(store: ExperimentStore, request_id: str = "r1") -> object:
-        try:
-            return await store.record_prediction(name, request_id, "logreg", {"variant": "logreg"}, 3600, None,
-                                                 nonce="n1")
-        except NotReplicated:
-            return "not confirmed"
+    url = cluster.url + WAIT_FOR_ONE
 
     async def scenario():
         first, fresh = ExperimentStore.from_url(url), ExperimentStore.from_url(url)
         try:
             # The other connection's last write is one its replica has (and its scripts loaded).
-            assert await record(fresh, "r0") is True
+            assert await record_confirmed(fresh, name, "r0") is True
             cluster.pause(heir)
             try:
-                while_paused = [await record(first), await record(fresh)]
+                while_paused = [await record_confirmed(first, name, "r1"), await record_confirmed(fresh, name, "r1")]
             finally:
                 cluster.resume(heir)
-            return while_paused, await record(fresh)
+            return while_paused, await record_confirmed(fresh, name, "r1")
         finally:
             await first.close()
             await fresh.close()

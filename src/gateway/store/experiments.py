@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
 from gateway.store.reward_calls import reward_calls
-from gateway.store.connect import STORE_DOWN, NotReplicated, Replication, drop_idle_connections, open_redis, split_url
+from gateway.store.connect import STORE_DOWN, Replication, drop_idle_connections, open_redis, split_url
 from gateway.store.limits import (
     DECISION_LOG_BYTES,
     DECISION_LOG_MAXLEN,
@@ -25,7 +25,7 @@ from gateway.store.limits import (
     SERIES_MAXLEN,
 )
 from gateway.store.logs import LogReads
-from gateway.store.replication import ReplicaWaits, ScriptCalls, execute
+from gateway.store.replication import ReplicaWaits, ScriptCalls, each_call_judged, execute
 from gateway.store.shadow import ShadowRecords
 from gateway.store.snapshot import RewardItem, RewardRules, Snapshot, parse_arms, parse_linear, parse_segments
 from gateway.store.turn_calls import TurnCalls
@@ -81,7 +81,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         refuses a call whose keys span slots), the calls of one node on one connection.
         `isolate`: a call's own error (a script's refusal) is its answer, for the calls of
         different requests in one pipeline, and writes the replicas did not confirm fail only
-        the calls that wrote; else the first error is raised."""
+        the calls that wrote on that master; else the first error is raised."""
         if not self._shas:
             await self._load_scripts()
         reconnected = reloaded = False
@@ -91,7 +91,7 @@ class ExperimentStore(ShadowRecords, LogReads):
             pipe = self.client.pipeline(transaction=False)
             calls = ScriptCalls(pipe)
             build(calls)
-            masters = await self.waits.add(self.client, pipe, calls.first_keys)
+            masters, of_call = await self.waits.add(self.client, pipe, calls.first_keys)
             try:
                 results = await execute(pipe, masters)
                 # This try's confirmations: they cover an earlier try's writes too (ReplicaWaits).
@@ -125,16 +125,11 @@ class ExperimentStore(ShadowRecords, LogReads):
                 for r in answers:
                     if isinstance(r, Exception):
                         raise r
-            if masters:
-                try:
-                    self.waits.check(masters, confirmations)
-                except NotReplicated as err:
-                    if not isolate:
-                        raise
-                    # A call its script failed or refused (0: record.lua's id in use) wrote
-                    # nothing, so its answer stands; only the others' writes wait for replicas.
-                    return [a if isinstance(a, Exception) or a == 0 else err for a in answers]
-            return answers
+            failed = self.waits.unconfirmed(masters, confirmations)
+            if failed and not isolate:
+                raise next(iter(failed.values()))
+            # Under isolate only the calls that wrote on a master left unconfirmed fail.
+            return each_call_judged(answers, of_call, failed) if failed else answers
 
     async def ensure_experiment(self, experiment: str, now: float) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -63,26 +63,31 @@ class ReplicaWaits:
         self.replication = replication
         self.replicas: dict[str, int] = {}  # master -> replicas at its last ROLE answer
 
-    async def add(self, client: aioredis.Redis | RedisCluster, pipe: Any, first_keys: list[str]) -> list[str]:
-        """Append ROLE and WAIT for each master the scripts go to; those masters' names."""
+    async def add(self, client: aioredis.Redis | RedisCluster, pipe: Any,
+                  first_keys: list[str]) -> tuple[list[str], list[str]]:
+        """Append the confirmations for each master the scripts go to. Returns those masters'
+        names, and the master of each script call (of its first key), in the order called."""
         if not self.replication.replicas or not first_keys:
-            return []
+            return [], []
         # master -> one of its scripts' keys, and how to send a keyless command there
         masters: dict[str, tuple[str, dict]] = {}
         if isinstance(client, RedisCluster):
             await client.initialize()  # a no-op once the slot map is known
+            of_call = []
             for key in first_keys:
                 node = client.get_node_from_key(key)
                 masters.setdefault(node.name, (key, {"target_nodes": node}))
+                of_call.append(node.name)
         else:
             masters[""] = (first_keys[0], {})
+            of_call = [""] * len(first_keys)
         for name, (key, target) in masters.items():
             asked = min(self.replication.replicas, self.replicas.get(name, self.replication.replicas))
             # Routed by its key's slot, so to the master and connection the scripts there use.
             pipe.execute_command("SET", marker_key(key), "1", "PX", MARKER_TTL_MS)
             pipe.execute_command("ROLE", **target)
             pipe.execute_command("WAIT", asked, self.replication.timeout_ms, **target)
-        return list(masters)
+        return list(masters), of_call
 
     @staticmethod
     def split(results: list, masters: list[str]) -> tuple[list, list]:
@@ -92,20 +97,34 @@ class ReplicaWaits:
         n = PER_MASTER * len(masters)
         return results[:-n], results[-n:]
 
-    def check(self, masters: list[str], answers: list) -> None:
-        """`answers`: the (SET, ROLE, WAIT) replies of `masters`, flat. Raises NotReplicated if
-        a master's replicas confirmed fewer writes than required."""
-        for name, marked, role, acked in zip(masters, answers[::3], answers[1::3], answers[2::3]):
-            failed = next((a for a in (marked, role, acked) if isinstance(a, Exception)), None)
-            if failed is not None:
+    def unconfirmed(self, masters: list[str], confirmations: list) -> dict[str, NotReplicated]:
+        """`confirmations`: the (SET, ROLE, WAIT) replies of `masters`, flat. The masters whose
+        replicas confirmed fewer writes than required, each with its error."""
+        failed = {}
+        for name, marked, role, acked in zip(masters, confirmations[::3], confirmations[1::3], confirmations[2::3]):
+            error = next((a for a in (marked, role, acked) if isinstance(a, Exception)), None)
+            if error is not None:
                 # E.g. WAIT sent to a master a failover just made a replica: nothing confirmed.
-                raise NotReplicated(f"the writes' confirmation failed: {failed}") from failed
+                failed[name] = NotReplicated(f"the writes' confirmation failed: {error}")
+                failed[name].__cause__ = error
+                continue
             replicas = len(role[2]) if role and role[0] == "master" else 0
             self.replicas[name] = replicas
             needed = min(self.replication.replicas, replicas)
             if int(acked) < needed:
-                raise NotReplicated(f"{acked} of the {needed} replicas required confirmed the writes within "
-                                    f"{self.replication.timeout_ms} ms")
+                failed[name] = NotReplicated(f"{acked} of the {needed} replicas required confirmed the writes "
+                                             f"within {self.replication.timeout_ms} ms")
+        return failed
+
+
+def each_call_judged(answers: list, of_call: list[str], failed: dict[str, NotReplicated]) -> list:
+    """Each call's answer once some masters' writes went unconfirmed: a call whose script failed
+    or refused it (0: record.lua's id in use) wrote nothing, so its answer stands; a call that
+    wrote on an unconfirmed master gets that master's error; the others' writes are confirmed."""
+    if len(of_call) != len(answers):  # not one script call per answer: every write is in doubt
+        first = next(iter(failed.values()))
+        return [a if isinstance(a, Exception) or a == 0 else first for a in answers]
+    return [a if isinstance(a, Exception) or a == 0 else failed.get(master, a) for a, master in zip(answers, of_call)]
 
 
 async def execute(pipe: Any, masters: list[str]) -> list:

@@ -7,8 +7,8 @@ mostly rides on a pipeline the records send anyway. A call waits one turn of the
 
 Each call is one command and gets its own answer: a script error of one record fails that record
 only. Redis unreachable fails every call in the pipeline, as it would have failed each alone;
-writes the replicas did not confirm (wait_replicas) fail every record that wrote, while one
-refused (its id in use) stays refused. The writer then spools the failed records (each carries
+writes the replicas did not confirm (wait_replicas) fail every record that wrote on that master,
+while one refused (its id in use) stays refused. The writer then spools the failed records (each carries
 its nonce, so one that did land is not counted twice when replayed).
 
 The reads only read: the request is counted by record.lua when its record is written (once per

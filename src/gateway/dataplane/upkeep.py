@@ -134,16 +134,20 @@ class Upkeep:
                 tuple(sorted((s, v, c.rewards, c.reward_sum) for s, per in snap.segments.items() for v, c in per.items())),
             )
             if key != rt.evaluated_counts:
-                rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount)
-                if segments.is_contextual(rt.policy):
-                    # Monte-Carlo per segment: off the event loop, which serves the requests.
-                    rt.segments = await asyncio.to_thread(segments.routing, rt.policy, snap)
-                    await promotions.promote_segments(self.store, name, rt, snap, now)
-                elif linear.is_linear(rt.policy):
-                    rt.linear = await asyncio.to_thread(linear.routing, rt.policy, snap)
-                await promotions.promote_by_rule(self.store, name, rt, snap, now, self.experiments.linear_contexts())
-                # Only once every step ran: one that failed (the store away) runs again next time.
                 rt.evaluated_counts = key
+                try:
+                    rt.allocation = allocation.allocate(rt.policy, snap.arms, snap.meta, rt.discount)
+                    if segments.is_contextual(rt.policy):
+                        # Monte-Carlo per segment: off the event loop, which serves the requests.
+                        rt.segments = await asyncio.to_thread(segments.routing, rt.policy, snap)
+                        await promotions.promote_segments(self.store, name, rt, snap, now)
+                    elif linear.is_linear(rt.policy):
+                        rt.linear = await asyncio.to_thread(linear.routing, rt.policy, snap)
+                    await promotions.promote_by_rule(self.store, name, rt, snap, now,
+                                                     self.experiments.linear_contexts())
+                except STORE_DOWN:
+                    rt.evaluated_counts = None  # a promotion step the store missed runs again once it is back
+                    raise
             if await self.check_guardrails(rt):
                 rt.evaluated_counts = None  # the champion changed: recompute on the next refresh
             if rt.shadows and now - rt.shadow_checked_at >= SHADOW_FIRST_EVERY_S:

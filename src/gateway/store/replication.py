@@ -27,11 +27,14 @@ MARKER_TTL_MS = 60_000
 
 
 def marker_key(key: str) -> str:
-    """A key of ours in `key`'s slot: the same hash tag (or, with none, `key` as the tag)."""
+    """A key of ours in `key`'s slot: the same hash tag (or, with none, `key` as the tag). A key
+    without a tag that holds a '}' has no such key: then any (our keys on a cluster all have a
+    tag, and a single server has one slot)."""
     start = key.find("{")
     end = key.find("}", start + 1) if start != -1 else -1
-    tag = key[start + 1:end] if end > start + 1 else key
-    return f"gw:{{{tag}}}:confirm"
+    if end > start + 1:
+        return f"gw:{{{key[start + 1:end]}}}:confirm"
+    return f"gw:{{{key}}}:confirm" if "}" not in key else "gw:confirm"
 
 
 class ScriptCalls:

@@ -135,6 +135,22 @@ class RedisCluster:
                 return int(replicas[0][1])
         raise LookupError(master_port)
 
+    def move_empty_slot(self, slot: int, to_port: int) -> None:
+        """Give a slot holding no key to another master, as a resharding does (nothing to move),
+        until every live node sees the new owner."""
+        source, target = self.node(self.master_of_slot(slot)).client(), self.node(to_port).client()
+        source_id, target_id = (c.execute_command("CLUSTER", "MYID") for c in (source, target))
+        assert source.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        for c in (target, source):
+            c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+        def moved() -> bool:
+            return all(any(start <= slot <= end and int(master[1]) == to_port
+                           for start, end, master, *_ in n.client().cluster("slots")) for n in self._live())
+        self._wait(moved, f"slot {slot} to move to {to_port}", 30.0)
+
     def node(self, port: int) -> Node:
         return next(n for n in self.nodes if n.port == port)
 

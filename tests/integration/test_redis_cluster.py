@@ -416,6 +416,33 @@ def test_with_wait_replicas_only_the_records_on_the_master_left_unconfirmed_fail
     assert run(scenario()) == ["not confirmed", True]
 
 
+def test_with_wait_replicas_a_record_whose_slot_moved_is_confirmed_by_its_new_master(cluster):
+    """A resharding moves an experiment's slot to another master while the router's slot map is
+    old: the record is redirected (MOVED). It must be confirmed by the replica of the master that
+    took it, here paused, not by the old master's WAIT, which covers nothing of it."""
+    old_owner, new_owner = cluster.master_ports()[:2]
+    name = next(n for n in (f"moving{i}" for i in range(10_000))
+                if cluster.master_of_slot(key_slot(n.encode())) == old_owner
+                and not master_client(cluster, n).cluster("countkeysinslot", key_slot(n.encode())))
+    heir = cluster.replica_of(new_owner)
+
+    async def scenario():
+        store = ExperimentStore.from_url(cluster.url + WAIT_FOR_ONE)
+        try:
+            assert await record_confirmed(store, f"{name}-warm", "warm") is True  # the slot map and scripts known
+            cluster.move_empty_slot(key_slot(name.encode()), new_owner)
+            cluster.pause(heir)
+            try:
+                return await record_confirmed(store, name, "r1")
+            finally:
+                cluster.resume(heir)
+        finally:
+            await store.close()
+
+    assert run(scenario()) == "not confirmed"
+    assert master_client(cluster, name).hget(keys.request(name, "r1"), "nonce") == "n1"  # written at the new owner
+
+
 def test_with_wait_replicas_a_record_found_written_is_confirmed_only_once_its_replica_has_it(cluster):
     """A record written while the replica was paused (not confirmed, so spooled) and sent again
     with its nonce from another connection (a replay, a retry after a cut) is found and writes

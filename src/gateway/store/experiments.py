@@ -10,7 +10,7 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import AskError, NoScriptError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys
@@ -37,7 +37,7 @@ _LIBS = {"reward.lua": ("labels.lua", "scoring.lua", "linear.lua", "reward_rule.
 
 
 # A call's answer that says only that it did not run (or may not have): run again on a retry.
-_RETRIED = (NoScriptError, RedisConnectionError, RedisTimeoutError)
+_RETRIED = (NoScriptError, RedisConnectionError, RedisTimeoutError, AskError)
 
 
 def _lua(name: str) -> str:
@@ -84,7 +84,7 @@ class ExperimentStore(ShadowRecords, LogReads):
         the calls that wrote on that master; else the first error is raised."""
         if not self._shas:
             await self._load_scripts()
-        reconnected = reloaded = False
+        reconnected = reloaded = remapped = False
         # Answers from the try before, when only some calls failed: of the calls (not the confirmations).
         earlier: list | None = None
         while True:
@@ -121,6 +121,16 @@ class ExperimentStore(ShadowRecords, LogReads):
                 reloaded = True
                 earlier = answers  # on a cluster, only the node that lost them answered NOSCRIPT
                 continue
+            # Redirected (MOVED, or ASK: only under wait_replicas, see replication.execute): the
+            # slot map is stale; learn it and send again, where this try's calls now belong.
+            if not remapped and any(isinstance(r, AskError) for r in results):
+                await self.client.nodes_manager.initialize()
+                remapped = True
+                earlier = answers
+                continue
+            # Still redirected: the slot is being moved; the caller spools, as for TRYAGAIN.
+            answers = [TryAgainError(f"the slot is being moved: {a}") if isinstance(a, AskError) else a
+                       for a in answers]
             if not isolate:
                 for r in answers:
                     if isinstance(r, Exception):

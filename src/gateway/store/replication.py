@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
@@ -133,8 +133,12 @@ def each_call_judged(answers: list, of_call: list[str], failed: dict[str, NotRep
 async def execute(pipe: Any, masters: list[str]) -> list:
     """The pipeline's answers (errors among them). redis-py retries a cluster pipeline after a
     node was unreachable but drops the target of our ROLE/WAIT on the first try, so the retry
-    cannot route them: that is a cut like any other (ConnectionError)."""
+    cannot route them: that is a cut like any other (ConnectionError). With confirmations, a
+    command its node redirects (MOVED, ASK: the slot has moved or is moving) is answered with
+    the redirection, not sent on: sent on, it would land where no WAIT of ours looks."""
     try:
+        if masters and isinstance(pipe, ClusterPipeline):
+            return await pipe.execute(raise_on_error=False, allow_redirections=False)
         return await pipe.execute(raise_on_error=False)
     except RedisClusterException as err:
         if not masters or type(err) is not RedisClusterException:

@@ -23,7 +23,7 @@ from gateway.sim import churn
 from gateway.store import keys
 from gateway.store.embedded import EmbeddedRedis
 from gateway.store.experiments import ExperimentStore
-from gateway.store.snapshot import RewardItem
+from gateway.store.snapshot import RewardItem, RewardRules
 from gateway.store.spool import Spool
 from gateway.dataplane.tokens import RewardTokens, TokenClaims
 from tests.planes import BASE, run
@@ -256,3 +256,81 @@ def test_a_record_replayed_after_its_deadline_waits_a_window_for_the_default_and
     swept, outcome, late, swept_later = run(scenario())
     assert (swept, outcome) == (0, "accepted")
     assert late == "duplicate" and swept_later == 0  # rewarded once; nothing left to default
+
+
+def test_feedback_spooled_on_time_counts_though_the_default_was_applied_before_it_reached_redis(node):
+    """A request recorded in Redis; its feedback comes on time while Redis is away and waits in
+    the spool; Redis returns after the deadline and a sweeper (another replica's, or this one's
+    first refresh) gives the request the default before the spool is replayed. The feedback
+    still counts, in place of the default: once, with its own value, as if it came first."""
+    plane = node.replica(7)
+    row = churn.make_churn(1, seed=4)[0][0]
+
+    async def scenario():
+        await plane.start()
+        try:
+            served = await plane.predict(EXPERIMENT, {"instances": [row]}, "waited")
+            node.kill_redis()
+            await wait_for(lambda: not plane.store_ok, "the replica to see Redis gone")
+            queued = await plane.rewards({"request_id": "waited", "reward": 1, "token": served["reward_token"]})
+        finally:
+            await plane.stop()  # its spool keeps the feedback
+        node.clock.offset += WINDOW_S + 30
+        node.start_redis()
+        sweeper = node.replica(8)
+        try:
+            swept = await sweeper.store.expire_rewards(EXPERIMENT, 0.0, node.clock())
+        finally:
+            await sweeper.store.close()
+        await plane.start()
+        try:
+            await wait_for(lambda: plane.store_ok and plane.spool.pending() == 0, "the feedback to replay")
+            again = await plane.rewards({"request_id": "waited", "reward": 1, "token": served["reward_token"]})
+        finally:
+            await plane.stop()
+        return served["variant"], queued, swept, again
+
+    variant, (code, body), swept, (_, again) = run(scenario())
+    assert (code, body["status"], swept) == (202, "queued", 1)
+    got = applied(node)
+    # The feedback's 1, not the default's 0, counted once.
+    assert {k: got["arms"][variant].get(k) for k in ("req", "n", "s", "ss")} == {"req": 1, "n": 1, "s": 1, "ss": 1}
+    assert again["status"] == "duplicate"
+    assert [e["rid"] for e in got["feedback"] if "late" not in e] == ["waited"]
+
+
+def test_feedback_in_place_of_the_default_counts_everywhere_as_feedback_that_came_first(node):
+    """Two experiments, two requests each with a segment, a linear context and a covariate: in
+    one both get on-time feedback before any sweep; in the other one request is swept (the
+    default 0.25) before its on-time feedback of 1 arrives. Every counter the reward feeds (the
+    arms with the covariate's, the segment's, the linear model's) ends the same in both."""
+    context = ("tenure",)
+    rules = RewardRules(default=0.25, window_s=WINDOW_S, linear_context=context)
+    fields = {"variant": "logreg", "seg": "plan=pro", "lx": "1,0.5", "cx": "2"}
+
+    async def scenario():
+        store = ExperimentStore.from_url(node.redis.url)
+        try:
+            t0 = node.clock()
+            for experiment in ("direct", "swept"):
+                for rid in ("a", "b"):
+                    assert await store.record_prediction(experiment, rid, "logreg", fields, 3600, None, deadline=t0 + 60)
+            on_time = t0 + 30
+            items = {e: [RewardItem(e, rid, "logreg", 1.0) for rid in ("a", "b")] for e in ("direct", "swept")}
+            direct = await store.apply_rewards(items["direct"], on_time, {"direct": rules})
+            first = await store.apply_rewards(items["swept"][:1], on_time, {"swept": rules})
+            swept = await store.expire_rewards("swept", 0.25, t0 + 61, linear_context=context)
+            replaced = await store.apply_rewards(items["swept"][1:], on_time, {"swept": rules})
+            again = await store.apply_rewards(items["swept"][1:], on_time, {"swept": rules})
+            return direct + first + replaced, swept, again
+        finally:
+            await store.close()
+
+    outcomes, swept, again = run(scenario())
+    assert [o for o, _ in outcomes] == ["accepted"] * 4 and swept == 1 and again[0][0] == "duplicate"
+    r = node.raw()
+    try:
+        for key in (keys.arms, keys.segments, lambda e: keys.linear(e, context)):
+            assert r.hgetall(key("swept")) == r.hgetall(key("direct")) != {}
+    finally:
+        r.close()

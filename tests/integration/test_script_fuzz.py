@@ -680,6 +680,7 @@ def test_apply_rewards_is_all_or_nothing(raw, store, loop, default, steps):
     reset(raw, store, loop)
     rules = {EXP: RewardRules(default=default)}
     last_rid = None
+    defaulted: set[str] = set()  # requests that took the default (their feedback came late)
     for i, (value, kind) in enumerate(steps):
         if kind == "again" and last_rid is not None:
             rid, now = last_rid, T0 + 1
@@ -709,8 +710,15 @@ def test_apply_rewards_is_all_or_nothing(raw, store, loop, default, steps):
             assert any(abs(r) > SUM_LIMIT or abs(s0 + r) > SUM_LIMIT or ss0 + r * r > SUM_LIMIT for r in candidates), (
                 f"{where}: 'invalid' although no sum would pass the limit (s={s0!r}, ss={ss0!r})"
             )
+        elif outcome == "accepted" and rid in defaulted:
+            # On-time feedback replayed after the default: it takes the default's place.
+            defaulted.discard(rid)
+            assert _arm(raw, "a")[0] == n0, f"{where}: took the default's place but the reward count moved"
         elif outcome == "accepted":
             assert _arm(raw, "a")[0] == n0 + 1, f"{where}: accepted but the reward count did not grow"
+        if outcome == "late":
+            defaulted.add(rid)
+        if outcome == "accepted":
             _, s1, ss1 = _arm(raw, "a")
             assert abs(s1) <= SUM_LIMIT and ss1 <= SUM_LIMIT, f"{where}: sums past the limit: s={s1!r}, ss={ss1!r}"
         assert_sums_finite(store, loop, (EXP,))

@@ -30,6 +30,13 @@ local function linear_increments(x, r)
   return out
 end
 
+-- The increments that turn reward `old` at x into reward `new` (the count and xtx stay).
+local function linear_replaced(x, old, new)
+  local out = {{'yty', new * new - old * old}}
+  for j = 1, #x do out[#out + 1] = {'xty:' .. (j - 1), (new - old) * x[j]} end
+  return out
+end
+
 -- Whether adding every increment list of `all` in turn (a list of {variant, increments}) keeps
 -- every counter it touches finite and within +-LINEAR_LIMIT after each step. Reads only.
 local function linear_fits(key, all)

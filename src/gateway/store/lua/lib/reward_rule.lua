@@ -17,7 +17,8 @@
 -- lets shadows earn rewards: the shadows that answered the request then earn theirs by the same
 -- rule).
 -- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
--- accepted | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (the
+-- accepted (on-time feedback for a request already given the default takes the default's place)
+-- | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (the
 -- variant's sums would overflow: nothing written). Every check comes before the item's first
 -- write: Redis does not undo a script's writes on error.
 -- Amounts must stay within +-1e300 (sums are kept in long doubles by Redis: anything near the
@@ -87,6 +88,23 @@ local function reward_apply(K, C, req, variant, reward, label, from_label_arg)
       linear_add(K.linear, served, linear_increments(lx, r))
     end
   end
+  -- The default `old` counted in place of reward `value`: the sums change, the counts stay.
+  local function replace_default(old, value)
+    local r = tonumber(value)
+    redis.call('HINCRBYFLOAT', K.arms, served .. ':s', string.format('%.17g', r - old))
+    redis.call('HINCRBYFLOAT', K.arms, served .. ':ss', string.format('%.17g', r * r - old * old))
+    if covariate then
+      redis.call('HINCRBYFLOAT', K.arms, served .. ':xy', string.format('%.17g', covariate * (r - old)))
+    end
+    if segment then
+      local cell = segment .. '|' .. served
+      redis.call('HINCRBYFLOAT', K.segments, cell .. ':s', string.format('%.17g', r - old))
+      redis.call('HINCRBYFLOAT', K.segments, cell .. ':ss', string.format('%.17g', r * r - old * old))
+    end
+    if lx then
+      linear_add(K.linear, served, linear_replaced(lx, old, r))
+    end
+  end
 
   -- Past its deadline a request takes the default reward (as the sweeper would), so the outcome
   -- does not depend on when the sweeper last ran. The deadline is the record's own ('dl'): a record
@@ -100,7 +118,14 @@ local function reward_apply(K, C, req, variant, reward, label, from_label_arg)
     redis.call('ZREM', K.pending, rid)
   end
 
-  if redis.call('HEXISTS', req, 'reward') == 1 then
+  -- Feedback on time for a request the sweeper already gave the default (the feedback waited in a
+  -- router's spool while Redis was away, or another replica swept first): it takes the default's
+  -- place, as if it had arrived first. Only once: the record is then rewarded, not defaulted.
+  local replaced = nil
+  if redis.call('HGET', req, 'defaulted') == '1' and deadline and C.now_n <= tonumber(deadline) then
+    replaced = tonumber(redis.call('HGET', req, 'reward'))
+  end
+  if redis.call('HEXISTS', req, 'reward') == 1 and not replaced then
     if redis.call('HGET', req, 'defaulted') == '1' and redis.call('HSETNX', req, 'late', reward) == 1 then
       -- Late feedback is kept for retraining, but the bandit already counted the default.
       if label ~= '' then
@@ -148,7 +173,12 @@ local function reward_apply(K, C, req, variant, reward, label, from_label_arg)
 
   redis.call('HSET', req, 'reward', reward, 'rewarded_at', C.now)
   redis.call('ZREM', K.pending, rid)
-  add_reward(reward)
+  if replaced then
+    redis.call('HDEL', req, 'defaulted')
+    replace_default(replaced, reward)
+  else
+    add_reward(reward)
+  end
   if quota_key then
     if redis.call('INCR', quota_key) == 1 then
       redis.call('EXPIRE', quota_key, string.format('%d', C.window))

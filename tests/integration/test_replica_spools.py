@@ -334,3 +334,31 @@ def test_feedback_in_place_of_the_default_counts_everywhere_as_feedback_that_cam
             assert r.hgetall(key("swept")) == r.hgetall(key("direct")) != {}
     finally:
         r.close()
+
+
+def test_a_request_id_reused_while_spooling_never_takes_the_first_predictions_reward(node):
+    """While Redis is away reuse of a request id cannot be seen: both predictions are answered.
+    On replay the second record is refused (the id is in use), and its token, though valid,
+    names the second prediction: its reward does not land on the first, whose own reward then
+    counts. The same unit, so the same variant both times (only the record tells them apart)."""
+    plane = node.replica(9)
+    rows, _ = churn.make_churn(2, seed=6)
+
+    async def scenario():
+        await start_then_lose_redis(node, plane)
+        try:
+            first, second = [await plane.predict(EXPERIMENT, {"instances": [row], "unit_id": "u7"}, "twice")
+                             for row in rows]
+            _, queued = await plane.rewards({"request_id": "twice", "reward": 1, "token": second["reward_token"]})
+            node.start_redis()
+            await wait_for(lambda: plane.store_ok and plane.spool.pending() == 0, "the spool to replay")
+            _, own = await plane.rewards({"request_id": "twice", "reward": 0, "token": first["reward_token"]})
+            return first, second, queued, own
+        finally:
+            await plane.stop()
+
+    first, second, queued, own = run(scenario())
+    assert first["variant"] == second["variant"] and queued["status"] == "queued"
+    assert own["status"] == "accepted"
+    arm = applied(node)["arms"][first["variant"]]
+    assert (arm.get("req"), arm.get("n"), arm.get("s")) == (1, 1, 0)  # the first prediction, its own reward 0

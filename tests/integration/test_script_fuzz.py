@@ -347,8 +347,10 @@ def valid_reward_call(draw, now: str, max_items: int) -> tuple[list[str], list]:
         *draw(st.sampled_from([["", ""], [keys.unit_prefix(EXP), "3600"]])),
     ]
     for _ in rids:
+        # The nonce: none (an older token), or one no record has (another prediction's: 'mismatch').
         argv += [draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))),
-                 draw(st.sampled_from(["", "1", "[0]", '"x"'])), draw(st.sampled_from(["0", "1"]))]
+                 draw(st.sampled_from(["", "1", "[0]", '"x"'])), draw(st.sampled_from(["0", "1"])),
+                 draw(st.sampled_from(["", "", "", "other-prediction"]))]
     return ks, argv
 
 
@@ -490,13 +492,15 @@ def _rec(ttl="86400", deadline="", log_pairs=("rid", "n0"), unit_ttl="") -> list
 
 
 def _rew(window="3600", maxlen=str(FEEDBACK_MAXLEN), budget=str(FEEDBACK_BYTES), quota="5", unit=("", "")) -> list:
-    return [repr(T0 + 1), maxlen, "", quota, keys.quota_prefix(EXP), window, budget, *unit, "a", "1.0", "", "0"]
+    return [repr(T0 + 1), maxlen, "", quota, keys.quota_prefix(EXP), window, budget, *unit, "a", "1.0", "", "0", ""]
 
 
 def _sh() -> list:
     return [repr(T0 + 1), str(SHADOW_LOG_MAXLEN), str(SHADOW_LOG_BYTES), str(FEEDBACK_MAXLEN), str(FEEDBACK_BYTES)]
 
 
+# reward.lua's arguments per item: variant, reward, label, from_label, nonce.
+REWARD_ITEM_ARGS = 5
 REC_KEYS = [keys.request(EXP, "n0"), keys.arms(EXP), keys.decision_log(EXP), keys.pending(EXP)]
 REW_KEYS = [*REW_SHARED_KEYS, keys.request(EXP, "r2")]
 HIST = [keys.meta(EXP), keys.history(EXP)]
@@ -512,7 +516,7 @@ FOUND = [
     pytest.param("reward", REW_KEYS, _rew(unit=(keys.unit_prefix(EXP), "1e3")), id="reward-unit-ttl-1e3"),
     pytest.param("reward", REW_KEYS, _rew(unit=(keys.unit_prefix(EXP), "")), id="reward-unit-key-without-ttl"),
     # One argument short of an item: an error, before anything is written.
-    pytest.param("reward", [*REW_KEYS, keys.request(EXP, "r4")], [*_rew(), "a", "1.0", ""], id="reward-item-short"),
+    pytest.param("reward", [*REW_KEYS, keys.request(EXP, "r4")], [*_rew(), "a", "1.0", "", "0"], id="reward-item-short"),
     # A batch whose second answer is bad (one argument short; a variant name that is no name):
     # an error, and the first answer not written either.
     pytest.param("shadow", [*SHADOW_SHARED_KEYS, keys.request(EXP, "r2"), keys.request(EXP, "r4")],
@@ -608,7 +612,7 @@ def reward_call_with_a_bad_item(draw) -> tuple[list[str], list, int]:
     ks, argv = draw(valid_reward_call(now, max_items=4).filter(lambda c: len(c[0]) - len(REW_SHARED_KEYS) >= 2))
     n = len(ks) - len(REW_SHARED_KEYS)
     bad = draw(st.integers(0, n - 1))
-    first = len(argv) - 4 * n + 4 * bad  # the bad item's variant; then reward, label, from_label
+    first = len(argv) - REWARD_ITEM_ARGS * (n - bad)  # the bad item's variant; then reward, label, from_label
     if draw(st.booleans()):
         argv[first + 1] = draw(bad_reward)
     else:
@@ -621,9 +625,9 @@ def reward_call_with_a_bad_item(draw) -> tuple[list[str], list, int]:
 def test_a_bad_item_writes_nothing_and_holds_back_no_other(raw, shas, store, loop, call_and_bad):
     ks, argv, bad = call_and_bad
     n = len(ks) - len(REW_SHARED_KEYS)
-    first = len(argv) - 4 * n + 4 * bad
+    first = len(argv) - REWARD_ITEM_ARGS * (n - bad)
     ks_without = ks[: len(REW_SHARED_KEYS) + bad] + ks[len(REW_SHARED_KEYS) + bad + 1:]
-    argv_without = argv[:first] + argv[first + 4:]
+    argv_without = argv[:first] + argv[first + REWARD_ITEM_ARGS:]
     note(f"with item {bad} bad: {describe_call('reward', ks, argv)}")
     reset(raw, store, loop)
     hold_ttls(raw)

@@ -1,4 +1,5 @@
-"""Unit tests for gateway.dataplane.tokens: reward tokens bind request id, experiment, variant and expiry."""
+"""Unit tests for gateway.dataplane.tokens: reward tokens bind request id, experiment, variant, expiry
+and the record's nonce."""
 from __future__ import annotations
 
 import base64
@@ -37,6 +38,14 @@ def test_sign_then_verify_returns_the_signed_claims():
     tokens = RewardTokens(KEY)
     token = tokens.sign("req-1", CLAIMS)
     assert tokens.verify("req-1", token, NOW) == CLAIMS
+
+
+def test_the_records_nonce_is_signed_in_and_a_token_without_one_still_verifies():
+    tokens = RewardTokens(KEY)
+    with_nonce = TokenClaims("churn", "xgb", NOW + 3600, nonce="9f2c")
+    assert tokens.verify("req-1", tokens.sign("req-1", with_nonce), NOW) == with_nonce
+    # Tokens handed out before nonces were signed in name no record: any of the id's is theirs.
+    assert tokens.verify("req-1", tokens.sign("req-1", CLAIMS), NOW).nonce == ""
 
 
 def test_a_token_verifies_with_a_separate_instance_holding_the_same_key():

@@ -102,7 +102,7 @@ class Feedback:
                 outcomes = await self.store.apply_rewards(
                     [
                         StoredReward(c.experiment, rid, c.variant, r, "" if label is None else json.dumps(label),
-                                     from_label=i in made_from_labels)
+                                     from_label=i in made_from_labels, nonce=c.nonce)
                         for i, rid, c, r, label in ready
                     ],
                     now,
@@ -141,7 +141,9 @@ class Feedback:
             elif outcome == "unknown":
                 unknown.append(p)
             else:
-                results[i] = _rejected(rid, Forbidden("the token is for another variant", code="token_invalid"))
+                results[i] = _rejected(rid, Forbidden(
+                    "the token is for another prediction (another variant, or an earlier use of this request id)",
+                    code="token_invalid"))
         for (experiment, variant), total in reward_sums.items():
             self.metrics.reward_sum.add(total, {"experiment": experiment, "variant": variant})
         if unknown:

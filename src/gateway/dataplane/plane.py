@@ -255,8 +255,9 @@ class DataPlane:
         # The unit's request count goes up with the record: once per request id, never for a
         # request refused here (409) or failed above, and for a spooled record when it is replayed.
         unit_window = {"unit_window_s": rt.policy.aggregates.window_s} if unit_id and rt.policy.aggregates else {}
+        nonce = secrets.token_hex(8)  # the record's, and its token's: a reward finds its own prediction
         args = dict(experiment=experiment, request_id=request_id, variant=variant, record=record, ttl_s=keep_s,
-                    log_entry=log_entry, deadline=now + window if has_default else None, nonce=secrets.token_hex(8),
+                    log_entry=log_entry, deadline=now + window if has_default else None, nonce=nonce,
                     **unit_window)
         # Filled at a later replay, the unit's counters could hold labels sent after this request.
         spooled = (lambda: {**args, "log_entry": {**log_entry, "agg": aggregates.MISSING}}) \
@@ -271,7 +272,7 @@ class DataPlane:
         # take columns, aggregates, it lacks).
         if rt.view is view:
             self.shadow.offer(rt, request_id, matrix, carrier)
-        token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + keep_s))
+        token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + keep_s, nonce))
         self.metrics.requests.add(1, labels)
         # A plain dict, not a PredictResponse: every field is the gateway's own and already of its
         # type, and this is the hot path; the model documents the body (and a test holds the two).

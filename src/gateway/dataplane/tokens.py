@@ -1,5 +1,7 @@
-"""Reward tokens: an HMAC binding request id, experiment, variant and expiry, so that only the
-client that received a prediction can reward it, and only for the variant that served it."""
+"""Reward tokens: an HMAC binding request id, experiment, variant, expiry and the record's nonce,
+so that only the client that received a prediction can reward it, only for the variant that
+served it, and never another prediction that reused its request id (possible while records are
+spooled: reuse cannot be seen then)."""
 from __future__ import annotations
 
 import base64
@@ -17,6 +19,7 @@ class TokenClaims:
     experiment: str
     variant: str
     expires_at: float
+    nonce: str = ""  # the prediction record's ('' in tokens signed before nonces were)
 
 
 def _b64(data: bytes) -> str:
@@ -46,7 +49,8 @@ class RewardTokens:
     def sign(self, request_id: str, claims: TokenClaims) -> str:
         payload = _b64(
             json.dumps(
-                {"e": claims.experiment, "v": claims.variant, "x": math.ceil(claims.expires_at)}, separators=(",", ":")
+                {"e": claims.experiment, "v": claims.variant, "x": math.ceil(claims.expires_at),
+                 **({"n": claims.nonce} if claims.nonce else {})}, separators=(",", ":")
             ).encode()
         )
         return f"{payload}.{self._mac(self._keys[0], request_id, payload)}"
@@ -64,7 +68,7 @@ class RewardTokens:
             raise Forbidden("the reward token does not match this request", code="token_invalid")
         try:
             data = json.loads(_unb64(payload))
-            claims = TokenClaims(str(data["e"]), str(data["v"]), float(data["x"]))
+            claims = TokenClaims(str(data["e"]), str(data["v"]), float(data["x"]), str(data.get("n", "")))
         except (ValueError, KeyError, TypeError):
             raise Forbidden("the reward token is malformed", code="token_invalid") from None
         if now > claims.expires_at:

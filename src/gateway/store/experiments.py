@@ -236,7 +236,8 @@ class ExperimentStore(ShadowRecords, LogReads):
                 item_args = []
                 for i in ids:
                     it = items[i]
-                    item_args += (it.variant, repr(float(it.reward)), it.label, "1" if it.from_label and r.shadows_earn else "0")
+                    item_args += (it.variant, repr(float(it.reward)), it.label, "1" if it.from_label and r.shadows_earn else "0",
+                                  it.nonce)
                 pipe.execute_command(
                     "EVALSHA", self._shas["reward"], 9 + len(ids),
                     keys.arms(experiment), keys.feedback(experiment), keys.meta(experiment), keys.pending(experiment),

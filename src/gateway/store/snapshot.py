@@ -39,6 +39,7 @@ class RewardItem:
     reward: float
     label: str = ""  # JSON of the label(s) when the feedback carried them
     from_label: bool = False  # the reward was made from the label ('match'): shadows may earn theirs
+    nonce: str = ""  # the prediction record's, from its token ('': any record of the request id)
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,16 @@
 -- hash tag included), ARGV[6] quota window seconds, ARGV[7] the feedback stream's byte budget (as
 -- in record.lua), ARGV[8] the per-unit aggregates' key prefix ('' the policy keeps none),
 -- ARGV[9] seconds those counters live after an update ('' without a prefix);
--- then 4 per item: variant, reward, label JSON ('' for none), '1' when the reward was made from
--- the label and shadows may earn ('0' or '' otherwise).
+-- then 5 per item: variant, reward, label JSON ('' for none), '1' when the reward was made from
+-- the label and shadows may earn ('0' or '' otherwise), the prediction record's nonce from the
+-- reward's token ('' for a token without one).
 -- Returns one {outcome, traceparent} per item (lib/reward_rule.lua). An item whose own arguments
 -- are bad (a reward that is not a finite number) is 'invalid', nothing of it written, and the
 -- others apply; bad settings make every item 'invalid' and arguments that do not match the keys
 -- an error, nothing written. Every argument is checked before the first write.
 -- Counts must be digits (Redis parses them more strictly than Lua's tonumber).
 local function int_arg(s, lo, hi) if type(s) ~= 'string' or #s > 15 or not string.match(s, '^%d+$') then return nil end local x = tonumber(s) if x < lo or x > hi then return nil end return x end
-local SHARED_KEYS, SHARED_ARGS, ITEM_ARGS = 9, 9, 4
+local SHARED_KEYS, SHARED_ARGS, ITEM_ARGS = 9, 9, 5
 local n = #KEYS - SHARED_KEYS
 if n < 1 or #ARGV ~= SHARED_ARGS + ITEM_ARGS * n then
   return redis.error_reply('ERR reward.lua: ' .. SHARED_ARGS .. ' arguments and ' .. ITEM_ARGS .. ' per request key expected')
@@ -45,7 +46,7 @@ end
 for i = 1, n do
   local a = SHARED_ARGS + ITEM_ARGS * (i - 1)
   if item_ok[i] then
-    results[i] = reward_apply(K, C, KEYS[SHARED_KEYS + i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+    results[i] = reward_apply(K, C, KEYS[SHARED_KEYS + i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
   else
     results[i] = {'invalid', ''}
   end

@@ -15,7 +15,8 @@
 -- The item, already checked: its request record's key, variant, reward (a number as text), label
 -- JSON ('' for none), from_label ('1' when the reward was made from the label and the policy
 -- lets shadows earn rewards: the shadows that answered the request then earn theirs by the same
--- rule).
+-- rule), nonce (the record's, from the token: '' for a token without one; a record with another
+-- nonce is another prediction under the same request id: 'mismatch').
 -- Returns {outcome, the prediction's traceparent} (the reward's span links to it); outcome is
 -- accepted (on-time feedback for a request already given the default takes the default's place)
 -- | duplicate | late (kept, not learned) | quota | unknown | mismatch | invalid (the
@@ -25,12 +26,14 @@
 -- double range would read back as inf).
 local function reward_num(s) local x = tonumber(s) if x ~= nil and x == x and x >= -1e300 and x <= 1e300 then return x end end
 
-local function reward_apply(K, C, req, variant, reward, label, from_label_arg)
+local function reward_apply(K, C, req, variant, reward, label, from_label_arg, nonce)
   local served = redis.call('HGET', req, 'variant')
   if not served then
     return {'unknown', ''}
   end
-  if served ~= variant then
+  -- The token's nonce names its prediction: another that reused the request id (both spooled,
+  -- where reuse cannot be seen) is not this record's, and must not take its reward.
+  if served ~= variant or (nonce ~= nil and nonce ~= '' and redis.call('HGET', req, 'nonce') ~= nonce) then
     return {'mismatch', ''}
   end
   local rid = string.match(req, ':req:(.*)$')

@@ -17,7 +17,7 @@ import redis
 import yaml
 
 from gateway.dataplane import DataPlane
-from gateway.errors import NotFound
+from gateway.errors import Forbidden, NotFound
 from gateway.policy import load_policy_file
 from gateway.sim import churn
 from gateway.store import keys
@@ -322,12 +322,18 @@ def test_feedback_in_place_of_the_default_counts_everywhere_as_feedback_that_cam
             swept = await store.expire_rewards("swept", 0.25, t0 + 61, linear_context=context)
             replaced = await store.apply_rewards(items["swept"][1:], on_time, {"swept": rules})
             again = await store.apply_rewards(items["swept"][1:], on_time, {"swept": rules})
-            return direct + first + replaced, swept, again
+            # Once feedback after the deadline was kept as late (training reads it), the on-time
+            # copy still in a spool is a duplicate: the default stays.
+            assert await store.record_prediction("late-first", "c", "logreg", fields, 3600, None, deadline=t0 + 60)
+            late_then_on_time = [(await store.apply_rewards([RewardItem("late-first", "c", "logreg", 1.0)], at,
+                                                            {"late-first": rules}))[0][0] for at in (t0 + 61, on_time)]
+            return direct + first + replaced, swept, again, late_then_on_time
         finally:
             await store.close()
 
-    outcomes, swept, again = run(scenario())
+    outcomes, swept, again, late_then_on_time = run(scenario())
     assert [o for o, _ in outcomes] == ["accepted"] * 4 and swept == 1 and again[0][0] == "duplicate"
+    assert late_then_on_time == ["late", "duplicate"]
     r = node.raw()
     try:
         for key in (keys.arms, keys.segments, lambda e: keys.linear(e, context)):
@@ -347,11 +353,14 @@ def test_a_request_id_reused_while_spooling_never_takes_the_first_predictions_re
     async def scenario():
         await start_then_lose_redis(node, plane)
         try:
-            first, second = [await plane.predict(EXPERIMENT, {"instances": [row], "unit_id": "u7"}, "twice")
-                             for row in rows]
+            # The second of two rows: its label, two values, would not even fit the first.
+            first, second = [await plane.predict(EXPERIMENT, {"instances": instances, "unit_id": "u7"}, "twice")
+                             for instances in (rows[:1], rows)]
             _, queued = await plane.rewards({"request_id": "twice", "reward": 1, "token": second["reward_token"]})
             node.start_redis()
             await wait_for(lambda: plane.store_ok and plane.spool.pending() == 0, "the spool to replay")
+            with pytest.raises(Forbidden):  # a label with it is refused too, not matched against the first
+                await plane.rewards({"request_id": "twice", "label": [1, 0], "token": second["reward_token"]})
             _, own = await plane.rewards({"request_id": "twice", "reward": 0, "token": first["reward_token"]})
             return first, second, queued, own
         finally:

@@ -346,11 +346,12 @@ def valid_reward_call(draw, now: str, max_items: int) -> tuple[list[str], list]:
         # Half the time the policy keeps per-unit aggregates: the unit's counters grow too.
         *draw(st.sampled_from([["", ""], [keys.unit_prefix(EXP), "3600"]])),
     ]
-    for _ in rids:
-        # The nonce: none (an older token), or one no record has (another prediction's: 'mismatch').
+    for rid in rids:
+        # The nonce: the record's (its token's), none (an older token), or another prediction's
+        # under the same id ('mismatch').
         argv += [draw(st.sampled_from(["a", "b"])), repr(draw(st.floats(-10, 10))),
                  draw(st.sampled_from(["", "1", "[0]", '"x"'])), draw(st.sampled_from(["0", "1"])),
-                 draw(st.sampled_from(["", "", "", "other-prediction"]))]
+                 draw(st.sampled_from([f"nonce-{rid}", f"nonce-{rid}", "", "other-prediction"]))]
     return ks, argv
 
 

@@ -194,6 +194,10 @@ class Feedback:
                 if not record or "pred" not in record:
                     unknown.append(p)
                     continue
+                if claims.nonce and record.get("nonce") != claims.nonce:  # another prediction's, reusing the id
+                    results[i] = _rejected(rid, Forbidden(
+                        "the token is for another prediction (an earlier use of this request id)", code="token_invalid"))
+                    continue
                 predictions = json.loads(record["pred"])
                 labels = label if isinstance(label, list) else [label]
                 if len(labels) != len(predictions):

@@ -124,9 +124,18 @@ local function reward_apply(K, C, req, variant, reward, label, from_label_arg, n
   -- Feedback on time for a request the sweeper already gave the default (the feedback waited in a
   -- router's spool while Redis was away, or another replica swept first): it takes the default's
   -- place, as if it had arrived first. Only once: the record is then rewarded, not defaulted.
+  -- Not once late feedback was kept: training and evaluation have read that one already (the
+  -- on-time copy, still spooled when a client sent it again after the deadline, is a duplicate).
   local replaced = nil
-  if redis.call('HGET', req, 'defaulted') == '1' and deadline and C.now_n <= tonumber(deadline) then
+  if redis.call('HGET', req, 'defaulted') == '1' and deadline and C.now_n <= tonumber(deadline)
+      and redis.call('HEXISTS', req, 'late') == 0 then
     replaced = tonumber(redis.call('HGET', req, 'reward'))
+    -- The sums after trading the default for the reward must stay finite (nothing written yet).
+    local r = tonumber(reward)
+    if not (replaced and reward_num(s0 + r - replaced) and reward_num(ss0 + r * r - replaced * replaced))
+        or (lx and not linear_fits(K.linear, {{served, linear_replaced(lx, replaced, r)}})) then
+      return {'invalid', ''}
+    end
   end
   if redis.call('HEXISTS', req, 'reward') == 1 and not replaced then
     if redis.call('HGET', req, 'defaulted') == '1' and redis.call('HSETNX', req, 'late', reward) == 1 then

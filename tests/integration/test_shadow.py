@@ -18,7 +18,8 @@ from gateway.errors import Conflict
 from gateway.schemas import AdminRequest
 from gateway.sim import churn
 from gateway.store import keys
-from tests.planes import BASE, Clock, env, run, serve  # noqa: F401 - env is a fixture
+from gateway.store.spool import Spool
+from tests.planes import BASE, Clock, Env, env, run, serve  # noqa: F401 - env is a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -313,3 +314,34 @@ def test_shadow_first_graduates_a_better_challenger_and_retires_a_worse_one(env,
         assert state["status"] == "promoted" and state["champion"] == "logreg"
         assert [h["action"] for h in state["history"]].count("retire") == 1
         assert "xgb2" not in arms or arms["xgb2"].rewards == 0  # a retired shadow's rewards never count
+
+
+def test_a_request_whose_record_is_spooled_is_not_mirrored(env, tmp_path):
+    """While Redis is away a prediction's record goes to the spool: until its replay the shadow's
+    answers would find no record (or, under a request id reused meanwhile, the other
+    prediction's), so the request is not mirrored. A Redis of its own, to stop."""
+    own = Env(tmp_path / "own")
+    own.variants = env.variants
+    holder: dict = {}
+    plane = own.plane(Clock(), variants=SHADOWED, wrap=gated("xgb", holder), spool=Spool(tmp_path / "spool"),
+                      shadow={"fraction": 1.0, "batch_wait_s": 0})
+    rows, _ = churn.make_churn(2, seed=16)
+
+    async def scenario():
+        await plane.start()
+        holder["gate"].open.set()
+        try:
+            await serve(plane, rows[:1], prefix="written")
+            await plane.shadow.drain()
+            mirrored_while_up = holder["gate"].calls
+            own.redis.stop()
+            await serve(plane, rows[1:], prefix="spooled")
+            await plane.shadow.drain()
+            return mirrored_while_up, holder["gate"].calls, plane.spool.pending()
+        finally:
+            await plane.stop()
+
+    try:
+        assert run(scenario()) == (1, 1, 1)
+    finally:
+        own.redis.stop()

@@ -33,7 +33,7 @@ from gateway.schemas import PredictRequest, RewardBatch
 from gateway.schemas.feedback import SentItem
 from gateway.store.experiments import ExperimentStore
 from gateway.store.spool import Spool
-from gateway.store.writer import STORE_DOWN, StoreWriter
+from gateway.store.writer import REFUSED, STORE_DOWN, WRITTEN, StoreWriter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.tracing import child_span, current_carrier
 from gateway.dataplane.tokens import RewardTokens, TokenClaims
@@ -264,13 +264,14 @@ class DataPlane:
             if agg_logged == aggregates.AT_RECORD else None
         with child_span("redis.record_prediction") as span:
             span.set_attribute("db.system", "redis")
-            fresh = await self.writer.record(args, spooled)
-        if not fresh:
+            recorded = await self.writer.record(args, spooled)
+        if recorded == REFUSED:
             raise Conflict(f"request id {request_id!r} was already used; send a new x-request-id", code="request_id_in_use")
-        # After the record exists, so that the shadows' answers can be put on it. Not when a
-        # variant joined meanwhile: the frame was built for the view before (a new shadow may
-        # take columns, aggregates, it lacks).
-        if rt.view is view:
+        # After the record exists, so that the shadows' answers can be put on it: not for a
+        # spooled one (until its replay the answers would find no record, or, under a request id
+        # reused meanwhile, another prediction's). Nor when a variant joined meanwhile: the frame
+        # was built for the view before (a new shadow may take columns, aggregates, it lacks).
+        if recorded == WRITTEN and rt.view is view:
             self.shadow.offer(rt, request_id, matrix, carrier)
         token = self.tokens.sign(request_id, TokenClaims(experiment, variant, now + keep_s, nonce))
         self.metrics.requests.add(1, labels)

@@ -31,6 +31,8 @@ ADOPT_EVERY_S = 5.0
 # Replicas announce a non-empty spool in Redis (owner -> until when), renewed at every replay.
 ANNOUNCE_S = 60.0
 SPOOLING_KEY = "gw:spooling"
+# What became of a prediction's record (StoreWriter.record).
+WRITTEN, SPOOLED, REFUSED = "written", "spooled", "refused"
 
 # What replaying one spooled reward came to: applied or refused for good ('done'), or its
 # prediction's record is not in Redis yet ('unknown').
@@ -75,19 +77,19 @@ class StoreWriter:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def record(self, args: dict[str, Any], spooled: Callable[[], dict[str, Any]] | None = None) -> bool:
-        """A served prediction's record: False if its request id was already used. `spooled`:
-        the record to keep instead if it goes to the spool (what must be settled now, not when
-        it is replayed)."""
+    async def record(self, args: dict[str, Any], spooled: Callable[[], dict[str, Any]] | None = None) -> str:
+        """A served prediction's record: WRITTEN to Redis, SPOOLED (replayed later), or REFUSED
+        (its request id was already used). `spooled`: the record to keep instead if it goes to
+        the spool (what must be settled now, not when it is replayed)."""
         if not self.spooling:
             try:
-                return await self.store.record_prediction(**args)
+                return WRITTEN if await self.store.record_prediction(**args) else REFUSED
             except STORE_DOWN:
                 if self.spool is None:
                     raise
                 self.lost()
         await self.spool.put("record", spooled() if spooled else args)
-        return True
+        return SPOOLED
 
     async def queue_rewards(self, payloads: list[dict[str, Any]]) -> None:
         """Durably keep feedback items for later: {'item', 'received_at', 'until'} each."""

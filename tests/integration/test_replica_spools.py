@@ -336,6 +336,7 @@ def test_feedback_in_place_of_the_default_counts_everywhere_as_feedback_that_cam
     assert late_then_on_time == ["late", "duplicate"]
     r = node.raw()
     try:
+        assert (r.hget(keys.arms("late-first"), "logreg:n"), r.hget(keys.arms("late-first"), "logreg:s")) == ("1", "0.25")
         for key in (keys.arms, keys.segments, lambda e: keys.linear(e, context)):
             assert r.hgetall(key("swept")) == r.hgetall(key("direct")) != {}
     finally:

@@ -194,7 +194,9 @@ class Feedback:
                 if not record or "pred" not in record:
                     unknown.append(p)
                     continue
-                if claims.nonce and record.get("nonce") != claims.nonce:  # another prediction's, reusing the id
+                # Another prediction's, reusing the id: refused here, before its labels are compared
+                # with this record's (reward.lua refuses it by the same rule).
+                if claims.nonce and record.get("nonce") != claims.nonce:
                     results[i] = _rejected(rid, Forbidden(
                         "the token is for another prediction (an earlier use of this request id)", code="token_invalid"))
                     continue

@@ -212,9 +212,9 @@ class ExperimentStore(ShadowRecords, LogReads):
         """Each item's outcome (accepted, also on time in place of a default the sweeper gave
         first; duplicate; late: after the window, kept but not learned; quota: the unit used its
         rewards; unknown: no such served request; mismatch: served by another variant, or
-        another prediction under the request id (the token's nonce); invalid: not a finite number, or the variant's sums would
-        overflow, nothing written) with the prediction's traceparent when accepted. `rules` by
-        experiment (defaults: no default reward, no quota)."""
+        another prediction under the request id (the token's nonce); invalid: not a finite
+        number, or the variant's sums would overflow, nothing written) with the prediction's
+        traceparent when accepted. `rules` by experiment (defaults: no default reward, no quota)."""
         if not items:
             return []
         rules = rules or {}

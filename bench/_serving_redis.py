@@ -214,7 +214,7 @@ def capturing_store():
     store._shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in store._sources.items()}
     calls: list = []
 
-    async def run_scripted(build):
+    async def run_scripted(build, isolate=False):  # as ExperimentStore._run_scripted
         build(_CapturePipe(calls))
         raise _Captured  # what the store would do with the replies is not our business
 

@@ -128,9 +128,9 @@ class ExperimentStore(ShadowRecords, LogReads):
                 remapped = True
                 earlier = answers
                 continue
-            # Still redirected: the slot is being moved; the caller spools, as for TRYAGAIN.
-            answers = [TryAgainError(f"the slot is being moved: {a}") if isinstance(a, AskError) else a
-                       for a in answers]
+            if remapped:  # still redirected: the slot is being moved; the caller spools, as for TRYAGAIN
+                answers = [TryAgainError(f"the slot is being moved: {a}") if isinstance(a, AskError) else a
+                           for a in answers]
             if not isolate:
                 for r in answers:
                     if isinstance(r, Exception):
